@@ -1,0 +1,1 @@
+"""Shipped hardware profiles (YAML data, one file per device); read by attnsim.simulator.hardware."""

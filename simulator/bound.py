@@ -1,0 +1,122 @@
+"""The speed-of-light bound: the time no implementation of the op can beat on this hardware.
+
+bound_s = max over units u of max( W_u / R_u(device), w_u(largest indivisible piece) / R_u(one SM) )
+
+at `clock_max_hz`, all units overlapping perfectly, efficiencies 1; no tiles, no schedule, no
+launch overhead (DESIGN.md section 4). W_u is the *useful* work of unit u:
+
+* tensor: the useful matmul FLOPs of each GEMM at its (dtype, accumulate) rate, summed;
+* exp: one exponential per live score (forward; a backward may keep P instead of recomputing
+  it, so it owes none). An exp can run on the SFU or be emulated by a polynomial on the FP32
+  pipes (FlashAttention-4 does so on Blackwell), so the exp time is the LP optimum
+  (n_exp + W_fp32 / c) / (R_sfu + R_fp32 / c) with c FP32 ops per emulated exp2, and never
+  below W_fp32 / R_fp32;
+* fp32: FP32 work that no tensor core can take (zero for the attention core: row sums and
+  maxima could run on tensor cores or be folded into the exp argument; later ops add RoPE etc.);
+* smem: K and V must be staged through shared memory at least once (written and read);
+* hbm: compulsory traffic, each input read once and each output written once;
+* l2: only where the profile holds a sourced L2 bandwidth (none yet), with the compulsory bytes.
+
+The largest indivisible piece of fused attention is one query row against one key — split-KV
+splits even a single row across SMs — so its per-SM term is negligible and reported for
+completeness.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .hardware import DTYPE_BYTES, Hardware
+from .workload import Workload
+
+
+@dataclass
+class Work:
+    """Useful work of an op, per unit. Tensor work is a list of (flops, dtype, accum)."""
+    tensor: list = field(default_factory=list)
+    exp: float = 0.0
+    fp32: float = 0.0
+    smem_bytes: float = 0.0
+    hbm_bytes: float = 0.0
+    piece_tensor: list = field(default_factory=list)  # the largest indivisible piece
+    piece_exp: float = 0.0
+
+    def __iadd__(self, other: "Work"):
+        self.tensor += other.tensor
+        self.exp += other.exp
+        self.fp32 += other.fp32
+        self.smem_bytes += other.smem_bytes
+        self.hbm_bytes += other.hbm_bytes
+        self.piece_tensor = max(self.piece_tensor, other.piece_tensor, key=lambda p: sum(f for f, *_ in p) if p else 0)
+        self.piece_exp = max(self.piece_exp, other.piece_exp)
+        return self
+
+
+@dataclass(frozen=True)
+class Bound:
+    time_s: float
+    unit: str  # the limiting unit
+    unit_times_s: dict  # unit -> time at device peak (the piece terms folded in)
+
+
+def attention_work(w: Workload, live_pairs: int) -> Work:
+    """Useful work of the attention core for a workload whose mask has `live_pairs` per (batch, head).
+
+    Forward per live pair: QK^T 2*d FLOPs (qk_accum), PV 2*dv FLOPs (pv_accum), one exp.
+    Train adds the backward: 2*(3d + 2dv) FLOPs per live pair (S recomputed, dV, dP, dQ, dK),
+    three of the five GEMMs at the qk shape (S, dQ, dK) and two at the pv shape (dP, dV).
+    """
+    n = w.batch * w.heads_q * live_pairs
+    d, dv = w.head_dim_qk, w.head_dim_v
+    s, skv = DTYPE_BYTES[w.dtype], DTYPE_BYTES[w.kv_dtype]
+    q = w.batch * w.heads_q * w.seqlen_q * d * s
+    o = w.batch * w.heads_q * w.seqlen_q * dv * s
+    kv = w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * skv
+    tensor = [(2.0 * d * n, w.dtype, w.qk_accum), (2.0 * dv * n, w.dtype, w.pv_accum)]
+    hbm = q + kv + o
+    if w.phase == "train":
+        tensor += [(3 * 2.0 * d * n, w.dtype, w.qk_accum), (2 * 2.0 * dv * n, w.dtype, w.pv_accum)]
+        lse = w.batch * w.heads_q * w.seqlen_q * 4
+        # forward writes O and the log-sum-exp; backward reads Q, K, V, O, dO, LSE, writes dQ, dK, dV
+        hbm = (q + kv + o + lse) + (q + kv + 2 * o + lse + q + kv)
+    piece = [(2.0 * d, w.dtype, w.qk_accum), (2.0 * dv, w.dtype, w.pv_accum)]
+    return Work(tensor=tensor, exp=float(n), smem_bytes=2.0 * kv, hbm_bytes=float(hbm),
+                piece_tensor=piece, piece_exp=1.0)
+
+
+def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
+    """Time of each unit's useful work at the device's peak rates (`clock_max_hz` by default)."""
+    clk = hw.clock_max_hz if clock_hz is None else clock_hz
+    sm = hw.sm_count
+
+    def tensor_time(items, n_sm):
+        return sum(f / (hw.mma_flops_per_clk_per_sm(dt, acc) * n_sm * clk) for f, dt, acc in items)
+
+    def exp_time(n_exp, fp32, n_sm):
+        r_sfu = hw.exp_ops_per_clk_per_sm * n_sm * clk
+        r_fp32 = hw.fp32_flops_per_clk_per_sm / 2 * n_sm * clk  # instructions/s: an FMA is 2 FLOPs, 1 op
+        c = hw.exp2_emulation_fp32_ops
+        return max(fp32 / r_fp32, (n_exp + fp32 / c) / (r_sfu + r_fp32 / c)) if n_exp else 0.0
+
+    t = {
+        "tensor": max(tensor_time(work.tensor, sm), tensor_time(work.piece_tensor, 1)),
+        "exp": max(exp_time(work.exp, work.fp32, sm), exp_time(work.piece_exp, 0.0, 1)),
+        "fp32": work.fp32 / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk),
+        "smem": work.smem_bytes / (hw.smem_bytes_per_clk_per_sm * sm * clk),
+        "hbm": work.hbm_bytes / hw.hbm_bandwidth_bytes_per_s,
+    }
+    if hw.l2_bandwidth_bytes_per_s:
+        t["l2"] = work.hbm_bytes / hw.l2_bandwidth_bytes_per_s
+    return t
+
+
+def bound_of(work: Work, hw: Hardware) -> Bound:
+    t = unit_times(work, hw)
+    unit = max(t, key=t.get)
+    return Bound(t[unit], unit, t)
+
+
+def bound(w: Workload, hw: Hardware, mask=None) -> Bound:
+    """Speed-of-light time of the attention core of `w` on `hw` (see the module docstring)."""
+    from .masks import mask_for
+    mask = mask or mask_for(w.causal)
+    return bound_of(attention_work(w, mask.live_pairs(w.seqlen_q, w.seqlen_kv)), hw)

@@ -1,0 +1,315 @@
+"""Kernel families: the tile tables, head-dim padding, schedule traits and the one legality check.
+
+A family is the implementation whose time `time_s` predicts (`--kernel fa2|fa3|fa4|triton|eager`).
+Its numbers are data with their sources, not tuning knobs: tile tables are copied from the
+family's own launch code, schedule traits (does softmax overlap the matmuls?) from its papers.
+Efficiency factors that nobody publishes are left at 1 and are what calibration fits later.
+
+`can_implement(family, hw, tile, ...)` is the single legality function: the simulator's tile
+choice and the kernels' autotune filter (issue 5) both call it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import AttnsimError, unknown
+from .hardware import DTYPE_BYTES, Hardware
+
+
+@dataclass(frozen=True)
+class Tile:
+    block_m: int  # query rows per CTA (BLOCK_M)
+    block_n: int  # kv rows per inner iteration (BLOCK_N)
+    num_warps: int  # threads per CTA = 32 * num_warps
+    stages: int  # K/V tiles in flight (pipeline depth)
+
+    def __str__(self):
+        return f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.stages}"
+
+
+@dataclass(frozen=True)
+class Legality:
+    ok: bool
+    smem_bytes: int
+    regs_per_thread: int
+    ctas_per_sm: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    source: str
+    archs: tuple  # architectures the family runs on
+    dtypes: tuple  # compute dtypes it supports
+    head_dims: tuple  # compiled head dims; a head dim is padded up to the next one
+    overlap: float  # fraction of min(tensor, softmax) hidden behind the other (1 = perfect overlap)
+    overlap_source: str
+    smem_layout: str  # "q_kv" (Q + stages x (K, V)) or "q_kv_tmem" (Blackwell: accumulators in TMEM)
+    softmax_fp32_ops_per_score: float  # FP32 instructions per score outside the exp (scale, max, sum, rescale)
+    mask_fp32_ops_per_score: float  # extra FP32/INT instructions per score in a partial tile (index, compare, select)
+    bwd_fp32_ops_per_score: float  # backward: dS = P * (dP - D) and scaling
+    reg_overhead_per_thread: int  # registers beyond the fp32 accumulators (addresses, fragments, softmax state)
+    mma_efficiency: dict = field(default_factory=dict)  # arch -> fraction of the tensor peak the MMA instruction reaches
+    mma_efficiency_source: str = ""
+    pack_gqa_decode: bool = True  # decode packs the query heads of a kv head into the tile's rows
+    split_kv: bool = True  # decode splits the kv length (flash-decoding) with FA's heuristic
+    fused: bool = True  # False: eager attention, scores materialized in HBM
+
+    def pad_head_dim(self, d: int) -> int | None:
+        for h in self.head_dims:
+            if d <= h:
+                return h
+        return None
+
+    def efficiency(self, arch: str) -> float:
+        return self.mma_efficiency.get(arch, 1.0)
+
+
+# Triton's tutorial autotune space (python/tutorials/06-fused-attention.py): BLOCK_M in {64, 128},
+# BLOCK_N in {32, 64, 128}, 4 or 8 warps, 2-4 stages; the best legal one is chosen (autotune).
+_TRITON_SPACE = tuple(Tile(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128)
+                      for w in (4, 8) for s in (2, 3, 4))
+
+FAMILIES = {
+    "fa2": Family(
+        name="fa2",
+        description="FlashAttention-2 (Dao 2023): mma.sync, 4-8 warps, softmax serialized with the matmuls",
+        source="Dao-AILab/flash-attention csrc/flash_attn/src/flash_fwd_launch_template.h (run_mha_fwd_hdim*)",
+        archs=("ampere", "ada", "hopper", "blackwell", "cdna3"),
+        dtypes=("fp16", "bf16"),
+        head_dims=(32, 64, 96, 128, 192, 256),
+        overlap=0.0,
+        overlap_source="FA3 paper (Shah et al. 2024) section 3.1: in FA2 softmax and GEMMs run sequentially within a warp",
+        smem_layout="q_kv",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32,
+        mma_efficiency={"hopper": 2 / 3, "blackwell": 2 / 3},
+        mma_efficiency_source="FA3 paper (Shah et al. 2024) section 1: mma.sync reaches about 2/3 of the "
+                              "Hopper tensor-core peak (wgmma/tcgen05 needed for the rest)",
+    ),
+    "fa3": Family(
+        name="fa3",
+        description="FlashAttention-3 (Shah et al. 2024): Hopper wgmma + TMA, warp specialization, softmax overlapped (ping-pong)",
+        source="Dao-AILab/flash-attention hopper/tile_size.h (tile_size_fwd_sm90)",
+        archs=("hopper",),
+        dtypes=("fp16", "bf16", "fp8"),
+        head_dims=(64, 96, 128, 192, 256),
+        overlap=1.0,
+        overlap_source="FA3 paper section 3.1-3.2: inter-warpgroup ping-pong and intra-warpgroup pipelining overlap softmax with GEMMs",
+        smem_layout="q_kv",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32,
+    ),
+    "fa4": Family(
+        name="fa4",
+        description="FlashAttention-4 (Blackwell): tcgen05 MMA into tensor memory, two Q tiles per CTA, overlapped softmax",
+        source="Dao-AILab/flash-attention flash_attn/cute/flash_fwd_sm100.py (128 x 128 tiles, q_stage = 2)",
+        archs=("blackwell",),
+        dtypes=("fp16", "bf16"),
+        head_dims=(64, 96, 128),
+        overlap=1.0,
+        overlap_source="FlashAttention-4: softmax warpgroups overlap the MMA warp on the other Q tile",
+        smem_layout="q_kv_tmem",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32,
+    ),
+    "triton": Family(
+        name="triton",
+        description="Triton fused attention (tutorial 06 style): autotuned tiles, softmax not overlapped, no split-KV",
+        source="triton-lang/triton python/tutorials/06-fused-attention.py",
+        archs=("ampere", "ada", "hopper", "blackwell", "cdna3"),
+        dtypes=("fp16", "bf16", "fp8"),
+        head_dims=(16, 32, 64, 128, 256),  # tl.dot needs power-of-two block shapes
+        overlap=0.0,
+        overlap_source="tutorial 06: one warp group computes QK^T, softmax and PV in sequence",
+        smem_layout="q_kv",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32,
+        pack_gqa_decode=False, split_kv=False,
+    ),
+    "eager": Family(
+        name="eager",
+        description="eager attention: QK^T GEMM, a softmax kernel, PV GEMM; the scores are materialized in HBM",
+        source="'standard attention' of the FlashAttention papers (e.g. torch matmul + softmax + matmul)",
+        archs=("ampere", "ada", "hopper", "blackwell", "cdna3"),
+        dtypes=("fp16", "bf16", "fp8"),
+        head_dims=tuple(range(8, 1025, 8)),  # a GEMM pads K to its 8-element alignment only
+        overlap=0.0, overlap_source="separate kernels", smem_layout="q_kv",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32, pack_gqa_decode=False, split_kv=False, fused=False,
+    ),
+}
+
+
+def get_family(name: str) -> Family:
+    fam = FAMILIES.get(str(name).lower())
+    if fam is None:
+        raise unknown("kernel family", name, FAMILIES)
+    return fam
+
+
+def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_dim_v: int):
+    """Raise AttnsimError when the family cannot run this problem on this hardware."""
+    if hw.arch not in fam.archs:
+        ok = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs)
+        raise AttnsimError(f"kernel family {fam.name!r} does not run on {hw.name} ({hw.arch}); "
+                           f"allowed there: {', '.join(ok)}")
+    if dtype not in hw.dtypes:
+        raise AttnsimError(f"{hw.name} has no tensor-core support for dtype {dtype!r}; "
+                           f"allowed: {', '.join(d for d in hw.dtypes if d in ('bf16', 'fp16', 'fp8'))}")
+    if dtype not in fam.dtypes:
+        raise AttnsimError(f"kernel family {fam.name!r} does not support dtype {dtype!r}; "
+                           f"allowed: {', '.join(fam.dtypes)}")
+    for what, d in (("head_dim_qk", head_dim_qk), ("head_dim_v", head_dim_v)):
+        if fam.pad_head_dim(d) is None:
+            raise AttnsimError(f"{what}={d} exceeds the largest head dim {fam.head_dims[-1]} that kernel "
+                               f"family {fam.name!r} compiles; allowed: <= {fam.head_dims[-1]}")
+
+
+# -- legality ---------------------------------------------------------------------------
+def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dtype_bytes: int,
+               backward: bool = False) -> int:
+    """Shared memory a CTA allocates, written out as in CUTLASS's can_implement.
+
+    Forward: the Q tile + `stages` buffers of K and V tiles. (FA2's Flash_fwd_kernel_traits:
+    kSmemSize = kBlockM*d*2 + 2*kBlockN*d*2 for one stage; the output tile reuses Q's buffer.)
+    Backward: Q, dO tiles + K, V tiles (all stages) + the dS tile.
+    """
+    bm, bn, st = tile.block_m, tile.block_n, tile.stages
+    if backward:
+        return (st * bm * (d + dv) * dtype_bytes + bn * (d + dv) * kv_dtype_bytes
+                + bm * bn * dtype_bytes)
+    q_tiles = 2 if fam.smem_layout == "q_kv_tmem" else 1  # FA4 keeps two Q tiles per CTA
+    return q_tiles * bm * d * dtype_bytes + st * bn * (d + dv) * kv_dtype_bytes
+
+
+def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d: int = 0) -> int:
+    """fp32 accumulators spread over the CTA's threads plus the family's fixed overhead.
+
+    Forward: the O accumulator (BLOCK_M x dv) and the score tile S (BLOCK_M x BLOCK_N). On
+    Blackwell both live in tensor memory, not registers, and only a row slice of S is pulled in.
+    Backward: dK and dV accumulators (BLOCK_N x (d + dv)) and the S/dP tiles.
+    """
+    threads = 32 * tile.num_warps
+    if backward:
+        acc = tile.block_n * (d + dv) + 2 * tile.block_m * tile.block_n
+    elif fam.smem_layout == "q_kv_tmem":
+        acc = tile.block_m * tile.block_n // 2  # a softmax thread holds half a row of S at a time
+    else:
+        acc = tile.block_m * (dv + tile.block_n)
+    return -(-acc // threads) + fam.reg_overhead_per_thread
+
+
+def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype: str,
+                  kv_dtype: str | None = None, backward: bool = False) -> Legality:
+    """Whether `tile` fits this hardware: shared memory per block, registers per thread and per SM,
+    threads per SM, tensor memory on Blackwell. Also returns how many CTAs fit on one SM."""
+    s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype or dtype]
+    smem = smem_bytes(fam, tile, d, dv, s, skv, backward)
+    regs = regs_per_thread(fam, tile, dv, backward, d)
+    threads = 32 * tile.num_warps
+    if smem > hw.smem_per_block_bytes:
+        return Legality(False, smem, regs, 0, f"shared memory {smem} B > {hw.smem_per_block_bytes} B per block")
+    if regs > hw.max_registers_per_thread:
+        return Legality(False, smem, regs, 0, f"{regs} registers/thread > {hw.max_registers_per_thread}")
+    if threads > hw.max_threads_per_sm:
+        return Legality(False, smem, regs, 0, f"{threads} threads > {hw.max_threads_per_sm} per SM")
+    if fam.smem_layout == "q_kv_tmem" and not backward:
+        # two Q tiles, each with an S tile (BLOCK_N fp32 columns) and an O tile (dv columns), 128 lanes
+        cols = 2 * (tile.block_n + dv)
+        tmem_cols = (hw.tmem_per_sm_bytes or 0) // (128 * 4)
+        if cols > tmem_cols:
+            return Legality(False, smem, regs, 0, f"tensor memory: {cols} columns > {tmem_cols}")
+    k = min(hw.smem_per_sm_bytes // max(smem, 1), hw.max_threads_per_sm // threads,
+            hw.registers_per_sm // (regs * threads), hw.max_ctas_per_sm)
+    if fam.smem_layout == "q_kv_tmem":
+        k = min(k, 1)  # the accumulators own the SM's tensor memory
+    if k < 1:
+        return Legality(False, smem, regs, 0, "not one CTA fits on an SM")
+    return Legality(True, smem, regs, int(k))
+
+
+# -- tile tables -------------------------------------------------------------------------
+def _fa2_fwd(hw: Hardware, dp: int, causal: bool):
+    """FA2 forward tiles (flash_fwd_launch_template.h, no dropout): (BLOCK_M, BLOCK_N, warps).
+    sm8x = compute capability 8.6/8.9 (Ada, GA10x)."""
+    sm8x = hw.compute_capability in ("8.6", "8.7", "8.9")
+    if dp <= 64:
+        return [Tile(128, 128, 4, 1)]
+    if dp <= 96:
+        return [Tile(64, 64, 4, 1)] if (sm8x and causal) else [Tile(128, 64, 4, 1)]
+    if dp <= 128:
+        if sm8x:
+            return [Tile(64, 64, 4, 1)] if causal else [Tile(128, 32, 4, 1)]
+        return [Tile(128, 64, 4, 1)]
+    if dp <= 192:
+        return [Tile(128, 64, 8, 1)]
+    # hdim 256: 128 x 64 when the block can hold 2*256*(128 + 2*64) B and the SM cannot hold two
+    # 64 x 64 CTAs (A100); else 64 x 64 for 2 CTAs per SM (H100)
+    if hw.smem_per_block_bytes >= 2 * dp * (128 + 2 * 64) and hw.smem_per_sm_bytes < 4 * dp * (64 + 2 * 64):
+        return [Tile(128, 64, 8, 1)]
+    return [Tile(64, 64, 4, 1)]
+
+
+def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+    """FA3 forward tiles: tile_size_fwd_sm90 (hopper/tile_size.h). Warps: BLOCK_M/64 consumer
+    warpgroups + 1 producer warpgroup; 2 K/V stages."""
+    if DTYPE_BYTES[dtype] == 2:
+        if dp <= 64:
+            bm, bn = (64, 64) if dvp == 512 else (128, 112) if dvp == 256 else (192, 128 if causal else 192)
+        elif dp <= 96:
+            bm, bn = 192, 144
+        elif dp <= 128:
+            bm, bn = 128, 128 if causal else 176
+        elif dp <= 192:
+            bm, bn = 128, 128 if dvp <= 128 else 112
+        else:
+            bm, bn = 128, 80
+    else:
+        bm, bn = {64: (192, 160), 96: (192, 128), 128: (128, 224), 192: (128, 160)}.get(dp, (128, 128))
+    return [Tile(bm, bn, 4 * (bm // 64 + 1), 2)]
+
+
+def _fa4_fwd(hw: Hardware, dp: int, causal: bool):
+    """FA4 (flash_fwd_sm100.py): 128 x 128 tiles, two Q tiles per CTA (BLOCK_M counts one of them),
+    16 warps (softmax, correction, MMA, load), 3 K/V stages."""
+    return [Tile(128, 128, 16, 3)]
+
+
+def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+    if fam.name == "fa2":
+        return _fa2_fwd(hw, dp, causal)
+    if fam.name == "fa3":
+        return _fa3_fwd(hw, dp, dvp, causal, dtype)
+    if fam.name == "fa4":
+        return _fa4_fwd(hw, dp, causal)
+    if fam.name == "triton":
+        return list(_TRITON_SPACE)
+    raise AttnsimError(f"kernel family {fam.name!r} has no fused forward tiles")
+
+
+def bwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+    """Backward tiles (BLOCK_M = query rows per inner step, BLOCK_N = kv rows owned by the CTA).
+    FA2 flash_bwd_launch_template.h (sm80): hdim <= 64: 128 x 128, 8 warps; hdim <= 128: 64 x 128,
+    8 warps; larger: 64 x 64, 8 warps. FA3/FA4 use the same shapes with 2 stages (a simplification)."""
+    if fam.name == "triton":
+        return [Tile(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
+    st = 1 if fam.name == "fa2" else 2
+    if dp <= 64:
+        return [Tile(128, 128, 8, st), Tile(64, 128, 8, st)]
+    if dp <= 128:
+        return [Tile(64, 128, 8, st), Tile(64, 64, 8, st)]
+    return [Tile(64, 64, 8, st), Tile(32, 64, 8, st)]
+
+
+def decode_tile(fam: Family, hw: Hardware, dp: int, dvp: int):
+    """Split-KV decode tile. FA2 run_mha_fwd_splitkv_dispatch: BLOCK_M = 64, BLOCK_N = 256 / 128 / 64
+    for hdim <= 64 / <= 128 / larger, 4 warps. FA3/FA4 decode: BLOCK_M = 64 rows (one wgmma M) and
+    BLOCK_N = 128. Triton (no split): BLOCK_M = 16, BLOCK_N = 64."""
+    if fam.name == "fa2":
+        return Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1)
+    if fam.name in ("fa3", "fa4"):
+        return Tile(64, 128, 8, 2)
+    return Tile(16, 64, 4, 2)

@@ -1,0 +1,166 @@
+"""Masks: which (query, key) pairs are live, and how a tiling splits them into full/partial/empty tiles.
+
+A mask is read by everyone: the simulator prices its tiles, the kernels (issue 5) iterate them,
+the tests brute-force them. Conventions:
+
+* Causal masks align bottom-right when seqlen_q != seqlen_kv (FlashAttention's convention):
+  query i sees key j iff j <= i + (seqlen_kv - seqlen_q). torch SDPA's `is_causal` aligns top-left.
+* A tile is the nominal BLOCK_M x BLOCK_N box of the tile grid. It is *full* when every pair in
+  the box is in bounds and live (no mask arithmetic needed), *empty* when no pair is live (never
+  visited), *partial* otherwise — ragged border tiles are partial: their out-of-bounds rows or
+  columns need predication just like masked pairs.
+
+Every mask answers, analytically and vectorized over numpy arrays:
+    mask_mod(q_idx, kv_idx, seqlen_q, seqlen_kv)   element predicate (broadcasting)
+    live_pairs(seqlen_q, seqlen_kv)                exact count of live pairs in one (batch, head)
+    row_tiles(q_lo, q_hi, complete, ...)           kv tiles (full, non-empty) seen by query rows q_lo..q_hi
+    col_tiles(k_lo, k_hi, complete, ...)           q tiles (full, non-empty) seen by key rows k_lo..k_hi
+`row_tiles` prices forward kernels (a CTA owns a query tile), `col_tiles` backward kernels
+(a CTA owns a kv tile).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+class Mask:
+    """Base class. Subclasses implement the four methods above without O(L^2) loops."""
+    name = "mask"
+    description = ""
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        raise NotImplementedError
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        raise NotImplementedError
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        raise NotImplementedError
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class DenseMask(Mask):
+    """Every query sees every key."""
+    name = "dense"
+    description = "full attention: every query sees every key"
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        q_idx, kv_idx = np.broadcast_arrays(np.asarray(q_idx), np.asarray(kv_idx))
+        return (q_idx >= 0) & (kv_idx >= 0)
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        return seqlen_q * seqlen_kv
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        n_kv = _cdiv(seqlen_kv, block_n)
+        nonempty = np.where(np.asarray(q_hi) >= np.asarray(q_lo), n_kv, 0)
+        full = np.where(complete, seqlen_kv // block_n, 0)
+        return full, nonempty
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        n_q = _cdiv(seqlen_q, block_m)
+        nonempty = np.where(np.asarray(k_hi) >= np.asarray(k_lo), n_q, 0)
+        full = np.where(complete, seqlen_q // block_m, 0)
+        return full, nonempty
+
+
+class CausalMask(Mask):
+    """Query i sees keys j <= i + (seqlen_kv - seqlen_q): bottom-right aligned, as in FlashAttention."""
+    name = "causal"
+    description = "causal, bottom-right aligned: query i sees keys j <= i + seqlen_kv - seqlen_q"
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        return np.asarray(kv_idx) <= np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        # Row i sees clip(i + off + 1, 0, L_kv) keys, off = L_kv - L_q. Rows with i + off + 1 <= 0 see
+        # none; rows with i + off + 1 >= L_kv see all. Sum the arithmetic run in between.
+        lq, lk = np.asarray(seqlen_q), np.asarray(seqlen_kv)
+        off = lk - lq
+        first = np.clip(-off, 0, lq)  # first row that sees >= 1 key: i + off + 1 >= 1
+        sat = np.clip(lk - off - 1, 0, lq)  # first row that sees all L_kv keys: i + off + 1 >= L_kv
+        sat = np.maximum(sat, first)
+        # rows first .. sat-1 see i + off + 1 keys (1 .. ), rows sat .. lq-1 see lk keys
+        a = first + off + 1
+        b = sat - 1 + off + 1
+        n = sat - first
+        ramp = np.where(n > 0, (a + b) * n // 2, 0)
+        out = ramp + (lq - sat) * lk
+        return int(out) if out.ndim == 0 else out
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        off = seqlen_kv - seqlen_q
+        q_lo, q_hi = np.asarray(q_lo), np.asarray(q_hi)
+        # non-empty: kv tiles whose first key j0 = c*Bc satisfies j0 <= min(q_hi + off, L_kv - 1)
+        last = np.minimum(q_hi + off, seqlen_kv - 1)
+        nonempty = np.where(last >= 0, last // block_n + 1, 0)
+        # full: complete query tile, kv tile in bounds (c*Bc + Bc <= L_kv), and its last key
+        # c*Bc + Bc - 1 <= q_lo + off (the tile's first row already sees it)
+        m = np.minimum(q_lo + off + 1, seqlen_kv)
+        full = np.where(complete & (m > 0), np.maximum(m, 0) // block_n, 0)
+        return full, nonempty
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        off = seqlen_kv - seqlen_q
+        k_lo, k_hi = np.asarray(k_lo), np.asarray(k_hi)
+        n_q = _cdiv(seqlen_q, block_m)
+        # key j is seen by rows i >= j - off; the tile's first key k_lo needs some row i >= k_lo - off
+        t = k_lo - off
+        nonempty = np.where(t <= seqlen_q - 1, n_q - np.maximum(t, 0) // block_m, 0)
+        # full: complete kv tile, q tile r in bounds ((r+1)*Br <= L_q) whose first row r*Br sees
+        # the tile's last key: r*Br >= k_hi - off
+        r0 = np.maximum(_cdiv(k_hi - off, block_m), 0)
+        full = np.where(complete, np.maximum(seqlen_q // block_m - r0, 0), 0)
+        return full, nonempty
+
+
+def mask_for(causal: bool) -> Mask:
+    return CausalMask() if causal else DenseMask()
+
+
+def tile_rows(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):
+    """Per query tile r: (full, partial) kv-tile counts. Arrays of length ceil(L_q / BLOCK_M)."""
+    r = np.arange(_cdiv(seqlen_q, block_m), dtype=np.int64)
+    q_lo = r * block_m
+    q_hi = np.minimum(q_lo + block_m, seqlen_q) - 1
+    complete = q_lo + block_m <= seqlen_q
+    full, nonempty = mask.row_tiles(q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n)
+    full = np.broadcast_to(full, r.shape).astype(np.int64)
+    nonempty = np.broadcast_to(nonempty, r.shape).astype(np.int64)
+    return full, nonempty - full
+
+
+def tile_cols(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):
+    """Per kv tile c: (full, partial) q-tile counts. Arrays of length ceil(L_kv / BLOCK_N)."""
+    c = np.arange(_cdiv(seqlen_kv, block_n), dtype=np.int64)
+    k_lo = c * block_n
+    k_hi = np.minimum(k_lo + block_n, seqlen_kv) - 1
+    complete = k_lo + block_n <= seqlen_kv
+    full, nonempty = mask.col_tiles(k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m)
+    full = np.broadcast_to(full, c.shape).astype(np.int64)
+    nonempty = np.broadcast_to(nonempty, c.shape).astype(np.int64)
+    return full, nonempty - full
+
+
+def enumerate_tiles(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):
+    """(full, partial, empty) tile counts by evaluating mask_mod on every pair: the fallback for
+    small arbitrary masks (O(L_q * L_kv) memory)."""
+    n_q, n_k = _cdiv(seqlen_q, block_m), _cdiv(seqlen_kv, block_n)
+    live = np.zeros((n_q * block_m, n_k * block_n), dtype=bool)
+    q = np.arange(seqlen_q)[:, None]
+    k = np.arange(seqlen_kv)[None, :]
+    live[:seqlen_q, :seqlen_kv] = mask.mask_mod(q, k, seqlen_q, seqlen_kv)
+    boxes = live.reshape(n_q, block_m, n_k, block_n).transpose(0, 2, 1, 3).reshape(n_q, n_k, -1)
+    n_live = boxes.sum(-1)
+    full = int((n_live == block_m * block_n).sum())
+    empty = int((n_live == 0).sum())
+    return full, n_q * n_k - full - empty, empty

@@ -1,0 +1,542 @@
+"""The prediction: a tile-level model of a named kernel family, and its vectorized twin for sweeps.
+
+time_s of a kernel = launch overhead + max(makespan of its CTAs on the SM slots,
+                                            HBM bytes / HBM bandwidth, L2 bytes / L2 bandwidth if sourced)
+
+A CTA's duration = 2 x DRAM latency (fill and drain) + max(compute, streaming), where
+  compute   = sum over its tiles of t_tile; t_tile = max(t_smem, combine(t_tensor, t_softmax))
+              combine(a, b) = max(a, b) + (1 - overlap) * min(a, b)   (overlap: the family's)
+              each unit at the SM's rate at clock_sustained_hz, shared by the k resident CTAs;
+  streaming = tiles x DRAM latency / stages   (Little's law: `stages` tiles in flight per CTA,
+              the per-SM bandwidth ceiling that makes split-KV pay in decode).
+Executed FLOPs count every element of every visited tile with padded head dims; useful FLOPs
+count live pairs only. Everything is derived from the profile, the family table and the mask.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import schedule
+from .bound import Bound, Work, attention_work, bound_of
+from .errors import AttnsimError
+from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family, decode_tile,
+                       fwd_tile_candidates, get_family)
+from .hardware import DTYPE_BYTES, Hardware
+from .masks import Mask, mask_for, tile_cols, tile_rows
+from .workload import Workload
+
+
+# -- results -----------------------------------------------------------------------------
+@dataclass
+class KernelCost:
+    name: str
+    time_s: float
+    flops: int  # executed
+    useful_flops: int
+    hbm_bytes: int
+    l2_bytes: int = 0
+    bound: str = ""  # the unit that limits this kernel's predicted time
+    unit_times_s: dict = field(default_factory=dict)
+    ctas: int = 0
+    ctas_per_sm: int = 0
+    waves: float = 0.0
+    wave_efficiency: float = 1.0
+    tile: str = ""
+    tiles: dict | None = None
+    smem_bytes: int = 0
+    regs_per_thread: int = 0
+    splits: int = 1
+
+    def to_json(self):
+        out = {"name": self.name, "time_s": self.time_s, "flops": int(self.flops),
+               "useful_flops": int(self.useful_flops), "hbm_bytes": int(self.hbm_bytes),
+               "l2_bytes": int(self.l2_bytes), "bound": self.bound,
+               "unit_times_s": self.unit_times_s, "ctas": int(self.ctas),
+               "ctas_per_sm": int(self.ctas_per_sm), "waves": self.waves,
+               "wave_efficiency": self.wave_efficiency, "tile": self.tile or None}
+        if self.tiles is not None:
+            out["tiles"] = {k: int(v) for k, v in self.tiles.items()}
+        if self.splits != 1:
+            out["splits"] = self.splits
+        return out
+
+
+@dataclass
+class Prediction:
+    workload: Workload
+    hardware: Hardware
+    family: Family
+    variant: str
+    bound: Bound
+    kernels: list
+    kv_cache_bytes: int
+    memory_bytes: int
+    useful_flops: int
+    calibrated: bool = False
+    scope: str = "attention"
+    notes: list = field(default_factory=list)
+    resolved: dict = field(default_factory=dict)
+
+    @property
+    def time_s(self) -> float:
+        return sum(k.time_s for k in self.kernels)
+
+    @property
+    def flops(self) -> int:
+        return sum(int(k.flops) for k in self.kernels)
+
+    @property
+    def hbm_bytes(self) -> int:
+        return sum(int(k.hbm_bytes) for k in self.kernels)
+
+    @property
+    def fits(self) -> bool:
+        return self.memory_bytes <= self.hardware.hbm_capacity_bytes
+
+    @property
+    def tiles(self) -> dict:
+        out = {"full": 0, "partial": 0, "empty": 0}
+        for k in self.kernels:
+            if k.tiles and k.name in ("attn_fwd", "attn_decode", "qk_gemm"):
+                for key in out:
+                    out[key] += int(k.tiles[key])
+        return out
+
+    @property
+    def waves(self) -> float:
+        main = [k for k in self.kernels if k.name in ("attn_fwd", "attn_decode", "qk_gemm")]
+        return main[0].waves if main else 0.0
+
+    def to_json(self) -> dict:
+        w = self.workload
+        return {
+            "variant": self.variant, "hardware": self.hardware.name, "hardware_key": self.hardware.key,
+            "kernel": self.family.name, "phase": w.phase, "scope": self.scope, "dtype": w.dtype,
+            "kv_dtype": w.kv_dtype,
+            "workload": {"batch": w.batch, "seqlen_q": w.seqlen_q, "seqlen_kv": w.seqlen_kv,
+                         "heads_q": w.heads_q, "heads_kv": w.heads_kv, "head_dim_qk": w.head_dim_qk,
+                         "head_dim_v": w.head_dim_v, "causal": w.causal, "qk_accum": w.qk_accum,
+                         "pv_accum": w.pv_accum, **self.resolved},
+            "time_s": self.time_s, "bound_s": self.bound.time_s, "bound": self.bound.unit,
+            "unit_times_s": self.bound.unit_times_s,
+            "flops": int(self.flops), "useful_flops": int(self.useful_flops),
+            "achieved_tflops": self.useful_flops / self.time_s / 1e12 if self.time_s else 0.0,
+            "hbm_bytes": int(self.hbm_bytes), "kv_cache_bytes": int(self.kv_cache_bytes),
+            "memory_bytes": int(self.memory_bytes), "hbm_capacity_bytes": int(self.hardware.hbm_capacity_bytes),
+            "fits": self.fits, "tiles": self.tiles, "waves": self.waves,
+            "kernels": [k.to_json() for k in self.kernels],
+            "calibrated": self.calibrated, "clock_hz": self.hardware.clock_sustained_hz,
+            "notes": self.notes,
+        }
+
+
+# -- per-SM rates ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SMRates:
+    """Per-SM rates at the sustained clock (per second)."""
+    mma: float  # FLOP/s of the GEMM dtype/accumulate at the family's MMA efficiency
+    exp: float
+    fp32_ops: float  # FP32 instructions/s (an FMA is one)
+    smem: float  # bytes/s
+
+    @classmethod
+    def of(cls, hw: Hardware, fam: Family, dtype: str, accum: str) -> "SMRates":
+        clk = hw.clock_sustained_hz
+        return cls(mma=hw.mma_flops_per_clk_per_sm(dtype, accum) * clk * fam.efficiency(hw.arch),
+                   exp=hw.exp_ops_per_clk_per_sm * clk,
+                   fp32_ops=hw.fp32_flops_per_clk_per_sm / 2 * clk,
+                   smem=hw.smem_bytes_per_clk_per_sm * clk)
+
+
+def _smem_readers(fam: Family, tile: Tile) -> int:
+    """How many times the K/V tile is read from shared memory per use: once per warp that owns a
+    16-row slice of the query rows (mma.sync: FA2, Triton), once per consumer warpgroup (wgmma: FA3),
+    once per Q tile (tcgen05: FA4)."""
+    if fam.name == "fa3":
+        return max(tile.block_m // 64, 1)
+    if fam.name == "fa4":
+        return 2
+    return max(1, min(tile.num_warps, tile.block_m // 16))  # mma.sync: warps split M in 16-row slices
+
+
+def _tile_time(t_tensor, t_soft, t_smem, overlap):
+    hi, lo = np.maximum(t_tensor, t_soft), np.minimum(t_tensor, t_soft)
+    return np.maximum(t_smem, hi + (1.0 - overlap) * lo)
+
+
+@dataclass
+class TileCosts:
+    """Cost of one full and one partial tile on one slot, and the bytes each streams."""
+    t_full: float
+    t_partial: float
+    flops: float  # executed FLOPs per tile
+    kv_bytes: float  # bytes a tile streams (K and V rows, or Q/dO rows in the backward)
+    parts: dict  # unit -> time of one full tile (for the limiting-unit label)
+
+
+def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, skv, rates: SMRates) -> TileCosts:
+    bm, bn = tile.block_m, tile.block_n
+    flops = 2.0 * bm * bn * (dp + dvp)
+    scores = float(bm * bn)
+    t_tensor = flops / rates.mma * k
+    t_exp = scores / rates.exp * k
+    t_fp32 = scores * fam.softmax_fp32_ops_per_score / rates.fp32_ops * k
+    t_fp32_p = scores * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
+    t_smem = bn * (dp + dvp) * skv * (1 + _smem_readers(fam, tile)) / rates.smem * k
+    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
+    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
+    return TileCosts(t_full, t_part, flops, bn * (dp + dvp) * skv,
+                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
+
+
+def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates) -> TileCosts:
+    bm, bn = tile.block_m, tile.block_n
+    flops = 2.0 * bm * bn * (3 * dp + 2 * dvp)
+    scores = float(bm * bn)
+    t_tensor = flops / rates.mma * k
+    t_exp = scores / rates.exp * k
+    t_fp32 = scores * fam.bwd_fp32_ops_per_score / rates.fp32_ops * k
+    t_fp32_p = scores * (fam.bwd_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
+    # Q and dO tiles written once and read by every warp; dS written and read once
+    t_smem = (bm * (dp + dvp) * s * (1 + _smem_readers(fam, tile)) + 2 * bm * bn * s) / rates.smem * k
+    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
+    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
+    return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
+                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
+
+
+def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, hbm_bytes, l2_bytes,
+            useful_flops, total_tiles, stages, exact=True, extra_fixed_s=0.0, splits=1):
+    """Kernel time from per-CTA tile counts (`full`, `partial`, one entry per CTA class, each class
+    repeated `counts` times)."""
+    lat = hw.dram_latency_s
+    n_tiles = full + partial
+    compute = full * tc.t_full + partial * tc.t_partial
+    stream = n_tiles * lat / max(stages, 1)
+    fixed = 2 * lat + extra_fixed_s
+    dur = fixed + np.maximum(compute, stream)
+    k = leg.ctas_per_sm
+    slots = hw.sm_count * k
+    n_ctas = int(np.sum(counts))
+    if exact:
+        makespan = schedule.lpt_makespan(dur, counts, slots)
+    else:
+        makespan = float(schedule.closed_makespan(n_ctas, float(np.sum(dur * counts)), float(dur.max()), slots))
+    t_hbm = hbm_bytes / hw.hbm_bandwidth_bytes_per_s
+    t_l2 = l2_bytes / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0
+    time_s = hw.kernel_launch_overhead_s + max(makespan, t_hbm, t_l2)
+    tiles_visited = float(np.sum(n_tiles * counts))
+    units = {u: v * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
+    units["hbm"] = t_hbm
+    if t_l2:
+        units["l2"] = t_l2
+    units["schedule"] = makespan
+    if t_hbm >= makespan or t_l2 >= makespan:
+        limit = "hbm" if t_hbm >= t_l2 else "l2"
+    elif float(np.sum((fixed + stream) * counts)) > float(np.sum(compute * counts)):
+        limit = "latency"
+    else:
+        limit = max(tc.parts, key=tc.parts.get)
+    full_n = int(np.sum(full * counts))
+    part_n = int(np.sum(partial * counts))
+    return KernelCost(
+        name=name, time_s=float(time_s), flops=int(round(tiles_visited * tc.flops)), useful_flops=int(useful_flops),
+        hbm_bytes=int(hbm_bytes), l2_bytes=int(l2_bytes), bound=limit, unit_times_s=units,
+        ctas=n_ctas, ctas_per_sm=k, waves=n_ctas / slots, wave_efficiency=schedule.wave_efficiency(n_ctas, slots),
+        tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
+        smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits)
+
+
+def _choose(cands, evaluate):
+    """The candidate with the smallest predicted time (the family's autotune / heuristic)."""
+    best = None
+    for c in cands:
+        r = evaluate(c)
+        if r is not None and (best is None or r.time_s < best.time_s):
+            best = r
+    return best
+
+
+def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
+    """The legality check, with CTAs per SM capped by how many CTAs the grid puts on one SM: the
+    block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself."""
+    leg = can_implement(fam, hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward)
+    if not leg.ok:
+        return None
+    if n_ctas is not None:
+        k = max(1, min(leg.ctas_per_sm, -(-int(n_ctas) // hw.sm_count)))
+        leg = Legality(True, leg.smem_bytes, leg.regs_per_thread, k)
+    return leg
+
+
+def _no_tile(fam, hw, w, what):
+    return AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} fits head_dim_qk={w.head_dim_qk}, "
+                        f"head_dim_v={w.head_dim_v}, dtype={w.dtype} on {hw.name} "
+                        f"({hw.smem_per_block_bytes} B shared memory per block); try another --kernel or a smaller head dim")
+
+
+# -- fused forward -------------------------------------------------------------------------
+def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
+    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    s, skv = w.dtype_bytes, w.kv_dtype_bytes
+    rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
+    rates_pv = SMRates.of(hw, fam, w.dtype, w.pv_accum)
+    # one GEMM rate for the tile: the two matmuls at their own accumulate rates, FLOP-weighted
+    rates = SMRates(mma=(dp + dvp) / (dp / rates.mma + dvp / rates_pv.mma), exp=rates.exp,
+                    fp32_ops=rates.fp32_ops, smem=rates.smem)
+    slices = w.batch * w.heads_q
+    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
+    useful = 2 * (w.head_dim_qk + w.head_dim_v) * live * slices
+    q_b = slices * w.seqlen_q * w.head_dim_qk * s
+    o_b = slices * w.seqlen_q * w.head_dim_v * s
+    kv_b = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * skv
+    lse_b = slices * w.seqlen_q * 4 if write_lse else 0
+
+    def evaluate(tile):
+        leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * -(-w.seqlen_q // tile.block_m))
+        if leg is None:
+            return None
+        full, partial = tile_rows(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, skv, rates)
+        n_q = len(full)
+        n_kv = -(-w.seqlen_kv // tile.block_n)
+        counts = np.full(n_q, slices, dtype=np.int64)
+        visited = float(np.sum(full + partial)) * slices
+        l2 = visited * tile.block_n * (w.head_dim_qk + w.head_dim_v) * skv + q_b + o_b
+        return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, slices,
+                       q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages)
+
+    best = _choose(fwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
+    if best is None:
+        raise _no_tile(fam, hw, w, "forward")
+    return best
+
+
+# -- backward ------------------------------------------------------------------------------
+def elementwise(name, hw: Hardware, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, flops=0) -> KernelCost:
+    """A memory-streaming kernel (softmax, preprocess, convert, combine, reductions)."""
+    clk, sm = hw.clock_sustained_hz, hw.sm_count
+    units = {"hbm": (read_bytes + write_bytes) / hw.hbm_bandwidth_bytes_per_s,
+             "exp": exps / (hw.exp_ops_per_clk_per_sm * sm * clk),
+             "fp32": fp32_ops / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk),
+             "latency": 2 * hw.dram_latency_s}
+    limit = max(units, key=units.get)
+    return KernelCost(name=name, time_s=hw.kernel_launch_overhead_s + units[limit], flops=int(flops),
+                      useful_flops=0, hbm_bytes=int(read_bytes + write_bytes), bound=limit, unit_times_s=units)
+
+
+def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+    """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
+    gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
+    GQA the sum of per-query-head dK/dV (FA2's approach: dk_expanded, then a reduction)."""
+    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    s = w.dtype_bytes
+    d, dv = w.head_dim_qk, w.head_dim_v
+    slices = w.batch * w.heads_q
+    rows = slices * w.seqlen_q
+    rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
+    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
+    useful = 2 * (3 * d + 2 * dv) * live * slices
+    pre = elementwise("bwd_preprocess", hw, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
+                      fp32_ops=2.0 * rows * dv)
+    kv_rows = slices * w.seqlen_kv  # dK/dV per query head (expanded under GQA)
+
+    def evaluate(tile):
+        leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=slices * -(-w.seqlen_kv // tile.block_n))
+        if leg is None:
+            return None
+        full, partial = tile_cols(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates)
+        n_kv = len(full)
+        n_q = -(-w.seqlen_q // tile.block_m)
+        counts = np.full(n_kv, slices, dtype=np.int64)
+        visited = float(np.sum(full + partial)) * slices
+        hbm = (rows * (d + dv) * s + w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * s + rows * 8
+               + kv_rows * (d + dv) * s + rows * d * 4)
+        l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
+        return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
+                       slices * n_q * n_kv, tile.stages)
+
+    main = _choose(bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
+    if main is None:
+        raise _no_tile(fam, hw, w, "backward")
+    out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
+    if w.group > 1:
+        kvb = w.seqlen_kv * (d + dv) * s * w.batch
+        out.append(elementwise("bwd_dkv_reduce", hw, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
+                               fp32_ops=float(kvb // s * w.heads_q)))
+    return out
+
+
+# -- decode ----------------------------------------------------------------------------------
+def num_splits_heuristic(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int = 128) -> int:
+    """FlashAttention's split-KV heuristic (csrc/flash_attn/flash_api.cpp, num_splits_heuristic):
+    no split when the CTAs almost fill the SMs; else the smallest eligible split count whose wave
+    efficiency reaches 85% of the best."""
+    if batch_nheads_mblocks >= 0.8 * num_sms:
+        return 1
+    max_splits = min(max_splits, num_sms, num_n_blocks)
+    cdiv = lambda a, b: -(-a // b)  # noqa: E731
+    eligible = lambda n: n == 1 or cdiv(num_n_blocks, n) != cdiv(num_n_blocks, n - 1)  # noqa: E731
+    eff = {}
+    for n in range(1, max_splits + 1):
+        if eligible(n):
+            waves_ = batch_nheads_mblocks * n / num_sms
+            eff[n] = waves_ / math.ceil(waves_)
+    best = max(eff.values()) if eff else 0.0
+    for n in sorted(eff):
+        if eff[n] >= 0.85 * best:
+            return n
+    return 1
+
+
+def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+    """One decode step: split-KV attention over the cache plus the combine kernel.
+
+    Packed GQA (FA2 when seqlen_q == 1, FA3, FA4): the query heads sharing a kv head fill the rows
+    of one tile (row = token * group + head); otherwise one CTA row block per query head. Rows are
+    padded to BLOCK_M: the padding is executed FLOPs."""
+    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    s, skv = w.dtype_bytes, w.kv_dtype_bytes
+    d, dv = w.head_dim_qk, w.head_dim_v
+    pack = fam.pack_gqa_decode and (fam.name != "fa2" or w.seqlen_q == 1)
+    g = w.group if pack else 1
+    slices = w.batch * (w.heads_kv if pack else w.heads_q)
+    rows = w.seqlen_q * g
+    tile = decode_tile(fam, hw, dp, dvp)
+    leg = _legal(fam, hw, tile, dp, dvp, w)
+    if leg is None:
+        raise _no_tile(fam, hw, w, "decode")
+    rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
+    # query-token range of each row block
+    n_m = -(-rows // tile.block_m)
+    r0 = np.arange(n_m) * tile.block_m
+    r1 = np.minimum(r0 + tile.block_m, rows) - 1
+    full_r, nonempty_r = mask.row_tiles(r0 // g, r1 // g, r0 + tile.block_m <= rows, w.seqlen_q, w.seqlen_kv,
+                                        tile.block_n)
+    full_r = np.broadcast_to(full_r, r0.shape).astype(np.int64)
+    nonempty_r = np.broadcast_to(nonempty_r, r0.shape).astype(np.int64)
+    n_kv = -(-w.seqlen_kv // tile.block_n)
+    splits = (num_splits_heuristic(slices * n_m, hw.sm_count * leg.ctas_per_sm, n_kv)
+              if fam.split_kv else 1)
+    leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * n_m * splits)
+    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, skv, rates)
+    # split s takes kv tiles [s*per, (s+1)*per); partial tiles sit at the end of the row (the ragged
+    # last tile, the causal diagonal), i.e. in the last split that has tiles
+    per = -(-n_kv // splits)
+    fulls, parts, counts = [], [], []
+    for f, ne in zip(full_r, nonempty_r):
+        for sp in range(splits):
+            lo, hi = sp * per, min((sp + 1) * per, int(ne))
+            if hi <= lo:
+                continue
+            nf = max(0, min(hi, int(f)) - lo)
+            fulls.append(nf)
+            parts.append(hi - lo - nf)
+            counts.append(slices)
+    full, partial, counts = (np.asarray(x, dtype=np.int64) for x in (fulls, parts, counts))
+    q_rows = w.batch * w.heads_q * w.seqlen_q
+    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
+    useful = 2 * (d + dv) * live * w.batch * w.heads_q
+    partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
+    hbm = w.kv_cache_bytes() + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
+    visited = float(np.sum((full + partial) * counts))
+    l2 = visited * tc.kv_bytes / (dp + dvp) * (d + dv) + hbm
+    main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
+                   slices * n_m * n_kv, tile.stages, splits=splits)
+    out = [main]
+    if splits > 1:
+        out.append(elementwise("decode_combine", hw, read_bytes=partial_b, write_bytes=q_rows * dv * s,
+                               fp32_ops=3.0 * q_rows * dv * splits))
+    return out
+
+
+# -- eager ------------------------------------------------------------------------------------
+def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+    """Scores materialized: S = QK^T (GEMM, written to HBM), P = softmax(S) (a memory-bound kernel
+    that also applies the mask), O = PV (GEMM). Train adds dV = P^T dO, dP = dO V^T, dS =
+    softmax-backward(P, dP), dQ = dS K, dK = dS^T Q. Every score is computed, live or not."""
+    from .gemm import gemm
+    s = w.dtype_bytes
+    d, dv, lq, lk = w.head_dim_qk, w.head_dim_v, w.seqlen_q, w.seqlen_kv
+    bh = w.batch * w.heads_q
+    live = mask.live_pairs(lq, lk)
+    scores = bh * lq * lk
+    ks = []
+    qk = gemm("qk_gemm", hw, lq, lk, d, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live * bh, mask=mask)
+    ks.append(qk)
+    ks.append(elementwise("softmax", hw, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
+                          exps=float(scores), fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score
+                                                                      + fam.mask_fp32_ops_per_score)))
+    ks.append(gemm("pv_gemm", hw, lq, dv, lk, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live * bh))
+    if w.phase == "train":
+        ks.append(gemm("bwd_dv_gemm", hw, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live * bh))
+        ks.append(gemm("bwd_dp_gemm", hw, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live * bh))
+        ks.append(elementwise("softmax_bwd", hw, read_bytes=2 * scores * s, write_bytes=scores * s,
+                              fp32_ops=3.0 * scores))
+        ks.append(gemm("bwd_dq_gemm", hw, lq, d, lk, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live * bh))
+        ks.append(gemm("bwd_dk_gemm", hw, lk, d, lq, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live * bh))
+    return ks
+
+
+# -- memory footprint --------------------------------------------------------------------------
+def memory_bytes(w: Workload, fam: Family, kernels: list) -> int:
+    """Bytes resident on the device for this op: inputs, outputs and the op's own buffers."""
+    s = w.dtype_bytes
+    q = w.batch * w.heads_q * w.seqlen_q * w.head_dim_qk * s
+    o = w.batch * w.heads_q * w.seqlen_q * w.head_dim_v * s
+    kv = w.kv_cache_bytes()
+    rows = w.batch * w.heads_q * w.seqlen_q
+    total = q + o + kv
+    if not fam.fused:
+        scores = rows * w.seqlen_kv * s
+        total += scores * (3 if w.phase == "train" else 2)  # S and P (train: P, dP, dS)
+    else:
+        total += rows * 4  # log-sum-exp
+    if w.phase == "train":
+        total += q + o + kv + rows * 4 + rows * w.head_dim_qk * 4  # dQ, dO, dK, dV, D, dQ accumulator
+        if w.group > 1:
+            total += w.batch * w.heads_q * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * s
+    for k in kernels:
+        if k.splits > 1:
+            total += rows * (w.head_dim_v + 1) * 4 * k.splits
+    return int(total)
+
+
+# -- entry points --------------------------------------------------------------------------------
+def attention_kernels(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+    if not fam.fused:
+        return eager_attention(w, hw, fam, mask)
+    if w.phase == "decode":
+        return fused_decode(w, hw, fam, mask)
+    fwd = fused_forward(w, hw, fam, mask, write_lse=True)
+    if w.phase == "train":
+        return [fwd] + fused_backward(w, hw, fam, mask)
+    return [fwd]
+
+
+def resolve_family(hw: Hardware, kernel: str | None) -> Family:
+    return get_family(kernel or hw.default_kernel)
+
+
+def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
+            variant: str = "mha") -> Prediction:
+    """Predicted time of one call of the attention op of one layer (train: forward + backward;
+    decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows."""
+    fam = resolve_family(hw, kernel)
+    check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v)
+    mask = mask or mask_for(w.causal)
+    kernels = attention_kernels(w, hw, fam, mask)
+    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
+    work = attention_work(w, live)
+    useful = work_flops(work)
+    return Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=bound_of(work, hw),
+                      kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=memory_bytes(w, fam, kernels),
+                      useful_flops=useful)
+
+
+def work_flops(work: Work) -> int:
+    return int(round(sum(f for f, *_ in work.tensor)))

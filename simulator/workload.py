@@ -1,0 +1,91 @@
+"""The attention problem: shapes, dtypes, phase. Validated on construction (errors name the field)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .errors import AttnsimError
+from .hardware import DTYPE_BYTES
+
+PHASES = ("prefill", "decode", "train")
+COMPUTE_DTYPES = ("bf16", "fp16", "fp8")
+KV_DTYPES = ("bf16", "fp16", "fp8")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One call of the attention op of one layer.
+
+    Args:
+        batch: sequences in the batch (>= 1).
+        seqlen_q: query tokens per sequence; in decode, the query tokens of one step (default 1).
+        seqlen_kv: key/value tokens per sequence (the context in decode); defaults to seqlen_q.
+        heads_q: query heads. heads_kv: key/value heads (MHA: = heads_q; GQA: divides heads_q; MQA: 1).
+        head_dim_qk: head dim of Q and K. head_dim_v: of V and O (defaults to head_dim_qk).
+        dtype: compute dtype of Q, K, V, O (bf16, fp16, fp8). kv_dtype: storage of K/V (the KV cache).
+        qk_accum, pv_accum: accumulate type of the QK^T and PV matmuls (fp32 or fp16).
+        causal: bottom-right aligned causal mask (FlashAttention's convention).
+        phase: prefill (forward), decode (one step), train (forward + backward).
+    """
+    batch: int = 1
+    seqlen_q: int = 4096
+    seqlen_kv: int | None = None
+    heads_q: int = 32
+    heads_kv: int | None = None
+    head_dim_qk: int = 128
+    head_dim_v: int | None = None
+    dtype: str = "bf16"
+    kv_dtype: str | None = None
+    qk_accum: str = "fp32"
+    pv_accum: str = "fp32"
+    causal: bool = False
+    phase: str = "prefill"
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        if self.seqlen_kv is None:
+            set_(self, "seqlen_kv", self.seqlen_q)
+        if self.heads_kv is None:
+            set_(self, "heads_kv", self.heads_q)
+        if self.head_dim_v is None:
+            set_(self, "head_dim_v", self.head_dim_qk)
+        if self.kv_dtype is None:
+            set_(self, "kv_dtype", self.dtype)
+        for name in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise AttnsimError(f"{name}={v!r} must be a positive integer")
+        if self.heads_q % self.heads_kv:
+            raise AttnsimError(f"heads_q={self.heads_q} is not divisible by heads_kv={self.heads_kv}; "
+                               f"allowed kv heads: divisors of {self.heads_q}")
+        if self.dtype not in COMPUTE_DTYPES:
+            raise AttnsimError(f"dtype={self.dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
+        if self.kv_dtype not in KV_DTYPES:
+            raise AttnsimError(f"kv_dtype={self.kv_dtype!r}; allowed: {', '.join(KV_DTYPES)}")
+        for name in ("qk_accum", "pv_accum"):
+            if getattr(self, name) not in ("fp32", "fp16"):
+                raise AttnsimError(f"{name}={getattr(self, name)!r}; allowed: fp32, fp16")
+        if self.phase not in PHASES:
+            raise AttnsimError(f"phase={self.phase!r}; allowed: {', '.join(PHASES)}")
+        if self.phase == "train" and self.kv_dtype != self.dtype:
+            raise AttnsimError(f"kv_dtype={self.kv_dtype!r} differs from dtype={self.dtype!r}; "
+                               f"a separate KV-cache dtype applies to prefill and decode only")
+
+    @property
+    def group(self) -> int:
+        """Query heads per kv head (1 for MHA)."""
+        return self.heads_q // self.heads_kv
+
+    @property
+    def dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def kv_dtype_bytes(self) -> int:
+        return DTYPE_BYTES[self.kv_dtype]
+
+    def kv_cache_bytes(self) -> int:
+        """K and V of every layer-call token: batch * seqlen_kv * heads_kv * (d + dv) * bytes."""
+        return self.batch * self.seqlen_kv * self.heads_kv * (self.head_dim_qk + self.head_dim_v) * self.kv_dtype_bytes
+
+    def with_(self, **kw) -> "Workload":
+        return replace(self, **kw)
