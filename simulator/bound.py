@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .hardware import DTYPE_BYTES, Hardware
 from .workload import Workload
 
@@ -79,7 +81,7 @@ def attention_work(w: Workload, live_pairs: int) -> Work:
         # forward writes O and the log-sum-exp; backward reads Q, K, V, O, dO, LSE, writes dQ, dK, dV
         hbm = (q + kv + o + lse) + (q + kv + 2 * o + lse + q + kv)
     piece = [(2.0 * d, w.dtype, w.qk_accum), (2.0 * dv, w.dtype, w.pv_accum)]
-    return Work(tensor=tensor, exp=float(n), smem_bytes=2.0 * kv, hbm_bytes=float(hbm),
+    return Work(tensor=tensor, exp=n * 1.0, smem_bytes=2.0 * kv, hbm_bytes=hbm * 1.0,
                 piece_tensor=piece, piece_exp=1.0)
 
 
@@ -95,11 +97,11 @@ def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
         r_sfu = hw.exp_ops_per_clk_per_sm * n_sm * clk
         r_fp32 = hw.fp32_flops_per_clk_per_sm / 2 * n_sm * clk  # instructions/s: an FMA is 2 FLOPs, 1 op
         c = hw.exp2_emulation_fp32_ops
-        return max(fp32 / r_fp32, (n_exp + fp32 / c) / (r_sfu + r_fp32 / c)) if n_exp else 0.0
+        return np.maximum(fp32 / r_fp32, (n_exp + fp32 / c) / (r_sfu + r_fp32 / c))
 
     t = {
-        "tensor": max(tensor_time(work.tensor, sm), tensor_time(work.piece_tensor, 1)),
-        "exp": max(exp_time(work.exp, work.fp32, sm), exp_time(work.piece_exp, 0.0, 1)),
+        "tensor": np.maximum(tensor_time(work.tensor, sm), tensor_time(work.piece_tensor, 1)),
+        "exp": np.maximum(exp_time(work.exp, work.fp32, sm), exp_time(work.piece_exp, 0.0, 1)),
         "fp32": work.fp32 / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk),
         "smem": work.smem_bytes / (hw.smem_bytes_per_clk_per_sm * sm * clk),
         "hbm": work.hbm_bytes / hw.hbm_bandwidth_bytes_per_s,
@@ -110,7 +112,7 @@ def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
 
 
 def bound_of(work: Work, hw: Hardware) -> Bound:
-    t = unit_times(work, hw)
+    t = {u: float(v) for u, v in unit_times(work, hw).items()}
     unit = max(t, key=t.get)
     return Bound(t[unit], unit, t)
 

@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import AttnsimError, unknown
+from .errors import AttnsimError
 
 try:  # libyaml is ~10x faster than the pure-Python parser; cold start matters
     from yaml import CSafeLoader as _Loader
@@ -277,5 +277,8 @@ def load_hardware(name_or_path: str) -> Hardware:
     table = alias_table()
     key = table.get(s.lower())
     if key is None:
-        raise unknown("hardware", s, builtin_profiles().keys())
+        from .errors import suggest
+        raise AttnsimError(f"unknown hardware {s!r}{suggest(s, table)}; allowed: "
+                           f"{', '.join(sorted(builtin_profiles()))} (aliases: {', '.join(sorted(set(table) - set(builtin_profiles())))})"
+                           f" or a path to a YAML profile")
     return builtin_profiles()[key]

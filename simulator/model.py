@@ -224,7 +224,8 @@ def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, h
     if exact:
         makespan = schedule.lpt_makespan(dur, counts, slots)
     else:
-        makespan = float(schedule.closed_makespan(n_ctas, float(np.sum(dur * counts)), float(dur.max()), slots))
+        makespan = float(schedule.closed_makespan(n_ctas, float(np.sum(dur * counts)), float(dur.max()),
+                                                  float(dur.min()), slots))
     t_hbm = hbm_bytes / hw.hbm_bandwidth_bytes_per_s
     t_l2 = l2_bytes / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0
     time_s = hw.kernel_launch_overhead_s + max(makespan, t_hbm, t_l2)
@@ -523,20 +524,38 @@ def resolve_family(hw: Hardware, kernel: str | None) -> Family:
 
 
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
-            variant: str = "mha") -> Prediction:
+            variant: str = "mha", scope: str = "attention", d_model: int | None = None) -> Prediction:
     """Predicted time of one call of the attention op of one layer (train: forward + backward;
-    decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows."""
+    decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
+    scope="layer" adds the Q/K/V and output projections (d_model defaults to heads_q * head_dim_qk)."""
     fam = resolve_family(hw, kernel)
     check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v)
     mask = mask or mask_for(w.causal)
     kernels = attention_kernels(w, hw, fam, mask)
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
     work = attention_work(w, live)
-    useful = work_flops(work)
+    mem = memory_bytes(w, fam, kernels)
+    resolved = {}
+    if scope == "layer":
+        from .layer import projection_gemms
+        d_model = d_model or w.heads_q * w.head_dim_qk
+        proj, proj_work = projection_gemms(w, hw, d_model)
+        kernels = [proj[0]] + kernels + proj[1:]
+        work += proj_work
+        mem += sum(int(k.hbm_bytes) for k in proj[:2])  # weights and activations of the projections
+        resolved["d_model"] = d_model
+    elif scope != "attention":
+        raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
     return Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=bound_of(work, hw),
-                      kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=memory_bytes(w, fam, kernels),
-                      useful_flops=useful)
+                      kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
+                      useful_flops=work_flops(work), scope=scope, resolved=resolved)
 
 
 def work_flops(work: Work) -> int:
     return int(round(sum(f for f, *_ in work.tensor)))
+
+
+def predict_many(hw: Hardware, kernel: str | None = None, **arrays) -> dict:
+    """Vectorized prediction over numpy arrays of configurations (see attnsim.simulator.vectorized)."""
+    from .vectorized import predict_many as _pm
+    return _pm(hw, kernel, **arrays)

@@ -38,15 +38,16 @@ def lpt_makespan(durations, counts, slots: int) -> float:
     return float(loads.max()) if len(loads) else 0.0
 
 
-def closed_makespan(n_ctas, total_s, max_s, slots):
-    """Closed form for sweeps: max(longest CTA, ceil(n / slots) x mean CTA).
+def closed_makespan(n_ctas, total_s, max_s, min_s, slots):
+    """Closed form for sweeps: max(longest CTA, total / slots + shortest x (ceil(n/slots) - n/slots)).
 
-    Exact for equal CTAs (waves x duration); for the arithmetic durations of causal masks it
-    tracks the LPT makespan (tested against `lpt_makespan`).
+    Exact for equal CTAs (it reduces to waves x duration); for unequal CTAs (causal: arithmetic
+    durations) the short CTAs fill the last wave's gaps as LPT places them, leaving at most the
+    shortest CTA's worth of imbalance. Tested against `lpt_makespan`.
     """
     n_ctas = np.maximum(n_ctas, 1)
-    waves = np.ceil(n_ctas / slots)
-    return np.maximum(max_s, waves * total_s / n_ctas)
+    tail = np.ceil(n_ctas / slots) - n_ctas / slots
+    return np.maximum(max_s, total_s / slots + min_s * tail)
 
 
 def waves(n_ctas: int, slots: int) -> float:

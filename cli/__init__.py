@@ -1,0 +1,238 @@
+"""The `attnsim` command line: predict, hw list/show, variants.
+
+Bad input never prints a traceback: it exits with code 2 and one line saying what is wrong and
+what is allowed. `predict` imports the simulator only (numpy, yaml), never torch/triton/cupy.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from attnsim import __version__
+
+
+class _Group(click.Group):
+    """Turns every usage error and AttnsimError into one line on stderr and exit code 2."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from attnsim.simulator.errors import AttnsimError
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(2)
+        except AttnsimError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="attnsim")
+def cli():
+    """attnsim: what does this attention variant cost on that GPU?
+
+    \b
+    Examples:
+      attnsim predict --variant gqa --hw h100 --seqlen 8192 --heads 32 --kv-heads 8 --causal
+      attnsim predict --variant mha --hw a100 --phase decode --seqlen-kv 32768 --json
+      attnsim hw list
+      attnsim variants
+    """
+
+
+def _fmt_time(t):
+    if t >= 1:
+        return f"{t:.3f} s"
+    if t >= 1e-3:
+        return f"{t * 1e3:.3f} ms"
+    return f"{t * 1e6:.2f} us"
+
+
+def _fmt_bytes(b):
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+@cli.command()
+@click.option("--variant", default="mha", show_default=True, help="attention variant (see 'attnsim variants')")
+@click.option("--hw", "hw_name", default="h100", show_default=True,
+              help="hardware profile name or alias (see 'attnsim hw list') or a path to a YAML profile")
+@click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|triton|eager [default: per hardware]")
+@click.option("--batch", type=int, default=1, show_default=True, help="sequences per batch")
+@click.option("--seqlen", type=int, default=4096, show_default=True,
+              help="query tokens per sequence (decode: the context when --seqlen-kv is not given)")
+@click.option("--seqlen-kv", type=int, default=None, help="key/value tokens per sequence [default: --seqlen]; decode: the context")
+@click.option("--heads", type=int, default=32, show_default=True, help="query heads")
+@click.option("--kv-heads", type=int, default=None,
+              help="key/value heads [mha: = --heads; mqa: 1; gqa: 8 when it divides --heads]")
+@click.option("--head-dim", type=int, default=128, show_default=True, help="head dim of Q and K")
+@click.option("--head-dim-v", type=int, default=None, help="head dim of V and O [default: --head-dim]")
+@click.option("--dtype", default="bf16", show_default=True, help="compute dtype: bf16, fp16, fp8 (where the hardware has it)")
+@click.option("--kv-dtype", default=None, help="KV-cache storage dtype: bf16, fp16, fp8 [default: --dtype]")
+@click.option("--qk-accum", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
+              help="accumulate type of QK^T")
+@click.option("--pv-accum", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
+              help="accumulate type of PV")
+@click.option("--phase", default="prefill", show_default=True, type=click.Choice(["prefill", "decode", "train"]),
+              help="prefill = forward; decode = one step; train = forward + backward")
+@click.option("--causal", is_flag=True, help="causal mask, bottom-right aligned when seqlen < seqlen-kv")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="variant parameter, repeatable (grammar: 'attnsim variants')")
+@click.option("--scope", default="attention", show_default=True, type=click.Choice(["attention", "layer"]),
+              help="attention = the core op; layer = with Q/K/V and output projections")
+@click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (the contract in docs/design.md)")
+def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v, dtype,
+            kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, as_json):
+    """Predict the time of one call of an attention op of one layer (train: forward + backward;
+    decode: one step for each of --batch sequences)."""
+    from attnsim.simulator.errors import AttnsimError
+    from attnsim.simulator.hardware import load_hardware
+    from attnsim.simulator.model import predict as run
+    from attnsim.simulator.variants import get_variant, parse_param
+    from attnsim.simulator.workload import Workload
+
+    var = get_variant(variant)
+    given = dict(parse_param(p) for p in params)
+    resolved = var.resolve(given)
+    if "q_per_step" in given and phase != "decode":
+        raise AttnsimError("-p q_per_step applies to --phase decode only")
+    notes = []
+    if var.heads_kv_rule == "mha":
+        if kv_heads not in (None, heads):
+            raise AttnsimError(f"variant 'mha' has --kv-heads = --heads ({heads}); got {kv_heads}: use --variant gqa")
+        kv_heads = heads
+    elif var.heads_kv_rule == "mqa":
+        if kv_heads not in (None, 1):
+            raise AttnsimError(f"variant 'mqa' has one kv head; got --kv-heads {kv_heads}: use --variant gqa")
+        kv_heads = 1
+    elif kv_heads is None:
+        if heads > 8 and heads % 8 == 0:
+            kv_heads = 8
+            notes.append("kv heads: 8 (default for gqa; set --kv-heads)")
+        else:
+            raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
+    if d_model is not None and scope != "layer":
+        raise AttnsimError("--d-model applies to --scope layer only")
+    if d_model is not None and d_model < 1:
+        raise AttnsimError(f"--d-model={d_model} must be a positive integer")
+    if phase == "decode":
+        seqlen_q, context = resolved["q_per_step"], seqlen_kv if seqlen_kv is not None else seqlen
+    else:
+        seqlen_q, context = seqlen, seqlen_kv
+    w = Workload(batch=batch, seqlen_q=seqlen_q, seqlen_kv=context, heads_q=heads, heads_kv=kv_heads,
+                 head_dim_qk=head_dim, head_dim_v=head_dim_v, dtype=dtype, kv_dtype=kv_dtype, qk_accum=qk_accum,
+                 pv_accum=pv_accum, causal=causal, phase=phase)
+    hw = load_hardware(hw_name)
+    pred = run(w, hw, kernel, variant=var.name, scope=scope, d_model=d_model)
+    pred.notes.extend(notes)
+    if as_json:
+        out = pred.to_json()
+        out["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(render(pred))
+
+
+def render(pred) -> str:
+    """The compact human view of a Prediction."""
+    j = pred.to_json()
+    w = pred.workload
+    hw = pred.hardware
+    lines = [
+        f"{j['variant']} on {hw.name} · kernel {j['kernel']} · {w.phase} · {w.dtype}"
+        + (f" (KV {w.kv_dtype})" if w.kv_dtype != w.dtype else "") + f" · scope {j['scope']}",
+        f"  workload   batch {w.batch} · seqlen {w.seqlen_q} -> {w.seqlen_kv} · heads {w.heads_q}/{w.heads_kv} kv"
+        f" · head dim {w.head_dim_qk}/{w.head_dim_v}" + (" · causal" if w.causal else ""),
+        f"  time       {_fmt_time(j['time_s'])}  (bound {_fmt_time(j['bound_s'])}, {j['bound']}-limited;"
+        f" time/bound {j['time_s'] / j['bound_s']:.2f}; {'calibrated' if j['calibrated'] else 'uncalibrated'})",
+        f"  achieved   {j['achieved_tflops']:.1f} TFLOP/s on useful FLOPs",
+        f"  FLOPs      useful {j['useful_flops']:.4g} · executed {j['flops']:.4g}"
+        f" ({100 * j['useful_flops'] / j['flops']:.0f}% useful)" if j["flops"] else
+        f"  FLOPs      useful {j['useful_flops']:.4g}",
+        f"  HBM        {_fmt_bytes(j['hbm_bytes'])} moved · KV cache {_fmt_bytes(j['kv_cache_bytes'])}"
+        f" · memory {_fmt_bytes(j['memory_bytes'])} of {_fmt_bytes(j['hbm_capacity_bytes'])}"
+        + (" (fits)" if j["fits"] else " (DOES NOT FIT on this device)"),
+        f"  tiles      full {j['tiles']['full']:,} · partial {j['tiles']['partial']:,} · empty {j['tiles']['empty']:,}"
+        f" · waves {j['waves']:.2f}",
+        "  bound by unit (clock_max): " + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items()),
+        f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",
+    ]
+    for k in j["kernels"]:
+        lines.append(f"  {k['name']:<16}{_fmt_time(k['time_s']):>12}  {k['bound']:<9}{(k['tile'] or '-'):<18}"
+                     f"{k['ctas']:>9}{k['ctas_per_sm']:>5}{k['waves']:>8.2f}"
+                     + (f"  splits {k['splits']}" if k.get("splits", 1) > 1 else ""))
+    for n in j["notes"]:
+        lines.append(f"  note: {n}")
+    return "\n".join(lines)
+
+
+@cli.group()
+def hw():
+    """Hardware profiles: list them, show one with its sources."""
+
+
+@hw.command("list")
+def hw_list():
+    """List the shipped hardware profiles with their aliases and headline figures."""
+    from attnsim.simulator.hardware import builtin_profiles
+    click.echo(f"{'key':<16}{'name':<28}{'arch':<10}{'SMs':>5}{'bf16 TFLOP/s':>14}{'HBM TB/s':>10}  aliases")
+    for key, h in builtin_profiles().items():
+        peak = h.peak_flops_per_s("bf16", "fp32", h.tensor_rate("bf16", "fp32").datasheet_clock_hz) / 1e12
+        click.echo(f"{key:<16}{h.name:<28}{h.arch:<10}{h.sm_count:>5}{peak:>14.1f}"
+                   f"{h.hbm_bandwidth_bytes_per_s / 1e12:>10.2f}  {', '.join(h.aliases)}")
+
+
+@hw.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="print the profile as JSON")
+def hw_show(name, as_json):
+    """Show one profile (NAME: key, alias or YAML path): every figure with its source."""
+    from attnsim.simulator.hardware import load_hardware
+    h = load_hardware(name)
+    if as_json:
+        click.echo(json.dumps(h.raw, indent=2, default=str))
+        return
+    click.echo(f"{h.name} ({h.key}) · {h.vendor} {h.arch} · compute capability {h.compute_capability}"
+               f" · default kernel {h.default_kernel}")
+    click.echo(f"  file: {h.path}")
+    for k, e in h.raw["figures"].items():
+        extra = f" [raw: {e['raw']}" + (f"; {e['conversion']}" if e.get("conversion") else "") + "]" if e.get("raw") else ""
+        click.echo(f"  {k:<44}{e['value']!s:<16}{extra}\n      source: {e['source']}")
+    click.echo("  tensor cores (dense, per SM per clock -> at the datasheet clock):")
+    for t in h.tensor:
+        click.echo(f"    {t.dtype}/{t.accum}-acc  {t.flops_per_clk_per_sm:>7.0f} FLOP/clk/SM -> "
+                   f"{t.flops_per_clk_per_sm * h.sm_count * t.datasheet_clock_hz / 1e12:.1f} TFLOP/s at "
+                   f"{t.datasheet_clock_hz / 1e9:.3g} GHz (datasheet {t.datasheet_flops_per_s / 1e12:.1f})\n"
+                   f"      source: {t.source}")
+
+
+@cli.command()
+def variants():
+    """List the attention variants, their papers and parameters, and the -p grammar."""
+    from attnsim.simulator.families import FAMILIES
+    from attnsim.simulator.variants import PARAM_GRAMMAR, VARIANTS
+    for v in VARIANTS.values():
+        click.echo(f"{v.name:<6} {v.description}")
+        click.echo(f"       paper: {v.paper}")
+        for p in v.params:
+            click.echo(f"       -p {p.name}=<{p.type.__name__}> (default {p.default}): {p.help}")
+    click.echo("\nkernel families (--kernel):")
+    for f in FAMILIES.values():
+        click.echo(f"  {f.name:<7} {f.description}")
+    click.echo("\n" + PARAM_GRAMMAR)
+
+
+def main():
+    cli()

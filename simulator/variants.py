@@ -1,0 +1,108 @@
+"""Variants: a name, a description, a paper, parameters, and how a workload lowers to kernels.
+
+`VARIANTS` is one plain dict (gpt-fast's preset pattern). `-p KEY=VALUE` parameters are parsed
+by `parse_param` with the grammar documented in `PARAM_GRAMMAR` (shown by `attnsim variants`).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import AttnsimError, unknown
+
+PARAM_GRAMMAR = """\
+-p/--param KEY=VALUE (repeatable). VALUE is one of:
+  an integer        -p q_per_step=4
+  a float           -p ratio=0.5        (1e-3 works too)
+  a boolean         -p flag=true        (true/false, case-insensitive)
+  a tuple           -p kernel_size=13x13x13   (integers joined by 'x')
+  a list            -p windows=128,256,512    (values joined by ',')
+  a string          anything else, e.g. -p order=rowmajor"""
+
+
+def _scalar(text: str):
+    t = text.strip()
+    if re.fullmatch(r"[+-]?\d+", t):
+        return int(t)
+    if t.lower() in ("true", "false"):
+        return t.lower() == "true"
+    try:
+        return float(t)
+    except ValueError:
+        pass
+    if re.fullmatch(r"\d+(x\d+)+", t):
+        return tuple(int(x) for x in t.split("x"))
+    if not re.fullmatch(r"[A-Za-z_][\w.:-]*", t):
+        raise AttnsimError(f"cannot parse value {text!r}; allowed: int, float, true/false, AxBxC, a,b,c, or a name")
+    return t
+
+
+def parse_param(text: str):
+    """'KEY=VALUE' -> (key, value) by the grammar above."""
+    if "=" not in text:
+        raise AttnsimError(f"malformed -p {text!r}: expected KEY=VALUE (see 'attnsim variants' for the grammar)")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    if not re.fullmatch(r"[A-Za-z_]\w*", key):
+        raise AttnsimError(f"malformed -p {text!r}: KEY must be a name like q_per_step")
+    if value.strip() == "":
+        raise AttnsimError(f"malformed -p {text!r}: empty VALUE")
+    if "," in value:
+        return key, [_scalar(v) for v in value.split(",")]
+    return key, _scalar(value)
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type
+    default: object
+    help: str
+    phases: tuple = ("prefill", "decode", "train")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    paper: str
+    params: tuple = field(default_factory=tuple)  # of Param
+    heads_kv_rule: str = "any"  # "mha": heads_kv = heads_q; "mqa": heads_kv = 1; "any": as given
+
+    def resolve(self, given: dict) -> dict:
+        """Validate -p values against the variant's parameters; fill defaults."""
+        names = {p.name: p for p in self.params}
+        out = {p.name: p.default for p in self.params}
+        for k, v in given.items():
+            if k not in names:
+                allowed = ", ".join(names) or "none"
+                raise unknown(f"parameter of variant {self.name!r}:", k, names) if names else AttnsimError(
+                    f"variant {self.name!r} takes no parameter {k!r}; allowed: {allowed}")
+            p = names[k]
+            if p.type is int and (isinstance(v, bool) or not isinstance(v, int)):
+                raise AttnsimError(f"-p {k}={v!r} must be an integer")
+            if p.type is int and v < 1:
+                raise AttnsimError(f"-p {k}={v!r} must be a positive integer")
+            out[k] = v
+        return out
+
+
+_Q_PER_STEP = Param("q_per_step", int, 1, "decode: query tokens per sequence per step (speculative decoding, MTP)",
+                    phases=("decode",))
+
+VARIANTS = {
+    "mha": Variant("mha", "multi-head attention: every query head has its own K/V head",
+                   "Vaswani et al. 2017, 'Attention Is All You Need'", (_Q_PER_STEP,), heads_kv_rule="mha"),
+    "gqa": Variant("gqa", "grouped-query attention: groups of query heads share a K/V head (--kv-heads)",
+                   "Ainslie et al. 2023, 'GQA: Training Generalized Multi-Query Transformer Models'", (_Q_PER_STEP,)),
+    "mqa": Variant("mqa", "multi-query attention: all query heads share one K/V head",
+                   "Shazeer 2019, 'Fast Transformer Decoding: One Write-Head is All You Need'", (_Q_PER_STEP,),
+                   heads_kv_rule="mqa"),
+}
+
+
+def get_variant(name: str) -> Variant:
+    v = VARIANTS.get(str(name).lower())
+    if v is None:
+        raise unknown("variant", name, VARIANTS)
+    return v
