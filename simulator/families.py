@@ -175,14 +175,17 @@ def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dt
 
     Forward: the Q tile + `stages` buffers of K and V tiles. (FA2's Flash_fwd_kernel_traits:
     kSmemSize = kBlockM*d*2 + 2*kBlockN*d*2 for one stage; the output tile reuses Q's buffer.)
+    FA4 (Blackwell): two Q tiles + a ring of `stages` buffers shared by K and V tiles.
     Backward: Q, dO tiles + K, V tiles (all stages) + the dS tile.
     """
     bm, bn, st = tile.block_m, tile.block_n, tile.stages
     if backward:
         return (st * bm * (d + dv) * dtype_bytes + bn * (d + dv) * kv_dtype_bytes
                 + bm * bn * dtype_bytes)
-    q_tiles = 2 if fam.smem_layout == "q_kv_tmem" else 1  # FA4 keeps two Q tiles per CTA
-    return q_tiles * bm * d * dtype_bytes + st * bn * (d + dv) * kv_dtype_bytes
+    if fam.smem_layout == "q_kv_tmem":
+        # FA4: BLOCK_M = two 128-row Q tiles; K and V tiles take turns in one ring of `stages` buffers
+        return bm * d * dtype_bytes + st * bn * max(d, dv) * kv_dtype_bytes
+    return bm * d * dtype_bytes + st * bn * (d + dv) * kv_dtype_bytes
 
 
 def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d: int = 0) -> int:
@@ -217,8 +220,8 @@ def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype:
     if threads > hw.max_threads_per_sm:
         return Legality(False, smem, regs, 0, f"{threads} threads > {hw.max_threads_per_sm} per SM")
     if fam.smem_layout == "q_kv_tmem" and not backward:
-        # two Q tiles, each with an S tile (BLOCK_N fp32 columns) and an O tile (dv columns), 128 lanes
-        cols = 2 * (tile.block_n + dv)
+        # each 128-row Q tile keeps an S tile (BLOCK_N fp32 columns) and an O tile (dv columns), 128 lanes
+        cols = tile.block_m // 128 * (tile.block_n + dv)
         tmem_cols = (hw.tmem_per_sm_bytes or 0) // (128 * 4)
         if cols > tmem_cols:
             return Legality(False, smem, regs, 0, f"tensor memory: {cols} columns > {tmem_cols}")
@@ -273,9 +276,9 @@ def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
 
 
 def _fa4_fwd(hw: Hardware, dp: int, causal: bool):
-    """FA4 (flash_fwd_sm100.py): 128 x 128 tiles, two Q tiles per CTA (BLOCK_M counts one of them),
+    """FA4 (flash_fwd_sm100.py): 128 x 128 MMA tiles, two Q tiles per CTA (BLOCK_M = 2 x 128),
     16 warps (softmax, correction, MMA, load), 3 K/V stages."""
-    return [Tile(128, 128, 16, 3)]
+    return [Tile(256, 128, 16, 3)]
 
 
 def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):

@@ -151,6 +151,14 @@ class SMRates:
                    smem=hw.smem_bytes_per_clk_per_sm * clk)
 
 
+def _smem_tile_bytes(fam: Family, tile: Tile, dp: int, dvp: int, s: int, skv: int) -> float:
+    """Shared-memory traffic of one forward tile: the K and V tiles written once (cp.async; TMA
+    writes of FA3/FA4 go through the async proxy and are taken not to contend with MMA operand
+    reads — an assumption), read once per reader, and the Q tile read as the QK^T operand."""
+    writes = 0 if fam.name in ("fa3", "fa4") else 1
+    return tile.block_n * (dp + dvp) * skv * (writes + _smem_readers(fam, tile)) + tile.block_m * dp * s
+
+
 def _smem_readers(fam: Family, tile: Tile) -> int:
     """How many times the K/V tile is read from shared memory per use: once per warp that owns a
     16-row slice of the query rows (mma.sync: FA2, Triton), once per consumer warpgroup (wgmma: FA3),
@@ -158,7 +166,7 @@ def _smem_readers(fam: Family, tile: Tile) -> int:
     if fam.name == "fa3":
         return max(tile.block_m // 64, 1)
     if fam.name == "fa4":
-        return 2
+        return max(tile.block_m // 128, 1)
     return max(1, min(tile.num_warps, tile.block_m // 16))  # mma.sync: warps split M in 16-row slices
 
 
@@ -185,7 +193,7 @@ def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, skv, rates: SMRates) -> TileCosts
     t_exp = scores / rates.exp * k
     t_fp32 = scores * fam.softmax_fp32_ops_per_score / rates.fp32_ops * k
     t_fp32_p = scores * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
-    t_smem = bn * (dp + dvp) * skv * (1 + _smem_readers(fam, tile)) / rates.smem * k
+    t_smem = _smem_tile_bytes(fam, tile, dp, dvp, skv, skv) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
     t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
     return TileCosts(t_full, t_part, flops, bn * (dp + dvp) * skv,
@@ -200,7 +208,7 @@ def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates) -> TileCosts:
     t_exp = scores / rates.exp * k
     t_fp32 = scores * fam.bwd_fp32_ops_per_score / rates.fp32_ops * k
     t_fp32_p = scores * (fam.bwd_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
-    # Q and dO tiles written once and read by every warp; dS written and read once
+    # Q and dO tiles written once and read by every reader; dS written and read once
     t_smem = (bm * (dp + dvp) * s * (1 + _smem_readers(fam, tile)) + 2 * bm * bn * s) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
     t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
