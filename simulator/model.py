@@ -185,7 +185,7 @@ class TileCosts:
     parts: dict  # unit -> time of one full tile (for the limiting-unit label)
 
 
-def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, skv, rates: SMRates) -> TileCosts:
+def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates) -> TileCosts:
     bm, bn = tile.block_m, tile.block_n
     flops = 2.0 * bm * bn * (dp + dvp)
     scores = float(bm * bn)
@@ -193,7 +193,7 @@ def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, skv, rates: SMRates) -> TileCosts
     t_exp = scores / rates.exp * k
     t_fp32 = scores * fam.softmax_fp32_ops_per_score / rates.fp32_ops * k
     t_fp32_p = scores * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
-    t_smem = _smem_tile_bytes(fam, tile, dp, dvp, skv, skv) / rates.smem * k
+    t_smem = _smem_tile_bytes(fam, tile, dp, dvp, s, skv) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
     t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
     return TileCosts(t_full, t_part, flops, bn * (dp + dvp) * skv,
@@ -309,7 +309,7 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         if leg is None:
             return None
         full, partial = tile_rows(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
-        tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, skv, rates)
+        tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
         n_q = len(full)
         n_kv = -(-w.seqlen_kv // tile.block_n)
         counts = np.full(n_q, slices, dtype=np.int64)
@@ -432,7 +432,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     splits = (num_splits_heuristic(slices * n_m, hw.sm_count * leg.ctas_per_sm, n_kv)
               if fam.split_kv else 1)
     leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * n_m * splits)
-    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, skv, rates)
+    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
     # split s takes kv tiles [s*per, (s+1)*per); partial tiles sit at the end of the row (the ragged
     # last tile, the causal diagonal), i.e. in the last split that has tiles
     per = -(-n_kv // splits)

@@ -138,7 +138,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
             full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
             part = ne - full
             # per-tile times scale with k (slot share); _fwd_tile_costs is linear in k
-            tc = _fwd_tile_costs(hw, fam, tile, 1, int(dp), int(dvp), s, rates)
+            tc = _fwd_tile_costs(hw, fam, tile, 1, int(dp), int(dvp), s, s, rates)
 
             def duration(f, p):
                 return 2 * lat + np.maximum((f * tc.t_full + p * tc.t_partial) * k, (f + p) * lat / tile.stages)
