@@ -1,0 +1,65 @@
+"""GEMM cost: FLOPs by hand, tile and wave quantization, and the layer scope built from it."""
+import math
+import re
+
+import pytest
+
+from attnsim.simulator.gemm import GEMM_TILES, gemm
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.model import predict
+from attnsim.simulator.workload import Workload
+
+
+def parse_tile(s):
+    tm, tn, tk = (int(x) for x in re.match(r"(\d+)x(\d+)x(\d+)", s).groups())
+    return tm, tn, tk
+
+
+@pytest.mark.parametrize("m,n,k,batch", [(4096, 4096, 4096, 1), (1000, 3000, 777, 1), (1, 4096, 4096, 1),
+                                         (300, 200, 100, 7)])
+def test_flops_and_quantization_by_hand(m, n, k, batch):
+    hw = load_hardware("h100")
+    g = gemm("g", hw, m, n, k, batch, "bf16")
+    tm, tn, tk = parse_tile(g.tile)
+    assert (tm, tn, tk) in {t[:3] for t in GEMM_TILES}
+    assert g.useful_flops == 2 * m * n * k * batch
+    assert g.flops == 2 * math.ceil(m / tm) * tm * math.ceil(n / tn) * tn * math.ceil(k / tk) * tk * batch
+    assert g.ctas == batch * math.ceil(m / tm) * math.ceil(n / tn)
+    assert g.waves == pytest.approx(g.ctas / (hw.sm_count * g.ctas_per_sm))
+    assert g.hbm_bytes == batch * (m * k + k * n + m * n) * 2
+    # no faster than the tensor peak or HBM allow
+    assert g.time_s >= 2 * m * n * k * batch / hw.peak_flops_per_s("bf16")
+    assert g.time_s >= g.hbm_bytes / hw.hbm_bandwidth_bytes_per_s
+
+
+def test_big_square_gemm_is_tensor_bound_and_one_wave_quantization_shows():
+    hw = load_hardware("h100")
+    big = gemm("g", hw, 8192, 8192, 8192, 1, "bf16")
+    assert big.bound == "tensor"
+    # 132 SMs: 8192^2 / (128*256) = 2048 CTAs = 15.5 waves; one more column of tiles adds CTAs, not time per CTA
+    assert big.wave_efficiency < 1
+
+
+def test_weight_shared_across_batch_is_read_once():
+    hw = load_hardware("a100")
+    a = gemm("g", hw, 512, 1024, 2048, 4, "bf16", b_shared=False)
+    b = gemm("g", hw, 512, 1024, 2048, 4, "bf16", b_shared=True)
+    assert a.hbm_bytes - b.hbm_bytes == 3 * 2048 * 1024 * 2
+
+
+def test_layer_scope_adds_the_projection_flops():
+    hw = load_hardware("h100")
+    w = Workload(batch=2, seqlen_q=1024, heads_q=16, heads_kv=4, head_dim_qk=128)
+    core = predict(w, hw)
+    layer = predict(w, hw, scope="layer")
+    d_model = 16 * 128
+    tokens = 2 * 1024
+    qkv_n = 16 * 128 + 2 * 4 * 128
+    proj = 2 * tokens * qkv_n * d_model + 2 * tokens * d_model * (16 * 128)
+    assert layer.useful_flops - core.useful_flops == proj
+    assert layer.time_s > core.time_s
+    assert layer.time_s >= layer.bound.time_s
+    train = predict(w.with_(phase="train"), hw, scope="layer", d_model=1024)
+    qkv_n_train = qkv_n
+    proj_train = 3 * (2 * tokens * qkv_n_train * 1024 + 2 * tokens * 1024 * (16 * 128))
+    assert train.useful_flops - predict(w.with_(phase="train"), hw).useful_flops == proj_train
