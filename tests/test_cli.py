@@ -1,0 +1,372 @@
+"""The command line: one-line errors with exit code 2, help everywhere, the JSON contract, hw and
+variants listings, and no torch/triton/cupy import on the predict path."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from attnsim.cli import cli
+from attnsim.simulator.errors import AttnsimError
+from attnsim.simulator.hardware import load_hardware
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args))
+
+
+def _stderr(result):
+    try:
+        return result.stderr
+    except ValueError:  # older click without separate stderr capture
+        return result.output
+
+
+def assert_one_line_error(result, *needles):
+    """Exit code 2, nothing on stdout, exactly one line 'error: ...' on stderr containing the needles."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    err = _stderr(result)
+    lines = err.strip("\n").split("\n")
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+def has_profile(name):
+    try:
+        load_hardware(name)
+        return True
+    except AttnsimError:
+        return False
+
+
+# -- errors -----------------------------------------------------------------------------------------
+def test_unknown_variant_suggests():
+    assert_one_line_error(invoke("predict", "--variant", "gqq"), "unknown variant", "'gqa'", "allowed", "mha", "mqa")
+
+
+def test_unknown_hardware_suggests():
+    line = assert_one_line_error(invoke("predict", "--hw", "h10"), "unknown hardware", "h10", "allowed")
+    assert "did you mean" in line and "h100" in line
+
+
+def test_unknown_kernel():
+    line = assert_one_line_error(invoke("predict", "--kernel", "fa5"), "fa5", "allowed")
+    for k in ("fa2", "fa3", "fa4", "triton", "eager"):
+        assert k in line
+
+
+def test_kernel_not_for_this_arch():
+    assert_one_line_error(invoke("predict", "--hw", "h100", "--kernel", "fa4"), "does not run on", "allowed")
+
+
+def test_heads_not_divisible_by_kv_heads():
+    assert_one_line_error(invoke("predict", "--variant", "gqa", "--heads", "32", "--kv-heads", "5"),
+                          "not divisible", "allowed", "divisors of 32")
+
+
+def test_gqa_without_kv_heads_when_no_default():
+    assert_one_line_error(invoke("predict", "--variant", "gqa", "--heads", "6"), "--kv-heads")
+
+
+def test_mha_with_other_kv_heads():
+    assert_one_line_error(invoke("predict", "--variant", "mha", "--heads", "32", "--kv-heads", "8"), "gqa")
+
+
+@pytest.mark.parametrize("flag,value,field", [
+    ("--batch", "0", "batch"), ("--seqlen", "-3", "seqlen_q"), ("--heads", "0", "heads_q"),
+    ("--head-dim", "0", "head_dim_qk"), ("--seqlen-kv", "0", "seqlen_kv"), ("--head-dim-v", "-1", "head_dim_v"),
+])
+def test_non_positive_sizes(flag, value, field):
+    assert_one_line_error(invoke("predict", flag, value), field, "positive")
+
+
+def test_non_integer_size_is_click_usage_error_folded_to_one_line():
+    assert_one_line_error(invoke("predict", "--batch", "two"), "two")
+
+
+def test_bad_dtype():
+    assert_one_line_error(invoke("predict", "--dtype", "fp4"), "fp4", "allowed", "bf16", "fp16", "fp8")
+    assert_one_line_error(invoke("predict", "--kv-dtype", "int4"), "int4", "allowed")
+
+
+def test_bad_choice_option():
+    assert_one_line_error(invoke("predict", "--phase", "inference"), "inference")
+
+
+def test_unknown_option():
+    assert_one_line_error(invoke("predict", "--no-such-flag"), "--no-such-flag")
+
+
+def test_unknown_command():
+    assert_one_line_error(invoke("frobnicate"), "frobnicate")
+
+
+@pytest.mark.skipif(not has_profile("a100"), reason="no a100 profile")
+def test_fp8_on_a100():
+    assert_one_line_error(invoke("predict", "--hw", "a100", "--dtype", "fp8"), "fp8", "allowed", "bf16")
+
+
+def test_fp8_on_fa2():
+    assert_one_line_error(invoke("predict", "--kernel", "fa2", "--dtype", "fp8"), "fa2", "fp8", "allowed")
+
+
+def test_head_dim_too_large_fa3_h100():
+    assert_one_line_error(invoke("predict", "--hw", "h100", "--kernel", "fa3", "--head-dim", "512"),
+                          "head_dim_qk=512", "allowed", "256")
+
+
+@pytest.mark.skipif(not has_profile("b200"), reason="no b200 profile")
+def test_head_dim_too_large_fa4_b200():
+    assert_one_line_error(invoke("predict", "--hw", "b200", "--kernel", "fa4", "--head-dim", "256"),
+                          "head_dim_qk=256", "fa4", "allowed")
+
+
+@pytest.mark.parametrize("param,needle", [
+    ("q_per_step", "KEY=VALUE"),  # no '='
+    ("q_per_step=@@", "@@"),  # value not in the grammar
+    ("q_per_step=", "empty"),
+    ("=4", "KEY"),
+    ("q_per_step=0", "positive"),
+    ("q_per_step=1.5", "integer"),
+    ("window=4", "window"),  # unknown parameter of the variant
+])
+def test_malformed_param(param, needle):
+    assert_one_line_error(invoke("predict", "--phase", "decode", "-p", param), needle)
+
+
+def test_param_only_for_decode():
+    assert_one_line_error(invoke("predict", "--phase", "prefill", "-p", "q_per_step=2"), "decode")
+
+
+def test_d_model_needs_layer_scope():
+    assert_one_line_error(invoke("predict", "--d-model", "4096"), "--scope layer")
+
+
+def _h100_yaml():
+    return yaml.safe_load(Path(load_hardware("h100").path).read_text())
+
+
+def test_profile_file_missing_key(tmp_path):
+    data = _h100_yaml()
+    del data["figures"]["sm_count"]
+    f = tmp_path / "nosm.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), "sm_count")
+
+
+def test_profile_file_missing_top_level_key(tmp_path):
+    data = _h100_yaml()
+    del data["arch"]
+    f = tmp_path / "noarch.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), "arch")
+
+
+@pytest.mark.parametrize("value", ["many", 0, 1e12, True])
+def test_profile_file_bad_value(tmp_path, value):
+    data = _h100_yaml()
+    data["figures"]["sm_count"]["value"] = value
+    f = tmp_path / "badsm.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), "figures.sm_count")
+
+
+def test_profile_file_bad_tensor_entry(tmp_path):
+    data = _h100_yaml()
+    data["tensor"][0]["flops_per_clk_per_sm"] = "fast"
+    f = tmp_path / "badtensor.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), "tensor[0]", "flops_per_clk_per_sm")
+
+
+def test_profile_file_not_yaml_and_missing(tmp_path):
+    f = tmp_path / "broken.yaml"
+    f.write_text("figures: [unclosed\n  - : :\n")
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), "YAML")
+    assert_one_line_error(invoke("predict", "--hw", str(tmp_path / "absent.yaml")), "absent.yaml", "does not exist")
+
+
+def test_profile_file_valid_copy_works(tmp_path):
+    f = tmp_path / "myh100.yaml"
+    f.write_text(yaml.safe_dump(_h100_yaml()))
+    r = invoke("predict", "--hw", str(f), "--seqlen", "1024", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["hardware_key"] == "myh100"
+    ref = json.loads(invoke("predict", "--hw", "h100", "--seqlen", "1024", "--json").stdout)
+    assert out["time_s"] == ref["time_s"] and out["flops"] == ref["flops"]
+
+
+# -- help ---------------------------------------------------------------------------------------------
+def _all_command_paths(group, prefix=()):
+    yield prefix
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _all_command_paths(cmd, prefix + (name,))
+        else:
+            yield prefix + (name,)
+
+
+def test_help_on_every_command():
+    paths = list(_all_command_paths(cli))
+    assert ("predict",) in paths and ("hw", "list") in paths and ("hw", "show") in paths and ("variants",) in paths
+    for path in paths:
+        for flag in ("--help", "-h"):
+            r = invoke(*path, flag)
+            assert r.exit_code == 0, (path, r.output)
+            assert "Usage:" in r.output, path
+
+
+def test_version():
+    r = invoke("--version")
+    assert r.exit_code == 0 and "attnsim" in r.output
+
+
+# -- predict --------------------------------------------------------------------------------------------
+CONTRACT = ["variant", "hardware", "kernel", "phase", "dtype", "time_s", "bound_s", "bound", "unit_times_s",
+            "flops", "useful_flops", "hbm_bytes", "kv_cache_bytes", "memory_bytes", "fits", "tiles", "waves",
+            "kernels", "calibrated"]
+INT_FIELDS = ["flops", "useful_flops", "hbm_bytes", "kv_cache_bytes", "memory_bytes"]
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@pytest.mark.parametrize("args", [
+    (),
+    ("--causal", "--seqlen", "3000", "--variant", "gqa", "--heads", "32", "--kv-heads", "8"),
+    ("--phase", "decode", "--seqlen-kv", "32768", "--batch", "4"),
+    ("--phase", "decode", "--seqlen-kv", "1000", "-p", "q_per_step=3", "--kv-dtype", "fp8"),
+    ("--phase", "train", "--seqlen", "2048", "--kernel", "fa2"),
+    ("--kernel", "eager", "--seqlen", "1000", "--variant", "mqa"),
+    ("--kernel", "triton", "--seqlen", "777", "--head-dim", "64"),
+])
+def test_predict_json_contract(args):
+    r = invoke("predict", "--json", *args)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    for k in CONTRACT:
+        assert k in out, k
+    for k in INT_FIELDS:
+        assert _is_int(out[k]), (k, out[k])
+    assert set(out["tiles"]) == {"full", "partial", "empty"}
+    assert all(_is_int(v) and v >= 0 for v in out["tiles"].values())
+    assert out["kernels"], "no kernel rows"
+    for k in out["kernels"]:
+        for key in ("name", "time_s", "flops", "hbm_bytes", "bound"):
+            assert key in k, key
+        assert _is_int(k["flops"]) and _is_int(k["hbm_bytes"])
+        assert isinstance(k["time_s"], float) and k["time_s"] > 0
+    assert out["calibrated"] is False
+    assert isinstance(out["fits"], bool)
+    assert out["time_s"] >= out["bound_s"] > 0
+    assert out["bound"] in out["unit_times_s"]
+    assert out["time_s"] == pytest.approx(sum(k["time_s"] for k in out["kernels"]), rel=1e-12)
+    assert out["flops"] == sum(k["flops"] for k in out["kernels"])
+    assert out["hbm_bytes"] == sum(k["hbm_bytes"] for k in out["kernels"])
+
+
+def test_predict_json_numbers_by_hand():
+    # mha, batch 2, 16 heads, 1024 x 1024, d 128, bf16, dense prefill
+    out = json.loads(invoke("predict", "--json", "--batch", "2", "--heads", "16", "--seqlen", "1024").stdout)
+    assert out["useful_flops"] == 4 * 2 * 16 * 1024 * 1024 * 128
+    assert out["kv_cache_bytes"] == 2 * 1024 * 16 * 256 * 2
+    assert out["hbm_bytes"] == 2 * 2 * 16 * 1024 * 128 * 2 + 2 * 1024 * 16 * 256 * 2 + 2 * 16 * 1024 * 4
+    assert out["variant"] == "mha" and out["kernel"] == "fa3" and out["phase"] == "prefill"
+    assert out["workload"]["heads_kv"] == 16
+
+
+def test_predict_decode_uses_seqlen_as_context():
+    out = json.loads(invoke("predict", "--json", "--phase", "decode", "--seqlen", "5000", "--heads", "8").stdout)
+    assert out["workload"]["seqlen_q"] == 1 and out["workload"]["seqlen_kv"] == 5000
+    assert out["kv_cache_bytes"] == 5000 * 8 * 256 * 2
+
+
+def test_gqa_with_all_kv_heads_equals_mha_cli():
+    a = json.loads(invoke("predict", "--json", "--variant", "mha", "--heads", "16", "--seqlen", "2000",
+                          "--causal").stdout)
+    b = json.loads(invoke("predict", "--json", "--variant", "gqa", "--heads", "16", "--kv-heads", "16",
+                          "--seqlen", "2000", "--causal").stdout)
+    for k in ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "kv_cache_bytes", "tiles"):
+        assert a[k] == b[k], k
+    assert (a["variant"], b["variant"]) == ("mha", "gqa")
+
+
+def test_mqa_sets_one_kv_head():
+    out = json.loads(invoke("predict", "--json", "--variant", "mqa", "--heads", "16", "--seqlen", "512").stdout)
+    assert out["workload"]["heads_kv"] == 1
+    assert out["kv_cache_bytes"] == 512 * 1 * 256 * 2
+
+
+def test_predict_human_output():
+    r = invoke("predict", "--seqlen", "2048", "--causal")
+    assert r.exit_code == 0, r.output
+    for s in ("H100", "fa3", "bound", "tiles", "attn_fwd"):
+        assert s in r.stdout, s
+
+
+# -- hw, variants -----------------------------------------------------------------------------------------
+def test_hw_list():
+    r = invoke("hw", "list")
+    assert r.exit_code == 0
+    assert "h100_sxm5" in r.stdout and "h100" in r.stdout
+    row = next(line for line in r.stdout.splitlines() if line.startswith("h100_sxm5"))
+    assert "132" in row and "989.4" in row  # SMs and 132 x 4096 x 1.83 GHz = 989.4 TFLOP/s
+
+
+def test_hw_show_prints_sources():
+    r = invoke("hw", "show", "h100")
+    assert r.exit_code == 0, r.output
+    assert "H100" in r.stdout
+    assert r.stdout.count("source:") >= 20
+    assert "sm_count" in r.stdout and "hbm_bandwidth_bytes_per_s" in r.stdout
+
+
+def test_hw_show_json_and_unknown():
+    r = invoke("hw", "show", "h100", "--json")
+    assert r.exit_code == 0
+    assert json.loads(r.stdout)["figures"]["sm_count"]["value"] == 132
+    assert_one_line_error(invoke("hw", "show", "h10"), "unknown hardware")
+
+
+def test_variants_listing():
+    r = invoke("variants")
+    assert r.exit_code == 0
+    names = {line.split()[0] for line in r.stdout.splitlines() if line and not line.startswith(" ")}
+    assert {"mha", "gqa", "mqa"} <= names
+    assert "KEY=VALUE" in r.stdout and "q_per_step" in r.stdout
+    for kind in ("integer", "float", "boolean", "tuple", "list", "string"):
+        assert kind in r.stdout, kind
+
+
+# -- import hygiene ------------------------------------------------------------------------------------------
+def test_predict_does_not_import_gpu_stacks():
+    code = textwrap.dedent("""
+        import sys, json
+        from click.testing import CliRunner
+        from attnsim.cli import cli
+        r = CliRunner().invoke(cli, ["predict", "--json", "--seqlen", "1024", "--causal"])
+        assert r.exit_code == 0, r.output
+        json.loads(r.stdout)
+        r = CliRunner().invoke(cli, ["predict", "--phase", "decode", "--kernel", "fa2"])
+        assert r.exit_code == 0, r.output
+        bad = [m for m in ("torch", "triton", "cupy") if m in sys.modules]
+        assert not bad, bad
+        print("OK")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "OK"
