@@ -6,18 +6,19 @@ at `clock_max_hz`, all units overlapping perfectly, efficiencies 1; no tiles, no
 launch overhead (DESIGN.md section 4). W_u is the *useful* work of unit u:
 
 * tensor: the useful matmul FLOPs of each GEMM at its (dtype, accumulate) rate, summed;
-* exp: one exponential per live score (forward; a backward may keep P instead of recomputing
-  it, so it owes none). An exp can run on the SFU or be emulated by a polynomial on the FP32
+* exp: one exponential per live score (train: two when the backward recomputes P). An exp can run on the SFU or be emulated by a polynomial on the FP32
   pipes (FlashAttention-4 does so on Blackwell), so the exp time is the LP optimum
   (n_exp + W_fp32 / c) / (R_sfu + R_fp32 / c) with c FP32 ops per emulated exp2, and never
   below W_fp32 / R_fp32;
 * fp32: FP32 work that no tensor core can take (zero for the attention core: row sums and
   maxima could run on tensor cores or be folded into the exp argument; later ops add RoPE etc.);
 * smem: K and V must be staged through shared memory at least once (written and read);
-* hbm: compulsory traffic, each input read once and each output written once;
+* hbm: compulsory traffic, each input read once and each output written once (train keeping P:
+  P written and read back);
 * l2: only where the profile holds a sourced L2 bandwidth (none yet), with the compulsory bytes.
 
-The largest indivisible piece of fused attention is one query row against one key — split-KV
+Train takes the smaller bound of the two backward strategies (recompute P, keep P in HBM): see
+`attention_work`. The largest indivisible piece of fused attention is one query row against one key — split-KV
 splits even a single row across SMs — so its per-SM term is negligible and reported for
 completeness.
 """
@@ -41,16 +42,15 @@ class Work:
     hbm_bytes: float = 0.0
     piece_tensor: list = field(default_factory=list)  # the largest indivisible piece
     piece_exp: float = 0.0
+    strategy: str = ""  # train: how the backward gets P ("recompute P" or "keep P in HBM")
 
-    def __iadd__(self, other: "Work"):
-        self.tensor += other.tensor
-        self.exp += other.exp
-        self.fp32 += other.fp32
-        self.smem_bytes += other.smem_bytes
-        self.hbm_bytes += other.hbm_bytes
-        self.piece_tensor = max(self.piece_tensor, other.piece_tensor, key=lambda p: sum(f for f, *_ in p) if p else 0)
-        self.piece_exp = max(self.piece_exp, other.piece_exp)
-        return self
+    def __add__(self, other: "Work") -> "Work":
+        def piece_flops(p):
+            return sum(f for f, *_ in p)
+        return Work(tensor=self.tensor + other.tensor, exp=self.exp + other.exp, fp32=self.fp32 + other.fp32,
+                    smem_bytes=self.smem_bytes + other.smem_bytes, hbm_bytes=self.hbm_bytes + other.hbm_bytes,
+                    piece_tensor=max(self.piece_tensor, other.piece_tensor, key=piece_flops),
+                    piece_exp=max(self.piece_exp, other.piece_exp), strategy=self.strategy or other.strategy)
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,19 @@ class Bound:
     time_s: float
     unit: str  # the limiting unit
     unit_times_s: dict  # unit -> time at device peak (the piece terms folded in)
+    strategy: str = ""  # train: the backward strategy that gives the smaller bound
 
 
-def attention_work(w: Workload, live_pairs: int) -> Work:
+def attention_work(w: Workload, live_pairs, keep_p: bool = False) -> Work:
     """Useful work of the attention core for a workload whose mask has `live_pairs` per (batch, head).
 
     Forward per live pair: QK^T 2*d FLOPs (qk_accum), PV 2*dv FLOPs (pv_accum), one exp.
-    Train adds the backward: 2*(3d + 2dv) FLOPs per live pair (S recomputed, dV, dP, dQ, dK),
-    three of the five GEMMs at the qk shape (S, dQ, dK) and two at the pv shape (dP, dV).
+    Train adds the backward, in one of two ways:
+    * recompute P (FlashAttention, the default and what `useful_flops` reports): 2*(3d + 2dv)
+      FLOPs per live pair (S again, dQ, dK at the qk shape; dP, dV at the pv shape) and a second exp;
+    * keep P (eager): 2*(2d + 2dv) FLOPs per live pair, no second exp, but P written to HBM in the
+      forward and read back in the backward (dtype bytes per live pair each way).
+    The bound of train is the smaller of the two (`bound`), so no implementation can beat it.
     """
     n = w.batch * w.heads_q * live_pairs
     d, dv = w.head_dim_qk, w.head_dim_v
@@ -75,14 +80,30 @@ def attention_work(w: Workload, live_pairs: int) -> Work:
     kv = w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * skv
     tensor = [(2.0 * d * n, w.dtype, w.qk_accum), (2.0 * dv * n, w.dtype, w.pv_accum)]
     hbm = q + kv + o
+    exps = n * 1.0
+    strategy = ""
     if w.phase == "train":
-        tensor += [(3 * 2.0 * d * n, w.dtype, w.qk_accum), (2 * 2.0 * dv * n, w.dtype, w.pv_accum)]
+        qk_gemms = 2 if keep_p else 3
+        tensor += [(qk_gemms * 2.0 * d * n, w.dtype, w.qk_accum), (2 * 2.0 * dv * n, w.dtype, w.pv_accum)]
         lse = w.batch * w.heads_q * w.seqlen_q * 4
         # forward writes O and the log-sum-exp; backward reads Q, K, V, O, dO, LSE, writes dQ, dK, dV
         hbm = (q + kv + o + lse) + (q + kv + 2 * o + lse + q + kv)
+        if keep_p:
+            hbm = hbm + 2 * n * s
+            strategy = "keep P in HBM"
+        else:
+            exps = 2.0 * n
+            strategy = "recompute P"
     piece = [(2.0 * d, w.dtype, w.qk_accum), (2.0 * dv, w.dtype, w.pv_accum)]
-    return Work(tensor=tensor, exp=n * 1.0, smem_bytes=2.0 * kv, hbm_bytes=hbm * 1.0,
-                piece_tensor=piece, piece_exp=1.0)
+    return Work(tensor=tensor, exp=exps, smem_bytes=2.0 * kv, hbm_bytes=hbm * 1.0,
+                piece_tensor=piece, piece_exp=1.0, strategy=strategy)
+
+
+def attention_work_alternatives(w: Workload, live_pairs) -> list:
+    """The ways the op can be done that the bound must consider (train: recompute or keep P)."""
+    if w.phase == "train":
+        return [attention_work(w, live_pairs), attention_work(w, live_pairs, keep_p=True)]
+    return [attention_work(w, live_pairs)]
 
 
 def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
@@ -114,11 +135,16 @@ def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
 def bound_of(work: Work, hw: Hardware) -> Bound:
     t = {u: float(v) for u, v in unit_times(work, hw).items()}
     unit = max(t, key=t.get)
-    return Bound(t[unit], unit, t)
+    return Bound(t[unit], unit, t, work.strategy)
+
+
+def min_bound(works, hw: Hardware) -> Bound:
+    """The smallest bound over alternative ways of doing the op."""
+    return min((bound_of(wk, hw) for wk in works), key=lambda b: b.time_s)
 
 
 def bound(w: Workload, hw: Hardware, mask=None) -> Bound:
     """Speed-of-light time of the attention core of `w` on `hw` (see the module docstring)."""
     from .masks import mask_for
     mask = mask or mask_for(w.causal)
-    return bound_of(attention_work(w, mask.live_pairs(w.seqlen_q, w.seqlen_kv)), hw)
+    return min_bound(attention_work_alternatives(w, mask.live_pairs(w.seqlen_q, w.seqlen_kv)), hw)

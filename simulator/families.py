@@ -307,12 +307,14 @@ def bwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bo
     return [Tile(64, 64, 8, st), Tile(32, 64, 8, st)]
 
 
-def decode_tile(fam: Family, hw: Hardware, dp: int, dvp: int):
-    """Split-KV decode tile. FA2 run_mha_fwd_splitkv_dispatch: BLOCK_M = 64, BLOCK_N = 256 / 128 / 64
-    for hdim <= 64 / <= 128 / larger, 4 warps. FA3/FA4 decode: BLOCK_M = 64 rows (one wgmma M) and
-    BLOCK_N = 128. Triton (no split): BLOCK_M = 16, BLOCK_N = 64."""
+def decode_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int):
+    """Split-KV decode tiles, preferred first; the first legal one is used.
+    FA2 run_mha_fwd_splitkv_dispatch: BLOCK_M = 64, BLOCK_N = 256 / 128 / 64 for hdim <= 64 / <= 128 /
+    larger, 4 warps. FA3/FA4 decode: BLOCK_M = 64 rows (one wgmma M), BLOCK_N = 128 shrinking with
+    the head dim as FA3's tile_size_fwd_sm90 does (128 x 80 at hdim 256). Triton (no split):
+    BLOCK_M = 16, BLOCK_N = 64."""
     if fam.name == "fa2":
-        return Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1)
+        return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1)]
     if fam.name in ("fa3", "fa4"):
-        return Tile(64, 128, 8, 2)
-    return Tile(16, 64, 4, 2)
+        return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
+    return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]

