@@ -56,6 +56,9 @@ class Family:
     pack_gqa_decode: bool = True  # decode packs the query heads of a kv head into the tile's rows
     split_kv: bool = True  # decode splits the kv length (flash-decoding) with FA's heuristic
     fused: bool = True  # False: eager attention, scores materialized in HBM
+    autotune: bool = False  # True: the legal tile with the smallest predicted time (Triton's autotune)
+    train_dtypes: tuple = ("fp16", "bf16")  # dtypes its backward supports
+    accum_types: tuple = ("fp32",)  # accumulate types its matmuls support
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -127,7 +130,7 @@ FAMILIES = {
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
-        pack_gqa_decode=False, split_kv=False,
+        pack_gqa_decode=False, split_kv=False, autotune=True, accum_types=("fp32", "fp16"),
     ),
     "eager": Family(
         name="eager",
@@ -139,6 +142,7 @@ FAMILIES = {
         overlap=0.0, overlap_source="separate kernels", smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, pack_gqa_decode=False, split_kv=False, fused=False,
+        train_dtypes=("fp16", "bf16", "fp8"), accum_types=("fp32", "fp16"),
     ),
 }
 
@@ -150,7 +154,8 @@ def get_family(name: str) -> Family:
     return fam
 
 
-def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_dim_v: int):
+def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_dim_v: int,
+                 phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32"):
     """Raise AttnsimError when the family cannot run this problem on this hardware."""
     if hw.arch not in fam.archs:
         ok = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs)
@@ -164,8 +169,18 @@ def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_d
                            f"allowed: {', '.join(fam.dtypes)}")
     for what, d in (("head_dim_qk", head_dim_qk), ("head_dim_v", head_dim_v)):
         if fam.pad_head_dim(d) is None:
+            others = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs and f.pad_head_dim(d))
             raise AttnsimError(f"{what}={d} exceeds the largest head dim {fam.head_dims[-1]} that kernel "
-                               f"family {fam.name!r} compiles; allowed: <= {fam.head_dims[-1]}")
+                               f"family {fam.name!r} compiles; allowed: <= {fam.head_dims[-1]}, or --kernel "
+                               f"{'|'.join(others)} on {hw.name}")
+    if phase == "train" and dtype not in fam.train_dtypes:
+        raise AttnsimError(f"kernel family {fam.name!r} has no {dtype} backward; allowed for train: "
+                           f"{', '.join(fam.train_dtypes)}")
+    for what, acc in (("qk_accum", qk_accum), ("pv_accum", pv_accum)):
+        if acc not in fam.accum_types:
+            ok = sorted(n for n, f in FAMILIES.items() if acc in f.accum_types and hw.arch in f.archs)
+            raise AttnsimError(f"kernel family {fam.name!r} accumulates in {', '.join(fam.accum_types)} only "
+                               f"({what}={acc}); {acc} accumulation: --kernel {'|'.join(ok)}")
 
 
 # -- legality ---------------------------------------------------------------------------
@@ -238,6 +253,15 @@ def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype:
 def _fa2_fwd(hw: Hardware, dp: int, causal: bool):
     """FA2 forward tiles (flash_fwd_launch_template.h, no dropout): (BLOCK_M, BLOCK_N, warps).
     sm8x = compute capability 8.6/8.9 (Ada, GA10x)."""
+    return _fa2_table(hw, dp, causal) + _FA2_FALLBACKS
+
+
+# smaller tiles after the table's choice, for devices with less shared memory per block (MI300X's
+# 64 KiB LDS: the CK-based ROCm port's own tile tables are not modeled)
+_FA2_FALLBACKS = [Tile(64, 64, 4, 1), Tile(64, 32, 4, 1), Tile(32, 32, 4, 1)]
+
+
+def _fa2_table(hw: Hardware, dp: int, causal: bool):
     sm8x = hw.compute_capability in ("8.6", "8.7", "8.9")
     if dp <= 64:
         return [Tile(128, 128, 4, 1)]
@@ -300,11 +324,12 @@ def bwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bo
     if fam.name == "triton":
         return [Tile(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
     st = 1 if fam.name == "fa2" else 2
+    small = [Tile(32, 64, 4, 1), Tile(32, 32, 4, 1), Tile(16, 32, 4, 1)]  # fallbacks (64 KiB LDS)
     if dp <= 64:
-        return [Tile(128, 128, 8, st), Tile(64, 128, 8, st)]
+        return [Tile(128, 128, 8, st), Tile(64, 128, 8, st), Tile(64, 64, 8, st)] + small
     if dp <= 128:
-        return [Tile(64, 128, 8, st), Tile(64, 64, 8, st)]
-    return [Tile(64, 64, 8, st), Tile(32, 64, 8, st)]
+        return [Tile(64, 128, 8, st), Tile(64, 64, 8, st)] + small
+    return [Tile(64, 64, 8, st), Tile(32, 64, 8, st)] + small
 
 
 def decode_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int):
@@ -314,7 +339,8 @@ def decode_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int):
     the head dim as FA3's tile_size_fwd_sm90 does (128 x 80 at hdim 256). Triton (no split):
     BLOCK_M = 16, BLOCK_N = 64."""
     if fam.name == "fa2":
-        return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1)]
+        return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1), Tile(64, 64, 4, 1),
+                Tile(64, 32, 4, 1), Tile(16, 32, 4, 1)]
     if fam.name in ("fa3", "fa4"):
         return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
     return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]

@@ -29,6 +29,11 @@ from .masks import Mask, mask_for, tile_cols, tile_rows
 from .workload import Workload
 
 
+# Above this many CTAs the makespan uses the closed form: LPT's imbalance is then below the
+# shortest CTA, a fraction of a percent of the makespan, and the exact schedule costs seconds.
+LPT_MAX_CTAS = 200_000
+
+
 # -- results -----------------------------------------------------------------------------
 @dataclass
 class KernelCost:
@@ -49,6 +54,8 @@ class KernelCost:
     smem_bytes: int = 0
     regs_per_thread: int = 0
     splits: int = 1
+    schedule: str = ""  # how the makespan was computed: "lpt" (exact list schedule) or "closed-form"
+    tile_obj: Tile | None = field(default=None, repr=False)
 
     def to_json(self):
         out = {"name": self.name, "time_s": self.time_s, "flops": int(self.flops),
@@ -61,6 +68,8 @@ class KernelCost:
             out["tiles"] = {k: int(v) for k, v in self.tiles.items()}
         if self.splits != 1:
             out["splits"] = self.splits
+        if self.schedule:
+            out["schedule"] = self.schedule
         return out
 
 
@@ -230,6 +239,7 @@ def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, h
     k = leg.ctas_per_sm
     slots = hw.sm_count * k
     n_ctas = int(np.sum(counts))
+    exact = exact and n_ctas <= LPT_MAX_CTAS
     if exact:
         makespan = schedule.lpt_makespan(dur, counts, slots)
     else:
@@ -257,17 +267,24 @@ def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, h
         hbm_bytes=int(hbm_bytes), l2_bytes=int(l2_bytes), bound=limit, unit_times_s=units,
         ctas=n_ctas, ctas_per_sm=k, waves=n_ctas / slots, wave_efficiency=schedule.wave_efficiency(n_ctas, slots),
         tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
-        smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits)
+        smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits,
+        schedule="lpt" if exact else "closed-form", tile_obj=tile)
 
 
-def _choose(cands, evaluate):
-    """The candidate with the smallest predicted time (the family's autotune / heuristic)."""
-    best = None
-    for c in cands:
-        r = evaluate(c)
-        if r is not None and (best is None or r.time_s < best.time_s):
-            best = r
-    return best
+def _choose(fam: Family, cands, evaluate):
+    """The family's tile: the first legal entry of its table (FA2/FA3/FA4 tables list their own
+    choice first and smaller fallbacks after it), or for an autotuned family (Triton) the legal
+    candidate with the smallest time — ranked by the closed-form makespan, the best three then
+    scheduled exactly."""
+    if not fam.autotune:
+        for c in cands:
+            r = evaluate(c, True)
+            if r is not None:
+                return r
+        return None
+    ranked = sorted((r for r in (evaluate(c, False) for c in cands) if r is not None), key=lambda r: r.time_s)
+    exact = [evaluate(c, True) for c in [r.tile_obj for r in ranked[:3]]]
+    return min(exact, key=lambda r: (r.time_s, r.flops)) if exact else None
 
 
 def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
@@ -305,7 +322,7 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
     kv_b = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * skv
     lse_b = slices * w.seqlen_q * 4 if write_lse else 0
 
-    def evaluate(tile):
+    def evaluate(tile, exact):
         leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * -(-w.seqlen_q // tile.block_m))
         if leg is None:
             return None
@@ -317,9 +334,9 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         visited = float(np.sum(full + partial)) * slices
         l2 = visited * tile.block_n * (w.head_dim_qk + w.head_dim_v) * skv + q_b + o_b
         return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, slices,
-                       q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages)
+                       q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages, exact=exact)
 
-    best = _choose(fwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
+    best = _choose(fam, fwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
     if best is None:
         raise _no_tile(fam, hw, w, "forward")
     return best
@@ -354,7 +371,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
                       fp32_ops=2.0 * rows * dv)
     kv_rows = slices * w.seqlen_kv  # dK/dV per query head (expanded under GQA)
 
-    def evaluate(tile):
+    def evaluate(tile, exact):
         leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=slices * -(-w.seqlen_kv // tile.block_n))
         if leg is None:
             return None
@@ -368,9 +385,9 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
                + kv_rows * (d + dv) * s + rows * d * 4)
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
-                       slices * n_q * n_kv, tile.stages)
+                       slices * n_q * n_kv, tile.stages, exact=exact)
 
-    main = _choose(bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
+    main = _choose(fam, bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
     if main is None:
         raise _no_tile(fam, hw, w, "backward")
     out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
@@ -539,7 +556,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
     scope="layer" adds the Q/K/V and output projections (d_model defaults to heads_q * head_dim_qk)."""
     fam = resolve_family(hw, kernel)
-    check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v)
+    check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum)
     mask = mask or mask_for(w.causal)
     kernels = attention_kernels(w, hw, fam, mask)
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)

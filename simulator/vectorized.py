@@ -125,10 +125,11 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
         sel = key == kv
         lq, lk, sl = LQ[sel], LK[sel], slices[sel]
         d, dv = D[sel], DV[sel]
-        for tile in fwd_tile_candidates(fam, hw, int(dp), int(dvp), bool(c), dtype):
-            leg = can_implement(fam, hw, tile, int(dp), int(dvp), dtype)
-            if not leg.ok:
-                continue
+        legal = [(t, can_implement(fam, hw, t, int(dp), int(dvp), dtype))
+                 for t in fwd_tile_candidates(fam, hw, int(dp), int(dvp), bool(c), dtype)]
+        legal = [(t, leg) for t, leg in legal if leg.ok]
+        # the family's policy, as in model._choose: its table's first legal tile, or (autotune) the fastest
+        for tile, leg in (legal if fam.autotune else legal[:1]):
             bm, bn = tile.block_m, tile.block_n
             n_q = -(-lq // bm)
             n_kv = -(-lk // bn)

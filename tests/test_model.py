@@ -267,12 +267,10 @@ def test_time_at_least_bound(h100, fam, phase):
     for b, lq, lk, hq, hkv, d in shapes:
         for causal in (False, True):
             for dtype in ("bf16", "fp8"):
-                if dtype == "fp8" and fam == "fa2":
-                    continue
+                if dtype == "fp8" and (fam == "fa2" or phase == "train" and fam != "eager"):
+                    continue  # FA2 has no fp8; FA3's and Triton's backward have no fp8 (an error, tested)
                 if phase == "decode":
                     lq = min(lq, 4)
-                if fam == "fa3" and phase == "decode" and d == 256 and dtype != "fp8":
-                    continue  # see test_fa3_decode_head_dim_256
                 w = Workload(batch=b, seqlen_q=lq, seqlen_kv=lk, heads_q=hq, heads_kv=hkv, head_dim_qk=d,
                              causal=causal, phase=phase, dtype=dtype)
                 p = predict(w, h100, fam)
@@ -487,7 +485,7 @@ def test_predict_many_broadcasts_and_rejects_bad_input(h100):
 # -- random workloads -----------------------------------------------------------------------------------
 # AttnsimError is allowed only for these documented refusals (the family cannot run the problem)
 DOCUMENTED_REFUSALS = ("does not support dtype", "no legal", "exceeds the largest head dim",
-                       "has no tensor-core support")
+                       "has no tensor-core support", "backward; allowed for train", "accumulates in")
 
 
 @st.composite
