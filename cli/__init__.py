@@ -21,7 +21,8 @@ class _Group(click.Group):
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.UsageError as e:
-            click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
+            hint = f" See '{e.ctx.command_path} --help'." if e.ctx is not None else ""
+            click.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
             sys.exit(2)
         except AttnsimError as e:
             click.echo(f"error: {e}", err=True)
@@ -58,7 +59,16 @@ def _fmt_time(t):
 
 
 def _fmt_bytes(b):
+    """Traffic in decimal units (bandwidths are decimal)."""
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= scale:
+            return f"{b / scale:.2f} {unit}"
+    return f"{b:.0f} B"
+
+
+def _fmt_capacity(b):
+    """Memory sizes in binary units (an '80 GB' H100 holds 80 GiB)."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if b >= scale:
             return f"{b / scale:.2f} {unit}"
     return f"{b:.0f} B"
@@ -70,8 +80,8 @@ def _fmt_bytes(b):
               help="hardware profile name or alias (see 'attnsim hw list') or a path to a YAML profile")
 @click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|triton|eager [default: per hardware]")
 @click.option("--batch", type=int, default=1, show_default=True, help="sequences per batch")
-@click.option("--seqlen", type=int, default=4096, show_default=True,
-              help="query tokens per sequence (decode: the context when --seqlen-kv is not given)")
+@click.option("--seqlen", type=int, default=None,
+              help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given")
 @click.option("--seqlen-kv", type=int, default=None, help="key/value tokens per sequence [default: --seqlen]; decode: the context")
 @click.option("--heads", type=int, default=32, show_default=True, help="query heads")
 @click.option("--kv-heads", type=int, default=None,
@@ -104,7 +114,12 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads,
     from attnsim.simulator.workload import Workload
 
     var = get_variant(variant)
-    given = dict(parse_param(p) for p in params)
+    given = {}
+    for text in params:
+        key, value = parse_param(text)
+        if key in given:
+            raise AttnsimError(f"-p {key} given twice ({given[key]!r} and {value!r}); give it once")
+        given[key] = value
     resolved = var.resolve(given)
     if "q_per_step" in given and phase != "decode":
         raise AttnsimError("-p q_per_step applies to --phase decode only")
@@ -128,9 +143,18 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads,
     if d_model is not None and d_model < 1:
         raise AttnsimError(f"--d-model={d_model} must be a positive integer")
     if phase == "decode":
-        seqlen_q, context = resolved["q_per_step"], seqlen_kv if seqlen_kv is not None else seqlen
+        if seqlen is not None and seqlen_kv is not None:
+            raise AttnsimError(f"in decode --seqlen-kv is the context and the query tokens of a step are "
+                               f"-p q_per_step (default 1); got --seqlen {seqlen} as well: drop it")
+        context = seqlen_kv if seqlen_kv is not None else (4096 if seqlen is None else seqlen)
+        seqlen_q = resolved["q_per_step"]
+        if seqlen_q > context:
+            raise AttnsimError(f"-p q_per_step={seqlen_q} exceeds the context of {context} tokens")
     else:
-        seqlen_q, context = seqlen, seqlen_kv
+        seqlen_q, context = (4096 if seqlen is None else seqlen), seqlen_kv
+    dtype, kv_dtype = dtype.lower(), kv_dtype.lower() if kv_dtype else None
+    if kernel is not None and not kernel.strip():
+        raise AttnsimError("--kernel is empty; allowed: eager, fa2, fa3, fa4, triton")
     w = Workload(batch=batch, seqlen_q=seqlen_q, seqlen_kv=context, heads_q=heads, heads_kv=kv_heads,
                  head_dim_qk=head_dim, head_dim_v=head_dim_v, dtype=dtype, kv_dtype=kv_dtype, qk_accum=qk_accum,
                  pv_accum=pv_accum, causal=causal, phase=phase)
@@ -150,29 +174,38 @@ def render(pred) -> str:
     j = pred.to_json()
     w = pred.workload
     hw = pred.hardware
+    useful, executed = j["useful_flops"], j["flops"]
     lines = [
         f"{j['variant']} on {hw.name} · kernel {j['kernel']} · {w.phase} · {w.dtype}"
-        + (f" (KV {w.kv_dtype})" if w.kv_dtype != w.dtype else "") + f" · scope {j['scope']}",
+        + (f" (KV {w.kv_dtype})" if w.kv_dtype != w.dtype else "") + f" · scope {j['scope']}"
+        + (f" (d_model {j['workload']['d_model']})" if "d_model" in j["workload"] else ""),
         f"  workload   batch {w.batch} · seqlen {w.seqlen_q} -> {w.seqlen_kv} · heads {w.heads_q}/{w.heads_kv} kv"
         f" · head dim {w.head_dim_qk}/{w.head_dim_v}" + (" · causal" if w.causal else ""),
-        f"  time       {_fmt_time(j['time_s'])}  (bound {_fmt_time(j['bound_s'])}, {j['bound']}-limited;"
-        f" time/bound {j['time_s'] / j['bound_s']:.2f}; {'calibrated' if j['calibrated'] else 'uncalibrated'})",
+        f"  time       {_fmt_time(j['time_s'])}  (bound {_fmt_time(j['bound_s'])}, {j['bound']}-limited"
+        + (f" with {j['bound_strategy']}" if j.get("bound_strategy") else "")
+        + f"; time/bound {j['time_s'] / j['bound_s']:.2f})",
         f"  achieved   {j['achieved_tflops']:.1f} TFLOP/s on useful FLOPs",
-        f"  FLOPs      useful {j['useful_flops']:.4g} · executed {j['flops']:.4g}"
-        f" ({100 * j['useful_flops'] / j['flops']:.0f}% useful)" if j["flops"] else
-        f"  FLOPs      useful {j['useful_flops']:.4g}",
-        f"  HBM        {_fmt_bytes(j['hbm_bytes'])} moved · KV cache {_fmt_bytes(j['kv_cache_bytes'])}"
-        f" · memory {_fmt_bytes(j['memory_bytes'])} of {_fmt_bytes(j['hbm_capacity_bytes'])}"
+        f"  FLOPs      useful {useful:.4g} · executed {executed:.4g} ({100 * useful / executed:.0f}% useful)"
+        if executed else f"  FLOPs      useful {useful:.4g}",
+        f"  HBM        {_fmt_bytes(j['hbm_bytes'])} moved · KV cache {_fmt_capacity(j['kv_cache_bytes'])}"
+        f" · memory {_fmt_capacity(j['memory_bytes'])} of {_fmt_capacity(j['hbm_capacity_bytes'])}"
         + (" (fits)" if j["fits"] else " (DOES NOT FIT on this device)"),
         f"  tiles      full {j['tiles']['full']:,} · partial {j['tiles']['partial']:,} · empty {j['tiles']['empty']:,}"
         f" · waves {j['waves']:.2f}",
-        "  bound by unit (clock_max): " + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items()),
+        "  bound by unit (clock_max): "
+        + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items() if t > 0),
         f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",
     ]
     for k in j["kernels"]:
-        lines.append(f"  {k['name']:<16}{_fmt_time(k['time_s']):>12}  {k['bound']:<9}{(k['tile'] or '-'):<18}"
-                     f"{k['ctas']:>9}{k['ctas_per_sm']:>5}{k['waves']:>8.2f}"
+        grid = (f"{k['ctas']:>9}{k['ctas_per_sm']:>5}{k['waves']:>8.2f}" if k["ctas"] else f"{'-':>9}{'-':>5}{'-':>8}")
+        lines.append(f"  {k['name']:<16}{_fmt_time(k['time_s']):>12}  {k['bound']:<9}{(k['tile'] or '-'):<18}{grid}"
                      + (f"  splits {k['splits']}" if k.get("splits", 1) > 1 else ""))
+    if not j["calibrated"]:
+        lines.append("  note: uncalibrated — efficiencies are 1 beyond what the model prices; published FlashAttention"
+                     " runs take about 1.3-1.7x such predictions (docs/design.md)")
+    if j["kernel"] == "eager" and w.phase == "train":
+        lines.append("  note: useful FLOPs follow the FlashAttention convention (S recomputed in the backward);"
+                     " eager keeps P, so it executes fewer")
     for n in j["notes"]:
         lines.append(f"  note: {n}")
     return "\n".join(lines)
@@ -202,14 +235,15 @@ def hw_show(name, as_json):
     from attnsim.simulator.hardware import load_hardware
     h = load_hardware(name)
     if as_json:
-        click.echo(json.dumps(h.raw, indent=2, default=str))
+        click.echo(json.dumps({"key": h.key, "path": h.path, **h.raw}, indent=2, default=str))
         return
     click.echo(f"{h.name} ({h.key}) · {h.vendor} {h.arch} · compute capability {h.compute_capability}"
                f" · default kernel {h.default_kernel}")
     click.echo(f"  file: {h.path}")
     for k, e in h.raw["figures"].items():
         extra = f" [raw: {e['raw']}" + (f"; {e['conversion']}" if e.get("conversion") else "") + "]" if e.get("raw") else ""
-        click.echo(f"  {k:<44}{e['value']!s:<16}{extra}\n      source: {e['source']}")
+        value = f"{e['value']:g}" if isinstance(e["value"], float) else str(e["value"])
+        click.echo(f"  {k:<44}{value:<16}{extra}\n      source: {e['source']}")
     click.echo("  tensor cores (dense, per SM per clock -> at the datasheet clock):")
     for t in h.tensor:
         click.echo(f"    {t.dtype}/{t.accum}-acc  {t.flops_per_clk_per_sm:>7.0f} FLOP/clk/SM -> "

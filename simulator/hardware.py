@@ -194,8 +194,19 @@ def parse_profile(data, path: str, key: str) -> Hardware:
     for k in ("name", "vendor", "arch", "compute_capability", "default_kernel", "figures", "tensor"):
         if k not in data:
             raise AttnsimError(f"{path}: missing required key {k!r}")
+    if data.get("schema_version", 1) != 1:
+        raise AttnsimError(f"{path}: schema_version={data['schema_version']!r}; allowed: 1")
+    for k in ("name", "vendor", "compute_capability", "default_kernel"):
+        if not isinstance(data[k], (str, int, float)) or isinstance(data[k], bool) or not str(data[k]).strip():
+            raise AttnsimError(f"{path}: {k} must be a non-empty string, got {data[k]!r}")
     if data["arch"] not in ARCHS:
         raise AttnsimError(f"{path}: arch={data['arch']!r}; allowed: {', '.join(ARCHS)}")
+    from .families import FAMILIES  # families import this module: import here
+    fam = FAMILIES.get(str(data["default_kernel"]))
+    if fam is None or data["arch"] not in fam.archs:
+        ok = sorted(n for n, f in FAMILIES.items() if data["arch"] in f.archs)
+        raise AttnsimError(f"{path}: default_kernel={data['default_kernel']!r} does not run on arch "
+                           f"{data['arch']!r}; allowed: {', '.join(ok)}")
     figures = data["figures"]
     if not isinstance(figures, dict):
         raise AttnsimError(f"{path}: 'figures' must be a mapping")
@@ -235,8 +246,12 @@ def _load_yaml(path):
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.load(f, Loader=_Loader)
+    except IsADirectoryError:
+        raise AttnsimError(f"{path}: is a directory, not a hardware profile file") from None
     except OSError as e:
         raise AttnsimError(f"{path}: cannot read hardware profile ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise AttnsimError(f"{path}: not UTF-8 text (byte {e.start}); a hardware profile is a YAML file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -271,7 +286,7 @@ def load_hardware(name_or_path: str) -> Hardware:
     s = str(name_or_path)
     if s.endswith((".yaml", ".yml")) or os.sep in s or "/" in s:
         p = Path(s)
-        if not p.is_file():
+        if not p.exists():
             raise AttnsimError(f"hardware profile file {s!r} does not exist")
         return parse_profile(_load_yaml(p), str(p), p.stem)
     table = alias_table()

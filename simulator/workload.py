@@ -61,6 +61,10 @@ class Workload:
             raise AttnsimError(f"dtype={self.dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
         if self.kv_dtype not in KV_DTYPES:
             raise AttnsimError(f"kv_dtype={self.kv_dtype!r}; allowed: {', '.join(KV_DTYPES)}")
+        if DTYPE_BYTES[self.kv_dtype] > DTYPE_BYTES[self.dtype]:
+            raise AttnsimError(f"kv_dtype={self.kv_dtype!r} is wider than dtype={self.dtype!r}; the KV cache is "
+                               f"stored at the compute precision or below (allowed: {self.dtype}"
+                               f"{', fp8' if self.dtype != 'fp8' else ''})")
         for name in ("qk_accum", "pv_accum"):
             if getattr(self, name) not in ("fp32", "fp16"):
                 raise AttnsimError(f"{name}={getattr(self, name)!r}; allowed: fp32, fp16")

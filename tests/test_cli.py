@@ -370,3 +370,80 @@ def test_predict_does_not_import_gpu_stacks():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "OK"
+
+
+# -- found by a reviewer trying the CLI as a new user ---------------------------------------------
+def test_profile_file_not_text_and_directory(tmp_path):
+    f = tmp_path / "binary.yaml"
+    f.write_bytes(bytes(range(256)))
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), "UTF-8")
+    d = tmp_path / "adir.yaml"
+    d.mkdir()
+    assert_one_line_error(invoke("predict", "--hw", str(d)), str(d), "directory")
+
+
+@pytest.mark.parametrize("key,value,needles", [
+    ("schema_version", 2, ("schema_version=2", "allowed: 1")),
+    ("name", ["a", "b"], ("name must be a non-empty string",)),
+    ("default_kernel", "fa9", ("default_kernel='fa9'", "allowed")),
+    ("default_kernel", "fa4", ("default_kernel='fa4' does not run on arch 'hopper'", "fa3")),
+])
+def test_profile_file_bad_top_level_values(tmp_path, key, value, needles):
+    data = _h100_yaml()
+    data[key] = value
+    f = tmp_path / "bad_top.yaml"
+    f.write_text(yaml.safe_dump(data))
+    assert_one_line_error(invoke("predict", "--hw", str(f)), str(f), *needles)
+
+
+def test_decode_refuses_seqlen_and_seqlen_kv_together():
+    assert_one_line_error(invoke("predict", "--phase", "decode", "--seqlen", "100", "--seqlen-kv", "4096"),
+                          "--seqlen-kv is the context", "q_per_step")
+
+
+def test_decode_seqlen_alone_is_the_context():
+    r = invoke("predict", "--phase", "decode", "--seqlen", "1000", "--json")
+    j = json.loads(r.stdout)
+    assert (j["workload"]["seqlen_q"], j["workload"]["seqlen_kv"]) == (1, 1000)
+
+
+def test_q_per_step_larger_than_context():
+    assert_one_line_error(invoke("predict", "--phase", "decode", "--seqlen-kv", "64", "-p", "q_per_step=65"),
+                          "q_per_step=65", "64")
+
+
+def test_param_given_twice():
+    assert_one_line_error(invoke("predict", "--phase", "decode", "-p", "q_per_step=2", "-p", "q_per_step=3"),
+                          "twice")
+
+
+def test_kv_dtype_wider_than_compute():
+    assert_one_line_error(invoke("predict", "--dtype", "fp8", "--kv-dtype", "bf16"), "wider", "allowed: fp8")
+
+
+def test_dtype_is_case_insensitive():
+    assert json.loads(invoke("predict", "--dtype", "BF16", "--json").stdout)["dtype"] == "bf16"
+
+
+def test_empty_kernel_name():
+    assert_one_line_error(invoke("predict", "--kernel", ""), "--kernel", "allowed")
+
+
+def test_fp8_train_without_fp8_backward():
+    assert_one_line_error(invoke("predict", "--hw", "h100", "--dtype", "fp8", "--phase", "train"),
+                          "no fp8 backward", "allowed for train")
+
+
+def test_fp16_accumulation_on_a_family_without_it():
+    assert_one_line_error(invoke("predict", "--kernel", "fa2", "--dtype", "fp16", "--qk-accum", "fp16"),
+                          "accumulates in fp32 only", "triton")
+
+
+@pytest.mark.skipif(not has_profile("mi300x"), reason="no mi300x profile")
+@pytest.mark.parametrize("phase", ["prefill", "decode", "train"])
+@pytest.mark.parametrize("d", [64, 128, 256])
+def test_mi300x_default_kernel_predicts_every_phase(phase, d):
+    r = invoke("predict", "--hw", "mi300x", "--phase", phase, "--head-dim", str(d), "--json")
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.stdout)
+    assert j["time_s"] >= j["bound_s"] > 0
