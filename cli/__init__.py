@@ -201,8 +201,8 @@ def render(pred) -> str:
         lines.append(f"  {k['name']:<16}{_fmt_time(k['time_s']):>12}  {k['bound']:<9}{(k['tile'] or '-'):<18}{grid}"
                      + (f"  splits {k['splits']}" if k.get("splits", 1) > 1 else ""))
     if not j["calibrated"]:
-        lines.append("  note: uncalibrated — efficiencies are 1 beyond what the model prices; published FlashAttention"
-                     " runs take about 1.3-1.7x such predictions (docs/design.md)")
+        lines.append("  note: uncalibrated: efficiencies are 1 beyond what the model prices; published FlashAttention-2/3"
+                     " runs take 1.3-1.6x such predictions, Triton and eager 2-3x (benchmarks/bench_published.py)")
     if j["kernel"] == "eager" and w.phase == "train":
         lines.append("  note: useful FLOPs follow the FlashAttention convention (S recomputed in the backward);"
                      " eager keeps P, so it executes fewer")

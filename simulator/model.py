@@ -161,22 +161,24 @@ class SMRates:
                    smem=hw.smem_bytes_per_clk_per_sm * clk)
 
 
-def _smem_tile_bytes(fam: Family, tile: Tile, dp: int, dvp: int, s: int, skv: int) -> float:
+def _smem_tile_bytes(fam: Family, tile: Tile, dp: int, dvp: int, s: int, skv: int, arch: str) -> float:
     """Shared-memory traffic of one forward tile: the K and V tiles written once (cp.async; TMA
     writes of FA3/FA4 go through the async proxy and are taken not to contend with MMA operand
     reads — an assumption), read once per reader, and the Q tile read as the QK^T operand."""
     writes = 0 if fam.name in ("fa3", "fa4") else 1
-    return tile.block_n * (dp + dvp) * skv * (writes + _smem_readers(fam, tile)) + tile.block_m * dp * s
+    return tile.block_n * (dp + dvp) * skv * (writes + _smem_readers(fam, tile, arch)) + tile.block_m * dp * s
 
 
-def _smem_readers(fam: Family, tile: Tile) -> int:
+def _smem_readers(fam: Family, tile: Tile, arch: str) -> int:
     """How many times the K/V tile is read from shared memory per use: once per warp that owns a
-    16-row slice of the query rows (mma.sync: FA2, Triton), once per consumer warpgroup (wgmma: FA3),
-    once per Q tile (tcgen05: FA4)."""
+    16-row slice of the query rows (mma.sync: FA2 everywhere, Triton before Hopper), once per
+    warpgroup (wgmma: FA3, Triton on Hopper and later), once per Q tile (tcgen05: FA4)."""
     if fam.name == "fa3":
         return max(tile.block_m // 64, 1)
     if fam.name == "fa4":
         return max(tile.block_m // 128, 1)
+    if fam.name == "triton" and arch in ("hopper", "blackwell"):
+        return max(1, tile.num_warps // 4)
     return max(1, min(tile.num_warps, tile.block_m // 16))  # mma.sync: warps split M in 16-row slices
 
 
@@ -203,7 +205,7 @@ def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates) -> TileCo
     t_exp = scores / rates.exp * k
     t_fp32 = scores * fam.softmax_fp32_ops_per_score / rates.fp32_ops * k
     t_fp32_p = scores * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
-    t_smem = _smem_tile_bytes(fam, tile, dp, dvp, s, skv) / rates.smem * k
+    t_smem = _smem_tile_bytes(fam, tile, dp, dvp, s, skv, hw.arch) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
     t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
     return TileCosts(t_full, t_part, flops, bn * (dp + dvp) * skv,
@@ -219,7 +221,7 @@ def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates) -> TileCosts:
     t_fp32 = scores * fam.bwd_fp32_ops_per_score / rates.fp32_ops * k
     t_fp32_p = scores * (fam.bwd_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     # Q and dO tiles written once and read by every reader; dS written and read once
-    t_smem = (bm * (dp + dvp) * s * (1 + _smem_readers(fam, tile)) + 2 * bm * bn * s) / rates.smem * k
+    t_smem = (bm * (dp + dvp) * s * (1 + _smem_readers(fam, tile, hw.arch)) + 2 * bm * bn * s) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
     t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
     return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
