@@ -59,28 +59,21 @@ MASKS = [pytest.param(False, id="dense"), pytest.param(True, id="causal")]
 
 
 # -- per-tile counts -----------------------------------------------------------------------
-@pytest.mark.parametrize("causal", MASKS)
-@pytest.mark.parametrize("bm,bn", TILES)
-def test_tile_rows_match_brute_force(causal, bm, bn):
-    mask = mask_for(causal)
-    for lq, lk in PAIRS:
-        cls = brute_classes(causal, lq, lk, bm, bn)
-        full, partial = tile_rows(mask, lq, lk, bm, bn)
-        assert len(full) == len(partial) == _cdiv(lq, bm)
-        np.testing.assert_array_equal(full, (cls == 2).sum(axis=1), err_msg=f"full rows lq={lq} lk={lk}")
-        np.testing.assert_array_equal(partial, (cls == 1).sum(axis=1), err_msg=f"partial rows lq={lq} lk={lk}")
+# tile_rows counts kv tiles per query tile (oracle summed over axis 1), tile_cols q tiles per kv tile (axis 0)
+AXES = [pytest.param(tile_rows, 1, id="rows"), pytest.param(tile_cols, 0, id="cols")]
 
 
 @pytest.mark.parametrize("causal", MASKS)
 @pytest.mark.parametrize("bm,bn", TILES)
-def test_tile_cols_match_brute_force(causal, bm, bn):
+@pytest.mark.parametrize("per_tile,axis", AXES)
+def test_tile_rows_and_cols_match_brute_force(causal, bm, bn, per_tile, axis):
     mask = mask_for(causal)
     for lq, lk in PAIRS:
         cls = brute_classes(causal, lq, lk, bm, bn)
-        full, partial = tile_cols(mask, lq, lk, bm, bn)
-        assert len(full) == len(partial) == _cdiv(lk, bn)
-        np.testing.assert_array_equal(full, (cls == 2).sum(axis=0), err_msg=f"full cols lq={lq} lk={lk}")
-        np.testing.assert_array_equal(partial, (cls == 1).sum(axis=0), err_msg=f"partial cols lq={lq} lk={lk}")
+        full, partial = per_tile(mask, lq, lk, bm, bn)
+        assert len(full) == len(partial) == (_cdiv(lq, bm) if axis == 1 else _cdiv(lk, bn))
+        np.testing.assert_array_equal(full, (cls == 2).sum(axis=axis), err_msg=f"full lq={lq} lk={lk}")
+        np.testing.assert_array_equal(partial, (cls == 1).sum(axis=axis), err_msg=f"partial lq={lq} lk={lk}")
 
 
 @pytest.mark.parametrize("causal", MASKS)
