@@ -5,7 +5,9 @@ Differences from the single prediction, both tested against it:
   arithmetic progressions), exact;
 * the makespan is the closed form max(longest CTA, waves x mean CTA) instead of the LPT list
   schedule, and a CTA class's duration sums compute and streaming before taking the larger.
-Supports the fused prefill forward of dense and causal masks (mha/gqa/mqa) for fa2/fa3/fa4/triton.
+Covers every phase of the fused families (fa2/fa3/fa4/triton) for dense and causal masks
+(mha/gqa/mqa): prefill (the forward kernel), train (forward + the backward kernels), decode
+(split-KV with FlashAttention's heuristic, vectorized, and the combine kernel).
 """
 from __future__ import annotations
 
@@ -13,13 +15,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .bound import attention_work, unit_times
-from .errors import AttnsimError
-from .families import can_implement, check_family, fwd_tile_candidates
-from .hardware import DTYPE_BYTES, Hardware
 from . import schedule
+from .bound import attention_work_alternatives, unit_times
+from .errors import AttnsimError
+from .families import (bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
+                       fwd_tile_candidates)
+from .hardware import DTYPE_BYTES, Hardware
 from .masks import CausalMask, DenseMask
-from .model import SMRates, _fwd_tile_costs, resolve_family
+from .model import SMRates, _bwd_tile_costs, _fwd_tile_costs, resolve_family
 
 
 def floor_sum(n, m, a, b):
@@ -80,17 +83,101 @@ def _row(mask, r, lq, lk, bm, bn):
     return f, ne - f
 
 
+def _col(mask, c, lq, lk, bm, bn):
+    """(full, partial) q tiles of kv tile c (clipped to the last tile), via the mask's own col_tiles."""
+    c = np.minimum(np.maximum(c, 0), -(-lk // bn) - 1)
+    k_lo = c * bn
+    f, ne = mask.col_tiles(k_lo, np.minimum(k_lo + bn, lk) - 1, k_lo + bn <= lk, lq, lk, bm)
+    return f, ne - f
+
+
+def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128):
+    """FlashAttention's num_splits_heuristic (see model.num_splits_heuristic), elementwise."""
+    bnm, n_blocks = np.broadcast_arrays(np.asarray(bnm, dtype=np.int64), np.asarray(n_blocks, dtype=np.int64))
+    cap = np.minimum(np.minimum(max_splits, num_sms), n_blocks)
+    top = int(cap.max()) if cap.size else 1
+    best = np.zeros(bnm.shape)
+
+    def eff_of(sp):
+        eligible = (sp <= cap) & ((sp == 1) | (-(-n_blocks // sp) != -(-n_blocks // max(sp - 1, 1))))
+        waves = bnm * sp / num_sms
+        return eligible, waves / np.ceil(waves)
+
+    for sp in range(1, top + 1):
+        eligible, eff = eff_of(sp)
+        best = np.where(eligible, np.maximum(best, eff), best)
+    chosen = np.zeros(bnm.shape, dtype=np.int64)
+    for sp in range(1, top + 1):
+        eligible, eff = eff_of(sp)
+        chosen = np.where((chosen == 0) & eligible & (eff >= 0.85 * best), sp, chosen)
+    chosen = np.where(chosen == 0, 1, chosen)
+    return np.where(bnm >= 0.8 * num_sms, 1, chosen)
+
+
+def _elementwise(hw: Hardware, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
+    """model.elementwise, elementwise over arrays."""
+    clk, sm = hw.clock_sustained_hz, hw.sm_count
+    terms = np.broadcast_arrays((read_bytes + write_bytes) / hw.hbm_bandwidth_bytes_per_s,
+                                exps / (hw.exp_ops_per_clk_per_sm * sm * clk),
+                                fp32_ops / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk), 2 * hw.dram_latency_s)
+    return hw.kernel_launch_overhead_s + np.maximum.reduce([np.asarray(t, dtype=float) for t in terms])
+
+
+class _Kernel:
+    """Closed-form time of one tiled kernel over arrays of configurations (model._finish's twin)."""
+
+    def __init__(self, hw, tc, tile, k, n_ctas, full, part, t_max, t_min, hbm, l2):
+        lat = hw.dram_latency_s
+        stream = (full + part) * lat / tile.stages
+        total = n_ctas * 2 * lat + np.maximum((full * tc.t_full + part * tc.t_partial) * k, stream)
+        self.slots = hw.sm_count * k
+        makespan = schedule.closed_makespan(n_ctas, total, t_max, t_min, self.slots)
+        t_l2 = l2 / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0
+        self.time_s = hw.kernel_launch_overhead_s + np.maximum(np.maximum(makespan, hbm / hw.hbm_bandwidth_bytes_per_s),
+                                                                t_l2)
+        self.flops = (full + part) * int(tc.flops)
+        self.hbm = hbm
+        self.n_ctas = n_ctas
+
+
+def _duration(hw, tc, tile, k, f, p):
+    lat = hw.dram_latency_s
+    return 2 * lat + np.maximum((f * tc.t_full + p * tc.t_partial) * k, (f + p) * lat / tile.stages)
+
+
+def _pick(fam, legal, evaluate, n):
+    """The family's tile policy over arrays (model._choose's twin): its table's first legal tile, or
+    (autotune) per configuration the candidate with the smallest time."""
+    best = None
+    for tile, leg in (legal if fam.autotune else legal[:1]):
+        r = evaluate(tile, leg)
+        if best is None:
+            best = r
+            continue
+        better = r["time_s"] < best["time_s"]
+        best = {key: np.where(better, r[key], best[key]) for key in best}
+    return best
+
+
 def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
                  heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
-                 phase: str = "prefill") -> dict:
-    """Vectorized prediction of the fused prefill forward over broadcast arrays of configurations.
+                 kv_dtype: str | None = None, phase: str = "prefill") -> dict:
+    """Vectorized prediction of a fused kernel family over broadcast arrays of configurations.
 
-    Returns a dict of arrays: time_s, bound_s, flops (executed), useful_flops, hbm_bytes, tiles_full,
-    tiles_partial, tiles_empty, waves, ctas. Shapes follow numpy broadcasting of the inputs.
+    Decode: `seqlen_q` is the query tokens of a step (q_per_step) and `seqlen_kv` the context.
+    Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
+    useful_flops, hbm_bytes, tiles_full, tiles_partial, tiles_empty, ctas and waves (of the main
+    attention kernel: the forward, or the decode kernel), splits (decode).
     """
-    if phase != "prefill":
-        raise AttnsimError(f"predict_many supports phase='prefill'; got {phase!r} (use predict() per configuration)")
     fam = resolve_family(hw, kernel)
+    if not fam.fused:
+        raise AttnsimError("predict_many covers the fused kernel families (fa2, fa3, fa4, triton); "
+                           "use predict() for eager")
+    if phase not in ("prefill", "decode", "train"):
+        raise AttnsimError(f"phase={phase!r}; allowed: prefill, decode, train")
+    kv_dtype = kv_dtype or dtype
+    if phase == "train" and kv_dtype != dtype:
+        raise AttnsimError("a separate kv_dtype applies to prefill and decode only")
     seqlen_kv = seqlen_q if seqlen_kv is None else seqlen_kv
     heads_kv = heads_q if heads_kv is None else heads_kv
     head_dim_v = head_dim_qk if head_dim_v is None else head_dim_v
@@ -105,75 +192,166 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
             raise AttnsimError(f"{name} must be positive everywhere; min is {x.min()}")
     if (HQ % HKV).any():
         raise AttnsimError("heads_q must be divisible by heads_kv everywhere")
-    check_family(fam, hw, dtype, int(D.max()), int(DV.max()))
-    s = DTYPE_BYTES[dtype]
+    if DTYPE_BYTES.get(kv_dtype, 99) > DTYPE_BYTES.get(dtype, 0):
+        raise AttnsimError(f"kv_dtype={kv_dtype!r} is wider than dtype={dtype!r}")
+    check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
+    s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
     rates = SMRates.of(hw, fam, dtype, "fp32")
-    lat = hw.dram_latency_s
-    slices = B * HQ
+    n = B.size
     dp_of = np.array([fam.pad_head_dim(int(x)) or 0 for x in range(int(max(D.max(), DV.max())) + 1)])
     DP, DVP = dp_of[D], dp_of[DV]
+    out = {"time_s": np.zeros(n), "flops": np.zeros(n, dtype=np.int64), "hbm_bytes": np.zeros(n),
+           "tiles_full": np.zeros(n, dtype=np.int64), "tiles_partial": np.zeros(n, dtype=np.int64),
+           "tiles_empty": np.zeros(n, dtype=np.int64), "ctas": np.zeros(n, dtype=np.int64),
+           "waves": np.zeros(n), "splits": np.ones(n, dtype=np.int64)}
 
-    n = B.size
-    out = {"time_s": np.full(n, np.inf), "waves": np.zeros(n)}
-    for k in ("flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas"):
-        out[k] = np.zeros(n, dtype=np.int64)
-    # group the configurations by what picks the tile: padded head dims and causal
+    def add(sel, r, main):
+        idx = np.flatnonzero(sel)
+        out["time_s"][idx] += r["time_s"]
+        out["flops"][idx] += r["flops"]
+        out["hbm_bytes"][idx] += r["hbm"]
+        if main:
+            for key in ("tiles_full", "tiles_partial", "tiles_empty", "ctas", "waves", "splits"):
+                if key in r:
+                    out[key][idx] = r[key]
+
     span = int(dp_of.max()) + 1
     key = (DP * span + DVP) * 2 + CAUSAL  # few distinct values: bincount beats a sort
     for kv in np.flatnonzero(np.bincount(key)):
-        dp, dvp, c = kv // 2 // span, kv // 2 % span, kv % 2
+        dp, dvp, c = int(kv // 2 // span), int(kv // 2 % span), bool(kv % 2)
         sel = key == kv
-        lq, lk, sl = LQ[sel], LK[sel], slices[sel]
-        d, dv = D[sel], DV[sel]
-        legal = [(t, can_implement(fam, hw, t, int(dp), int(dvp), dtype))
-                 for t in fwd_tile_candidates(fam, hw, int(dp), int(dvp), bool(c), dtype)]
-        legal = [(t, leg) for t, leg in legal if leg.ok]
-        # the family's policy, as in model._choose: its table's first legal tile, or (autotune) the fastest
-        for tile, leg in (legal if fam.autotune else legal[:1]):
-            bm, bn = tile.block_m, tile.block_n
-            n_q = -(-lq // bm)
-            n_kv = -(-lk // bn)
-            n_ctas = sl * n_q
-            k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
-            mask = CausalMask() if c else DenseMask()
-            full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
-            part = ne - full
-            # per-tile times scale with k (slot share); _fwd_tile_costs is linear in k
-            tc = _fwd_tile_costs(hw, fam, tile, 1, int(dp), int(dvp), s, s, rates)
+        g = dict(b=B[sel], lq=LQ[sel], lk=LK[sel], hq=HQ[sel], hkv=HKV[sel], d=D[sel], dv=DV[sel])
+        mask = CausalMask() if c else DenseMask()
+        if phase == "decode":
+            add(sel, _decode(hw, fam, mask, dp, dvp, s, skv, rates, **g), main=True)
+            continue
+        add(sel, _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, **g), main=True)
+        if phase == "train":
+            for r in _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, **g):
+                add(sel, r, main=False)
 
-            def duration(f, p):
-                return 2 * lat + np.maximum((f * tc.t_full + p * tc.t_partial) * k, (f + p) * lat / tile.stages)
-
-            total = n_q * 2 * lat + np.maximum((full * tc.t_full + part * tc.t_partial) * k,
-                                               ne * lat / tile.stages)  # one slice's CTAs
-            # longest CTA: the last complete query tile or the ragged one; shortest: the first
-            t_max = np.maximum(duration(*_row(mask, lq // bm - 1 + (lq < bm), lq, lk, bm, bn)),
-                               duration(*_row(mask, n_q - 1, lq, lk, bm, bn)))
-            t_min = duration(*_row(mask, 0 * lq, lq, lk, bm, bn))
-            slots = hw.sm_count * k
-            makespan = schedule.closed_makespan(n_ctas, total * sl, t_max, t_min, slots)
-            hbm = sl * lq * (d + dv) * s + (sl // (HQ[sel] // HKV[sel])) * lk * (d + dv) * s + sl * lq * 4
-            visited = ne * sl
-            l2 = visited * bn * (d + dv) * s + sl * lq * (d + dv) * s
-            t = hw.kernel_launch_overhead_s + np.maximum(np.maximum(makespan, hbm / hw.hbm_bandwidth_bytes_per_s),
-                                                         l2 / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0)
-            better = t < out["time_s"][sel]
-            idx = np.flatnonzero(sel)[better]
-            out["time_s"][idx] = t[better]
-            out["flops"][idx] = (visited * int(tc.flops))[better]
-            out["tiles_full"][idx] = (full * sl)[better]
-            out["tiles_partial"][idx] = (part * sl)[better]
-            out["tiles_empty"][idx] = ((n_q * n_kv - ne) * sl)[better]
-            out["ctas"][idx] = n_ctas[better]
-            out["waves"][idx] = (n_ctas / slots)[better]
-    if np.isinf(out["time_s"]).any():
-        raise AttnsimError(f"no legal forward tile of kernel family {fam.name!r} on {hw.name} for some configurations")
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
     w = SimpleNamespace(batch=B, heads_q=HQ, heads_kv=HKV, seqlen_q=LQ, seqlen_kv=LK, head_dim_qk=D,
-                        head_dim_v=DV, dtype=dtype, kv_dtype=dtype, qk_accum="fp32", pv_accum="fp32", phase=phase)
-    work = attention_work(w, live)
-    ut = unit_times(work, hw)
-    out["bound_s"] = np.maximum.reduce([np.broadcast_to(v, (n,)) for v in ut.values()])
-    out["useful_flops"] = 2 * (D + DV) * live * slices
-    out["hbm_bytes"] = work.hbm_bytes + slices * LQ * 4
+                        head_dim_v=DV, dtype=dtype, kv_dtype=kv_dtype, qk_accum="fp32", pv_accum="fp32", phase=phase)
+    works = attention_work_alternatives(w, live)
+    out["bound_s"] = np.minimum.reduce([np.maximum.reduce([np.broadcast_to(v, (n,)) for v in unit_times(wk, hw).values()])
+                                        for wk in works])
+    out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
     return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
+    sl = b * hq
+    legal = [(t, can_implement(fam, hw, t, dp, dvp, dtype, kv_dtype))
+             for t in fwd_tile_candidates(fam, hw, dp, dvp, c, dtype)]
+    legal = [(t, leg) for t, leg in legal if leg.ok]
+    if not legal:
+        raise AttnsimError(f"no legal forward tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+
+    def evaluate(tile, leg):
+        bm, bn = tile.block_m, tile.block_n
+        n_q, n_kv = -(-lq // bm), -(-lk // bn)
+        n_ctas = sl * n_q
+        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
+        full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
+        tc = _fwd_tile_costs(hw, fam, tile, 1, dp, dvp, s, skv, rates)  # linear in k: scaled below
+        # longest CTA: the last complete query tile or the ragged one; shortest: the first
+        t_max = np.maximum(_duration(hw, tc, tile, k, *_row(mask, lq // bm - 1 + (lq < bm), lq, lk, bm, bn)),
+                           _duration(hw, tc, tile, k, *_row(mask, n_q - 1, lq, lk, bm, bn)))
+        t_min = _duration(hw, tc, tile, k, *_row(mask, 0 * lq, lq, lk, bm, bn))
+        hbm = sl * lq * (d + dv) * s + b * hkv * lk * (d + dv) * skv + sl * lq * 4
+        visited = ne * sl
+        l2 = visited * bn * (d + dv) * skv + sl * lq * (d + dv) * s
+        kern = _Kernel(hw, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
+        return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm, "tiles_full": full * sl,
+                "tiles_partial": (ne - full) * sl, "tiles_empty": (n_q * n_kv - ne) * sl, "ctas": n_ctas,
+                "waves": n_ctas / kern.slots}
+
+    return _pick(fam, legal, evaluate, len(lq))
+
+
+def _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, dv):
+    """model.fused_backward's kernels: preprocess, the main kernel over kv tiles, dQ convert, GQA reduce."""
+    sl = b * hq
+    rows = sl * lq
+    kernels = [{"time_s": _elementwise(hw, 2 * rows * dv * s, rows * 4 + rows * d * 4, fp32_ops=2.0 * rows * dv),
+                "flops": 0 * rows, "hbm": 2 * rows * dv * s + rows * 4 + rows * d * 4}]
+    legal = [(t, can_implement(fam, hw, t, dp, dvp, dtype, backward=True))
+             for t in bwd_tile_candidates(fam, hw, dp, dvp, c, dtype)]
+    legal = [(t, leg) for t, leg in legal if leg.ok]
+    if not legal:
+        raise AttnsimError(f"no legal backward tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+
+    def evaluate(tile, leg):
+        bm, bn = tile.block_m, tile.block_n
+        n_kv = -(-lk // bn)
+        n_ctas = sl * n_kv
+        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
+        full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)  # the same tile set
+        tc = _bwd_tile_costs(hw, fam, tile, 1, dp, dvp, s, rates)
+        cols = [_duration(hw, tc, tile, k, *_col(mask, x, lq, lk, bm, bn)) for x in (0 * lk, lk // bn - 1, n_kv - 1)]
+        hbm = (rows * (d + dv) * s + b * hkv * lk * (d + dv) * s + rows * 8 + sl * lk * (d + dv) * s + rows * d * 4)
+        visited = ne * sl
+        l2 = visited * (tc.kv_bytes + 2 * bm * d * 4) + hbm
+        kern = _Kernel(hw, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, np.maximum.reduce(cols),
+                       np.minimum.reduce(cols), hbm, l2)
+        return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm}
+
+    kernels.append(_pick(fam, legal, evaluate, len(lq)))
+    kernels.append({"time_s": _elementwise(hw, rows * d * 4, rows * d * s), "flops": 0 * rows,
+                    "hbm": rows * d * 4 + rows * d * s})
+    kvb = lk * (d + dv) * s * b
+    gqa = hq > hkv
+    kernels.append({"time_s": np.where(gqa, _elementwise(hw, kvb * hq, kvb * hkv, fp32_ops=kvb // s * hq), 0.0),
+                    "flops": 0 * rows, "hbm": np.where(gqa, kvb * hq + kvb * hkv, 0)})
+    return kernels
+
+
+def _decode(hw, fam, mask, dp, dvp, s, skv, rates, b, lq, lk, hq, hkv, d, dv):
+    """model.fused_decode over arrays: packed GQA rows, split-KV, the combine kernel."""
+    pack = fam.pack_gqa_decode & ((fam.name != "fa2") | (lq == 1))
+    grp = np.where(pack, hq // hkv, 1)
+    sl = b * np.where(pack, hkv, hq)
+    rows = lq * grp
+    legal = [(t, can_implement(fam, hw, t, dp, dvp, "bf16" if s == 2 else "fp8", "bf16" if skv == 2 else "fp8"))
+             for t in decode_tile_candidates(fam, hw, dp, dvp)]
+    legal = [(t, leg) for t, leg in legal if leg.ok]
+    if not legal:
+        raise AttnsimError(f"no legal decode tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+    tile, leg = legal[0]
+    bm, bn = tile.block_m, tile.block_n
+    n_m, n_kv = -(-rows // bm), -(-lk // bn)
+    splits = num_splits_many(sl * n_m, hw.sm_count * leg.ctas_per_sm, n_kv) if fam.split_kv else np.ones_like(n_m)
+    per = -(-n_kv // splits)
+    full = ne = ctas = 0 * rows
+    first, last = [], []  # (full, partial) tiles of the first and of the last split of each row block
+    for r in range(int(n_m.max())):
+        on = r < n_m
+        r0 = r * bm
+        r1 = np.minimum(r0 + bm, rows) - 1
+        f_r, ne_r = mask.row_tiles(r0 // grp, np.maximum(r1, r0) // grp, r0 + bm <= rows, lq, lk, bn)
+        f_r, ne_r = np.where(on, f_r, 0), np.where(on, ne_r, 0)
+        u_r = -(-ne_r // per)
+        full, ne, ctas = full + f_r, ne + ne_r, ctas + u_r
+        nf = np.minimum(per, ne_r)
+        first.append((np.minimum(per, f_r), nf - np.minimum(per, f_r), on & (ne_r > 0)))
+        rem = ne_r - per * np.maximum(u_r - 1, 0)
+        lf = np.clip(f_r - per * np.maximum(u_r - 1, 0), 0, rem)
+        last.append((lf, rem - lf, on & (ne_r > 0)))
+    n_ctas = sl * ctas
+    k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
+    tc = _fwd_tile_costs(hw, fam, tile, 1, dp, dvp, s, skv, rates)
+    durs = [(_duration(hw, tc, tile, k, f, p), on) for f, p, on in first + last]
+    t_max = np.maximum.reduce([np.where(on, t, 0.0) for t, on in durs])
+    t_min = np.minimum.reduce([np.where(on, t, np.inf) for t, on in durs])
+    q_rows = b * hq * lq
+    partial_b = np.where(splits > 1, q_rows * (dv + 1) * 4 * splits, 0)
+    hbm = b * hkv * lk * (d + dv) * skv + q_rows * d * s + np.where(splits == 1, q_rows * dv * s, 0) + partial_b
+    visited = ne * sl
+    l2 = visited * bn * (d + dv) * skv + hbm
+    kern = _Kernel(hw, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
+    combine = np.where(splits > 1, _elementwise(hw, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits), 0.0)
+    return {"time_s": kern.time_s + combine, "flops": kern.flops,
+            "hbm": hbm + np.where(splits > 1, partial_b + q_rows * dv * s, 0), "tiles_full": full * sl,
+            "tiles_partial": (ne - full) * sl, "tiles_empty": (n_m * n_kv - ne) * sl, "ctas": n_ctas,
+            "waves": n_ctas / kern.slots, "splits": splits}

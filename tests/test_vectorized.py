@@ -1,0 +1,69 @@
+"""predict_many (vectorized) against predict (one configuration at a time) for every phase."""
+import zlib
+
+import numpy as np
+import pytest
+
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.model import num_splits_heuristic, predict, predict_many
+from attnsim.simulator.vectorized import num_splits_many
+from attnsim.simulator.workload import Workload
+
+CASES = [("h100", "fa3"), ("a100", "fa2"), ("b200", "fa4"), ("mi300x", "fa2"), ("rtx4090", "fa2")]
+
+
+def random_configs(rng, phase, n):
+    for _ in range(n):
+        h = int(rng.choice([8, 16, 32]))
+        hkv = int(rng.choice([x for x in (1, 2, 4, 8) if h % x == 0]))
+        if phase == "decode":
+            lq, lk = int(rng.integers(1, 5)), int(rng.integers(1, 40000))
+        else:
+            lq, lk = int(rng.integers(1, 5000)), int(rng.integers(1, 5000))
+        yield dict(batch=int(rng.integers(1, 9)), seqlen_q=lq, seqlen_kv=lk, heads_q=h, heads_kv=hkv,
+                   head_dim_qk=int(rng.choice([64, 128])), causal=bool(rng.integers(0, 2)))
+
+
+@pytest.mark.parametrize("hw_name,fam", CASES)
+@pytest.mark.parametrize("phase", ["prefill", "train", "decode"])
+def test_vectorized_matches_the_single_prediction(hw_name, fam, phase):
+    """Tiles, executed and useful FLOPs, HBM bytes and the bound agree exactly; the closed-form
+    makespan stays within 15% of the LPT list schedule."""
+    hw = load_hardware(hw_name)
+    rng = np.random.default_rng(zlib.crc32(f"{hw_name}-{fam}-{phase}".encode()))
+    configs = list(random_configs(rng, phase, 15))
+    v = predict_many(hw, fam, phase=phase, **{k: np.array([c[k] for c in configs]) for k in configs[0]})
+    for i, c in enumerate(configs):
+        p = predict(Workload(phase=phase, **c), hw, fam)
+        t = p.tiles
+        assert (t["full"], t["partial"], t["empty"]) == (v["tiles_full"][i], v["tiles_partial"][i],
+                                                         v["tiles_empty"][i]), c
+        assert p.flops == v["flops"][i], c
+        assert p.useful_flops == v["useful_flops"][i], c
+        assert p.hbm_bytes == pytest.approx(v["hbm_bytes"][i], rel=1e-12), c
+        assert p.bound.time_s == pytest.approx(v["bound_s"][i], rel=1e-12), c
+        assert v["time_s"][i] == pytest.approx(p.time_s, rel=0.15), c
+        assert v["time_s"][i] >= v["bound_s"][i]
+        if phase == "decode":
+            assert v["splits"][i] == next(k.splits for k in p.kernels if k.name == "attn_decode"), c
+
+
+def test_split_heuristic_vectorized_equals_the_scalar_one():
+    rng = np.random.default_rng(7)
+    bnm = rng.integers(1, 200, 3000)
+    nblocks = rng.integers(1, 600, 3000)
+    for sms in (108, 132, 264):
+        got = num_splits_many(bnm, sms, nblocks)
+        want = [num_splits_heuristic(int(a), sms, int(b)) for a, b in zip(bnm, nblocks)]
+        assert got.tolist() == want
+
+
+def test_decode_time_tracks_kv_cache_bytes_over_bandwidth():
+    """Large-batch decode is HBM-bound: time ~ KV-cache bytes / bandwidth, never below."""
+    hw = load_hardware("h100")
+    batch = np.array([16, 64, 256])
+    v = predict_many(hw, "fa3", phase="decode", batch=batch, seqlen_q=1, seqlen_kv=32768, heads_q=32,
+                     heads_kv=8, head_dim_qk=128)
+    kv = batch * 32768 * 8 * 256 * 2
+    assert (v["time_s"] >= kv / 3.35e12).all()
+    assert (v["time_s"] <= 1.1 * kv / 3.35e12).all()
