@@ -13,8 +13,9 @@ launch overhead (DESIGN.md section 4). W_u is the *useful* work of unit u:
 * fp32: FP32 work that no tensor core can take (zero for the attention core: row sums and
   maxima could run on tensor cores or be folded into the exp argument; later ops add RoPE etc.);
 * smem: K and V must be staged through shared memory at least once (written and read);
-* hbm: compulsory traffic, each input read once and each output written once (train keeping P:
-  P written and read back);
+* hbm: compulsory traffic, each input read once and each output written once (train: Q, K, V read
+  by both passes, dO read, O, dQ, dK, dV written — not O or the LSE read back, which can be
+  recomputed; keeping P: P written and read back);
 * l2: only where the profile holds a sourced L2 bandwidth (none yet), with the compulsory bytes.
 
 Train takes the smaller bound of the two backward strategies (recompute P, keep P in HBM): see
@@ -85,9 +86,10 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False) -> Work:
     if w.phase == "train":
         qk_gemms = 2 if keep_p else 3
         tensor += [(qk_gemms * 2.0 * d * n, w.dtype, w.qk_accum), (2 * 2.0 * dv * n, w.dtype, w.pv_accum)]
-        lse = w.batch * w.heads_q * w.seqlen_q * 4
-        # forward writes O and the log-sum-exp; backward reads Q, K, V, O, dO, LSE, writes dQ, dK, dV
-        hbm = (q + kv + o + lse) + (q + kv + 2 * o + lse + q + kv)
+        # compulsory: the forward reads Q, K, V and writes O; the backward reads Q, K, V and dO and
+        # writes dQ, dK, dV. Reading O and the log-sum-exp back is avoidable (both can be recomputed
+        # from Q, K, V, dO), so the bound does not count them.
+        hbm = (q + kv + o) + (q + kv + o + q + kv)
         if keep_p:
             hbm = hbm + 2 * n * s
             strategy = "keep P in HBM"

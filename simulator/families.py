@@ -55,6 +55,7 @@ class Family:
     mma_efficiency_source: str = ""
     pack_gqa_decode: bool = True  # decode packs the query heads of a kv head into the tile's rows
     split_kv: bool = True  # decode splits the kv length (flash-decoding) with FA's heuristic
+    split_style: str = "fa3"  # which FlashAttention split heuristic: "fa2" (flash_api.cpp) or "fa3" (heuristics.h)
     fused: bool = True  # False: eager attention, scores materialized in HBM
     autotune: bool = False  # True: the legal tile with the smallest predicted time (Triton's autotune)
     train_dtypes: tuple = ("fp16", "bf16")  # dtypes its backward supports
@@ -88,7 +89,7 @@ FAMILIES = {
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
-        mma_efficiency={"hopper": 2 / 3, "blackwell": 2 / 3},
+        mma_efficiency={"hopper": 2 / 3, "blackwell": 2 / 3}, split_style="fa2",
         mma_efficiency_source="FA3 paper (Shah et al. 2024) section 1: mma.sync reaches about 2/3 of the "
                               "Hopper tensor-core peak (wgmma/tcgen05 needed for the rest)",
     ),

@@ -153,6 +153,15 @@ class SMRates:
     smem: float  # bytes/s
 
     @classmethod
+    def mixed(cls, hw: Hardware, fam: Family, w: Workload, qk_flops: float, pv_flops: float) -> "SMRates":
+        """One MMA rate for a tile whose GEMMs run at two accumulate types: `qk_flops` at qk_accum
+        (QK^T; in the backward also dQ, dK) and `pv_flops` at pv_accum (PV; dP, dV), FLOP-weighted,
+        so each GEMM takes the time it takes at its own rate — as the bound prices them."""
+        qk, pv = cls.of(hw, fam, w.dtype, w.qk_accum), cls.of(hw, fam, w.dtype, w.pv_accum)
+        return cls(mma=(qk_flops + pv_flops) / (qk_flops / qk.mma + pv_flops / pv.mma), exp=qk.exp,
+                   fp32_ops=qk.fp32_ops, smem=qk.smem)
+
+    @classmethod
     def of(cls, hw: Hardware, fam: Family, dtype: str, accum: str) -> "SMRates":
         clk = hw.clock_sustained_hz
         return cls(mma=hw.mma_flops_per_clk_per_sm(dtype, accum) * clk * fam.efficiency(hw.arch),
@@ -311,11 +320,7 @@ def _no_tile(fam, hw, w, what):
 def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
     dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
-    rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
-    rates_pv = SMRates.of(hw, fam, w.dtype, w.pv_accum)
-    # one GEMM rate for the tile: the two matmuls at their own accumulate rates, FLOP-weighted
-    rates = SMRates(mma=(dp + dvp) / (dp / rates.mma + dvp / rates_pv.mma), exp=rates.exp,
-                    fp32_ops=rates.fp32_ops, smem=rates.smem)
+    rates = SMRates.mixed(hw, fam, w, dp, dvp)
     slices = w.batch * w.heads_q
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
     useful = 2 * (w.head_dim_qk + w.head_dim_v) * live * slices
@@ -366,7 +371,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     d, dv = w.head_dim_qk, w.head_dim_v
     slices = w.batch * w.heads_q
     rows = slices * w.seqlen_q
-    rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
+    rates = SMRates.mixed(hw, fam, w, 3 * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
     useful = 2 * (3 * d + 2 * dv) * live * slices
     pre = elementwise("bwd_preprocess", hw, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
@@ -401,15 +406,23 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
 
 
 # -- decode ----------------------------------------------------------------------------------
-def num_splits_heuristic(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int = 128) -> int:
-    """FlashAttention's split-KV heuristic (csrc/flash_attn/flash_api.cpp, num_splits_heuristic):
-    no split when the CTAs almost fill the SMs; else the smallest eligible split count whose wave
-    efficiency reaches 85% of the best."""
+def num_splits_heuristic(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int = 128,
+                         style: str = "fa2") -> int:
+    """FlashAttention's split-KV heuristic: no split when the CTAs almost fill the SMs; else the
+    smallest split count whose wave efficiency reaches 85% of the best.
+
+    style "fa2" (csrc/flash_attn/flash_api.cpp): skips split counts that give the same blocks per
+    split as one fewer (eligibility); FA2 passes 2 x SMs as num_sms (128-thread CTAs).
+    style "fa3" (hopper/heuristics.h): never splits 4 kv blocks or fewer, no eligibility filter;
+    FA3 passes the SM count. (FA3's split of very long contexts that overflow L2 when the SMs are
+    already full is not modeled: it needs >= 2 x SMs row blocks, not a decode shape.)"""
     if batch_nheads_mblocks >= 0.8 * num_sms:
+        return 1
+    if style == "fa3" and num_n_blocks <= 4:
         return 1
     max_splits = min(max_splits, num_sms, num_n_blocks)
     cdiv = lambda a, b: -(-a // b)  # noqa: E731
-    eligible = lambda n: n == 1 or cdiv(num_n_blocks, n) != cdiv(num_n_blocks, n - 1)  # noqa: E731
+    eligible = lambda n: style == "fa3" or n == 1 or cdiv(num_n_blocks, n) != cdiv(num_n_blocks, n - 1)  # noqa: E731
     eff = {}
     for n in range(1, max_splits + 1):
         if eligible(n):
@@ -420,6 +433,11 @@ def num_splits_heuristic(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: 
         if eff[n] >= 0.85 * best:
             return n
     return 1
+
+
+def split_sms(fam: Family, hw: Hardware) -> int:
+    """The SM count each family hands its split heuristic."""
+    return hw.sm_count * (2 if fam.split_style == "fa2" else 1)
 
 
 def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
@@ -440,7 +458,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     if not legal:
         raise _no_tile(fam, hw, w, "decode")
     tile, leg = legal[0]
-    rates = SMRates.of(hw, fam, w.dtype, w.qk_accum)
+    rates = SMRates.mixed(hw, fam, w, dp, dvp)
     # query-token range of each row block
     n_m = -(-rows // tile.block_m)
     r0 = np.arange(n_m) * tile.block_m
@@ -450,7 +468,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     full_r = np.broadcast_to(full_r, r0.shape).astype(np.int64)
     nonempty_r = np.broadcast_to(nonempty_r, r0.shape).astype(np.int64)
     n_kv = -(-w.seqlen_kv // tile.block_n)
-    splits = (num_splits_heuristic(slices * n_m, hw.sm_count * leg.ctas_per_sm, n_kv)
+    splits = (num_splits_heuristic(slices * n_m, split_sms(fam, hw), n_kv, style=fam.split_style)
               if fam.split_kv else 1)
     leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * n_m * splits)
     tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)

@@ -22,7 +22,7 @@ from .families import (bwd_tile_candidates, can_implement, check_family, decode_
                        fwd_tile_candidates)
 from .hardware import DTYPE_BYTES, Hardware
 from .masks import CausalMask, DenseMask
-from .model import SMRates, _bwd_tile_costs, _fwd_tile_costs, resolve_family
+from .model import SMRates, _bwd_tile_costs, _fwd_tile_costs, resolve_family, split_sms
 
 
 def floor_sum(n, m, a, b):
@@ -91,15 +91,17 @@ def _col(mask, c, lq, lk, bm, bn):
     return f, ne - f
 
 
-def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128):
-    """FlashAttention's num_splits_heuristic (see model.num_splits_heuristic), elementwise."""
+def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128, style: str = "fa2"):
+    """FlashAttention's split heuristic (model.num_splits_heuristic, both styles), elementwise."""
     bnm, n_blocks = np.broadcast_arrays(np.asarray(bnm, dtype=np.int64), np.asarray(n_blocks, dtype=np.int64))
     cap = np.minimum(np.minimum(max_splits, num_sms), n_blocks)
     top = int(cap.max()) if cap.size else 1
     best = np.zeros(bnm.shape)
 
     def eff_of(sp):
-        eligible = (sp <= cap) & ((sp == 1) | (-(-n_blocks // sp) != -(-n_blocks // max(sp - 1, 1))))
+        eligible = sp <= cap
+        if style != "fa3":
+            eligible = eligible & ((sp == 1) | (-(-n_blocks // sp) != -(-n_blocks // max(sp - 1, 1))))
         waves = bnm * sp / num_sms
         return eligible, waves / np.ceil(waves)
 
@@ -111,6 +113,8 @@ def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128):
         eligible, eff = eff_of(sp)
         chosen = np.where((chosen == 0) & eligible & (eff >= 0.85 * best), sp, chosen)
     chosen = np.where(chosen == 0, 1, chosen)
+    if style == "fa3":
+        chosen = np.where(n_blocks <= 4, 1, chosen)
     return np.where(bnm >= 0.8 * num_sms, 1, chosen)
 
 
@@ -321,7 +325,8 @@ def _decode(hw, fam, mask, dp, dvp, s, skv, rates, b, lq, lk, hq, hkv, d, dv):
     tile, leg = legal[0]
     bm, bn = tile.block_m, tile.block_n
     n_m, n_kv = -(-rows // bm), -(-lk // bn)
-    splits = num_splits_many(sl * n_m, hw.sm_count * leg.ctas_per_sm, n_kv) if fam.split_kv else np.ones_like(n_m)
+    splits = (num_splits_many(sl * n_m, split_sms(fam, hw), n_kv, style=fam.split_style) if fam.split_kv
+              else np.ones_like(n_m))
     per = -(-n_kv // splits)
     full = ne = ctas = 0 * rows
     first, last = [], []  # (full, partial) tiles of the first and of the last split of each row block

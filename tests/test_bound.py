@@ -35,14 +35,13 @@ def train_bounds_by_hand(L, heads, d):
     peak = 4096 * SM * CLK
     q = o = heads * L * d * 2
     kv = heads * L * 2 * d * 2
-    lse = heads * L * 4
-    hbm = (q + kv + o + lse) + (q + kv + 2 * o + lse + q + kv)
+    hbm = 3 * q + 3 * kv + 2 * o  # fwd: Q, K, V in, O out; bwd: Q, K, V, dO in, dQ, dK, dV out
     recompute = max((2 * 2 * d + 2 * (3 * d + 2 * d)) * n / peak, hbm / 3.35e12)  # bwd 2(3d+2dv) per pair
     keep_p = max((2 * 2 * d + 2 * (2 * d + 2 * d)) * n / peak, (hbm + 2 * 2 * n) / 3.35e12)  # P out and back
     return recompute, keep_p
 
 
-@pytest.mark.parametrize("L,winner", [(2048, "recompute P"), (16384, "keep P in HBM")])
+@pytest.mark.parametrize("L,winner", [(2048, "recompute P"), (16384, "keep P in HBM"), (128, "recompute P")])
 def test_train_bound_is_the_smaller_of_recompute_and_keep_p(L, winner):
     recompute, keep_p = train_bounds_by_hand(L, 8, 128)
     b = bound(Workload(batch=1, seqlen_q=L, heads_q=8, head_dim_qk=128, causal=True, phase="train"), H100)
@@ -53,3 +52,17 @@ def test_train_bound_is_the_smaller_of_recompute_and_keep_p(L, winner):
 def test_bound_uses_clock_max_not_the_sustained_clock():
     w = Workload(batch=4, seqlen_q=8192, heads_q=32, head_dim_qk=128)
     assert bound(w, H100).time_s == pytest.approx(4 * 4 * 32 * 8192**2 * 128 / (4096 * SM * 1.98e9), rel=1e-12)
+
+
+@pytest.mark.parametrize("phase,lq", [("train", 8192), ("decode", 1024), ("prefill", 8192)])
+@pytest.mark.parametrize("qk,pv", [("fp16", "fp32"), ("fp32", "fp16"), ("fp16", "fp16")])
+def test_mixed_accumulators_keep_time_above_the_bound(phase, lq, qk, pv):
+    """RTX 4090 runs FP16-accumulate MMAs at twice the FP32-accumulate rate: each GEMM of the
+    prediction (forward, backward, decode) must be priced at its own accumulate type, as the bound is."""
+    hw = load_hardware("rtx4090")
+    from attnsim.simulator.model import predict
+    w = Workload(batch=4, seqlen_q=lq, seqlen_kv=8192, heads_q=32, head_dim_qk=64, dtype="fp16",
+                 qk_accum=qk, pv_accum=pv, phase=phase)
+    for fam in ("triton", "eager"):
+        p = predict(w, hw, fam)
+        assert p.time_s >= p.bound.time_s, (fam, p.time_s / p.bound.time_s)

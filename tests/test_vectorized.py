@@ -52,10 +52,20 @@ def test_split_heuristic_vectorized_equals_the_scalar_one():
     rng = np.random.default_rng(7)
     bnm = rng.integers(1, 200, 3000)
     nblocks = rng.integers(1, 600, 3000)
-    for sms in (108, 132, 264):
-        got = num_splits_many(bnm, sms, nblocks)
-        want = [num_splits_heuristic(int(a), sms, int(b)) for a, b in zip(bnm, nblocks)]
-        assert got.tolist() == want
+    for style in ("fa2", "fa3"):
+        for sms in (108, 132, 264):
+            got = num_splits_many(bnm, sms, nblocks, style=style)
+            want = [num_splits_heuristic(int(a), sms, int(b), style=style) for a, b in zip(bnm, nblocks)]
+            assert got.tolist() == want
+
+
+def test_fa3_split_rules_from_heuristics_h():
+    """hopper/heuristics.h: never split <= 4 kv blocks ('we never split for hdim = 128 and seqlen_k = 512');
+    no eligibility filter (FA2 skips split counts that repeat blocks per split)."""
+    assert num_splits_heuristic(8, 132, 4, style="fa3") == 1
+    assert num_splits_heuristic(8, 132, 4, style="fa2") > 1
+    # 64 blocks, 48 row blocks on 108 SMs: both pick 2 (efficiency 0.89), the FA2 example
+    assert num_splits_heuristic(48, 108, 64, style="fa3") == num_splits_heuristic(48, 108, 64) == 2
 
 
 def test_decode_time_tracks_kv_cache_bytes_over_bandwidth():
