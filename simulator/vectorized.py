@@ -227,7 +227,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
         g = dict(b=B[sel], lq=LQ[sel], lk=LK[sel], hq=HQ[sel], hkv=HKV[sel], d=D[sel], dv=DV[sel])
         mask = CausalMask() if c else DenseMask()
         if phase == "decode":
-            add(sel, _decode(hw, fam, mask, dp, dvp, s, skv, rates, **g), main=True)
+            add(sel, _decode(hw, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, **g), main=True)
             continue
         add(sel, _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, **g), main=True)
         if phase == "train":
@@ -244,13 +244,18 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
-def _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
-    sl = b * hq
-    legal = [(t, can_implement(fam, hw, t, dp, dvp, dtype, kv_dtype))
-             for t in fwd_tile_candidates(fam, hw, dp, dvp, c, dtype)]
+def _legal_tiles(fam, hw, cands, dp, dvp, dtype, kv_dtype, what):
+    """(tile, legality) of the candidates that `can_implement` accepts, in the family's order."""
+    legal = [(t, can_implement(fam, hw, t, dp, dvp, dtype, kv_dtype, backward=what == "backward")) for t in cands]
     legal = [(t, leg) for t, leg in legal if leg.ok]
     if not legal:
-        raise AttnsimError(f"no legal forward tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+        raise AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+    return legal
+
+
+def _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
+    sl = b * hq
+    legal = _legal_tiles(fam, hw, fwd_tile_candidates(fam, hw, dp, dvp, c, dtype), dp, dvp, dtype, kv_dtype, "forward")
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
@@ -280,11 +285,7 @@ def _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d,
     rows = sl * lq
     kernels = [{"time_s": _elementwise(hw, 2 * rows * dv * s, rows * 4 + rows * d * 4, fp32_ops=2.0 * rows * dv),
                 "flops": 0 * rows, "hbm": 2 * rows * dv * s + rows * 4 + rows * d * 4}]
-    legal = [(t, can_implement(fam, hw, t, dp, dvp, dtype, backward=True))
-             for t in bwd_tile_candidates(fam, hw, dp, dvp, c, dtype)]
-    legal = [(t, leg) for t, leg in legal if leg.ok]
-    if not legal:
-        raise AttnsimError(f"no legal backward tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+    legal = _legal_tiles(fam, hw, bwd_tile_candidates(fam, hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
@@ -311,18 +312,13 @@ def _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d,
     return kernels
 
 
-def _decode(hw, fam, mask, dp, dvp, s, skv, rates, b, lq, lk, hq, hkv, d, dv):
+def _decode(hw, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
     """model.fused_decode over arrays: packed GQA rows, split-KV, the combine kernel."""
     pack = fam.pack_gqa_decode & ((fam.name != "fa2") | (lq == 1))
     grp = np.where(pack, hq // hkv, 1)
     sl = b * np.where(pack, hkv, hq)
     rows = lq * grp
-    legal = [(t, can_implement(fam, hw, t, dp, dvp, "bf16" if s == 2 else "fp8", "bf16" if skv == 2 else "fp8"))
-             for t in decode_tile_candidates(fam, hw, dp, dvp)]
-    legal = [(t, leg) for t, leg in legal if leg.ok]
-    if not legal:
-        raise AttnsimError(f"no legal decode tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
-    tile, leg = legal[0]
+    tile, leg = _legal_tiles(fam, hw, decode_tile_candidates(fam, hw, dp, dvp), dp, dvp, dtype, kv_dtype, "decode")[0]
     bm, bn = tile.block_m, tile.block_n
     n_m, n_kv = -(-rows // bm), -(-lk // bn)
     splits = (num_splits_many(sl * n_m, split_sms(fam, hw), n_kv, style=fam.split_style) if fam.split_kv
