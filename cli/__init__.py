@@ -132,6 +132,8 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads,
         if kv_heads not in (None, 1):
             raise AttnsimError(f"variant 'mqa' has one kv head; got --kv-heads {kv_heads}: use --variant gqa")
         kv_heads = 1
+    elif kv_heads is None and var.heads_kv_rule == "any":
+        kv_heads = heads
     elif kv_heads is None:
         if heads > 8 and heads % 8 == 0:
             kv_heads = 8
@@ -159,7 +161,7 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads,
                  head_dim_qk=head_dim, head_dim_v=head_dim_v, dtype=dtype, kv_dtype=kv_dtype, qk_accum=qk_accum,
                  pv_accum=pv_accum, causal=causal, phase=phase)
     hw = load_hardware(hw_name)
-    pred = run(w, hw, kernel, variant=var.name, scope=scope, d_model=d_model)
+    pred = run(w, hw, kernel, mask=var.make_mask(resolved, causal), variant=var.name, scope=scope, d_model=d_model)
     pred.notes.extend(notes)
     if as_json:
         out = pred.to_json()

@@ -62,7 +62,7 @@ class Bound:
     strategy: str = ""  # train: the backward strategy that gives the smaller bound
 
 
-def attention_work(w: Workload, live_pairs, keep_p: bool = False) -> Work:
+def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None) -> Work:
     """Useful work of the attention core for a workload whose mask has `live_pairs` per (batch, head).
 
     Forward per live pair: QK^T 2*d FLOPs (qk_accum), PV 2*dv FLOPs (pv_accum), one exp.
@@ -72,13 +72,16 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False) -> Work:
     * keep P (eager): 2*(2d + 2dv) FLOPs per live pair, no second exp, but P written to HBM in the
       forward and read back in the backward (dtype bytes per live pair each way).
     The bound of train is the smaller of the two (`bound`), so no implementation can beat it.
+    `live_keys` (default seqlen_kv): keys that some query sees — only those must be read (a sliding
+    window in decode reads the window, not the whole cache); dK and dV are written for every key.
     """
     n = w.batch * w.heads_q * live_pairs
     d, dv = w.head_dim_qk, w.head_dim_v
     s, skv = DTYPE_BYTES[w.dtype], DTYPE_BYTES[w.kv_dtype]
     q = w.batch * w.heads_q * w.seqlen_q * d * s
     o = w.batch * w.heads_q * w.seqlen_q * dv * s
-    kv = w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * skv
+    kv_all = w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * skv
+    kv = w.batch * w.heads_kv * (w.seqlen_kv if live_keys is None else live_keys) * (d + dv) * skv
     tensor = [(2.0 * d * n, w.dtype, w.qk_accum), (2.0 * dv * n, w.dtype, w.pv_accum)]
     hbm = q + kv + o
     exps = n * 1.0
@@ -89,7 +92,7 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False) -> Work:
         # compulsory: the forward reads Q, K, V and writes O; the backward reads Q, K, V and dO and
         # writes dQ, dK, dV. Reading O and the log-sum-exp back is avoidable (both can be recomputed
         # from Q, K, V, dO), so the bound does not count them.
-        hbm = (q + kv + o) + (q + kv + o + q + kv)
+        hbm = (q + kv + o) + (q + kv + o + q + kv_all)
         if keep_p:
             hbm = hbm + 2 * n * s
             strategy = "keep P in HBM"
@@ -101,11 +104,12 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False) -> Work:
                 piece_tensor=piece, piece_exp=1.0, strategy=strategy)
 
 
-def attention_work_alternatives(w: Workload, live_pairs) -> list:
+def attention_work_alternatives(w: Workload, live_pairs, live_keys=None) -> list:
     """The ways the op can be done that the bound must consider (train: recompute or keep P)."""
     if w.phase == "train":
-        return [attention_work(w, live_pairs), attention_work(w, live_pairs, keep_p=True)]
-    return [attention_work(w, live_pairs)]
+        return [attention_work(w, live_pairs, live_keys=live_keys),
+                attention_work(w, live_pairs, keep_p=True, live_keys=live_keys)]
+    return [attention_work(w, live_pairs, live_keys=live_keys)]
 
 
 def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
@@ -149,4 +153,5 @@ def bound(w: Workload, hw: Hardware, mask=None) -> Bound:
     """Speed-of-light time of the attention core of `w` on `hw` (see the module docstring)."""
     from .masks import mask_for
     mask = mask or mask_for(w.causal)
-    return min_bound(attention_work_alternatives(w, mask.live_pairs(w.seqlen_q, w.seqlen_kv)), hw)
+    return min_bound(attention_work_alternatives(w, mask.live_pairs(w.seqlen_q, w.seqlen_kv),
+                                                 mask.live_keys(w.seqlen_q, w.seqlen_kv)), hw)

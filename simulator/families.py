@@ -281,22 +281,25 @@ def _fa2_table(hw: Hardware, dp: int, causal: bool):
     return [Tile(64, 64, 4, 1)]
 
 
-def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
-    """FA3 forward tiles: tile_size_fwd_sm90 (hopper/tile_size.h). Warps: BLOCK_M/64 consumer
-    warpgroups + 1 producer warpgroup; 2 K/V stages."""
+def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+    """FA3 forward tiles: tile_size_fwd_sm90 (hopper/tile_size.h), is_causal and is_local (a sliding
+    window) as FA3 tells them apart. Warps: BLOCK_M/64 consumer warpgroups + 1 producer warpgroup;
+    2 K/V stages."""
     if DTYPE_BYTES[dtype] == 2:
         if dp <= 64:
-            bm, bn = (64, 64) if dvp == 512 else (128, 112) if dvp == 256 else (192, 128 if causal else 192)
+            bm, bn = ((64, 64) if dvp == 512 else (128, 112) if dvp == 256
+                      else (192, 128 if causal else 160 if local else 192))
         elif dp <= 96:
-            bm, bn = 192, 144
+            bm, bn = 192, 128 if local else 144
         elif dp <= 128:
-            bm, bn = 128, 128 if causal else 176
+            bm, bn = 128, 128 if (causal or local) else 176
         elif dp <= 192:
-            bm, bn = 128, 128 if dvp <= 128 else 112
+            bm, bn = 128, 96 if local else 128 if dvp <= 128 else 112
         else:
-            bm, bn = 128, 80
+            bm, bn = 128, 64 if local else 80
     else:
-        bm, bn = {64: (192, 160), 96: (192, 128), 128: (128, 224), 192: (128, 160)}.get(dp, (128, 128))
+        bm, bn = {64: (192, 160), 96: (192, 128), 128: (128, 224), 192: (128, 160)}.get(
+            dp, (128, 64 if local else 128))
     return [Tile(bm, bn, 4 * (bm // 64 + 1), 2)]
 
 
@@ -306,11 +309,13 @@ def _fa4_fwd(hw: Hardware, dp: int, causal: bool):
     return [Tile(256, 128, 16, 3)]
 
 
-def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str,
+                        local: bool = False):
+    """`causal`: the causal mask; `local`: a sliding window (FA3 picks other tiles for it)."""
     if fam.name == "fa2":
         return _fa2_fwd(hw, dp, causal)
     if fam.name == "fa3":
-        return _fa3_fwd(hw, dp, dvp, causal, dtype)
+        return _fa3_fwd(hw, dp, dvp, causal, dtype, local)
     if fam.name == "fa4":
         return _fa4_fwd(hw, dp, causal)
     if fam.name == "triton":

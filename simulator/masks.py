@@ -44,6 +44,10 @@ class Mask:
     def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
         raise NotImplementedError
 
+    def live_keys(self, seqlen_q, seqlen_kv):
+        """Keys that at least one query sees (the K/V rows an implementation must read)."""
+        return seqlen_kv
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
@@ -121,6 +125,103 @@ class CausalMask(Mask):
         r0 = np.maximum(_cdiv(k_hi - off, block_m), 0)
         full = np.where(complete, np.maximum(seqlen_q // block_m - r0, 0), 0)
         return full, nonempty
+
+
+def _sum_min(a, b, c, cap):
+    """sum_{i=a}^{b} min(cap, i + c) for integer arrays (0 when b < a)."""
+    a, b = np.asarray(a), np.asarray(b)
+    n = np.maximum(b - a + 1, 0)
+    t = np.clip(cap - c, a - 1, b)  # last i with i + c <= cap
+    m = np.maximum(t - a + 1, 0)  # terms below the cap: i + c for i = a .. t
+    return np.where(n > 0, (a + c + t + c) * m // 2 + (n - m) * cap, 0)
+
+
+def _sum_max0(a, b, c):
+    """sum_{i=a}^{b} max(0, i + c) for integer arrays (0 when b < a)."""
+    a, b = np.asarray(a), np.asarray(b)
+    lo = np.maximum(a, -c)  # first i with i + c >= 0
+    m = np.maximum(b - lo + 1, 0)
+    return np.where(m > 0, (lo + c + b + c) * m // 2, 0)
+
+
+class WindowMask(Mask):
+    """Sliding window, FlashAttention's `window_size=(left, right)`: query i sees key j iff
+    i' - left <= j <= i' + right with i' = i + seqlen_kv - seqlen_q (bottom-right aligned);
+    -1 leaves a side unbounded. (-1, 0) is causal, (-1, -1) dense."""
+
+    def __init__(self, left: int = -1, right: int = -1):
+        if left < -1 or right < -1:
+            raise ValueError(f"{left=}, {right=}: a side is -1 (unbounded) or >= 0")
+        self.left, self.right = int(left), int(right)
+        self.name = f"swa_l{left}_r{right}"
+        self.description = f"sliding window: keys i-{left}..i+{right} (-1 = unbounded)"
+
+    def _bounds(self, n_keys, n_rows):
+        big = n_keys + n_rows + 1  # 'unbounded' as a window wider than the problem
+        return (self.left if self.left >= 0 else big), (self.right if self.right >= 0 else big)
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+        kv = np.asarray(kv_idx)
+        return (kv >= i - left) & (kv <= i + right)
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        off = np.asarray(seqlen_kv) - np.asarray(seqlen_q)
+        # rows with a non-empty window: i + off + right >= 0 and i + off - left <= L_kv - 1
+        a = np.maximum(0, -off - right)
+        b = np.minimum(np.asarray(seqlen_q) - 1, np.asarray(seqlen_kv) - 1 - off + left)
+        hi = _sum_min(a, b, off + right, np.asarray(seqlen_kv) - 1)
+        lo = _sum_max0(a, b, off - left)
+        out = np.where(b >= a, hi - lo + (b - a + 1), 0)
+        return int(out) if out.ndim == 0 else out
+
+    @staticmethod
+    def _rows(lo_row, hi_row, complete, n_rows, n_keys, left, right, block):
+        """(full, non-empty) key tiles of rows lo_row..hi_row of a window mask (rows n_rows, keys n_keys)."""
+        off = n_keys - n_rows
+        lo_row, hi_row = np.asarray(lo_row), np.asarray(hi_row)
+        a = np.maximum(lo_row, -off - right)  # first row with a non-empty window
+        b = np.minimum(hi_row, n_keys - 1 - off + left)  # last one
+        lo_u = np.maximum(0, a + off - left)
+        hi_u = np.minimum(n_keys - 1, b + off + right)
+        nonempty = np.where((a <= b) & (hi_u >= lo_u), hi_u // block - lo_u // block + 1, 0)
+        # full: every row sees the whole tile c: c*B >= hi_row + off - left and
+        # c*B + B - 1 <= min(lo_row + off + right, n_keys - 1)
+        c_lo = np.maximum(0, -(-(hi_row + off - left) // block))
+        c_hi = (np.minimum(lo_row + off + right, n_keys - 1) + 1) // block - 1
+        full = np.where(complete, np.maximum(c_hi - c_lo + 1, 0), 0)
+        return full, nonempty
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        return self._rows(q_lo, q_hi, complete, seqlen_q, seqlen_kv, left, right, block_n)
+
+    def live_keys(self, seqlen_q, seqlen_kv):
+        # the union of the windows of all rows is one interval (windows slide by one key per row)
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        off = seqlen_kv - seqlen_q
+        a, b = max(0, -off - right), min(seqlen_q - 1, seqlen_kv - 1 - off + left)
+        return max(0, min(seqlen_kv - 1, b + off + right) - max(0, a + off - left) + 1) if a <= b else 0
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        # the transposed mask is a window mask too: key j sees queries i with
+        # j - off - right <= i <= j - off + left (rows and keys swap, so do left and right)
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        return self._rows(k_lo, k_hi, complete, seqlen_kv, seqlen_q, right, left, block_m)
+
+
+def window_mask(window_size, causal: bool) -> Mask:
+    """The mask of FlashAttention's (window_size, causal) arguments: causal caps the right side at 0."""
+    left, right = window_size
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    if left < 0 and right < 0:
+        return DenseMask()
+    if left < 0 and right == 0:
+        return CausalMask()
+    return WindowMask(left, right)
 
 
 def mask_for(causal: bool) -> Mask:

@@ -25,7 +25,7 @@ from .errors import AttnsimError
 from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import DTYPE_BYTES, Hardware
-from .masks import Mask, mask_for, tile_cols, tile_rows
+from .masks import Mask, WindowMask, mask_for, tile_cols, tile_rows
 from .workload import Workload
 
 
@@ -88,6 +88,7 @@ class Prediction:
     scope: str = "attention"
     notes: list = field(default_factory=list)
     resolved: dict = field(default_factory=dict)
+    mask_name: str = ""
 
     @property
     def time_s(self) -> float:
@@ -129,6 +130,7 @@ class Prediction:
                          "heads_q": w.heads_q, "heads_kv": w.heads_kv, "head_dim_qk": w.head_dim_qk,
                          "head_dim_v": w.head_dim_v, "causal": w.causal, "qk_accum": w.qk_accum,
                          "pv_accum": w.pv_accum, **self.resolved},
+            "mask": self.mask_name,
             "time_s": self.time_s, "bound_s": self.bound.time_s, "bound": self.bound.unit,
             "bound_strategy": self.bound.strategy or None,
             "unit_times_s": self.bound.unit_times_s,
@@ -326,7 +328,7 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
     useful = 2 * (w.head_dim_qk + w.head_dim_v) * live * slices
     q_b = slices * w.seqlen_q * w.head_dim_qk * s
     o_b = slices * w.seqlen_q * w.head_dim_v * s
-    kv_b = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * skv
+    kv_b = w.batch * w.heads_kv * mask.live_keys(w.seqlen_q, w.seqlen_kv) * (w.head_dim_qk + w.head_dim_v) * skv
     lse_b = slices * w.seqlen_q * 4 if write_lse else 0
 
     def evaluate(tile, exact):
@@ -343,7 +345,8 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, slices,
                        q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages, exact=exact)
 
-    best = _choose(fam, fwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
+    local = isinstance(mask, WindowMask)
+    best = _choose(fam, fwd_tile_candidates(fam, hw, dp, dvp, w.causal and not local, w.dtype, local), evaluate)
     if best is None:
         raise _no_tile(fam, hw, w, "forward")
     return best
@@ -490,7 +493,8 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
     useful = 2 * (d + dv) * live * w.batch * w.heads_q
     partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
-    hbm = w.kv_cache_bytes() + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
+    kv_read = w.batch * w.heads_kv * mask.live_keys(w.seqlen_q, w.seqlen_kv) * (d + dv) * skv  # a window: not all
+    hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / (dp + dvp) * (d + dv) + hbm
     main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
@@ -580,7 +584,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     mask = mask or mask_for(w.causal)
     kernels = attention_kernels(w, hw, fam, mask)
     live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
-    works = attention_work_alternatives(w, live)  # [0]: the FlashAttention convention, reported
+    works = attention_work_alternatives(w, live, mask.live_keys(w.seqlen_q, w.seqlen_kv))  # [0]: reported
     mem = memory_bytes(w, fam, kernels)
     resolved = {}
     if scope == "layer":
@@ -595,7 +599,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
     return Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
-                      useful_flops=work_flops(works[0]), scope=scope, resolved=resolved)
+                      useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name)
 
 
 def work_flops(work: Work) -> int:

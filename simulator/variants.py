@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import AttnsimError, unknown
+from .masks import mask_for, window_mask
 
 PARAM_GRAMMAR = """\
 -p/--param KEY=VALUE (repeatable). VALUE is one of:
@@ -59,6 +60,18 @@ class Param:
     default: object
     help: str
     phases: tuple = ("prefill", "decode", "train")
+    check: object = None  # value -> normalized value, raising AttnsimError; for non-int types
+
+
+def _window_size(v):
+    """window_size: 'L,R' (FlashAttention's (left, right); -1 = unbounded) or one int W for (W, W)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v, v]
+    if (not isinstance(v, list) or len(v) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x >= -1 for x in v)):
+        raise AttnsimError(f"-p window_size={v!r}: expected LEFT,RIGHT integers >= -1 (-1 = unbounded) "
+                           f"or one integer W for W,W")
+    return tuple(v)
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,12 @@ class Variant:
     description: str
     paper: str
     params: tuple = field(default_factory=tuple)  # of Param
-    heads_kv_rule: str = "any"  # "mha": heads_kv = heads_q; "mqa": heads_kv = 1; "any": as given
+    heads_kv_rule: str = "any"  # "mha": heads_kv = heads_q; "mqa": heads_kv = 1; "gqa": as given (default 8);
+    # "any": as given, default heads_q
+    mask: object = None  # (params, causal) -> Mask; None: dense or causal
+
+    def make_mask(self, params: dict, causal: bool):
+        return self.mask(params, causal) if self.mask else mask_for(causal)
 
     def resolve(self, given: dict) -> dict:
         """Validate -p values against the variant's parameters; fill defaults."""
@@ -79,6 +97,9 @@ class Variant:
                 raise unknown(f"parameter of variant {self.name!r}:", k, names) if names else AttnsimError(
                     f"variant {self.name!r} takes no parameter {k!r}; allowed: {allowed}")
             p = names[k]
+            if p.check is not None:
+                out[k] = p.check(v)
+                continue
             if p.type is int and (isinstance(v, bool) or not isinstance(v, int)):
                 raise AttnsimError(f"-p {k}={v!r} must be an integer")
             if p.type is int and v < 1:
@@ -94,10 +115,16 @@ VARIANTS = {
     "mha": Variant("mha", "multi-head attention: every query head has its own K/V head",
                    "Vaswani et al. 2017, 'Attention Is All You Need'", (_Q_PER_STEP,), heads_kv_rule="mha"),
     "gqa": Variant("gqa", "grouped-query attention: groups of query heads share a K/V head (--kv-heads)",
-                   "Ainslie et al. 2023, 'GQA: Training Generalized Multi-Query Transformer Models'", (_Q_PER_STEP,)),
+                   "Ainslie et al. 2023, 'GQA: Training Generalized Multi-Query Transformer Models'", (_Q_PER_STEP,),
+                   heads_kv_rule="gqa"),
     "mqa": Variant("mqa", "multi-query attention: all query heads share one K/V head",
                    "Shazeer 2019, 'Fast Transformer Decoding: One Write-Head is All You Need'", (_Q_PER_STEP,),
                    heads_kv_rule="mqa"),
+    "swa": Variant("swa", "sliding-window attention: query i sees keys i-left .. i+right (with --causal: right = 0)",
+                   "Beltagy et al. 2020, 'Longformer'; FlashAttention's window_size=(left, right) convention",
+                   (Param("window_size", list, (4096, 4096), "LEFT,RIGHT keys each side (-1 = unbounded), or W for W,W; "
+                          "bottom-right aligned; --causal caps RIGHT at 0", check=_window_size), _Q_PER_STEP),
+                   mask=lambda p, causal: window_mask(p["window_size"], causal)),
 }
 
 

@@ -1,0 +1,105 @@
+"""Sliding-window masks (variant swa): analytic tiles, live pairs and keys against brute force;
+the model and the CLI on top of them."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from attnsim.cli import cli
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.masks import CausalMask, DenseMask, WindowMask, tile_cols, tile_rows, window_mask
+from attnsim.simulator.model import predict
+from attnsim.simulator.workload import Workload
+
+WINDOWS = [(0, 0), (3, 0), (0, 5), (7, 2), (-1, 3), (4, -1), (1, 1), (20, 0), (0, 20), (-1, 0), (100, 100)]
+SIZES = [(1, 1), (3, 16), (7, 5), (16, 16), (29, 47), (40, 5), (33, 33)]
+TILES = [(4, 4), (8, 16), (7, 5), (16, 8)]
+
+
+def oracle(left, right, lq, lk, bm, bn):
+    """Written from FlashAttention's definition, a double loop: query i sees key j iff
+    i + lk - lq - left <= j <= i + lk - lq + right (a negative side is unbounded)."""
+    live = np.zeros((-(-lq // bm) * bm, -(-lk // bn) * bn), dtype=bool)
+    for i in range(lq):
+        for j in range(lk):
+            c = i + lk - lq
+            live[i, j] = (left < 0 or j >= c - left) and (right < 0 or j <= c + right)
+    nq, nk = live.shape[0] // bm, live.shape[1] // bn
+    boxes = live.reshape(nq, bm, nk, bn).transpose(0, 2, 1, 3).reshape(nq, nk, -1).sum(-1)
+    return live, boxes == bm * bn, boxes > 0
+
+
+@pytest.mark.parametrize("left,right", WINDOWS)
+def test_window_tiles_pairs_and_keys_match_brute_force(left, right):
+    m = WindowMask(left, right)
+    for lq, lk in SIZES:
+        for bm, bn in TILES:
+            live, full, nonempty = oracle(left, right, lq, lk, bm, bn)
+            assert m.live_pairs(lq, lk) == live.sum()
+            assert m.live_keys(lq, lk) == live.any(axis=0).sum()
+            f, p = tile_rows(m, lq, lk, bm, bn)
+            assert f.tolist() == full.sum(1).tolist() and (f + p).tolist() == nonempty.sum(1).tolist()
+            f, p = tile_cols(m, lq, lk, bm, bn)
+            assert f.tolist() == full.sum(0).tolist() and (f + p).tolist() == nonempty.sum(0).tolist()
+            q, k = np.meshgrid(np.arange(lq), np.arange(lk), indexing="ij")
+            assert (m.mask_mod(q, k, lq, lk) == live[:lq, :lk]).all()
+
+
+def test_window_mask_of_flash_attention_arguments():
+    assert isinstance(window_mask((-1, -1), False), DenseMask)
+    assert isinstance(window_mask((-1, -1), True), CausalMask)
+    m = window_mask((128, 64), True)  # causal caps the right side at 0
+    assert (m.left, m.right) == (128, 0)
+    # an unbounded left with right 0 is the causal mask: same tiles
+    w = WindowMask(-1, 0)
+    for lq, lk in SIZES:
+        assert w.live_pairs(lq, lk) == CausalMask().live_pairs(lq, lk)
+        assert [x.tolist() for x in tile_rows(w, lq, lk, 8, 16)] == [x.tolist() for x in tile_rows(CausalMask(), lq, lk, 8, 16)]
+
+
+def test_window_wider_than_the_sequence_is_dense_or_causal_in_the_model():
+    hw = load_hardware("h100")
+    for causal in (False, True):
+        w = Workload(batch=2, seqlen_q=3000, heads_q=8, head_dim_qk=128, causal=causal, phase="train")
+        wide = predict(w, hw, "fa2", mask=window_mask((5000, 5000), causal))
+        plain = predict(w, hw, "fa2")
+        assert wide.flops == plain.flops and wide.useful_flops == plain.useful_flops
+        assert wide.tiles == plain.tiles and wide.hbm_bytes == plain.hbm_bytes
+
+
+def test_window_prefill_flops_by_hand_and_monotone_in_the_window():
+    hw = load_hardware("h100")
+    L, W, d = 8192, 1024, 128
+    w = Workload(batch=1, seqlen_q=L, heads_q=4, head_dim_qk=d)
+    p = predict(w, hw, mask=window_mask((W, 0), False))
+    # rows 0..W-1 see i+1 keys, rows W..L-1 see W+1 keys
+    pairs = W * (W + 1) // 2 + (L - W) * (W + 1)
+    assert p.useful_flops == 4 * d * pairs * 4
+    times = [predict(w, hw, mask=window_mask((x, 0), False)).time_s for x in (256, 1024, 4096, 8191)]
+    assert times == sorted(times)
+    assert p.time_s >= p.bound.time_s
+
+
+def test_window_decode_reads_the_window_not_the_cache():
+    hw = load_hardware("h100")
+    w = Workload(batch=8, seqlen_q=1, seqlen_kv=100_000, heads_q=32, heads_kv=8, head_dim_qk=128, phase="decode")
+    p = predict(w, hw, mask=window_mask((4096, 0), False))
+    window_bytes = 8 * 8 * 4097 * 256 * 2  # the query at position 99,999 sees keys 95,903 .. 99,999
+    assert p.kv_cache_bytes == 8 * 8 * 100_000 * 256 * 2
+    assert window_bytes <= p.hbm_bytes < 1.2 * window_bytes
+    assert p.bound.unit == "hbm" and p.bound.time_s >= window_bytes / 3.35e12
+
+
+def test_cli_swa():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "swa", "-p", "window_size=1024,0", "--seqlen", "8192",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.stdout)
+    assert j["mask"] == "swa_l1024_r0" and j["params"]["window_size"] == [1024, 0]
+    assert j["workload"]["heads_kv"] == j["workload"]["heads_q"]  # no GQA default for swa
+    r = CliRunner().invoke(cli, ["predict", "--variant", "swa", "-p", "window_size=512", "--causal", "--json"])
+    assert json.loads(r.stdout)["mask"] == "swa_l512_r0"
+    for bad in ("window_size=a,b", "window_size=1,2,3", "window_size=-2,4", "window=4"):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "swa", "-p", bad])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
