@@ -83,6 +83,8 @@ def _fmt_capacity(b):
 @click.option("--seqlen", type=int, default=None,
               help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given")
 @click.option("--seqlen-kv", type=int, default=None, help="key/value tokens per sequence [default: --seqlen]; decode: the context")
+@click.option("--token-shape", default=None, metavar="AxBxC",
+              help="na/gna: the token grid, row-major (e.g. 256x256 or 30x48x80); sets --seqlen to its product")
 @click.option("--heads", type=int, default=32, show_default=True, help="query heads")
 @click.option("--kv-heads", type=int, default=None,
               help="key/value heads [mha: = --heads; mqa: 1; gqa: 8 when it divides --heads]")
@@ -103,7 +105,7 @@ def _fmt_capacity(b):
               help="attention = the core op; layer = with Q/K/V and output projections")
 @click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the contract in docs/design.md)")
-def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v, dtype,
+def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, token_shape, heads, kv_heads, head_dim, head_dim_v, dtype,
             kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, as_json):
     """Predict the time of one call of an attention op of one layer (train: forward + backward;
     decode: one step for each of --batch sequences)."""
@@ -120,7 +122,27 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads,
         if key in given:
             raise AttnsimError(f"-p {key} given twice ({given[key]!r} and {value!r}); give it once")
         given[key] = value
+    if token_shape is not None:
+        if "token_shape" not in {p.name for p in var.params}:
+            raise AttnsimError(f"--token-shape applies to the neighborhood variants (na, gna), not {var.name!r}")
+        if "token_shape" in given:
+            raise AttnsimError("give the token grid once: --token-shape or -p token_shape")
+        try:
+            given["token_shape"] = tuple(int(x) for x in token_shape.lower().split("x"))
+        except ValueError:
+            raise AttnsimError(f"--token-shape {token_shape!r}: expected integers joined by 'x' (e.g. 256x256)") from None
     resolved = var.resolve(given)
+    if resolved.get("token_shape") is not None:
+        n_tokens = 1
+        for x in resolved["token_shape"]:
+            n_tokens *= x
+        for flag, v in (("--seqlen", seqlen), ("--seqlen-kv", seqlen_kv)):
+            if v is not None and v != n_tokens:
+                raise AttnsimError(f"{flag} {v} differs from the {n_tokens} tokens of token shape "
+                                   f"{'x'.join(map(str, resolved['token_shape']))}; drop {flag}")
+        seqlen = n_tokens
+        if causal and given.get("is_causal") is not None:
+            raise AttnsimError("--causal and -p is_causal both given: give causality once (-p is_causal per dimension)")
     if "q_per_step" in given and phase != "decode":
         raise AttnsimError("-p q_per_step applies to --phase decode only")
     notes = []
@@ -149,7 +171,7 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, heads, kv_heads,
             raise AttnsimError(f"in decode --seqlen-kv is the context and the query tokens of a step are "
                                f"-p q_per_step (default 1); got --seqlen {seqlen} as well: drop it")
         context = seqlen_kv if seqlen_kv is not None else (4096 if seqlen is None else seqlen)
-        seqlen_q = resolved["q_per_step"]
+        seqlen_q = resolved.get("q_per_step", 1)
         if seqlen_q > context:
             raise AttnsimError(f"-p q_per_step={seqlen_q} exceeds the context of {context} tokens")
     else:
@@ -193,7 +215,12 @@ def render(pred) -> str:
         f" · memory {_fmt_capacity(j['memory_bytes'])} of {_fmt_capacity(j['hbm_capacity_bytes'])}"
         + (" (fits)" if j["fits"] else " (DOES NOT FIT on this device)"),
         f"  tiles      full {j['tiles']['full']:,} · partial {j['tiles']['partial']:,} · empty {j['tiles']['empty']:,}"
-        f" · waves {j['waves']:.2f}",
+        + (f" · iterated {j['tiles_iterated']:,}" if j["tiles_iterated"] != j["tiles"]["full"] + j["tiles"]["partial"]
+           else "") + f" · waves {j['waves']:.2f}",
+        *([f"  speedup    over dense: {sp['useful_flops']:.2f}x by useful FLOPs · {sp['live_tiles']:.2f}x by live tiles"
+           f" · {sp['iterated_tiles']:.2f}x by iterated tiles · {sp['time']:.2f}x predicted time"
+           f" (dense {_fmt_time(sp['dense_time_s'])})"] if (sp := j.get("speedup")) and all(
+              sp[k] for k in ("useful_flops", "live_tiles", "iterated_tiles")) else []),
         "  bound by unit (clock_max): "
         + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items() if t > 0),
         f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",
@@ -263,7 +290,8 @@ def variants():
         click.echo(f"{v.name:<6} {v.description}")
         click.echo(f"       paper: {v.paper}")
         for p in v.params:
-            click.echo(f"       -p {p.name}=<{p.type.__name__}> (default {p.default}): {p.help}")
+            default = "x".join(map(str, p.default)) if isinstance(p.default, tuple) else p.default
+            click.echo(f"       -p {p.name}=<{p.type.__name__}> (default {default}): {p.help}")
     click.echo("\nkernel families (--kernel):")
     for f in FAMILIES.values():
         click.echo(f"  {f.name:<7} {f.description}")

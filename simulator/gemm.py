@@ -53,18 +53,19 @@ def gemm(name: str, hw: Hardware, m: int, n: int, k: int, batch: int, dtype: str
                 units["l2"] = t_l2
             limit = "hbm" if t_hbm >= max(makespan, t_l2) else "l2" if t_l2 >= makespan else (
                 "tensor" if 2.0 * tm * tn * k_steps * tk / rate * kk >= k_steps * lat / stages else "latency")
-            tiles = None
+            tiles, n_tiles = None, 0
             if mask is not None:  # classify the score tiles this GEMM computes (eager attention)
                 from .masks import tile_rows
                 f, p = tile_rows(mask, m, n, tm, tn)
                 total = _cdiv(m, tm) * _cdiv(n, tn)
                 tiles = {"full": int(f.sum()) * batch, "partial": int(p.sum()) * batch,
                          "empty": (total - int(f.sum()) - int(p.sum())) * batch}
+                n_tiles = total * batch  # a GEMM computes every tile, live or not
             best = (time_s, KernelCost(
                 name=name, time_s=float(time_s), flops=int(flops), useful_flops=int(useful), hbm_bytes=int(hbm),
                 l2_bytes=int(l2), bound=limit, unit_times_s=units, ctas=int(ctas), ctas_per_sm=int(kk),
                 waves=ctas / slots, wave_efficiency=ctas / (np.ceil(ctas / slots) * slots),
-                tile=f"{tm}x{tn}x{tk} w{warps} s{stages}", tiles=tiles, smem_bytes=smem))
+                tile=f"{tm}x{tn}x{tk} w{warps} s{stages}", tiles=tiles, tiles_iterated=n_tiles, smem_bytes=smem))
     if best is None:
         raise AttnsimError(f"no GEMM tile fits {hw.name}'s {hw.smem_per_block_bytes} B of shared memory per block")
     return best[1]

@@ -48,6 +48,40 @@ class Mask:
         """Keys that at least one query sees (the K/V rows an implementation must read)."""
         return seqlen_kv
 
+    # -- the tile grid (masks with their own tiling, e.g. neighborhood boxes, override these) --
+    def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
+        """Per query tile: (full, partial) live kv tiles."""
+        return self._grid(self.row_tiles, seqlen_q, block_m, seqlen_q, seqlen_kv, block_n)
+
+    def tile_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
+        """Per kv tile: (full, partial) live q tiles."""
+        return self._grid(self.col_tiles, seqlen_kv, block_n, seqlen_q, seqlen_kv, block_m)
+
+    @staticmethod
+    def _grid(per_range, n, block, *args):
+        """Apply a per-range count (row_tiles or col_tiles) to every tile of an axis of length n."""
+        r = np.arange(_cdiv(n, block), dtype=np.int64)
+        lo = r * block
+        full, nonempty = per_range(lo, np.minimum(lo + block, n) - 1, lo + block <= n, *args)
+        full = np.broadcast_to(full, r.shape).astype(np.int64)
+        return full, np.broadcast_to(nonempty, r.shape).astype(np.int64) - full
+
+    def iterated_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
+        """Per query tile: (full, partial) kv tiles a kernel visits; FlashAttention-style kernels
+        visit exactly the live ones (their kv-block range is the live range)."""
+        return self.tile_rows(seqlen_q, seqlen_kv, block_m, block_n)
+
+    def iterated_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self.tile_cols(seqlen_q, seqlen_kv, block_m, block_n)
+
+    def n_tiles(self, block_m, block_n, seqlen_q, seqlen_kv):
+        """(#q tiles, #kv tiles) of the grid."""
+        return _cdiv(seqlen_q, block_m), _cdiv(seqlen_kv, block_n)
+
+    def adjust_tile(self, tile, backward=False):
+        """The tile a kernel runs this mask with (neighborhood masks need box-shaped tiles)."""
+        return tile
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
@@ -229,27 +263,13 @@ def mask_for(causal: bool) -> Mask:
 
 
 def tile_rows(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):
-    """Per query tile r: (full, partial) kv-tile counts. Arrays of length ceil(L_q / BLOCK_M)."""
-    r = np.arange(_cdiv(seqlen_q, block_m), dtype=np.int64)
-    q_lo = r * block_m
-    q_hi = np.minimum(q_lo + block_m, seqlen_q) - 1
-    complete = q_lo + block_m <= seqlen_q
-    full, nonempty = mask.row_tiles(q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n)
-    full = np.broadcast_to(full, r.shape).astype(np.int64)
-    nonempty = np.broadcast_to(nonempty, r.shape).astype(np.int64)
-    return full, nonempty - full
+    """Per query tile r: (full, partial) live kv-tile counts (arrays, one entry per query tile)."""
+    return mask.tile_rows(seqlen_q, seqlen_kv, block_m, block_n)
 
 
 def tile_cols(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):
-    """Per kv tile c: (full, partial) q-tile counts. Arrays of length ceil(L_kv / BLOCK_N)."""
-    c = np.arange(_cdiv(seqlen_kv, block_n), dtype=np.int64)
-    k_lo = c * block_n
-    k_hi = np.minimum(k_lo + block_n, seqlen_kv) - 1
-    complete = k_lo + block_n <= seqlen_kv
-    full, nonempty = mask.col_tiles(k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m)
-    full = np.broadcast_to(full, c.shape).astype(np.int64)
-    nonempty = np.broadcast_to(nonempty, c.shape).astype(np.int64)
-    return full, nonempty - full
+    """Per kv tile c: (full, partial) live q-tile counts (arrays, one entry per kv tile)."""
+    return mask.tile_cols(seqlen_q, seqlen_kv, block_m, block_n)
 
 
 def enumerate_tiles(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):

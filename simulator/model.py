@@ -25,7 +25,7 @@ from .errors import AttnsimError
 from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import DTYPE_BYTES, Hardware
-from .masks import Mask, WindowMask, mask_for, tile_cols, tile_rows
+from .masks import DenseMask, Mask, WindowMask, mask_for, tile_cols, tile_rows
 from .workload import Workload
 
 
@@ -54,6 +54,7 @@ class KernelCost:
     smem_bytes: int = 0
     regs_per_thread: int = 0
     splits: int = 1
+    tiles_iterated: int = 0  # tiles the kernel visits (live ones, or a fixed box of them per CTA)
     schedule: str = ""  # how the makespan was computed: "lpt" (exact list schedule) or "closed-form"
     tile_obj: Tile | None = field(default=None, repr=False)
 
@@ -66,6 +67,7 @@ class KernelCost:
                "wave_efficiency": self.wave_efficiency, "tile": self.tile or None}
         if self.tiles is not None:
             out["tiles"] = {k: int(v) for k, v in self.tiles.items()}
+            out["tiles_iterated"] = int(self.tiles_iterated)
         if self.splits != 1:
             out["splits"] = self.splits
         if self.schedule:
@@ -89,6 +91,7 @@ class Prediction:
     notes: list = field(default_factory=list)
     resolved: dict = field(default_factory=dict)
     mask_name: str = ""
+    speedup: dict | None = None  # sparse masks: see speedup_over_dense
 
     @property
     def time_s(self) -> float:
@@ -116,6 +119,11 @@ class Prediction:
         return out
 
     @property
+    def tiles_iterated(self) -> int:
+        return sum(int(k.tiles_iterated) for k in self.kernels if k.name in ("attn_fwd", "attn_decode", "qk_gemm")
+                   and k.tiles is not None)
+
+    @property
     def waves(self) -> float:
         main = [k for k in self.kernels if k.name in ("attn_fwd", "attn_decode", "qk_gemm")]
         return main[0].waves if main else 0.0
@@ -138,7 +146,8 @@ class Prediction:
             "achieved_tflops": self.useful_flops / self.time_s / 1e12 if self.time_s else 0.0,
             "hbm_bytes": int(self.hbm_bytes), "kv_cache_bytes": int(self.kv_cache_bytes),
             "memory_bytes": int(self.memory_bytes), "hbm_capacity_bytes": int(self.hardware.hbm_capacity_bytes),
-            "fits": self.fits, "tiles": self.tiles, "waves": self.waves,
+            "fits": self.fits, "tiles": self.tiles, "tiles_iterated": self.tiles_iterated, "waves": self.waves,
+            "speedup": self.speedup,
             "kernels": [k.to_json() for k in self.kernels],
             "calibrated": self.calibrated, "clock_hz": self.hardware.clock_sustained_hz,
             "notes": self.notes,
@@ -240,9 +249,10 @@ def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates) -> TileCosts:
 
 
 def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, hbm_bytes, l2_bytes,
-            useful_flops, total_tiles, stages, exact=True, extra_fixed_s=0.0, splits=1):
-    """Kernel time from per-CTA tile counts (`full`, `partial`, one entry per CTA class, each class
-    repeated `counts` times)."""
+            useful_flops, total_tiles, stages, exact=True, extra_fixed_s=0.0, splits=1, live=None):
+    """Kernel time from per-CTA tile counts (`full`, `partial`: the tiles it visits, one entry per
+    CTA class, each class repeated `counts` times). `live`: the (full, partial) live tiles, when the
+    kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`)."""
     lat = hw.dram_latency_s
     n_tiles = full + partial
     compute = full * tc.t_full + partial * tc.t_partial
@@ -273,13 +283,17 @@ def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, h
         limit = "latency"
     else:
         limit = max(tc.parts, key=tc.parts.get)
-    full_n = int(np.sum(full * counts))
-    part_n = int(np.sum(partial * counts))
+    it_full, it_part = int(np.sum(full * counts)), int(np.sum(partial * counts))
+    if live is not None:
+        full_n, part_n = int(np.sum(live[0] * counts)), int(np.sum(live[1] * counts))
+    else:
+        full_n, part_n = it_full, it_part
     return KernelCost(
         name=name, time_s=float(time_s), flops=int(round(tiles_visited * tc.flops)), useful_flops=int(useful_flops),
         hbm_bytes=int(hbm_bytes), l2_bytes=int(l2_bytes), bound=limit, unit_times_s=units,
         ctas=n_ctas, ctas_per_sm=k, waves=n_ctas / slots, wave_efficiency=schedule.wave_efficiency(n_ctas, slots),
         tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
+        tiles_iterated=it_full + it_part,
         smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits,
         schedule="lpt" if exact else "closed-form", tile_obj=tile)
 
@@ -332,18 +346,19 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
     lse_b = slices * w.seqlen_q * 4 if write_lse else 0
 
     def evaluate(tile, exact):
-        leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * -(-w.seqlen_q // tile.block_m))
+        tile = mask.adjust_tile(tile)
+        n_q, n_kv = mask.n_tiles(tile.block_m, tile.block_n, w.seqlen_q, w.seqlen_kv)
+        leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * n_q)
         if leg is None:
             return None
-        full, partial = tile_rows(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        live = tile_rows(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        full, partial = mask.iterated_rows(w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
         tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
-        n_q = len(full)
-        n_kv = -(-w.seqlen_kv // tile.block_n)
-        counts = np.full(n_q, slices, dtype=np.int64)
+        counts = np.full(len(full), slices, dtype=np.int64)
         visited = float(np.sum(full + partial)) * slices
         l2 = visited * tile.block_n * (w.head_dim_qk + w.head_dim_v) * skv + q_b + o_b
         return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, slices,
-                       q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages, exact=exact)
+                       q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages, exact=exact, live=live)
 
     local = isinstance(mask, WindowMask)
     best = _choose(fam, fwd_tile_candidates(fam, hw, dp, dvp, w.causal and not local, w.dtype, local), evaluate)
@@ -382,20 +397,21 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     kv_rows = slices * w.seqlen_kv  # dK/dV per query head (expanded under GQA)
 
     def evaluate(tile, exact):
-        leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=slices * -(-w.seqlen_kv // tile.block_n))
+        tile = mask.adjust_tile(tile, backward=True)
+        n_q, n_kv = mask.n_tiles(tile.block_m, tile.block_n, w.seqlen_q, w.seqlen_kv)
+        leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=slices * n_kv)
         if leg is None:
             return None
-        full, partial = tile_cols(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        live = tile_cols(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        full, partial = mask.iterated_cols(w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
         tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates)
-        n_kv = len(full)
-        n_q = -(-w.seqlen_q // tile.block_m)
-        counts = np.full(n_kv, slices, dtype=np.int64)
+        counts = np.full(len(full), slices, dtype=np.int64)
         visited = float(np.sum(full + partial)) * slices
         hbm = (rows * (d + dv) * s + w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * s + rows * 8
                + kv_rows * (d + dv) * s + rows * d * 4)
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
-                       slices * n_q * n_kv, tile.stages, exact=exact)
+                       slices * n_q * n_kv, tile.stages, exact=exact, live=live)
 
     main = _choose(fam, bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
     if main is None:
@@ -597,9 +613,25 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         resolved["d_model"] = d_model
     elif scope != "attention":
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
-    return Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
+    pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
                       useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name)
+    if not isinstance(mask, DenseMask):
+        pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
+                                                        scope, d_model))
+    return pred
+
+
+def speedup_over_dense(pred: "Prediction", dense: "Prediction") -> dict:
+    """The speedup of a sparse mask over dense attention, four ways: by useful FLOPs, by live tiles and
+    by iterated tiles at the sparse kernel's own tiling (every tile of its grid is dense's), and by
+    predicted time (dense at its own best tiling)."""
+    grid = sum(pred.tiles.values())
+    live = pred.tiles["full"] + pred.tiles["partial"]
+    return {"useful_flops": dense.useful_flops / pred.useful_flops if pred.useful_flops else None,
+            "live_tiles": grid / live if live else None,
+            "iterated_tiles": grid / pred.tiles_iterated if pred.tiles_iterated else None,
+            "time": dense.time_s / pred.time_s, "dense_time_s": dense.time_s}
 
 
 def work_flops(work: Work) -> int:

@@ -108,6 +108,64 @@ class Variant:
         return out
 
 
+def _ints(name, allow_none=False):
+    """int, AxBxC or a,b,c -> tuple of positive ints."""
+    def check(v):
+        if v is None and allow_none:
+            return None
+        vals = (v,) if isinstance(v, int) and not isinstance(v, bool) else v
+        if (not isinstance(vals, (tuple, list)) or not vals
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in vals)):
+            raise AttnsimError(f"-p {name}={v!r}: expected a positive integer or one per dimension (AxBxC)")
+        return tuple(vals)
+    return check
+
+
+def _bools(v):
+    vals = (v,) if isinstance(v, bool) else v
+    if not isinstance(vals, (tuple, list)) or not vals or not all(isinstance(x, bool) for x in vals):
+        raise AttnsimError(f"-p is_causal={v!r}: expected true/false, or one per dimension (true,false,false)")
+    return tuple(vals)
+
+
+def _choice(name, allowed):
+    def check(v):
+        if v not in allowed:
+            raise AttnsimError(f"-p {name}={v!r}; allowed: {', '.join(allowed)}")
+        return v
+    return check
+
+
+def _na_mask(p, causal):
+    from .na import NAMask
+    if p["token_shape"] is None:
+        raise AttnsimError("neighborhood attention needs the token grid: --token-shape 256x256 (or -p token_shape=...)")
+    return NAMask(p["token_shape"], p["kernel_size"], p["stride"], p["dilation"],
+                  p["is_causal"] if p["is_causal"] is not None else causal,
+                  p["token_order"], p["q_tile"], p["kv_tile"], p["iteration"])
+
+
+def _na_params(with_stride: bool):
+    out = [Param("token_shape", tuple, None, "token grid, row-major, last axis fastest (set by --token-shape)",
+                 check=_ints("token_shape")),
+           Param("kernel_size", tuple, (7,), "window per dimension (k or AxBxC)", check=_ints("kernel_size")),
+           Param("dilation", tuple, (1,), "dilation per dimension", check=_ints("dilation")),
+           Param("is_causal", tuple, None, "causal per dimension (true,false,false) [default: --causal]",
+                 check=_bools),
+           Param("token_order", str, "tiled", "tiled (NATTEN's token permutation: box tiles) or rowmajor",
+                 check=_choice("token_order", ("tiled", "rowmajor"))),
+           Param("q_tile", tuple, None, "query box shape (AxBxC), tiled order [default: from the kernel's tile]",
+                 check=_ints("q_tile", allow_none=True)),
+           Param("kv_tile", tuple, None, "key/value box shape (AxBxC), tiled order", check=_ints("kv_tile", allow_none=True)),
+           Param("iteration", str, None, "box (NATTEN: a fixed box of kv tiles per query box; default for tiled) "
+                 "or live (a block-sparse list of the live tiles; default for rowmajor)",
+                 check=_choice("iteration", ("box", "live")))]
+    if with_stride:
+        out.insert(2, Param("stride", tuple, (1,), "stride per dimension (1: sliding window, = kernel_size: blocked)",
+                            check=_ints("stride")))
+    return tuple(out)
+
+
 _Q_PER_STEP = Param("q_per_step", int, 1, "decode: query tokens per sequence per step (speculative decoding, MTP)",
                     phases=("decode",))
 
@@ -125,6 +183,14 @@ VARIANTS = {
                    (Param("window_size", list, (4096, 4096), "LEFT,RIGHT keys each side (-1 = unbounded), or W for W,W; "
                           "bottom-right aligned; --causal caps RIGHT at 0", check=_window_size), _Q_PER_STEP),
                    mask=lambda p, causal: window_mask(p["window_size"], causal)),
+    "na": Variant("na", "neighborhood attention: each token sees a k-window around it on a 1D/2D/3D token grid "
+                  "(dilation, causal per dimension)",
+                  "Hassani et al. 2023, 'Neighborhood Attention Transformer'; NATTEN's mask semantics",
+                  _na_params(with_stride=False), mask=lambda p, causal: _na_mask({**p, "stride": (1,)}, causal)),
+    "gna": Variant("gna", "generalized neighborhood attention: neighborhood attention with a stride "
+                   "(1: sliding window, between: strided, = kernel_size: blocked)",
+                   "Hassani et al. 2025, 'Generalized Neighborhood Attention: Multi-dimensional Sparse Attention "
+                   "at the Speed of Light'; NATTEN", _na_params(with_stride=True), mask=_na_mask),
 }
 
 

@@ -1,0 +1,346 @@
+"""Neighborhood attention (NATTEN / GNA): 1D, 2D and 3D windows with stride, dilation and causality.
+
+Semantics per dimension follow NATTEN's reference mask (src/natten/backends/flex.py,
+get_na_flex_mask), for extent n, kernel k, stride s, dilation d:
+* token x is in dilation group g = x mod d at in-group coordinate xi = x div d; only tokens of the
+  same group attend to each other; the group's extent is n_g = ceil((n - g) / d);
+* non-causal: the stride group's leader is l = min(floor(xi/s)*s + floor(s/2), n_g - 1); the window
+  centre is l clamped to [floor(k/2), n_g - 1 - r], r = floor(k/2) + (k mod 2) - 1; key yi is live
+  when centre - floor(k/2) <= yi <= centre + r (exactly k keys: windows shift at borders);
+* causal: l = min(floor(xi/s)*s + s - 1, n_g - 1); key yi is live when yi <= xi and l - yi < k.
+A multi-dimensional mask is the AND over dimensions; tokens are laid out row-major (last axis fastest).
+
+Because the mask is a product over dimensions, so is everything derived from it: live pairs, and
+for box-shaped tiles (a tile is a box of tokens) the live-pair count of a (q box, kv box) pair is
+the product over dimensions of the live pairs of its per-dimension intervals. A pair is full when
+every dimension's intervals are full, empty when any dimension's are. Each dimension needs only
+(#q intervals x #kv intervals) O(1) tests, from two facts: a query's window [lo(x), hi(x)] is
+monotone in x, and consecutive windows touch (s <= k), so the union of the windows of an interval
+[x0, x1] is [lo(x0), hi(x1)] and their intersection [lo(x1), hi(x0)].
+
+Token orders:
+* "tiled" (NATTEN's token permutation, as its Hopper/Blackwell kernels run it): tokens are grouped by
+  dilation group and then by box, so a tile is a box in group coordinates (`q_tile`, `kv_tile`);
+* "rowmajor": tiles are runs of consecutive row-major tokens, modeled here when such a run is a box
+  (the tile length divides the last extent, or is a multiple of the trailing extents dividing the next).
+
+Live tiles are not iterated tiles: NATTEN's kernels iterate, for each query box, a fixed box of KV
+tiles — per dimension the largest count any query interval needs (the interior box, not shrunk at
+borders). `iteration="box"` prices that; `iteration="live"` (a block-sparse list, FlexAttention
+style) prices the live tiles only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+
+from .errors import AttnsimError
+from .masks import Mask
+
+
+@dataclass(frozen=True)
+class NADim:
+    n: int  # extent
+    k: int  # kernel size
+    s: int = 1  # stride
+    d: int = 1  # dilation
+    causal: bool = False
+
+    def check(self, axis: int):
+        n, k, s, d = self.n, self.k, self.s, self.d
+        for name, v in (("extent", n), ("kernel_size", k), ("stride", s), ("dilation", d)):
+            if v < 1:
+                raise AttnsimError(f"{name}={v} (dimension {axis}) must be a positive integer")
+        if k * d > n:
+            raise AttnsimError(f"kernel_size={k} x dilation={d} exceeds the extent {n} of dimension {axis}; "
+                               f"allowed: kernel_size * dilation <= extent")
+        if s > k:
+            raise AttnsimError(f"stride={s} > kernel_size={k} in dimension {axis}; allowed: stride <= kernel_size")
+
+    def group_extent(self, g):
+        return -(-(self.n - np.asarray(g)) // self.d)
+
+    def window(self, xi, n_g):
+        """(lo, hi) in-group key coordinates, inclusive, of in-group queries xi (arrays)."""
+        xi = np.asarray(xi)
+        k, s = self.k, self.s
+        if self.causal:
+            lead = np.minimum(xi // s * s + s - 1, n_g - 1)
+            return np.maximum(lead - k + 1, 0), xi
+        lead = np.minimum(xi // s * s + s // 2, n_g - 1)
+        h, r = k // 2, k // 2 + k % 2 - 1
+        centre = np.clip(lead, h, n_g - 1 - r)
+        return centre - h, centre + r
+
+    def live(self, x, y):
+        """Elementwise: does token x see token y in this dimension?"""
+        x, y = np.asarray(x), np.asarray(y)
+        g = x % self.d
+        lo, hi = self.window(x // self.d, self.group_extent(g))
+        yi = y // self.d
+        return (y % self.d == g) & (yi >= lo) & (yi <= hi)
+
+    def live_pairs(self) -> int:
+        """Sum over queries of their window sizes in this dimension."""
+        total = 0
+        for g in range(self.d):
+            n_g = int(self.group_extent(g))
+            lo, hi = self.window(np.arange(n_g), n_g)
+            total += int((hi - lo + 1).sum())
+        return total
+
+    # -- intervals -------------------------------------------------------------------------
+    def tiled_intervals(self, t: int):
+        """NATTEN's token permutation: per dilation group, boxes of t in-group coordinates.
+        Returns arrays (group, lo, hi, complete) in group coordinates."""
+        gs, los, his, comp = [], [], [], []
+        for g in range(self.d):
+            n_g = int(self.group_extent(g))
+            a = np.arange(-(-n_g // t))
+            gs.append(np.full(len(a), g))
+            los.append(a * t)
+            his.append(np.minimum(a * t + t, n_g) - 1)
+            comp.append(a * t + t <= n_g)
+        return tuple(np.concatenate(x) for x in (gs, los, his, comp))
+
+    def classify(self, q_iv, k_iv):
+        """(full, nonempty) boolean matrices (#q intervals x #kv intervals) for intervals in group
+        coordinates (group, lo, hi, complete) — see the module docstring for the two facts used."""
+        qg, q0, q1, qc = (x[:, None] for x in q_iv)
+        kg, k0, k1, kc = (x[None, :] for x in k_iv)
+        n_g = self.group_extent(qg)
+        lo0, hi0 = self.window(q0, n_g)
+        lo1, hi1 = self.window(q1, n_g)
+        same = qg == kg
+        nonempty = same & (lo0 <= k1) & (k0 <= hi1)
+        full = same & qc & kc & (lo1 <= k0) & (k1 <= hi0)
+        return full, nonempty
+
+    def classify_rowmajor(self, t: int, u: int):
+        """(full, nonempty) matrices for token-coordinate intervals of lengths t (queries) and u (keys):
+        each interval splits into its dilation groups' in-group runs, tested group by group."""
+        nq, nk = -(-self.n // t), -(-self.n // u)
+        qa, ka = np.arange(nq)[:, None], np.arange(nk)[None, :]
+        x0, x1 = qa * t, np.minimum(qa * t + t, self.n) - 1
+        y0, y1 = ka * u, np.minimum(ka * u + u, self.n) - 1
+        nonempty = np.zeros((nq, nk), dtype=bool)
+        for g in range(self.d):
+            n_g = int(self.group_extent(g))
+            xi0, xi1 = -(-(x0 - g) // self.d), (x1 - g) // self.d  # in-group runs of the intervals
+            yi0, yi1 = -(-(y0 - g) // self.d), (y1 - g) // self.d
+            has = (xi0 <= xi1) & (yi0 <= yi1)
+            lo0, _ = self.window(np.clip(xi0, 0, n_g - 1), n_g)
+            _, hi1 = self.window(np.clip(xi1, 0, n_g - 1), n_g)
+            nonempty |= has & (lo0 <= yi1) & (yi0 <= hi1)
+        # full needs every query to see every key of the tile: with d > 1 only 1 x 1 intervals can be
+        full = np.zeros((nq, nk), dtype=bool)
+        qc, kc = (qa * t + t <= self.n), (ka * u + u <= self.n)
+        if self.d == 1:
+            lo1, _ = self.window(x1, self.n)
+            _, hi0 = self.window(x0, self.n)
+            full = qc & kc & (lo1 <= y0) & (y1 <= hi0)
+        elif t == 1 and u == 1:
+            full = qc & kc & self.live(x0, y0)
+        return full, nonempty
+
+
+def _rowmajor_box(shape, length):
+    """The box a run of `length` consecutive row-major tokens forms, or None when it is no box."""
+    box, rest = [], length
+    for n in reversed(shape):
+        if rest >= n:
+            if rest % n:
+                return None
+            box.append(n)
+            rest //= n
+        else:
+            if n % rest:
+                return None
+            box.append(rest)
+            rest = 1
+    if rest != 1:
+        return None
+    return tuple(reversed(box))
+
+
+def _as_tuple(v, nd, name):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return (int(v),) * nd
+    if isinstance(v, bool):
+        return (v,) * nd
+    v = tuple(v)
+    if len(v) == 1:
+        return v * nd
+    if len(v) != nd:
+        raise AttnsimError(f"{name}={'x'.join(map(str, v))} has {len(v)} values; the token shape has {nd} dimensions")
+    return v
+
+
+class NAMask(Mask):
+    """Neighborhood attention over a token grid `token_shape` (seqlen = product), per-dimension
+    kernel_size, stride, dilation, is_causal; token order "tiled" (boxes `q_tile`/`kv_tile`) or
+    "rowmajor"; iteration "box" (NATTEN; the default for tiled) or "live" (a block-sparse list, the
+    default for rowmajor)."""
+
+    def __init__(self, token_shape, kernel_size, stride=1, dilation=1, is_causal=False,
+                 token_order="tiled", q_tile=None, kv_tile=None, iteration=None):
+        shape = tuple(int(x) for x in (token_shape if not isinstance(token_shape, int) else (token_shape,)))
+        nd = len(shape)
+        if not 1 <= nd <= 3:
+            raise AttnsimError(f"token_shape has {nd} dimensions; allowed: 1, 2 or 3")
+        ks, ss, ds = (_as_tuple(v, nd, name) for v, name in ((kernel_size, "kernel_size"), (stride, "stride"),
+                                                             (dilation, "dilation")))
+        cs = _as_tuple(is_causal, nd, "is_causal")
+        if not all(isinstance(c, bool) for c in cs):
+            raise AttnsimError(f"is_causal={cs!r}: expected true/false per dimension")
+        self.dims = tuple(NADim(n, int(k), int(s), int(d), bool(c)) for n, k, s, d, c in zip(shape, ks, ss, ds, cs))
+        for i, dim in enumerate(self.dims):
+            dim.check(i)
+        if token_order not in ("tiled", "rowmajor"):
+            raise AttnsimError(f"token_order={token_order!r}; allowed: tiled, rowmajor")
+        if iteration is None:  # NATTEN's tiled kernels iterate a box; row-major ones a block-sparse list
+            iteration = "box" if token_order == "tiled" else "live"
+        if iteration not in ("box", "live"):
+            raise AttnsimError(f"iteration={iteration!r}; allowed: box, live")
+        self.shape, self.token_order, self.iteration = shape, token_order, iteration
+        self.q_tile = None if q_tile is None else _as_tuple(q_tile, nd, "q_tile")
+        self.kv_tile = None if kv_tile is None else _as_tuple(kv_tile, nd, "kv_tile")
+        fmt = lambda v: "x".join(str(int(x)) for x in v)  # noqa: E731
+        self.name = (f"na{nd}d_n{fmt(shape)}_k{fmt(ks)}_s{fmt(ss)}_d{fmt(ds)}"
+                     + (f"_c{''.join('1' if c else '0' for c in cs)}" if any(cs) else "")
+                     + f"_{token_order}")
+        self.description = "neighborhood attention (NATTEN semantics)"
+        self._cache = {}
+
+    @property
+    def seqlen(self) -> int:
+        return int(np.prod(self.shape))
+
+    def _check_lengths(self, seqlen_q, seqlen_kv):
+        if seqlen_q != self.seqlen or seqlen_kv != self.seqlen:
+            raise AttnsimError(f"token_shape {'x'.join(map(str, self.shape))} holds {self.seqlen} tokens; "
+                               f"got seqlen {seqlen_q} -> {seqlen_kv} (neighborhood attention is self-attention)")
+
+    # -- element predicate ------------------------------------------------------------------
+    def coords(self, idx):
+        """Row-major flat index -> per-dimension coordinates (last axis fastest)."""
+        idx = np.asarray(idx)
+        out = []
+        for n in reversed(self.shape):
+            out.append(idx % n)
+            idx = idx // n
+        return tuple(reversed(out))
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        qc, kc = self.coords(q_idx), self.coords(kv_idx)
+        return reduce(np.logical_and, (dim.live(x, y) for dim, x, y in zip(self.dims, qc, kc)))
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        self._check_lengths(seqlen_q, seqlen_kv)
+        return int(np.prod([dim.live_pairs() for dim in self.dims], dtype=object))
+
+    def live_keys(self, seqlen_q, seqlen_kv):
+        return seqlen_kv  # every token is some query's neighbour
+
+    def row_tiles(self, *args):
+        raise AttnsimError("neighborhood attention is priced for --phase prefill and train (its tiles are boxes "
+                           "of the token grid, not query-row ranges)")
+
+    col_tiles = row_tiles
+
+    # -- tiles -------------------------------------------------------------------------------
+    def boxes(self, block_m, block_n):
+        """The q and kv box shapes for tiles of block_m / block_n tokens."""
+        if self.token_order == "rowmajor":
+            q, k = _rowmajor_box(self.shape, block_m), _rowmajor_box(self.shape, block_n)
+            if q is None or k is None:
+                raise AttnsimError(f"row-major tiles of {block_m}/{block_n} tokens are not boxes of token shape "
+                                   f"{'x'.join(map(str, self.shape))}; allowed: tile lengths that divide the last "
+                                   f"extent (or multiples of the trailing extents), or -p token_order=tiled")
+            return q, k
+        # explicit boxes where they hold the tile's tokens (the forward), else the automatic box
+        q = self.q_tile if self.q_tile and int(np.prod(self.q_tile)) == block_m else auto_box(self.dims, block_m)
+        k = self.kv_tile if self.kv_tile and int(np.prod(self.kv_tile)) == block_n else auto_box(self.dims, block_n)
+        return q, k
+
+    def per_dim(self, block_m, block_n):
+        """Per dimension: (full, nonempty) matrices of its q x kv intervals."""
+        key = (block_m, block_n)
+        if key not in self._cache:
+            qb, kb = self.boxes(block_m, block_n)
+            mats = []
+            for dim, t, u in zip(self.dims, qb, kb):
+                if self.token_order == "rowmajor":
+                    mats.append(dim.classify_rowmajor(t, u))
+                else:
+                    mats.append(dim.classify(dim.tiled_intervals(t), dim.tiled_intervals(u)))
+            self._cache[key] = mats
+        return self._cache[key]
+
+    def _outer(self, vectors):
+        return reduce(lambda a, b: np.multiply.outer(a, b), vectors).ravel().astype(np.int64)
+
+    def _live(self, axis, seqlen_q, seqlen_kv, block_m, block_n):
+        """Per q box (axis 1) or per kv box (axis 0): (full, partial) live boxes on the other side."""
+        self._check_lengths(seqlen_q, seqlen_kv)
+        mats = self.per_dim(block_m, block_n)
+        full = self._outer([f.sum(axis) for f, _ in mats])
+        return full, self._outer([n.sum(axis) for _, n in mats]) - full
+
+    def _iterated(self, axis, seqlen_q, seqlen_kv, block_m, block_n):
+        """Box iteration: every box visits the interior box of the other side (per dimension the
+        largest non-empty count); its non-live tiles are visited with masking (partial)."""
+        full, partial = self._live(axis, seqlen_q, seqlen_kv, block_m, block_n)
+        if self.iteration == "live":
+            return full, partial
+        box = int(np.prod([n.sum(axis).max() for _, n in self.per_dim(block_m, block_n)]))
+        return full, box - full
+
+    def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self._live(1, seqlen_q, seqlen_kv, block_m, block_n)
+
+    def tile_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self._live(0, seqlen_q, seqlen_kv, block_m, block_n)
+
+    def iterated_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self._iterated(1, seqlen_q, seqlen_kv, block_m, block_n)
+
+    def iterated_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self._iterated(0, seqlen_q, seqlen_kv, block_m, block_n)
+
+    def n_tiles(self, block_m, block_n, seqlen_q=None, seqlen_kv=None):
+        """(#q boxes, #kv boxes)."""
+        mats = self.per_dim(block_m, block_n)
+        return int(np.prod([f.shape[0] for f, _ in mats])), int(np.prod([f.shape[1] for f, _ in mats]))
+
+    def adjust_tile(self, tile, backward=False):
+        """Box tiles (tiled order): the forward runs the explicit q_tile/kv_tile when given; otherwise
+        each side of the family's tile is rounded down to a power of two (NATTEN's tiles are)."""
+        from .families import Tile
+
+        if self.token_order == "rowmajor":
+            return tile  # a row-major kernel runs its own tile: `boxes` refuses one that is no box
+
+        def fit(size, box):
+            if box is not None and not backward:
+                return int(np.prod(box))
+            return 1 << (int(size).bit_length() - 1)
+        return Tile(fit(tile.block_m, self.q_tile), fit(tile.block_n, self.kv_tile), tile.num_warps, tile.stages)
+
+
+def auto_box(dims, tokens: int):
+    """A box of `tokens` tokens for the tiled order: powers of two dealt to the dimensions in
+    proportion to their window (the tile search's starting point; -p q_tile/kv_tile override)."""
+    if tokens & (tokens - 1):
+        raise AttnsimError(f"tile of {tokens} tokens: automatic boxes need a power of two; set -p q_tile/kv_tile")
+    box = [1] * len(dims)
+    while int(np.prod(box)) < tokens:
+        # grow the dimension whose box is smallest relative to its kernel size, within its extent
+        cand = [i for i, dim in enumerate(dims) if box[i] * 2 <= max(dim.group_extent(0), 1)]
+        if not cand:
+            raise AttnsimError(f"no box of {tokens} tokens fits the token shape")
+        i = min(cand, key=lambda j: (box[j] / dims[j].k, -j))
+        box[i] *= 2
+    return tuple(box)

@@ -1,0 +1,197 @@
+"""Neighborhood attention (na/gna): the mask against a reference written from NATTEN's reference
+mask, tile classification against brute-force enumeration of box pairs, the GNA paper's figure,
+bad parameters, and the model/CLI on top."""
+import itertools
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from attnsim.cli import cli
+from attnsim.simulator.errors import AttnsimError
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.model import predict
+from attnsim.simulator.na import NAMask, _rowmajor_box
+from attnsim.simulator.workload import Workload
+
+
+def ref_live_1d(x, y, n, k, s, d, causal):
+    """One dimension of NATTEN's get_na_flex_mask (src/natten/backends/flex.py), written out."""
+    if x % d != y % d:
+        return False
+    g, xi, yi = x % d, x // d, y // d
+    n_g = (n // d) + 1 - ((g + (d - (n % d))) // d)  # NATTEN's 'qkv_shape_corrected'
+    if causal:
+        leader = min((xi // s) * s + s - 1, n_g - 1)  # the last query of the stride group
+        return xi - yi >= 0 and leader - yi < k
+    leader = min((xi // s) * s + s // 2, n_g - 1)  # the centre-most query of the stride group
+    left, right = k // 2, k // 2 + (k % 2 - 1)
+    centre = min(max(leader, left), n_g - 1 - right)
+    return 0 <= centre - yi <= left or 0 <= yi - centre <= right
+
+
+def dense_reference(shape, ks, ss, ds, cs):
+    coords = list(itertools.product(*[range(n) for n in shape]))
+    live = np.array([[all(ref_live_1d(x, y, n, k, s, d, c) for x, y, n, k, s, d, c in zip(xa, yb, shape, ks, ss, ds, cs))
+                      for yb in coords] for xa in coords])
+    return coords, live
+
+
+def tiled_boxes(shape, ds, tile):
+    """NATTEN's token permutation: per dimension and dilation group, runs of `tile` in-group tokens."""
+    per_dim = []
+    for n, d, t in zip(shape, ds, tile):
+        runs = []
+        for g in range(d):
+            toks = list(range(g, n, d))
+            runs += [(toks[a:a + t], len(toks[a:a + t]) == t) for a in range(0, len(toks), t)]
+        per_dim.append(runs)
+    return per_dim
+
+
+def brute_rows(live, coords, qboxes, kboxes):
+    """(full, non-empty) kv boxes per q box, by counting the live pairs of every box pair."""
+    index = {c: i for i, c in enumerate(coords)}
+    full, nonempty = [], []
+    for qb in itertools.product(*qboxes):
+        qt = [index[c] for c in itertools.product(*[run for run, _ in qb])]
+        f = ne = 0
+        for kb in itertools.product(*kboxes):
+            kt = [index[c] for c in itertools.product(*[run for run, _ in kb])]
+            cnt = live[np.ix_(qt, kt)].sum()
+            ne += cnt > 0
+            f += cnt == len(qt) * len(kt) and all(c for _, c in qb) and all(c for _, c in kb)
+        full.append(f)
+        nonempty.append(ne)
+    return full, nonempty
+
+
+def random_problems(seed, n):
+    rng = np.random.default_rng(seed)
+    out = [((13,), (5,), (3,), (1,), (False,)), ((13,), (4,), (2,), (2,), (False,)), ((17,), (5,), (5,), (1,), (True,)),
+           ((7, 9), (3, 5), (1, 2), (1, 1), (False, True)), ((9, 7), (3, 3), (3, 2), (2, 1), (True, False)),
+           ((5, 6, 7), (3, 3, 5), (1, 2, 3), (1, 2, 1), (False, True, False))]
+    for _ in range(n):
+        nd = int(rng.integers(1, 4))
+        shape = tuple(int(rng.integers(3, 12 if nd < 3 else 7)) for _ in range(nd))
+        ks, ss, ds, cs = [], [], [], []
+        for e in shape:
+            d = int(rng.integers(1, 3))
+            k = int(rng.integers(1, e // d + 1))
+            ks.append(k), ss.append(int(rng.integers(1, k + 1))), ds.append(d), cs.append(bool(rng.integers(0, 2)))
+        out.append((shape, tuple(ks), tuple(ss), tuple(ds), tuple(cs)))
+    return out
+
+
+@pytest.mark.parametrize("problem", random_problems(0, 24), ids=str)
+def test_mask_pairs_and_tiled_boxes_match_brute_force(problem):
+    shape, ks, ss, ds, cs = problem
+    coords, live = dense_reference(*problem)
+    L = len(coords)
+    m = NAMask(shape, ks, ss, ds, cs)
+    q, k = np.meshgrid(np.arange(L), np.arange(L), indexing="ij")
+    assert (m.mask_mod(q, k, L, L) == live).all()
+    assert m.live_pairs(L, L) == live.sum()
+    rng = np.random.default_rng(L)
+    qt = tuple(int(rng.choice([1, 2, 4])) for _ in shape)
+    kt = tuple(int(rng.choice([1, 2, 4])) for _ in shape)
+    m = NAMask(shape, ks, ss, ds, cs, q_tile=qt, kv_tile=kt)
+    full, part = m.tile_rows(L, L, int(np.prod(qt)), int(np.prod(kt)))
+    want_full, want_ne = brute_rows(live, coords, tiled_boxes(shape, ds, qt), tiled_boxes(shape, ds, kt))
+    assert full.tolist() == want_full and (full + part).tolist() == want_ne
+    f, p = m.tile_cols(L, L, int(np.prod(qt)), int(np.prod(kt)))
+    assert int(f.sum()) == sum(want_full) and int((f + p).sum()) == sum(want_ne)
+
+
+@pytest.mark.parametrize("problem", random_problems(1, 16), ids=str)
+def test_rowmajor_box_tiles_match_brute_force(problem):
+    shape, ks, ss, ds, cs = problem
+    coords, live = dense_reference(*problem)
+    L = len(coords)
+    sizes = [b for b in range(1, L + 1) if _rowmajor_box(shape, b) is not None]
+    bm, bn = sizes[len(sizes) // 2], sizes[-1 if len(sizes) < 3 else len(sizes) // 3]
+    m = NAMask(shape, ks, ss, ds, cs, token_order="rowmajor")
+    nq, nk = -(-L // bm), -(-L // bn)
+    pad = np.zeros((nq * bm, nk * bn), dtype=bool)
+    pad[:L, :L] = live
+    counts = pad.reshape(nq, bm, nk, bn).transpose(0, 2, 1, 3).reshape(nq, nk, -1).sum(-1)
+    full, part = m.tile_rows(L, L, bm, bn)
+    assert full.tolist() == (counts == bm * bn).sum(1).tolist()
+    assert (full + part).tolist() == (counts > 0).sum(1).tolist()
+    f, p = m.tile_cols(L, L, bm, bn)
+    assert f.tolist() == (counts == bm * bn).sum(0).tolist() and (f + p).tolist() == (counts > 0).sum(0).tolist()
+
+
+def test_gna_paper_flux_example():
+    """GNA paper (Hassani et al. 2025): FLUX 256x256, window 80x80, q tiles 16x16, kv tiles 16x8: NATTEN
+    iterates 256 q tiles x a 7 x 12 box = 6.1x over dense, while the live tiles alone promise 7.06x."""
+    m = NAMask((256, 256), (80, 80), q_tile=(16, 16), kv_tile=(16, 8))
+    L = 256 * 256
+    f, p = m.tile_rows(L, L, 256, 128)
+    fi, pi = m.iterated_rows(L, L, 256, 128)
+    assert m.n_tiles(256, 128) == (256, 512)
+    assert int((fi + pi).sum()) == 256 * 7 * 12
+    assert 256 * 512 / (256 * 7 * 12) == pytest.approx(6.1, abs=0.01)
+    assert 256 * 512 / int((f + p).sum()) == pytest.approx(7.06, abs=0.005)
+    assert m.live_pairs(L, L) == (256 * 80) ** 2  # every query sees exactly 80 x 80 keys
+
+
+def test_kernel_as_large_as_the_grid_is_dense():
+    m = NAMask((12, 10), (12, 10))
+    assert m.live_pairs(120, 120) == 120 * 120
+
+
+def test_blocked_attention_is_block_diagonal():
+    # stride = kernel_size: blocks of 4 tokens attend within the block; 4-token tiles are all full or empty
+    m = NAMask((16,), (4,), (4,), q_tile=(4,), kv_tile=(4,))
+    full, part = m.tile_rows(16, 16, 4, 4)
+    assert full.tolist() == [1, 1, 1, 1] and part.tolist() == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(token_shape=(10,), kernel_size=(11,)), "exceeds the extent"),
+    (dict(token_shape=(10,), kernel_size=(3,), stride=(4,)), "stride=4 > kernel_size=3"),
+    (dict(token_shape=(10,), kernel_size=(4,), dilation=(3,)), "kernel_size=4 x dilation=3 exceeds"),
+    (dict(token_shape=(8, 8), kernel_size=(3, 3, 3)), "3 values"),
+    (dict(token_shape=(2, 2, 2, 2), kernel_size=(1,)), "allowed: 1, 2 or 3"),
+])
+def test_bad_parameters(kwargs, needle):
+    with pytest.raises(AttnsimError, match=needle):
+        NAMask(**kwargs)
+
+
+def test_model_prices_iterated_tiles_and_reports_speedups():
+    hw = load_hardware("h100")
+    m = NAMask((64, 64), (16, 16))
+    w = Workload(batch=1, seqlen_q=4096, heads_q=8, head_dim_qk=128, phase="train")
+    p = predict(w, hw, "fa3", mask=m)
+    fwd = p.kernels[0]
+    assert p.tiles_iterated >= p.tiles["full"] + p.tiles["partial"]
+    assert fwd.flops == p.tiles_iterated * 2 * 128 * 128 * 256  # fa3's 128 x 176 tile runs as 128 x 128 boxes
+    assert p.useful_flops == 14 * 128 * 8 * (64 * 16) ** 2 // 2 * 2  # 2(d+dv) + 2(3d+2dv) = 14d per live pair
+    assert p.time_s >= p.bound.time_s
+    assert p.speedup["useful_flops"] == pytest.approx(4096 ** 2 / (64 * 16) ** 2)
+    assert p.speedup["live_tiles"] >= p.speedup["iterated_tiles"] > 1
+
+
+def test_cli_gna():
+    run = lambda *a: CliRunner().invoke(cli, ["predict", "--variant", "gna", "--hw", "b200", *a])  # noqa: E731
+    r = run("--token-shape", "256x256", "-p", "kernel_size=80x80", "-p", "q_tile=16x16", "-p", "kv_tile=16x8", "--json")
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.stdout)
+    assert j["workload"]["seqlen_q"] == 65536 and j["params"]["kernel_size"] == [80, 80]
+    assert j["speedup"]["iterated_tiles"] == pytest.approx(6.095, abs=0.005)
+    assert j["speedup"]["live_tiles"] == pytest.approx(7.06, abs=0.005)
+    for args, needle in [(("--token-shape", "256x256", "--seqlen", "1000"), "differs from the 65536 tokens"),
+                         (("-p", "kernel_size=3"), "--token-shape"),
+                         (("--token-shape", "16x16", "-p", "kernel_size=20x3"), "exceeds the extent"),
+                         (("--token-shape", "16x16", "-p", "kernel_size=4", "-p", "stride=5"), "stride=5"),
+                         (("--token-shape", "16x16", "-p", "kernel_size=4", "--phase", "decode"), "prefill and train"),
+                         (("--token-shape", "48x80", "-p", "kernel_size=3", "-p", "token_order=rowmajor"), "not boxes"),
+                         (("--token-shape", "axb",), "--token-shape")]:
+        r = run(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    r = CliRunner().invoke(cli, ["predict", "--variant", "mha", "--token-shape", "8x8"])
+    assert r.exit_code == 2 and "na, gna" in r.stderr
