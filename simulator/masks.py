@@ -246,11 +246,140 @@ class WindowMask(Mask):
         return self._rows(k_lo, k_hi, complete, seqlen_kv, seqlen_q, right, left, block_m)
 
 
-def window_mask(window_size, causal: bool) -> Mask:
-    """The mask of FlashAttention's (window_size, causal) arguments: causal caps the right side at 0."""
+class LocalMask(WindowMask):
+    """A sliding window with FlashAttention's extras: `sink` tokens every query also sees (keys
+    j < sink, still capped by the right side: sink_token_length) or an `attention_chunk` C (a query
+    sees only keys of its own chunk, j div C == i' div C, AND the window). Not both at once.
+
+    Tiles come from per-row key intervals: with chunks a row's keys are one interval whose ends are
+    monotone in the row (the union of a tile's rows is [lo(first), hi(last)], the intersection
+    [lo(last), hi(first)]); rows with no key are found by evaluating every row (O(L), never O(L^2)).
+    With sinks a row's keys are two intervals, [0, sink) and the window, counted as two tile ranges.
+    """
+
+    def __init__(self, left: int = -1, right: int = -1, sink: int = 0, chunk: int = 0):
+        super().__init__(left, right)
+        if sink < 0 or chunk < 0:
+            raise ValueError(f"{sink=}, {chunk=} must be >= 0")
+        if sink and chunk:
+            raise ValueError("sink tokens and attention chunks together are not modeled")
+        self.sink, self.chunk = int(sink), int(chunk)
+        self.name += (f"_sink{sink}" if sink else "") + (f"_chunk{chunk}" if chunk else "")
+        self.description += (f", {sink} sink tokens" if sink else "") + (f", chunks of {chunk}" if chunk else "")
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+        kv = np.asarray(kv_idx)
+        live = (kv <= i + right) & ((kv >= i - left) | (kv < self.sink))
+        if self.chunk:
+            live &= kv // self.chunk == i // self.chunk
+        return live
+
+    # -- per-row key intervals (rows: queries, or keys for the transposed view) -------------
+    def _intervals(self, rows, n_rows, n_keys, transposed):
+        """(lo, hi) of each row's window part (empty when lo > hi), and the end of its sink part
+        [0, sink_hi] (empty when sink_hi < 0), in the other side's coordinates."""
+        left, right = self._bounds(max(n_keys, n_rows), min(n_keys, n_rows))
+        rows = np.asarray(rows)
+        if not transposed:  # row = query i, keys j: i' - left <= j <= i' + right
+            off = n_keys - n_rows
+            c = rows + off
+            lo, hi = c - left, c + right
+            if self.chunk:
+                start = c // self.chunk * self.chunk
+                lo, hi = np.maximum(lo, start), np.minimum(hi, start + self.chunk - 1)
+            sink_hi = np.where(self.sink > 0, np.minimum(self.sink - 1, c + right), -1)
+        else:  # row = key j, 'keys' = queries i with i' = i + off: j - right <= i' <= j + left
+            off = n_rows - n_keys  # the forward's seqlen_kv - seqlen_q
+            lo, hi = rows - right - off, rows + left - off
+            if self.chunk:
+                start = rows // self.chunk * self.chunk - off
+                lo, hi = np.maximum(lo, start), np.minimum(hi, start + self.chunk - 1)
+            # a sink key j < sink is seen by every query with i' >= j - right
+            hi = np.where(rows < self.sink, n_keys - 1, hi)
+            sink_hi = np.full(rows.shape, -1)
+        return np.maximum(lo, 0), np.minimum(hi, n_keys - 1), np.minimum(sink_hi, n_keys - 1)
+
+    def _tiles(self, r_lo, r_hi, complete, n_rows, n_keys, block, transposed):
+        r_lo, r_hi = np.broadcast_arrays(np.asarray(r_lo), np.asarray(r_hi))
+        rows = np.arange(n_rows)
+        lo_all, hi_all, sink_all = self._intervals(rows, n_rows, n_keys, transposed)
+        nz = np.flatnonzero(hi_all >= lo_all)
+
+        def span(lo_r, hi_r):
+            """Rows lo_r..hi_r whose intervals have monotone ends: (any non-empty row, first tile,
+            last tile of their union, all rows non-empty)."""
+            i0 = np.searchsorted(nz, lo_r, side="left")
+            i1 = np.searchsorted(nz, hi_r, side="right") - 1
+            any_ = (i0 <= i1) & (i0 < len(nz)) & (lo_r <= hi_r)
+            last = max(len(nz) - 1, 0)
+            a = nz[np.clip(i0, 0, last)] if len(nz) else lo_r
+            b = nz[np.clip(i1, 0, last)] if len(nz) else hi_r
+            return any_, lo_all[a] // block, hi_all[b] // block, any_ & (i1 - i0 == hi_r - lo_r)
+
+        # transposed with sinks: sink keys see every later query, so their intervals end at the last
+        # query: the ends are monotone within the sink keys and within the others, not across
+        split = np.clip(r_lo, self.sink, None) if (transposed and self.sink) else r_lo
+        any_w, t0, t1, all_w = span(split, r_hi)
+        nonempty = np.where(any_w, t1 - t0 + 1, 0)
+        if transposed and self.sink:
+            any_s, s0, s1, all_s = span(r_lo, np.minimum(r_hi, self.sink - 1))
+            both = any_w & any_s
+            overlap = np.where(both, np.maximum(np.minimum(t1, s1) - np.maximum(t0, s0) + 1, 0), 0)
+            nonempty = nonempty + np.where(any_s, s1 - s0 + 1, 0) - overlap
+            all_w = np.where(split > r_hi, all_s, np.where(split > r_lo, all_s & all_w, all_w))
+        # full: all rows' intervals cover the tile: [lo(last row), min over rows of hi]
+        f_lo = -(-lo_all[r_hi] // block)
+        f_hi = (np.minimum(hi_all[r_lo], hi_all[np.minimum(split, r_hi)]) + 1) // block - 1
+        full = np.where(complete & all_w, np.maximum(f_hi - f_lo + 1, 0), 0)
+        if self.sink and not transposed:
+            s_hi = sink_all[r_hi]  # the sink part grows with the row: the last row's is the union
+            s_t = np.where(s_hi >= 0, s_hi // block + 1, 0)  # sink tiles 0 .. s_hi // block
+            overlap = np.where(any_w & (s_t > 0), np.maximum(np.minimum(t1, s_t - 1) - t0 + 1, 0), 0)
+            nonempty = nonempty + s_t - overlap
+            # a complete tile c is full when every row sees all its keys: c1 <= i'+right for the first
+            # row, and (c1 < sink, or the window reaches down to the tile or to the sink) for the last
+            left, right = self._bounds(n_keys, n_rows)
+            off = n_keys - n_rows
+            c_max = (np.minimum(r_lo + off + right, n_keys - 1) + 1) // block - 1
+            reach = r_hi + off - left  # the last row's window starts here
+            prefix = np.minimum(self.sink // block - 1, c_max)  # tiles wholly inside the sink
+            suffix_lo = np.where(reach <= self.sink, 0, np.maximum(-(-reach // block), 0))
+            n_full = np.maximum(prefix + 1, 0) + np.maximum(c_max - np.maximum(suffix_lo, prefix + 1) + 1, 0)
+            full = np.where(complete, np.minimum(n_full, np.maximum(c_max + 1, 0)), 0)
+        return full, nonempty
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        return self._tiles(q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n, transposed=False)
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        return self._tiles(k_lo, k_hi, complete, seqlen_kv, seqlen_q, block_m, transposed=True)
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        lo, hi, sink_hi = self._intervals(np.arange(seqlen_q), seqlen_q, seqlen_kv, transposed=False)
+        window = np.maximum(hi - lo + 1, 0)
+        # sink keys 0 .. sink_hi not already in the window
+        extra = np.where(sink_hi >= 0, np.maximum(np.minimum(sink_hi, lo - 1) + 1, 0), 0)
+        extra = np.where(hi >= lo, extra, np.maximum(sink_hi + 1, 0))
+        return int(window.sum() + extra.sum())
+
+    def live_keys(self, seqlen_q, seqlen_kv):
+        lo, hi, _ = self._intervals(np.arange(seqlen_kv), seqlen_kv, seqlen_q, transposed=True)
+        return int((hi >= lo).sum())
+
+
+def window_mask(window_size, causal: bool, sink: int = 0, chunk: int = 0) -> Mask:
+    """The mask of FlashAttention's (window_size, causal, sink_token_length, attention_chunk)
+    arguments: causal caps the right side at 0."""
     left, right = window_size
     if causal:
         right = 0 if right < 0 else min(right, 0)
+    if sink and chunk:
+        from .errors import AttnsimError
+        raise AttnsimError(f"sink={sink} with attention_chunk={chunk}: the two together are not modeled; give one")
+    if sink or chunk:
+        return LocalMask(left, right, sink, chunk)
     if left < 0 and right < 0:
         return DenseMask()
     if left < 0 and right == 0:

@@ -121,6 +121,14 @@ def _ints(name, allow_none=False):
     return check
 
 
+def _count(name):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise AttnsimError(f"-p {name}={v!r}: expected an integer >= 0")
+        return v
+    return check
+
+
 def _bools(v):
     vals = (v,) if isinstance(v, bool) else v
     if not isinstance(vals, (tuple, list)) or not vals or not all(isinstance(x, bool) for x in vals):
@@ -181,8 +189,13 @@ VARIANTS = {
     "swa": Variant("swa", "sliding-window attention: query i sees keys i-left .. i+right (with --causal: right = 0)",
                    "Beltagy et al. 2020, 'Longformer'; FlashAttention's window_size=(left, right) convention",
                    (Param("window_size", list, (4096, 4096), "LEFT,RIGHT keys each side (-1 = unbounded), or W for W,W; "
-                          "bottom-right aligned; --causal caps RIGHT at 0", check=_window_size), _Q_PER_STEP),
-                   mask=lambda p, causal: window_mask(p["window_size"], causal)),
+                          "bottom-right aligned; --causal caps RIGHT at 0", check=_window_size),
+                    Param("sink", int, 0, "sink tokens: keys 0..sink-1 every query also sees (FlashAttention's "
+                          "sink_token_length)", check=_count("sink")),
+                    Param("attention_chunk", int, 0, "a query sees only keys of its own chunk of this many tokens "
+                          "(AND the window; FlashAttention's attention_chunk)", check=_count("attention_chunk")),
+                    _Q_PER_STEP),
+                   mask=lambda p, causal: window_mask(p["window_size"], causal, p["sink"], p["attention_chunk"])),
     "na": Variant("na", "neighborhood attention: each token sees a k-window around it on a 1D/2D/3D token grid "
                   "(dilation, causal per dimension)",
                   "Hassani et al. 2023, 'Neighborhood Attention Transformer'; NATTEN's mask semantics",

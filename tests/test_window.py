@@ -17,25 +17,24 @@ SIZES = [(1, 1), (3, 16), (7, 5), (16, 16), (29, 47), (40, 5), (33, 33)]
 TILES = [(4, 4), (8, 16), (7, 5), (16, 8)]
 
 
-def oracle(left, right, lq, lk, bm, bn):
-    """Written from FlashAttention's definition, a double loop: query i sees key j iff
-    i + lk - lq - left <= j <= i + lk - lq + right (a negative side is unbounded)."""
+def oracle_local(left, right, sink, chunk, lq, lk, bm, bn):
+    """FlashAttention's construct_local_mask with sink_token_length (a query keeps key j when
+    j <= i' + right and (j >= i' - left or j < sink)) and its chunk mask (same chunk of i'), written out."""
     live = np.zeros((-(-lq // bm) * bm, -(-lk // bn) * bn), dtype=bool)
     for i in range(lq):
         for j in range(lk):
             c = i + lk - lq
-            live[i, j] = (left < 0 or j >= c - left) and (right < 0 or j <= c + right)
+            ok = (right < 0 or j <= c + right) and ((left < 0 or j >= c - left) or j < sink)
+            live[i, j] = ok and (not chunk or j // chunk == c // chunk)
     nq, nk = live.shape[0] // bm, live.shape[1] // bn
     boxes = live.reshape(nq, bm, nk, bn).transpose(0, 2, 1, 3).reshape(nq, nk, -1).sum(-1)
     return live, boxes == bm * bn, boxes > 0
 
 
-@pytest.mark.parametrize("left,right", WINDOWS)
-def test_window_tiles_pairs_and_keys_match_brute_force(left, right):
-    m = WindowMask(left, right)
+def assert_matches_oracle(m, left, right, sink=0, chunk=0):
     for lq, lk in SIZES:
         for bm, bn in TILES:
-            live, full, nonempty = oracle(left, right, lq, lk, bm, bn)
+            live, full, nonempty = oracle_local(left, right, sink, chunk, lq, lk, bm, bn)
             assert m.live_pairs(lq, lk) == live.sum()
             assert m.live_keys(lq, lk) == live.any(axis=0).sum()
             f, p = tile_rows(m, lq, lk, bm, bn)
@@ -44,6 +43,11 @@ def test_window_tiles_pairs_and_keys_match_brute_force(left, right):
             assert f.tolist() == full.sum(0).tolist() and (f + p).tolist() == nonempty.sum(0).tolist()
             q, k = np.meshgrid(np.arange(lq), np.arange(lk), indexing="ij")
             assert (m.mask_mod(q, k, lq, lk) == live[:lq, :lk]).all()
+
+
+@pytest.mark.parametrize("left,right", WINDOWS)
+def test_window_tiles_pairs_and_keys_match_brute_force(left, right):
+    assert_matches_oracle(WindowMask(left, right), left, right)
 
 
 def test_window_mask_of_flash_attention_arguments():
@@ -102,4 +106,25 @@ def test_cli_swa():
     assert json.loads(r.stdout)["mask"] == "swa_l512_r0"
     for bad in ("window_size=a,b", "window_size=1,2,3", "window_size=-2,4", "window=4"):
         r = CliRunner().invoke(cli, ["predict", "--variant", "swa", "-p", bad])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+@pytest.mark.parametrize("left,right", [(0, 0), (3, 0), (0, 5), (7, 2), (-1, 3), (4, -1), (-1, 0), (20, 0), (2, 2)])
+@pytest.mark.parametrize("sink,chunk", [(1, 0), (4, 0), (9, 0), (0, 4), (0, 7), (0, 16)])
+def test_sink_and_chunk_tiles_pairs_and_keys_match_brute_force(left, right, sink, chunk):
+    assert_matches_oracle(window_mask((left, right), False, sink, chunk), left, right, sink, chunk)
+
+
+def test_chunked_causal_is_a_quarter_of_causal_for_four_chunks():
+    # 4 chunks of 1024, causal inside each: 4 * 1024 * 1025 / 2 live pairs
+    m = window_mask((-1, 0), False, chunk=1024)
+    assert m.live_pairs(4096, 4096) == 4 * 1024 * 1025 // 2
+
+
+def test_cli_sink_and_chunk():
+    ok = CliRunner().invoke(cli, ["predict", "--variant", "swa", "-p", "window_size=1024,0", "-p", "sink=4",
+                                  "--seqlen", "8192", "--json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["mask"] == "swa_l1024_r0_sink4"
+    for bad in (["-p", "sink=4", "-p", "attention_chunk=8"], ["-p", "sink=-1"], ["-p", "attention_chunk=x"]):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "swa", *bad])
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
