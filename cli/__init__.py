@@ -83,6 +83,8 @@ def _fmt_capacity(b):
 @click.option("--seqlen", type=int, default=None,
               help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given")
 @click.option("--seqlen-kv", type=int, default=None, help="key/value tokens per sequence [default: --seqlen]; decode: the context")
+@click.option("--seqlens", default=None, metavar="a,b,c|uniform:LO:HI",
+              help="varlen: per-sequence lengths (decode: contexts), or a distribution sampled for --batch")
 @click.option("--token-shape", default=None, metavar="AxBxC",
               help="na/gna: the token grid, row-major (e.g. 256x256 or 30x48x80); sets --seqlen to its product")
 @click.option("--heads", type=int, default=32, show_default=True, help="query heads")
@@ -105,17 +107,18 @@ def _fmt_capacity(b):
               help="attention = the core op; layer = with Q/K/V and output projections")
 @click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the contract in docs/design.md)")
-def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, token_shape, heads, kv_heads, head_dim, head_dim_v, dtype,
+def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_shape, heads, kv_heads, head_dim, head_dim_v, dtype,
             kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, as_json):
     """Predict the time of one call of an attention op of one layer (train: forward + backward;
     decode: one step for each of --batch sequences)."""
     from attnsim.simulator.errors import AttnsimError
     from attnsim.simulator.hardware import load_hardware
     from attnsim.simulator.model import predict as run
-    from attnsim.simulator.variants import get_variant, parse_param
+    from attnsim.simulator.variants import get_variant, parse_param, sample_lengths
     from attnsim.simulator.workload import Workload
 
     var = get_variant(variant)
+    notes = []
     given = {}
     for text in params:
         key, value = parse_param(text)
@@ -131,7 +134,29 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, token_shape, hea
             given["token_shape"] = tuple(int(x) for x in token_shape.lower().split("x"))
         except ValueError:
             raise AttnsimError(f"--token-shape {token_shape!r}: expected integers joined by 'x' (e.g. 256x256)") from None
+    if seqlens is not None:
+        if var.name != "varlen":
+            raise AttnsimError(f"--seqlens applies to --variant varlen, not {var.name!r}")
+        if "lengths" in given:
+            raise AttnsimError("give the lengths once: --seqlens or -p lengths")
+        given["lengths"] = parse_param(f"lengths={seqlens}")[1]
     resolved = var.resolve(given)
+    lengths = None
+    if var.name == "varlen":
+        if resolved["lengths"] is None:
+            raise AttnsimError("variant 'varlen' needs --seqlens a,b,c (or uniform:LO:HI with --batch)")
+        if resolved["lengths"][0] == "uniform":
+            lengths = sample_lengths(resolved["lengths"], batch)
+            notes.append(f"lengths sampled from {':'.join(map(str, resolved['lengths']))} with seed 0")
+        else:
+            lengths = resolved["lengths"]
+            if batch not in (1, len(lengths)):
+                raise AttnsimError(f"--batch {batch} does not match the {len(lengths)} lengths given; "
+                                   f"drop --batch or give {batch} lengths")
+        for flag, v in (("--seqlen", seqlen), ("--seqlen-kv", seqlen_kv)):
+            if v is not None:
+                raise AttnsimError(f"{flag} does not apply with per-sequence lengths (--seqlens)")
+        resolved["lengths"] = list(lengths)
     if resolved.get("token_shape") is not None:
         n_tokens = 1
         for x in resolved["token_shape"]:
@@ -145,7 +170,6 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, token_shape, hea
             raise AttnsimError("--causal and -p is_causal both given: give causality once (-p is_causal per dimension)")
     if "q_per_step" in given and phase != "decode":
         raise AttnsimError("-p q_per_step applies to --phase decode only")
-    notes = []
     if var.heads_kv_rule == "mha":
         if kv_heads not in (None, heads):
             raise AttnsimError(f"variant 'mha' has --kv-heads = --heads ({heads}); got {kv_heads}: use --variant gqa")
@@ -166,7 +190,9 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, token_shape, hea
         raise AttnsimError("--d-model applies to --scope layer only")
     if d_model is not None and d_model < 1:
         raise AttnsimError(f"--d-model={d_model} must be a positive integer")
-    if phase == "decode":
+    if lengths is not None:
+        seqlen_q, context = (resolved.get("q_per_step", 1), None) if phase == "decode" else (None, None)
+    elif phase == "decode":
         if seqlen is not None and seqlen_kv is not None:
             raise AttnsimError(f"in decode --seqlen-kv is the context and the query tokens of a step are "
                                f"-p q_per_step (default 1); got --seqlen {seqlen} as well: drop it")
@@ -179,9 +205,12 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, token_shape, hea
     dtype, kv_dtype = dtype.lower(), kv_dtype.lower() if kv_dtype else None
     if kernel is not None and not kernel.strip():
         raise AttnsimError("--kernel is empty; allowed: eager, fa2, fa3, fa4, triton")
+    if lengths is not None and phase == "decode" and seqlen_q > min(lengths):
+        raise AttnsimError(f"-p q_per_step={seqlen_q} exceeds the shortest context ({min(lengths)} tokens)")
     w = Workload(batch=batch, seqlen_q=seqlen_q, seqlen_kv=context, heads_q=heads, heads_kv=kv_heads,
                  head_dim_qk=head_dim, head_dim_v=head_dim_v, dtype=dtype, kv_dtype=kv_dtype, qk_accum=qk_accum,
-                 pv_accum=pv_accum, causal=causal, phase=phase)
+                 pv_accum=pv_accum, causal=causal, phase=phase, seqlens=lengths,
+                 varlen=resolved.get("layout", "packed"))
     hw = load_hardware(hw_name)
     pred = run(w, hw, kernel, mask=var.make_mask(resolved, causal), variant=var.name, scope=scope, d_model=d_model)
     pred.notes.extend(notes)
@@ -221,6 +250,10 @@ def render(pred) -> str:
            f" · {sp['iterated_tiles']:.2f}x by iterated tiles · {sp['time']:.2f}x predicted time"
            f" (dense {_fmt_time(sp['dense_time_s'])})"] if (sp := j.get("speedup")) and all(
               sp[k] for k in ("useful_flops", "live_tiles", "iterated_tiles")) else []),
+        *([f"  varlen     {j['workload']['seqlens_count']} sequences of {j['workload']['seqlens_min']}.."
+           f"{j['workload']['seqlens_max']} tokens (mean {j['workload']['seqlens_mean']:.0f}) · packed "
+           f"{_fmt_time(vl['packed_time_s'])} vs padded {_fmt_time(vl['padded_time_s'])} "
+           f"({vl['padded_over_packed']:.2f}x)"] if (vl := j.get("varlen")) else []),
         "  bound by unit (clock_max): "
         + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items() if t > 0),
         f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",

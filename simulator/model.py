@@ -92,6 +92,7 @@ class Prediction:
     resolved: dict = field(default_factory=dict)
     mask_name: str = ""
     speedup: dict | None = None  # sparse masks: see speedup_over_dense
+    varlen: dict | None = None  # varlen batches: packed and padded side by side
 
     @property
     def time_s(self) -> float:
@@ -147,7 +148,7 @@ class Prediction:
             "hbm_bytes": int(self.hbm_bytes), "kv_cache_bytes": int(self.kv_cache_bytes),
             "memory_bytes": int(self.memory_bytes), "hbm_capacity_bytes": int(self.hardware.hbm_capacity_bytes),
             "fits": self.fits, "tiles": self.tiles, "tiles_iterated": self.tiles_iterated, "waves": self.waves,
-            "speedup": self.speedup,
+            "speedup": self.speedup, "varlen": self.varlen,
             "kernels": [k.to_json() for k in self.kernels],
             "calibrated": self.calibrated, "clock_hz": self.hardware.clock_sustained_hz,
             "notes": self.notes,
@@ -333,32 +334,57 @@ def _no_tile(fam, hw, w, what):
 
 
 # -- fused forward -------------------------------------------------------------------------
+def _rows_over_segments(w: Workload, mask: Mask, tile: Tile, per_seg, slices_per_seq: int):
+    """Concatenate, over the workload's segments, each segment's per-tile (full, partial) arrays
+    (`per_seg(lq, lk)` returns iterated and live pairs of arrays) with their CTA counts."""
+    it_f, it_p, lv_f, lv_p, counts = [], [], [], [], []
+    for lq, lk, m in w.segments():
+        (f, p), (lf, lp) = per_seg(lq, lk)
+        it_f.append(f), it_p.append(p), lv_f.append(lf), lv_p.append(lp)
+        counts.append(np.full(len(f), m * slices_per_seq, dtype=np.int64))
+    cat = np.concatenate
+    return cat(it_f), cat(it_p), (cat(lv_f), cat(lv_p)), cat(counts)
+
+
+def _segment_sums(w: Workload, mask: Mask):
+    """Over the real sequences: (live pairs, live keys, query tokens, kv tokens), each summed over
+    the batch (per head)."""
+    segs = w.real_segments()
+    return (sum(mask.live_pairs(q, k) * m for q, k, m in segs), sum(mask.live_keys(q, k) * m for q, k, m in segs),
+            sum(q * m for q, _, m in segs), sum(k * m for _, k, m in segs))
+
+
 def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
+    """The forward kernel: one CTA per (sequence, query head, query tile); a packed varlen batch
+    runs every sequence's tiles in one grid (cu_seqlens), a padded one pads each to the longest."""
     dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
+    d, dv = w.head_dim_qk, w.head_dim_v
     rates = SMRates.mixed(hw, fam, w, dp, dvp)
-    slices = w.batch * w.heads_q
-    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
-    useful = 2 * (w.head_dim_qk + w.head_dim_v) * live * slices
-    q_b = slices * w.seqlen_q * w.head_dim_qk * s
-    o_b = slices * w.seqlen_q * w.head_dim_v * s
-    kv_b = w.batch * w.heads_kv * mask.live_keys(w.seqlen_q, w.seqlen_kv) * (w.head_dim_qk + w.head_dim_v) * skv
-    lse_b = slices * w.seqlen_q * 4 if write_lse else 0
+    live_pairs, _, _, _ = _segment_sums(w, mask)
+    useful = 2 * (d + dv) * live_pairs * w.heads_q
+    kern = w.aggregate()  # the tokens the kernel reads and writes (padding included when padded)
+    q_b = w.heads_q * kern.seqlen_q * d * s
+    o_b = w.heads_q * kern.seqlen_q * dv * s
+    kv_b = w.heads_kv * sum(mask.live_keys(q, k) * m for q, k, m in w.segments()) * (d + dv) * skv
+    lse_b = w.heads_q * kern.seqlen_q * 4 if write_lse else 0
 
     def evaluate(tile, exact):
         tile = mask.adjust_tile(tile)
-        n_q, n_kv = mask.n_tiles(tile.block_m, tile.block_n, w.seqlen_q, w.seqlen_kv)
-        leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * n_q)
+        grids = [(m, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, m in w.segments()]
+        n_ctas = sum(m * w.heads_q * nq for m, (nq, _) in grids)
+        leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=n_ctas)
         if leg is None:
             return None
-        live = tile_rows(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
-        full, partial = mask.iterated_rows(w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        full, partial, live, counts = _rows_over_segments(
+            w, mask, tile, lambda q, k: (mask.iterated_rows(q, k, tile.block_m, tile.block_n),
+                                         tile_rows(mask, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
-        counts = np.full(len(full), slices, dtype=np.int64)
-        visited = float(np.sum(full + partial)) * slices
-        l2 = visited * tile.block_n * (w.head_dim_qk + w.head_dim_v) * skv + q_b + o_b
-        return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, slices,
-                       q_b + kv_b + o_b + lse_b, l2, useful, slices * n_q * n_kv, tile.stages, exact=exact, live=live)
+        visited = float(np.sum((full + partial) * counts))
+        l2 = visited * tile.block_n * (d + dv) * skv + q_b + o_b
+        total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
+        return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, w.heads_q,
+                       q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
     local = isinstance(mask, WindowMask)
     best = _choose(fam, fwd_tile_candidates(fam, hw, dp, dvp, w.causal and not local, w.dtype, local), evaluate)
@@ -387,38 +413,40 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
     s = w.dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
-    slices = w.batch * w.heads_q
-    rows = slices * w.seqlen_q
+    kern = w.aggregate()
+    rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
+    kv_tokens = kern.seqlen_kv
     rates = SMRates.mixed(hw, fam, w, 3 * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
-    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
-    useful = 2 * (3 * d + 2 * dv) * live * slices
+    live_pairs, _, _, _ = _segment_sums(w, mask)
+    useful = 2 * (3 * d + 2 * dv) * live_pairs * w.heads_q
     pre = elementwise("bwd_preprocess", hw, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
                       fp32_ops=2.0 * rows * dv)
-    kv_rows = slices * w.seqlen_kv  # dK/dV per query head (expanded under GQA)
+    kv_rows = w.heads_q * kv_tokens  # dK/dV per query head (expanded under GQA)
 
     def evaluate(tile, exact):
         tile = mask.adjust_tile(tile, backward=True)
-        n_q, n_kv = mask.n_tiles(tile.block_m, tile.block_n, w.seqlen_q, w.seqlen_kv)
-        leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=slices * n_kv)
+        grids = [(m, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, m in w.segments()]
+        leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=sum(m * w.heads_q * nk for m, (_, nk) in grids))
         if leg is None:
             return None
-        live = tile_cols(mask, w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
-        full, partial = mask.iterated_cols(w.seqlen_q, w.seqlen_kv, tile.block_m, tile.block_n)
+        full, partial, live, counts = _rows_over_segments(
+            w, mask, tile, lambda q, k: (mask.iterated_cols(q, k, tile.block_m, tile.block_n),
+                                         tile_cols(mask, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates)
-        counts = np.full(len(full), slices, dtype=np.int64)
-        visited = float(np.sum(full + partial)) * slices
-        hbm = (rows * (d + dv) * s + w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * s + rows * 8
+        visited = float(np.sum((full + partial) * counts))
+        hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * (d + dv) * s + rows * 8
                + kv_rows * (d + dv) * s + rows * d * 4)
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
-        return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
-                       slices * n_q * n_kv, tile.stages, exact=exact, live=live)
+        total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
+        return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, w.heads_q, hbm, l2, useful,
+                       total_tiles, tile.stages, exact=exact, live=live)
 
     main = _choose(fam, bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
     if main is None:
         raise _no_tile(fam, hw, w, "backward")
     out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
     if w.group > 1:
-        kvb = w.seqlen_kv * (d + dv) * s * w.batch
+        kvb = kv_tokens * (d + dv) * s
         out.append(elementwise("bwd_dkv_reduce", hw, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
                                fp32_ops=float(kvb // s * w.heads_q)))
     return out
@@ -470,7 +498,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     d, dv = w.head_dim_qk, w.head_dim_v
     pack = fam.pack_gqa_decode and (fam.name != "fa2" or w.seqlen_q == 1)
     g = w.group if pack else 1
-    slices = w.batch * (w.heads_kv if pack else w.heads_q)
+    heads = w.heads_kv if pack else w.heads_q  # CTA row blocks per sequence and query-row block
     rows = w.seqlen_q * g
     legal = [(t, _legal(fam, hw, t, dp, dvp, w)) for t in decode_tile_candidates(fam, hw, dp, dvp)]
     legal = [(t, leg) for t, leg in legal if leg is not None]
@@ -482,39 +510,40 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     n_m = -(-rows // tile.block_m)
     r0 = np.arange(n_m) * tile.block_m
     r1 = np.minimum(r0 + tile.block_m, rows) - 1
-    full_r, nonempty_r = mask.row_tiles(r0 // g, r1 // g, r0 + tile.block_m <= rows, w.seqlen_q, w.seqlen_kv,
-                                        tile.block_n)
-    full_r = np.broadcast_to(full_r, r0.shape).astype(np.int64)
-    nonempty_r = np.broadcast_to(nonempty_r, r0.shape).astype(np.int64)
+    # FlashAttention sizes the split from the longest context; a shorter sequence's later splits are empty
     n_kv = -(-w.seqlen_kv // tile.block_n)
-    splits = (num_splits_heuristic(slices * n_m, split_sms(fam, hw), n_kv, style=fam.split_style)
+    splits = (num_splits_heuristic(w.batch * heads * n_m, split_sms(fam, hw), n_kv, style=fam.split_style)
               if fam.split_kv else 1)
-    leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=slices * n_m * splits)
-    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
+    per = -(-n_kv // splits)
     # split s takes kv tiles [s*per, (s+1)*per); partial tiles sit at the end of the row (the ragged
     # last tile, the causal diagonal), i.e. in the last split that has tiles
-    per = -(-n_kv // splits)
     fulls, parts, counts = [], [], []
-    for f, ne in zip(full_r, nonempty_r):
-        for sp in range(splits):
-            lo, hi = sp * per, min((sp + 1) * per, int(ne))
-            if hi <= lo:
-                continue
-            nf = max(0, min(hi, int(f)) - lo)
-            fulls.append(nf)
-            parts.append(hi - lo - nf)
-            counts.append(slices)
+    total_tiles = 0
+    for lq, lk, m in w.segments():
+        full_r, nonempty_r = mask.row_tiles(r0 // g, r1 // g, r0 + tile.block_m <= rows, lq, lk, tile.block_n)
+        total_tiles += m * heads * n_m * -(-lk // tile.block_n)
+        for f, ne in zip(np.broadcast_to(full_r, r0.shape), np.broadcast_to(nonempty_r, r0.shape)):
+            for sp in range(splits):
+                lo, hi = sp * per, min((sp + 1) * per, int(ne))
+                if hi <= lo:
+                    continue
+                nf = max(0, min(hi, int(f)) - lo)
+                fulls.append(nf)
+                parts.append(hi - lo - nf)
+                counts.append(m * heads)
     full, partial, counts = (np.asarray(x, dtype=np.int64) for x in (fulls, parts, counts))
+    leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=int(counts.sum()))
+    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
     q_rows = w.batch * w.heads_q * w.seqlen_q
-    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
-    useful = 2 * (d + dv) * live * w.batch * w.heads_q
+    live_pairs, _, _, _ = _segment_sums(w, mask)
+    useful = 2 * (d + dv) * live_pairs * w.heads_q
     partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
-    kv_read = w.batch * w.heads_kv * mask.live_keys(w.seqlen_q, w.seqlen_kv) * (d + dv) * skv  # a window: not all
+    kv_read = w.heads_kv * sum(mask.live_keys(q, k) * m for q, k, m in w.segments()) * (d + dv) * skv
     hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / (dp + dvp) * (d + dv) + hbm
-    main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, slices, hbm, l2, useful,
-                   slices * n_m * n_kv, tile.stages, splits=splits)
+    main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, heads, hbm, l2, useful,
+                   total_tiles, tile.stages, splits=splits)
     out = [main]
     if splits > 1:
         out.append(elementwise("decode_combine", hw, read_bytes=partial_b, write_bytes=q_rows * dv * s,
@@ -554,9 +583,11 @@ def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
 def memory_bytes(w: Workload, fam: Family, kernels: list) -> int:
     """Bytes resident on the device for this op: inputs, outputs and the op's own buffers."""
     s = w.dtype_bytes
+    kv = w.kv_cache_bytes() if w.seqlens is None else None
+    w = w.aggregate() if fam.fused else w  # the kernel's buffers: packed or padded (eager always pads)
     q = w.batch * w.heads_q * w.seqlen_q * w.head_dim_qk * s
     o = w.batch * w.heads_q * w.seqlen_q * w.head_dim_v * s
-    kv = w.kv_cache_bytes()
+    kv = kv if kv is not None else w.kv_cache_bytes()
     rows = w.batch * w.heads_q * w.seqlen_q
     total = q + o + kv
     if not fam.fused:
@@ -591,7 +622,8 @@ def resolve_family(hw: Hardware, kernel: str | None) -> Family:
 
 
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
-            variant: str = "mha", scope: str = "attention", d_model: int | None = None) -> Prediction:
+            variant: str = "mha", scope: str = "attention", d_model: int | None = None,
+            compare: bool = True) -> Prediction:
     """Predicted time of one call of the attention op of one layer (train: forward + backward;
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
     scope="layer" adds the Q/K/V and output projections (d_model defaults to heads_q * head_dim_qk)."""
@@ -599,14 +631,18 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum)
     mask = mask or mask_for(w.causal)
     kernels = attention_kernels(w, hw, fam, mask)
-    live = mask.live_pairs(w.seqlen_q, w.seqlen_kv)
-    works = attention_work_alternatives(w, live, mask.live_keys(w.seqlen_q, w.seqlen_kv))  # [0]: reported
+    # the op's useful work: the real sequences (a padded varlen batch pads kernels, not the op)
+    live, live_keys, _, _ = _segment_sums(w, mask)
+    works = attention_work_alternatives(w.aggregate(w.real_segments()), live, live_keys)  # [0]: reported
     mem = memory_bytes(w, fam, kernels)
     resolved = {}
+    if w.seqlens is not None:
+        resolved.update(varlen=w.varlen, seqlens_count=len(w.seqlens), seqlens_min=min(w.seqlens),
+                        seqlens_mean=sum(w.seqlens) / len(w.seqlens), seqlens_max=max(w.seqlens))
     if scope == "layer":
         from .layer import projection_gemms
         d_model = d_model or w.heads_q * w.head_dim_qk
-        proj, proj_work = projection_gemms(w, hw, d_model)
+        proj, proj_work = projection_gemms(w.aggregate() if fam.fused else w, hw, d_model)
         kernels = [proj[0]] + kernels + proj[1:]
         works = [wk + proj_work for wk in works]
         mem += sum(int(k.hbm_bytes) for k in proj[:2])  # weights and activations of the projections
@@ -616,9 +652,16 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
                       useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name)
-    if not isinstance(mask, DenseMask):
+    if compare and not isinstance(mask, DenseMask):
         pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
-                                                        scope, d_model))
+                                                        scope, d_model, compare=False))
+    if compare and w.seqlens is not None and fam.fused:
+        other = predict(w.with_(varlen="padded" if w.varlen == "packed" else "packed"), hw, fam.name, mask,
+                        variant, scope, d_model, compare=False)
+        packed, padded = (pred, other) if w.varlen == "packed" else (other, pred)
+        pred.varlen = {"layout": w.varlen, "packed_time_s": packed.time_s, "padded_time_s": padded.time_s,
+                       "packed_flops": packed.flops, "padded_flops": padded.flops,
+                       "padded_over_packed": padded.time_s / packed.time_s}
     return pred
 
 

@@ -144,6 +144,30 @@ def _choice(name, allowed):
     return check
 
 
+def _lengths(v):
+    """lengths: a list a,b,c, one integer, or a distribution 'uniform:LO:HI' (sampled for the batch)."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in v):
+        return tuple(v)
+    if isinstance(v, str):
+        parts = v.split(":")
+        if len(parts) == 3 and parts[0] == "uniform" and all(x.isdigit() for x in parts[1:]) \
+                and 1 <= int(parts[1]) <= int(parts[2]):
+            return ("uniform", int(parts[1]), int(parts[2]))
+    raise AttnsimError(f"-p lengths={v!r}: expected positive integers a,b,c (one per sequence) or uniform:LO:HI")
+
+
+def sample_lengths(spec, batch: int):
+    """A lengths spec -> one length per sequence. Distributions are sampled with a fixed seed (0),
+    so a prediction is reproducible; the sampled lengths are echoed in the JSON."""
+    if spec and spec[0] == "uniform":
+        import numpy as np
+        _, lo, hi = spec
+        return tuple(int(x) for x in np.random.default_rng(0).integers(lo, hi + 1, batch))
+    return tuple(spec)
+
+
 def _na_mask(p, causal):
     from .na import NAMask
     if p["token_shape"] is None:
@@ -196,6 +220,14 @@ VARIANTS = {
                           "(AND the window; FlashAttention's attention_chunk)", check=_count("attention_chunk")),
                     _Q_PER_STEP),
                    mask=lambda p, causal: window_mask(p["window_size"], causal, p["sink"], p["attention_chunk"])),
+    "varlen": Variant("varlen", "variable-length batch: per-sequence lengths (--seqlens), packed (padding-free, "
+                      "cu_seqlens) or padded to the longest, side by side",
+                      "Zhai et al. 2023, 'ByteTransformer: A High-Performance Transformer Boosted for "
+                      "Variable-Length Inputs'; FlashAttention's varlen API",
+                      (Param("lengths", list, None, "per-sequence lengths a,b,c (decode: contexts), or uniform:LO:HI "
+                             "sampled for --batch with seed 0 (set by --seqlens)", check=_lengths),
+                       Param("layout", str, "packed", "packed (padding-free) or padded (every sequence to the longest)",
+                             check=_choice("layout", ("packed", "padded"))), _Q_PER_STEP)),
     "na": Variant("na", "neighborhood attention: each token sees a k-window around it on a 1D/2D/3D token grid "
                   "(dilation, causal per dimension)",
                   "Hassani et al. 2023, 'Neighborhood Attention Transformer'; NATTEN's mask semantics",

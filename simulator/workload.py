@@ -39,9 +39,22 @@ class Workload:
     pv_accum: str = "fp32"
     causal: bool = False
     phase: str = "prefill"
+    seqlens: tuple | None = None  # varlen: per-sequence lengths (decode: contexts); sets batch and seqlen
+    varlen: str = "packed"  # varlen layout: "packed" (cu_seqlens, padding-free) or "padded" (to the longest)
 
     def __post_init__(self):
         set_ = object.__setattr__
+        if self.seqlens is not None:
+            lens = tuple(self.seqlens)
+            if not lens or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in lens):
+                raise AttnsimError(f"seqlens={self.seqlens!r}: expected positive integers, one per sequence")
+            if self.varlen not in ("packed", "padded"):
+                raise AttnsimError(f"varlen={self.varlen!r}; allowed: packed, padded")
+            set_(self, "seqlens", lens)
+            set_(self, "batch", len(lens))
+            set_(self, "seqlen_kv", max(lens))
+            if self.phase != "decode":
+                set_(self, "seqlen_q", max(lens))
         if self.seqlen_kv is None:
             set_(self, "seqlen_kv", self.seqlen_q)
         if self.heads_kv is None:
@@ -87,9 +100,33 @@ class Workload:
     def kv_dtype_bytes(self) -> int:
         return DTYPE_BYTES[self.kv_dtype]
 
+    def real_segments(self) -> list:
+        """(seqlen_q, seqlen_kv, count): the distinct shapes of the batch's sequences."""
+        if self.seqlens is None:
+            return [(self.seqlen_q, self.seqlen_kv, self.batch)]
+        counts = {}
+        for n in self.seqlens:
+            counts[n] = counts.get(n, 0) + 1
+        return [(self.seqlen_q if self.phase == "decode" else n, n, m) for n, m in sorted(counts.items())]
+
+    def segments(self) -> list:
+        """The shapes the kernels run: the real ones (packed varlen), or every sequence padded to the
+        longest (padded varlen)."""
+        if self.seqlens is not None and self.varlen == "padded":
+            return [(self.seqlen_q, self.seqlen_kv, self.batch)]
+        return self.real_segments()
+
+    def aggregate(self, segments=None) -> "Workload":
+        """One sequence holding all the segments' tokens (batch 1, lengths summed): what every
+        quantity linear in batch x length (bytes, tokens, FLOPs of live pairs counted apart) needs."""
+        segs = self.segments() if segments is None else segments
+        return replace(self, batch=1, seqlen_q=sum(q * m for q, _, m in segs),
+                       seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None)
+
     def kv_cache_bytes(self) -> int:
-        """K and V of every layer-call token: batch * seqlen_kv * heads_kv * (d + dv) * bytes."""
-        return self.batch * self.seqlen_kv * self.heads_kv * (self.head_dim_qk + self.head_dim_v) * self.kv_dtype_bytes
+        """K and V of every sequence's tokens: sum of seqlen_kv * heads_kv * (d + dv) * bytes."""
+        return (sum(k * m for _, k, m in self.real_segments()) * self.heads_kv
+                * (self.head_dim_qk + self.head_dim_v) * self.kv_dtype_bytes)
 
     def with_(self, **kw) -> "Workload":
         return replace(self, **kw)
