@@ -45,6 +45,7 @@ def cli():
     Examples:
       attnsim predict --variant gqa --hw h100 --seqlen 8192 --heads 32 --kv-heads 8 --causal
       attnsim predict --variant mha --hw a100 --phase decode --seqlen-kv 32768 --json
+      attnsim compare --hw b200 --token-shape 256x256 --case mha --case "gna kernel_size=80x80"
       attnsim hw list
       attnsim variants
     """
@@ -74,43 +75,70 @@ def _fmt_capacity(b):
     return f"{b:.0f} B"
 
 
+_WORKLOAD_OPTIONS = [
+    click.option("--hw", "hw_name", default="h100", show_default=True,
+                 help="hardware profile name or alias (see 'attnsim hw list') or a path to a YAML profile"),
+    click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|triton|eager [default: per hardware]"),
+    click.option("--batch", type=int, default=1, show_default=True, help="sequences per batch"),
+    click.option("--seqlen", type=int, default=None,
+                 help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given"),
+    click.option("--seqlen-kv", type=int, default=None, help="key/value tokens per sequence [default: --seqlen]; decode: the context"),
+    click.option("--seqlens", default=None, metavar="a,b,c|uniform:LO:HI",
+                 help="varlen: per-sequence lengths (decode: contexts), or a distribution sampled for --batch"),
+    click.option("--token-shape", default=None, metavar="AxBxC",
+                 help="na/gna: the token grid, row-major (e.g. 256x256 or 30x48x80); sets --seqlen to its product"),
+    click.option("--heads", type=int, default=32, show_default=True, help="query heads"),
+    click.option("--kv-heads", type=int, default=None,
+                 help="key/value heads [mha: = --heads; mqa: 1; gqa: 8 when it divides --heads]"),
+    click.option("--head-dim", type=int, default=128, show_default=True, help="head dim of Q and K"),
+    click.option("--head-dim-v", type=int, default=None, help="head dim of V and O [default: --head-dim]"),
+    click.option("--dtype", default="bf16", show_default=True, help="compute dtype: bf16, fp16, fp8 (where the hardware has it)"),
+    click.option("--kv-dtype", default=None, help="KV-cache storage dtype: bf16, fp16, fp8 [default: --dtype]"),
+    click.option("--qk-accum", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
+                 help="accumulate type of QK^T"),
+    click.option("--pv-accum", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
+                 help="accumulate type of PV"),
+    click.option("--phase", default="prefill", show_default=True, type=click.Choice(["prefill", "decode", "train"]),
+                 help="prefill = forward; decode = one step; train = forward + backward"),
+    click.option("--causal", is_flag=True, help="causal mask, bottom-right aligned when seqlen < seqlen-kv"),
+    click.option("--scope", default="attention", show_default=True, type=click.Choice(["attention", "layer"]),
+                 help="attention = the core op; layer = with Q/K/V and output projections"),
+    click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]"),
+]
+
+
+def _workload_options(f):
+    """The workload flags shared by predict and compare."""
+    for opt in reversed(_WORKLOAD_OPTIONS):
+        f = opt(f)
+    return f
+
+
 @cli.command()
 @click.option("--variant", default="mha", show_default=True, help="attention variant (see 'attnsim variants')")
-@click.option("--hw", "hw_name", default="h100", show_default=True,
-              help="hardware profile name or alias (see 'attnsim hw list') or a path to a YAML profile")
-@click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|triton|eager [default: per hardware]")
-@click.option("--batch", type=int, default=1, show_default=True, help="sequences per batch")
-@click.option("--seqlen", type=int, default=None,
-              help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given")
-@click.option("--seqlen-kv", type=int, default=None, help="key/value tokens per sequence [default: --seqlen]; decode: the context")
-@click.option("--seqlens", default=None, metavar="a,b,c|uniform:LO:HI",
-              help="varlen: per-sequence lengths (decode: contexts), or a distribution sampled for --batch")
-@click.option("--token-shape", default=None, metavar="AxBxC",
-              help="na/gna: the token grid, row-major (e.g. 256x256 or 30x48x80); sets --seqlen to its product")
-@click.option("--heads", type=int, default=32, show_default=True, help="query heads")
-@click.option("--kv-heads", type=int, default=None,
-              help="key/value heads [mha: = --heads; mqa: 1; gqa: 8 when it divides --heads]")
-@click.option("--head-dim", type=int, default=128, show_default=True, help="head dim of Q and K")
-@click.option("--head-dim-v", type=int, default=None, help="head dim of V and O [default: --head-dim]")
-@click.option("--dtype", default="bf16", show_default=True, help="compute dtype: bf16, fp16, fp8 (where the hardware has it)")
-@click.option("--kv-dtype", default=None, help="KV-cache storage dtype: bf16, fp16, fp8 [default: --dtype]")
-@click.option("--qk-accum", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
-              help="accumulate type of QK^T")
-@click.option("--pv-accum", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16"]),
-              help="accumulate type of PV")
-@click.option("--phase", default="prefill", show_default=True, type=click.Choice(["prefill", "decode", "train"]),
-              help="prefill = forward; decode = one step; train = forward + backward")
-@click.option("--causal", is_flag=True, help="causal mask, bottom-right aligned when seqlen < seqlen-kv")
+@_workload_options
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="variant parameter, repeatable (grammar: 'attnsim variants')")
-@click.option("--scope", default="attention", show_default=True, type=click.Choice(["attention", "layer"]),
-              help="attention = the core op; layer = with Q/K/V and output projections")
-@click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the contract in docs/design.md)")
-def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_shape, heads, kv_heads, head_dim, head_dim_v, dtype,
-            kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, as_json):
+def predict(as_json, **opts):
     """Predict the time of one call of an attention op of one layer (train: forward + backward;
     decode: one step for each of --batch sequences)."""
+    pred, resolved = _build(**opts)
+    if as_json:
+        out = pred.to_json()
+        out["params"] = _params_json(resolved)
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(render(pred))
+
+
+def _params_json(resolved):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
+
+
+def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_shape, heads, kv_heads, head_dim,
+           head_dim_v, dtype, kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model):
+    """The options of `predict` -> (Prediction, the variant's resolved parameters)."""
     from attnsim.simulator.errors import AttnsimError
     from attnsim.simulator.hardware import load_hardware
     from attnsim.simulator.model import predict as run
@@ -214,12 +242,7 @@ def predict(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_s
     hw = load_hardware(hw_name)
     pred = run(w, hw, kernel, mask=var.make_mask(resolved, causal), variant=var.name, scope=scope, d_model=d_model)
     pred.notes.extend(notes)
-    if as_json:
-        out = pred.to_json()
-        out["params"] = {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
-        click.echo(json.dumps(out, indent=2))
-    else:
-        click.echo(render(pred))
+    return pred, resolved
 
 
 def render(pred) -> str:
@@ -271,6 +294,54 @@ def render(pred) -> str:
     for n in j["notes"]:
         lines.append(f"  note: {n}")
     return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--case", "cases", multiple=True, metavar='"VARIANT [KEY=VALUE ...]"',
+              help="a variant with its -p parameters, repeatable; the first is the baseline [default: mha]")
+@_workload_options
+@click.option("--json", "as_json", is_flag=True, help="print a JSON list, one predict object per case")
+def compare(cases, as_json, **opts):
+    """Compare variants on one workload, side by side: time, bound, speedup over the first case.
+
+    \b
+    Example:
+      attnsim compare --hw b200 --token-shape 256x256 --case mha \\
+          --case "gna kernel_size=80x80" --case "gna kernel_size=80x80 stride=16x16"
+    """
+    from attnsim.simulator.variants import get_variant
+    results = []
+    for case in cases or ("mha",):
+        words = case.split()
+        if not words:
+            raise click.UsageError("--case is empty; give a variant name and its KEY=VALUE parameters.")
+        names = {p.name for p in get_variant(words[0]).params}
+        # the grid and the lengths go to the variants that take them; the rest see the same sequence
+        o = dict(opts)
+        if "token_shape" not in names and o["token_shape"]:
+            n = 1
+            for x in o.pop("token_shape").lower().split("x"):
+                n *= int(x) if x.isdigit() else 1
+            o.update(token_shape=None, seqlen=o["seqlen"] or n)
+        if "lengths" not in names:
+            o["seqlens"] = None
+        pred, resolved = _build(variant=words[0], params=tuple(words[1:]), **o)
+        results.append((case, pred, resolved))
+    base = results[0][1].time_s
+    if as_json:
+        click.echo(json.dumps([{**p.to_json(), "case": c, "params": _params_json(r), "speedup_vs_first": base / p.time_s}
+                               for c, p, r in results], indent=2))
+        return
+    w = results[0][1].workload
+    click.echo(f"{results[0][1].hardware.name} · {w.phase} · batch {w.batch} · seqlen {w.seqlen_q} -> {w.seqlen_kv}"
+               f" · heads {w.heads_q}/{w.heads_kv} · head dim {w.head_dim_qk}")
+    click.echo(f"  {'case':<40}{'kernel':<8}{'time':>12}{'bound':>12}{'vs first':>10}{'useful FLOPs':>14}"
+               f"{'live tiles':>14}{'iterated':>14}")
+    for c, p, _ in results:
+        t = p.tiles
+        click.echo(f"  {c[:39]:<40}{p.family.name:<8}{_fmt_time(p.time_s):>12}{_fmt_time(p.bound.time_s):>12}"
+                   f"{base / p.time_s:>9.2f}x{p.useful_flops:>14.4g}{t['full'] + t['partial']:>14,}"
+                   f"{p.tiles_iterated:>14,}")
 
 
 @cli.group()

@@ -447,3 +447,24 @@ def test_mi300x_default_kernel_predicts_every_phase(phase, d):
     assert r.exit_code == 0, r.output
     j = json.loads(r.stdout)
     assert j["time_s"] >= j["bound_s"] > 0
+
+
+# -- compare -----------------------------------------------------------------------------------------
+def test_compare_matches_separate_predictions():
+    args = ["--hw", "b200", "--token-shape", "64x64", "--heads", "8"]
+    r = invoke("compare", *args, "--case", "mha", "--case", "gna kernel_size=16x16", "--json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [x["case"] for x in rows] == ["mha", "gna kernel_size=16x16"]
+    mha = json.loads(invoke("predict", "--hw", "b200", "--seqlen", "4096", "--heads", "8", "--json").stdout)
+    gna = json.loads(invoke("predict", "--variant", "gna", *args, "-p", "kernel_size=16x16", "--json").stdout)
+    assert rows[0]["time_s"] == mha["time_s"] and rows[1]["time_s"] == gna["time_s"]
+    assert rows[1]["speedup_vs_first"] == pytest.approx(mha["time_s"] / gna["time_s"])
+    table = invoke("compare", *args, "--case", "mha", "--case", "gna kernel_size=16x16")
+    assert table.exit_code == 0 and "vs first" in table.stdout and "gna kernel_size=16x16" in table.stdout
+
+
+def test_compare_errors():
+    assert_one_line_error(invoke("compare", "--case", "bogus"), "unknown variant", "allowed")
+    assert_one_line_error(invoke("compare", "--case", ""), "--case is empty")
+    assert_one_line_error(invoke("compare", "--case", "swa window_size=a"), "window_size")
