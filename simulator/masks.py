@@ -267,13 +267,18 @@ class LocalMask(WindowMask):
         self.name += (f"_sink{sink}" if sink else "") + (f"_chunk{chunk}" if chunk else "")
         self.description += (f", {sink} sink tokens" if sink else "") + (f", chunks of {chunk}" if chunk else "")
 
+    def _group(self, x):
+        """(start, end) key coordinates of the chunk holding key coordinate x (arrays)."""
+        start = np.asarray(x) // self.chunk * self.chunk
+        return start, start + self.chunk - 1
+
     def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
         left, right = self._bounds(seqlen_kv, seqlen_q)
         i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
         kv = np.asarray(kv_idx)
         live = (kv <= i + right) & ((kv >= i - left) | (kv < self.sink))
         if self.chunk:
-            live &= kv // self.chunk == i // self.chunk
+            live &= self._group(kv)[0] == self._group(i)[0]
         return live
 
     # -- per-row key intervals (rows: queries, or keys for the transposed view) -------------
@@ -287,15 +292,15 @@ class LocalMask(WindowMask):
             c = rows + off
             lo, hi = c - left, c + right
             if self.chunk:
-                start = c // self.chunk * self.chunk
-                lo, hi = np.maximum(lo, start), np.minimum(hi, start + self.chunk - 1)
+                start, end = self._group(c)
+                lo, hi = np.maximum(lo, start), np.minimum(hi, end)
             sink_hi = np.where(self.sink > 0, np.minimum(self.sink - 1, c + right), -1)
         else:  # row = key j, 'keys' = queries i with i' = i + off: j - right <= i' <= j + left
             off = n_rows - n_keys  # the forward's seqlen_kv - seqlen_q
             lo, hi = rows - right - off, rows + left - off
             if self.chunk:
-                start = rows // self.chunk * self.chunk - off
-                lo, hi = np.maximum(lo, start), np.minimum(hi, start + self.chunk - 1)
+                start, end = self._group(rows)
+                lo, hi = np.maximum(lo, start - off), np.minimum(hi, end - off)
             # a sink key j < sink is seen by every query with i' >= j - right
             hi = np.where(rows < self.sink, n_keys - 1, hi)
             sink_hi = np.full(rows.shape, -1)
@@ -367,6 +372,67 @@ class LocalMask(WindowMask):
     def live_keys(self, seqlen_q, seqlen_kv):
         lo, hi, _ = self._intervals(np.arange(seqlen_kv), seqlen_kv, seqlen_q, transposed=True)
         return int((hi >= lo).sum())
+
+
+class SegmentMask(LocalMask):
+    """Block-diagonal attention over segments of the key axis (region / identity / group attention,
+    packed documents): a query sees keys of its own segment only, optionally also within a window
+    and causal. `sizes` are the segment lengths (summing to seqlen_kv); query i belongs to the
+    segment of its bottom-right aligned position i'."""
+
+    def __init__(self, sizes, left: int = -1, right: int = -1):
+        sizes = tuple(int(x) for x in sizes)
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"{sizes=}: positive segment lengths")
+        super().__init__(left, right, chunk=1)  # chunk=1 only switches the grouping on; _group overrides it
+        self.sizes = sizes
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.ends = np.cumsum(sizes) - 1
+        self.chunk = max(sizes)
+        n = len(sizes)
+        self.name = (f"segment_{n}x{sizes[0]}" if len(set(sizes)) == 1 else f"segment_{n}_{min(sizes)}-{max(sizes)}") \
+            + (f"_l{left}_r{right}" if (left, right) != (-1, -1) else "")
+        self.description = f"block-diagonal over {n} segments" + ("" if (left, right) == (-1, -1) else ", windowed")
+
+    def _group(self, x):
+        x = np.asarray(x)
+        idx = np.clip(np.searchsorted(self.starts, x, side="right") - 1, 0, len(self.sizes) - 1)
+        start, end = self.starts[idx], self.ends[idx]
+        outside = (x < 0) | (x > self.ends[-1])  # no segment: an empty group
+        return np.where(outside, x + 1, start), np.where(outside, x, end)
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+        kv = np.asarray(kv_idx)
+        inside = (i >= 0) & (i <= self.ends[-1])  # a query position outside every segment sees nothing
+        return inside & (kv <= i + right) & (kv >= i - left) & (self._group(kv)[0] == self._group(i)[0])
+
+    def _check(self, seqlen_kv):
+        if int(self.ends[-1]) + 1 != seqlen_kv:
+            from .errors import AttnsimError
+            raise AttnsimError(f"segments sum to {int(self.ends[-1]) + 1} tokens; seqlen_kv is {seqlen_kv}: "
+                               f"allowed: segment lengths that add up to the sequence")
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        self._check(seqlen_kv)
+        return super().live_pairs(seqlen_q, seqlen_kv)
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        self._check(seqlen_kv)
+        return super().row_tiles(q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n)
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        self._check(seqlen_kv)
+        return super().col_tiles(k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m)
+
+
+def segment_mask(sizes, window_size=(-1, -1), causal: bool = False) -> Mask:
+    """SegmentMask from the variant's parameters; causal caps the window's right side at 0."""
+    left, right = window_size
+    if causal:
+        right = 0 if right < 0 else min(right, 0)
+    return SegmentMask(sizes, left, right)
 
 
 def window_mask(window_size, causal: bool, sink: int = 0, chunk: int = 0) -> Mask:

@@ -168,6 +168,16 @@ def sample_lengths(spec, batch: int):
     return tuple(spec)
 
 
+def _segment_mask(p, causal):
+    from .masks import segment_mask
+    if p["segments"] is None:
+        raise AttnsimError("variant 'segment' needs -p segments=a,b,c (lengths adding up to the sequence) "
+                           "or -p segments=L (equal segments)")
+    if len(p["segments"]) == 1:  # equal segments of L tokens: FlashAttention's attention_chunk
+        return window_mask(p["window_size"], causal, chunk=p["segments"][0])
+    return segment_mask(p["segments"], p["window_size"], causal)
+
+
 def _na_mask(p, causal):
     from .na import NAMask
     if p["token_shape"] is None:
@@ -220,6 +230,15 @@ VARIANTS = {
                           "(AND the window; FlashAttention's attention_chunk)", check=_count("attention_chunk")),
                     _Q_PER_STEP),
                    mask=lambda p, causal: window_mask(p["window_size"], causal, p["sink"], p["attention_chunk"])),
+    "segment": Variant("segment", "block-diagonal attention: a token sees its own segment only (region, identity "
+                       "or group attention; packed documents), optionally windowed and causal",
+                       "Region / identity-masked / group attention (RAT, IM-MHA, MoCHA groups); document masks of "
+                       "packed sequences",
+                       (Param("segments", list, None, "segment lengths a,b,c adding up to the sequence; or one length "
+                              "L for equal segments (the last one shorter)", check=_ints("segments")),
+                        Param("window_size", list, (-1, -1), "LEFT,RIGHT window inside the segment (-1 = unbounded)",
+                              check=_window_size), _Q_PER_STEP),
+                       mask=lambda p, causal: _segment_mask(p, causal)),
     "varlen": Variant("varlen", "variable-length batch: per-sequence lengths (--seqlens), packed (padding-free, "
                       "cu_seqlens) or padded to the longest, side by side",
                       "Zhai et al. 2023, 'ByteTransformer: A High-Performance Transformer Boosted for "

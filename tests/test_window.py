@@ -17,6 +17,13 @@ SIZES = [(1, 1), (3, 16), (7, 5), (16, 16), (29, 47), (40, 5), (33, 33)]
 TILES = [(4, 4), (8, 16), (7, 5), (16, 8)]
 
 
+def boxes(live, bm, bn):
+    """(live, full, non-empty) of the padded live matrix cut into bm x bn tiles."""
+    nq, nk = live.shape[0] // bm, live.shape[1] // bn
+    counts = live.reshape(nq, bm, nk, bn).transpose(0, 2, 1, 3).reshape(nq, nk, -1).sum(-1)
+    return live, counts == bm * bn, counts > 0
+
+
 def oracle_local(left, right, sink, chunk, lq, lk, bm, bn):
     """FlashAttention's construct_local_mask with sink_token_length (a query keeps key j when
     j <= i' + right and (j >= i' - left or j < sink)) and its chunk mask (same chunk of i'), written out."""
@@ -26,23 +33,25 @@ def oracle_local(left, right, sink, chunk, lq, lk, bm, bn):
             c = i + lk - lq
             ok = (right < 0 or j <= c + right) and ((left < 0 or j >= c - left) or j < sink)
             live[i, j] = ok and (not chunk or j // chunk == c // chunk)
-    nq, nk = live.shape[0] // bm, live.shape[1] // bn
-    boxes = live.reshape(nq, bm, nk, bn).transpose(0, 2, 1, 3).reshape(nq, nk, -1).sum(-1)
-    return live, boxes == bm * bn, boxes > 0
+    return boxes(live, bm, bn)
 
 
 def assert_matches_oracle(m, left, right, sink=0, chunk=0):
     for lq, lk in SIZES:
         for bm, bn in TILES:
-            live, full, nonempty = oracle_local(left, right, sink, chunk, lq, lk, bm, bn)
-            assert m.live_pairs(lq, lk) == live.sum()
-            assert m.live_keys(lq, lk) == live.any(axis=0).sum()
-            f, p = tile_rows(m, lq, lk, bm, bn)
-            assert f.tolist() == full.sum(1).tolist() and (f + p).tolist() == nonempty.sum(1).tolist()
-            f, p = tile_cols(m, lq, lk, bm, bn)
-            assert f.tolist() == full.sum(0).tolist() and (f + p).tolist() == nonempty.sum(0).tolist()
-            q, k = np.meshgrid(np.arange(lq), np.arange(lk), indexing="ij")
-            assert (m.mask_mod(q, k, lq, lk) == live[:lq, :lk]).all()
+            assert_case(m, lq, lk, bm, bn, *oracle_local(left, right, sink, chunk, lq, lk, bm, bn))
+
+
+def assert_case(m, lq, lk, bm, bn, live, full, nonempty):
+    """The mask's live pairs, live keys, row and column tiles and predicate equal the oracle's."""
+    assert m.live_pairs(lq, lk) == live.sum()
+    assert m.live_keys(lq, lk) == live.any(axis=0).sum()
+    f, p = tile_rows(m, lq, lk, bm, bn)
+    assert f.tolist() == full.sum(1).tolist() and (f + p).tolist() == nonempty.sum(1).tolist()
+    f, p = tile_cols(m, lq, lk, bm, bn)
+    assert f.tolist() == full.sum(0).tolist() and (f + p).tolist() == nonempty.sum(0).tolist()
+    q, k = np.meshgrid(np.arange(lq), np.arange(lk), indexing="ij")
+    assert (m.mask_mod(q, k, lq, lk) == live[:lq, :lk]).all()
 
 
 @pytest.mark.parametrize("left,right", WINDOWS)
@@ -128,3 +137,40 @@ def test_cli_sink_and_chunk():
     for bad in (["-p", "sink=4", "-p", "attention_chunk=8"], ["-p", "sink=-1"], ["-p", "attention_chunk=x"]):
         r = CliRunner().invoke(cli, ["predict", "--variant", "swa", *bad])
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+# -- segments (block-diagonal) -------------------------------------------------------------------------
+def oracle_segments(sizes, left, right, lq, bm, bn):
+    """A query at position i' = i + L - lq sees key j when both lie in the same segment (and in the window)."""
+    L = sum(sizes)
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    live = np.zeros((-(-lq // bm) * bm, -(-L // bn) * bn), dtype=bool)
+    for i in range(lq):
+        c = i + L - lq
+        for j in range(L):
+            live[i, j] = (0 <= c < L and seg[j] == seg[c] and (right < 0 or j <= c + right)
+                          and (left < 0 or j >= c - left))
+    return boxes(live, bm, bn)
+
+
+def test_segment_tiles_pairs_and_keys_match_brute_force():
+    from attnsim.simulator.masks import SegmentMask
+    rng = np.random.default_rng(3)
+    for _ in range(150):
+        sizes = tuple(int(x) for x in rng.integers(1, 15, int(rng.integers(1, 6))))
+        L = sum(sizes)
+        lq = int(rng.choice([L, max(1, L - 3), L + 2]))
+        left, right = [(-1, -1), (-1, 0), (3, 0), (2, 2), (0, 4)][int(rng.integers(0, 5))]
+        bm, bn = int(rng.choice([2, 3, 4, 8])), int(rng.choice([2, 3, 5, 8]))
+        assert_case(SegmentMask(sizes, left, right), lq, L, bm, bn, *oracle_segments(sizes, left, right, lq, bm, bn))
+
+
+def test_cli_segment():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "segment", "-p", "segments=1000,3096", "--causal", "--json"])
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.stdout)
+    pairs = 1000 * 1001 // 2 + 3096 * 3097 // 2
+    assert j["useful_flops"] == 4 * 128 * 32 * pairs
+    for bad, needle in ((["-p", "segments=100,200"], "sum to 300"), ([], "segments=a,b,c"), (["-p", "segments=0"], "positive")):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "segment", *bad])
+        assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
