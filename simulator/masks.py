@@ -82,6 +82,10 @@ class Mask:
         """The tile a kernel runs this mask with (neighborhood masks need box-shaped tiles)."""
         return tile
 
+    def extra_kernels(self, w, hw):
+        """Kernels the mask itself costs (a gate that picks blocks) and their useful work: ([], None)."""
+        return [], None
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
@@ -425,6 +429,101 @@ class SegmentMask(LocalMask):
     def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
         self._check(seqlen_kv)
         return super().col_tiles(k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m)
+
+
+class BlockSelectMask(LocalMask):
+    """Mixture of block attention (MoBA, Lu et al. 2025): keys are cut into blocks of `block_size`;
+    each query block attends to `top_k` blocks chosen by a gate — with `causal`, its own block
+    (causally) and top_k - 1 earlier ones.
+
+    Which blocks the gate picks is data; how many it picks is not, and the forward's cost per query
+    tile depends only on how many (with tiles that divide the block). The model takes a fixed,
+    representative choice — the most recent blocks (causal) or the nearest ones (non-causal) — so
+    tiles, pairs and the mask are exact for that choice; only the backward's spread of work over
+    kv tiles depends on it (totals do not).
+    """
+
+    def __init__(self, block_size: int, top_k: int, causal: bool = True):
+        if block_size < 1 or top_k < 1:
+            raise ValueError(f"{block_size=}, {top_k=} must be >= 1")
+        super().__init__(-1, 0 if causal else -1)
+        self.block, self.k, self.is_causal = int(block_size), int(top_k), bool(causal)
+        self.name = f"moba_b{block_size}_k{top_k}" + ("_causal" if causal else "")
+        self.description = f"top-{top_k} blocks of {block_size} keys per query block"
+
+    def _first_block(self, b, n_blocks):
+        """The first selected block of query block b (the selection is top_k contiguous blocks)."""
+        if self.is_causal:
+            return np.maximum(b - self.k + 1, 0)
+        return np.clip(b - (self.k - 1) // 2, 0, np.maximum(n_blocks - self.k, 0))
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+        kv = np.asarray(kv_idx)
+        n_blocks = -(-seqlen_kv // self.block)
+        first = self._first_block(i // self.block, n_blocks)
+        live = (i >= 0) & (kv // self.block >= first) & (kv // self.block < first + self.k)
+        return live & (kv <= i) if self.is_causal else live
+
+    def _intervals(self, rows, n_rows, n_keys, transposed):
+        rows, B = np.asarray(rows), self.block
+        if not transposed:  # query i -> keys of its selected blocks (causally capped)
+            c = rows + n_keys - n_rows
+            n_blocks = -(-n_keys // B)
+            first = self._first_block(np.maximum(c, 0) // B, n_blocks)
+            lo, hi = first * B, (first + self.k) * B - 1
+            if self.is_causal:
+                hi = np.minimum(hi, c)
+            hi = np.where(c < 0, -1, hi)
+        else:  # key j -> queries (coordinates i = i' - off) whose selection holds j's block
+            off = n_rows - n_keys
+            n_blocks = -(-n_rows // B)
+            starts = self._first_block(np.arange(n_blocks), n_blocks)  # non-decreasing in the query block
+            kb = rows // B
+            b_min = np.searchsorted(starts + self.k - 1, kb, side="left")
+            b_max = np.searchsorted(starts, kb, side="right") - 1
+            lo, hi = b_min * B - off, (b_max + 1) * B - 1 - off
+            if self.is_causal:
+                lo = np.maximum(lo, rows - off)
+            hi = np.where(b_max < b_min, lo - 1, hi)
+        return np.maximum(lo, 0), np.minimum(hi, n_keys - 1), np.full(rows.shape, -1)
+
+    def live_keys(self, seqlen_q, seqlen_kv):
+        lo, hi, _ = self._intervals(np.arange(seqlen_kv), seqlen_kv, seqlen_q, transposed=True)
+        return int((hi >= lo).sum())
+
+    def adjust_tile(self, tile, backward=False):
+        """Tiles that divide the block: a selected block is then whole tiles (MoBA runs its blocks
+        through FlashAttention's varlen kernel)."""
+        from .families import Tile
+
+        def fit(size):
+            t = 1 << (int(size).bit_length() - 1)
+            while self.block % t:
+                t //= 2
+            return t
+        return Tile(fit(tile.block_m), fit(tile.block_n), tile.num_warps, tile.stages)
+
+    def extra_kernels(self, w, hw):
+        """The gate: mean-pool K per block, score every query against every block's mean (a GEMM per
+        head), pick the top k per query block. Returns (kernels, useful Work)."""
+        from .bound import Work
+        from .gemm import gemm
+        from .model import elementwise
+        s, d = w.dtype_bytes, w.head_dim_qk
+        n_blocks = -(-w.seqlen_kv // self.block)
+        # decode keeps the block means with the cache: a step pools only the newest block
+        pooled_tokens = min(self.block, w.seqlen_kv) if w.phase == "decode" else w.seqlen_kv
+        kv_heads_tokens = w.batch * w.heads_kv * pooled_tokens
+        pool = elementwise("moba_pool", hw, read_bytes=kv_heads_tokens * d * s,
+                           write_bytes=w.batch * w.heads_kv * n_blocks * d * s, fp32_ops=float(kv_heads_tokens * d))
+        score = gemm("moba_gate_gemm", hw, w.seqlen_q, n_blocks, d, w.batch * w.heads_q, w.dtype, "fp32",
+                     out_dtype="fp32")
+        scores = w.batch * w.heads_q * w.seqlen_q * n_blocks
+        topk = elementwise("moba_topk", hw, read_bytes=scores * 4, write_bytes=w.batch * w.heads_q * -(-w.seqlen_q // self.block)
+                           * self.k * 4, fp32_ops=float(scores) * max(1, self.k.bit_length()))
+        work = Work(tensor=[(2.0 * w.batch * w.heads_q * w.seqlen_q * n_blocks * d, w.dtype, "fp32")])
+        return [pool, score, topk], work
 
 
 def segment_mask(sizes, window_size=(-1, -1), causal: bool = False) -> Mask:

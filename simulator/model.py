@@ -634,6 +634,10 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     # the op's useful work: the real sequences (a padded varlen batch pads kernels, not the op)
     live, live_keys, _, _ = _segment_sums(w, mask)
     works = attention_work_alternatives(w.aggregate(w.real_segments()), live, live_keys)  # [0]: reported
+    gate, gate_work = mask.extra_kernels(w, hw)
+    if gate:
+        kernels = gate + kernels
+        works = [wk + gate_work for wk in works]
     mem = memory_bytes(w, fam, kernels)
     resolved = {}
     if w.seqlens is not None:

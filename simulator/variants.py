@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import AttnsimError, unknown
-from .masks import mask_for, window_mask
+from .masks import BlockSelectMask, mask_for, window_mask
 
 PARAM_GRAMMAR = """\
 -p/--param KEY=VALUE (repeatable). VALUE is one of:
@@ -239,6 +239,13 @@ VARIANTS = {
                         Param("window_size", list, (-1, -1), "LEFT,RIGHT window inside the segment (-1 = unbounded)",
                               check=_window_size), _Q_PER_STEP),
                        mask=lambda p, causal: _segment_mask(p, causal)),
+    "moba": Variant("moba", "mixture of block attention: each query block attends to the top-k key blocks a gate "
+                    "picks (mean-pooled keys), its own block included when causal; the gate is priced",
+                    "Lu et al. 2025, 'MoBA: Mixture of Block Attention for Long-Context LLMs'",
+                    (Param("block_size", int, 512, "keys per block"),
+                     Param("top_k", int, 3, "blocks each query block attends to (causal: its own + top_k - 1 earlier)"),
+                     _Q_PER_STEP),
+                    mask=lambda p, causal: BlockSelectMask(p["block_size"], p["top_k"], causal)),
     "varlen": Variant("varlen", "variable-length batch: per-sequence lengths (--seqlens), packed (padding-free, "
                       "cu_seqlens) or padded to the longest, side by side",
                       "Zhai et al. 2023, 'ByteTransformer: A High-Performance Transformer Boosted for "

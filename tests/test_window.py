@@ -174,3 +174,60 @@ def test_cli_segment():
     for bad, needle in ((["-p", "segments=100,200"], "sum to 300"), ([], "segments=a,b,c"), (["-p", "segments=0"], "positive")):
         r = CliRunner().invoke(cli, ["predict", "--variant", "segment", *bad])
         assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+# -- mixture of block attention (MoBA) -----------------------------------------------------------------
+def oracle_moba(block, k, causal, lq, lk, bm, bn):
+    """The representative top-k choice: the k most recent blocks (causal: own block causally) or the
+    k nearest (clamped at the ends), written out per query."""
+    nb = -(-lk // block)
+    live = np.zeros((-(-lq // bm) * bm, -(-lk // bn) * bn), dtype=bool)
+    for i in range(lq):
+        c = i + lk - lq
+        if c < 0:
+            continue
+        b = c // block
+        first = max(b - k + 1, 0) if causal else min(max(b - (k - 1) // 2, 0), max(nb - k, 0))
+        for j in range(lk):
+            live[i, j] = first <= j // block < first + k and (not causal or j <= c)
+    return boxes(live, bm, bn)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block,k", [(4, 1), (4, 2), (8, 3), (2, 4), (5, 2), (16, 2)])
+def test_moba_tiles_pairs_and_keys_match_brute_force(causal, block, k):
+    from attnsim.simulator.masks import BlockSelectMask
+    m = BlockSelectMask(block, k, causal)
+    for lq, lk in SIZES + [(64, 64)]:
+        for bm, bn in TILES:
+            assert_case(m, lq, lk, bm, bn, *oracle_moba(block, k, causal, lq, lk, bm, bn))
+
+
+def test_moba_model_prices_the_gate():
+    from attnsim.simulator.masks import BlockSelectMask
+    hw = load_hardware("h100")
+    L, d, h, B, k = 16384, 128, 8, 2048, 3
+    p = predict(Workload(seqlen_q=L, heads_q=h, head_dim_qk=d, causal=True), hw, mask=BlockSelectMask(B, k, True))
+    names = [x.name for x in p.kernels]
+    assert names[:3] == ["moba_pool", "moba_gate_gemm", "moba_topk"] and names[3] == "attn_fwd"
+    nb = L // B
+    gate = 2 * L * nb * d * h  # every query against every block mean
+    own = nb * (B * (B + 1) // 2)  # own block, causal
+    past = sum(min(k - 1, b) for b in range(nb)) * B * B  # k - 1 earlier whole blocks
+    assert p.useful_flops == 4 * d * h * (own + past) + gate
+    assert p.kernels[3].tile.startswith("128x128")  # fa3's 128 x 176 runs as tiles that divide the block
+    assert p.time_s >= p.bound.time_s
+    decode = predict(Workload(seqlen_q=1, seqlen_kv=100_000, heads_q=h, head_dim_qk=d, causal=True, phase="decode"),
+                     hw, mask=BlockSelectMask(B, k, True))
+    assert decode.kernels[0].hbm_bytes < 2 * B * h * d * 2 + h * 49 * d * 2  # pools only the newest block
+
+
+def test_cli_moba():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "moba", "--causal", "--seqlen", "8192",
+                                 "-p", "block_size=1024", "-p", "top_k=2", "--json"])
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.stdout)
+    assert j["mask"] == "moba_b1024_k2_causal" and j["speedup"]["useful_flops"] > 1
+    for bad in (["-p", "top_k=0"], ["-p", "block_size=x"], ["-p", "topk=2"]):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "moba", *bad])
+        assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
