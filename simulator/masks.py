@@ -86,6 +86,8 @@ class Mask:
         """Kernels the mask itself costs (a gate that picks blocks) and their useful work: ([], None)."""
         return [], None
 
+    assumption = None  # a sentence the prediction prints when the mask is a model, not a definition
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
@@ -449,6 +451,8 @@ class BlockSelectMask(LocalMask):
         super().__init__(-1, 0 if causal else -1)
         self.block, self.k, self.is_causal = int(block_size), int(top_k), bool(causal)
         self.name = f"moba_b{block_size}_k{top_k}" + ("_causal" if causal else "")
+        self.assumption = ("MoBA: the gate's choice is taken as the most recent blocks (causal) or the nearest; "
+                           "only the backward's spread over kv tiles depends on which")
         self.description = f"top-{top_k} blocks of {block_size} keys per query block"
 
     def _first_block(self, b, n_blocks):
@@ -579,3 +583,161 @@ def enumerate_tiles(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, blo
     full = int((n_live == block_m * block_n).sum())
     empty = int((n_live == 0).sum())
     return full, n_q * n_k - full - empty, empty
+
+
+class OccupancyMask(Mask):
+    """Data-dependent sparsity (top-k keys per query, trainable dynamic masks, Sparsifiner, SPT):
+    no fixed mask, an occupancy model instead. Each query keeps a fraction `density` of the keys it
+    may see (all of them, or its causal prefix) as `clusters` contiguous runs of equal length placed
+    uniformly at random, independently per query. `clusters = 1`: one contiguous run per query (the
+    most tile-friendly); `clusters` = kept keys: fully scattered (the least).
+
+    Tiles are expectations, rounded: a run of length r starts uniformly in [0, a - r] of a row's a
+    allowed keys; it touches a tile [t0, t1] when it starts in [t0 - r + 1, t1] and covers it when it
+    starts in [t1 - r + 1, t0]; c runs touch with 1 - (1 - q)^c. A tile of BLOCK_M rows is non-empty
+    unless every row misses it, full when every row covers it (rows are independent; past
+    EXACT_ROW_PAIRS a tile's rows are taken at its middle row). Tested against Monte-Carlo samples.
+    """
+
+    def __init__(self, density: float | None = None, clusters: int = 1, causal: bool = False, label: str = "sparse",
+                 top_k: int | None = None, select: str = "none", predictor_flops_per_query: float = 0.0):
+        if top_k is None and not (density is not None and 0 < density <= 1):
+            raise ValueError(f"{density=} must be in (0, 1]")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"{top_k=} must be >= 1")
+        if clusters < 1:
+            raise ValueError(f"{clusters=} must be >= 1")
+        if select not in ("none", "scores"):
+            raise ValueError(f"{select=}: none or scores")
+        self.density, self.top_k = (float(density) if density is not None else None), top_k
+        self.clusters, self.is_causal, self.select = int(clusters), bool(causal), select
+        self.predictor_flops_per_query = float(predictor_flops_per_query)
+        self.assumption = (f"occupancy model: each query keeps its keys in {clusters} run(s) at independent, uniformly "
+                           f"random positions (no correlation between neighbouring queries: the tile-unfriendly case); "
+                           f"tiles are expectations")
+        keep = f"k{top_k}" if top_k is not None else f"p{density:g}"
+        self.name = f"{label}_{keep}_c{clusters}" + ("_causal" if causal else "")
+        self.description = (f"data-dependent sparsity: {'top-' + str(top_k) + ' keys' if top_k else f'density {density:g}'}"
+                            f" per query in {clusters} run(s) placed at random" + (", causal" if causal else ""))
+
+    def _allowed(self, i, seqlen_q, seqlen_kv):
+        """Keys query i may see: all, or its causal prefix (bottom-right aligned)."""
+        i = np.asarray(i)
+        return np.clip(i + seqlen_kv - seqlen_q + 1, 0, seqlen_kv) if self.is_causal else np.full(i.shape, seqlen_kv)
+
+    def _run(self, a):
+        """(runs, run length) of a row with `a` allowed keys: density x a keys in min(clusters, kept) runs."""
+        if self.top_k is not None:
+            kept = np.minimum(self.top_k, a)
+        else:
+            kept = np.maximum(np.rint(self.density * a), np.where(a > 0, 1, 0))
+        c = np.minimum(self.clusters, np.maximum(kept, 1))
+        return c, np.ceil(kept / c)
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        from .errors import AttnsimError
+        raise AttnsimError(f"mask {self.name} is data-dependent: no element predicate, an occupancy model")
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        a = self._allowed(np.arange(seqlen_q), seqlen_q, seqlen_kv)
+        c, r = self._run(a)
+        return int(np.minimum(c * r, a).sum())
+
+    def live_keys(self, seqlen_q, seqlen_kv):
+        # expected keys some query keeps: sum over keys of 1 - prod over the queries allowed to see it of
+        # (1 - P kept); P kept of an allowed key ~ kept / allowed for its row (taken at the median row)
+        a = self._allowed(np.arange(seqlen_q), seqlen_q, seqlen_kv)
+        c, r = self._run(a)
+        frac = float(np.median(np.minimum(c * r, a) / np.maximum(a, 1)))
+        seen_by = (np.arange(seqlen_kv, 0, -1) if self.is_causal else np.full(seqlen_kv, seqlen_q))  # queries
+        seen_by = np.minimum(seen_by, seqlen_q)
+        return int(round(float((1 - (1 - frac) ** seen_by).sum())))
+
+    def extra_kernels(self, w, hw):
+        """The selection: 'scores' computes every allowed score first (what top-k needs, a QK^T GEMM
+        whose output is written, and a top-k pass); a learned predictor costs its FLOPs per query."""
+        from .bound import Work
+        from .gemm import gemm
+        from .model import elementwise, tensor_kernel
+        kernels, work = [], Work()
+        bh = w.batch * w.heads_q
+        if self.select == "scores":
+            kernels.append(gemm("select_scores_gemm", hw, w.seqlen_q, w.seqlen_kv, w.head_dim_qk, bh, w.dtype, "fp32"))
+            scores = bh * w.seqlen_q * w.seqlen_kv
+            kernels.append(elementwise("select_topk", hw, read_bytes=scores * w.dtype_bytes,
+                                       write_bytes=bh * w.seqlen_q * min(w.seqlen_kv, self.top_k or w.seqlen_kv) * 4,
+                                       fp32_ops=float(scores) * 2))
+            work = work + Work(tensor=[(2.0 * bh * w.seqlen_q * w.seqlen_kv * w.head_dim_qk, w.dtype, "fp32")])
+        if self.predictor_flops_per_query:
+            flops = self.predictor_flops_per_query * bh * w.seqlen_q
+            kernels.append(tensor_kernel("predictor", hw, flops, w.dtype))
+            work = work + Work(tensor=[(flops, w.dtype, "fp32")])
+        return kernels, (work if kernels else None)
+
+    def _probabilities(self, rows, seqlen_q, seqlen_kv, block_n):
+        """(P touch, P cover) of a row at each kv tile: arrays (rows x kv tiles)."""
+        a = self._allowed(rows, seqlen_q, seqlen_kv)[:, None].astype(float)
+        c, r = self._run(a)
+        t = np.arange(-(-seqlen_kv // block_n))[None, :]
+        t0, t1 = t * block_n, np.minimum((t + 1) * block_n, a) - 1  # the tile's allowed keys
+        last = np.maximum(a - r, 0)  # a run starts uniformly in [0, a - r]
+        starts = last + 1
+        # a run touches the tile when it starts in [t0 - r + 1, t1], covers it when in [t1 - r + 1, t0]
+        n_touch = np.clip(np.minimum(t1, last) - np.maximum(t0 - r + 1, 0) + 1, 0, None)
+        n_cover = np.clip(np.minimum(t0, last) - np.maximum(t1 - r + 1, 0) + 1, 0, None)
+        touch = np.where(t1 >= t0, 1 - (1 - n_touch / starts) ** c, 0.0)
+        cover = np.where(t1 - t0 + 1 == block_n, 1 - (1 - n_cover / starts) ** c, 0.0)
+        return touch, cover
+
+    # beyond this many (row, kv tile) pairs, a tile's rows are taken at its middle row
+    EXACT_ROW_PAIRS = 20_000_000
+
+    def _expected(self, lo, hi, complete, n_rows, seqlen_q, seqlen_kv, block_n, block_m):
+        lo, hi = np.asarray(lo), np.asarray(hi)
+        n_kv = -(-seqlen_kv // block_n)
+        if int((hi - lo + 1).sum()) * n_kv <= self.EXACT_ROW_PAIRS:
+            # every row: P(tile empty) = prod over rows (1 - P touch); P(full) = prod P cover
+            rows = np.concatenate([np.arange(a, b + 1) for a, b in zip(lo, hi)])
+            touch, cover = self._probabilities(rows, seqlen_q, seqlen_kv, block_n)
+            idx = np.repeat(np.arange(len(lo)), hi - lo + 1)
+            with np.errstate(divide="ignore"):
+                log_miss = np.zeros((len(lo), n_kv))
+                np.add.at(log_miss, idx, np.log1p(-np.minimum(touch, 1 - 1e-300)))
+                log_cov = np.zeros((len(lo), n_kv))
+                np.add.at(log_cov, idx, np.log(np.maximum(cover, 1e-300)))
+            nonempty = 1 - np.exp(log_miss)
+            full = np.where(np.asarray(complete)[:, None] & (cover.max(initial=0) > 0), np.exp(log_cov), 0.0)
+            full = np.where(full < 1e-200, 0.0, full)
+            return full, nonempty
+        mid = (lo + hi) // 2
+        touch, cover = self._probabilities(mid, seqlen_q, seqlen_kv, block_n)
+        nrows = (hi - lo + 1)[:, None]
+        return np.where(np.asarray(complete)[:, None], cover ** block_m, 0.0), 1 - (1 - touch) ** nrows
+
+    @staticmethod
+    def _round(x):
+        """Integer counts whose running sum tracks the expectations' (no per-entry rounding bias)."""
+        c = np.rint(np.cumsum(x)).astype(np.int64)
+        return np.diff(c, prepend=0)
+
+    def _grid(self, seqlen_q, seqlen_kv, block_m, block_n, axis):
+        r = np.arange(-(-seqlen_q // block_m))
+        lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
+        full, ne = self._expected(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_q, seqlen_kv, block_n, block_m)
+        f, n = self._round(full.sum(axis)), self._round(ne.sum(axis))
+        return f, np.maximum(n - f, 0)
+
+    def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=1)
+
+    def tile_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
+        return self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=0)
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        """Decode: the expected (full, non-empty) tiles of the query rows q_lo..q_hi."""
+        lo, hi = np.atleast_1d(q_lo), np.atleast_1d(q_hi)
+        comp = np.broadcast_to(complete, lo.shape)
+        full, ne = self._expected(lo, hi, comp, seqlen_q, seqlen_q, seqlen_kv, block_n, int((hi - lo).max()) + 1)
+        return self._round(full.sum(1)), self._round(ne.sum(1))
+
+    col_tiles = None  # tile_cols is computed directly

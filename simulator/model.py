@@ -406,6 +406,13 @@ def elementwise(name, hw: Hardware, read_bytes, write_bytes, exps=0.0, fp32_ops=
                       useful_flops=0, hbm_bytes=int(read_bytes + write_bytes), bound=limit, unit_times_s=units)
 
 
+def tensor_kernel(name, hw: Hardware, flops: float, dtype: str) -> KernelCost:
+    """A kernel of plain tensor-core work (a learned predictor), at the sustained dense rate."""
+    t = flops / hw.peak_flops_per_s(dtype, "fp32", hw.clock_sustained_hz)
+    return KernelCost(name=name, time_s=hw.kernel_launch_overhead_s + t, flops=int(flops), useful_flops=int(flops),
+                      hbm_bytes=0, bound="tensor", unit_times_s={"tensor": t})
+
+
 def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
     gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
@@ -655,7 +662,8 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
-                      useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name)
+                      useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name,
+                      notes=[mask.assumption] if mask.assumption else [])
     if compare and not isinstance(mask, DenseMask):
         pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
                                                         scope, d_model, compare=False))

@@ -168,6 +168,28 @@ def sample_lengths(spec, batch: int):
     return tuple(spec)
 
 
+def _fraction(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+        raise AttnsimError(f"-p density={v!r}: expected a fraction in (0, 1]")
+    return float(v)
+
+
+def _nonneg(name):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise AttnsimError(f"-p {name}={v!r}: expected a number >= 0")
+        return v
+    return check
+
+
+def _occupancy(p, causal, label):
+    from .masks import OccupancyMask
+    top_k = p.get("top_k")
+    clusters = p["clusters"] or (max(1, top_k // 64) if label == "dma" else top_k)
+    return OccupancyMask(p.get("density"), int(clusters), causal, label, top_k=top_k, select=p["select"],
+                         predictor_flops_per_query=float(p["predictor_flops_per_query"]))
+
+
 def _segment_mask(p, causal):
     from .masks import segment_mask
     if p["segments"] is None:
@@ -246,6 +268,36 @@ VARIANTS = {
                      Param("top_k", int, 3, "blocks each query block attends to (causal: its own + top_k - 1 earlier)"),
                      _Q_PER_STEP),
                     mask=lambda p, causal: BlockSelectMask(p["block_size"], p["top_k"], causal)),
+    "sparse": Variant("sparse", "unstructured sparsity (Sparsifiner, SPT sparse MHA): each query keeps a density of "
+                      "its keys in a number of runs; an occupancy model gives the tiles (printed as an assumption)",
+                      "Wei et al. 2023, 'Sparsifiner'; SPT sparse MHA; the occupancy model is attnsim's",
+                      (Param("density", float, 0.1, "fraction of its keys each query keeps", check=_fraction),
+                       Param("clusters", int, 1, "runs of contiguous keys per query (1: clustered; many: scattered)"),
+                       Param("select", str, "none", "none, or scores: compute every score first to select",
+                             check=_choice("select", ("none", "scores"))),
+                       Param("predictor_flops_per_query", float, 0.0, "FLOPs of a learned predictor per query",
+                             check=_nonneg("predictor_flops_per_query")), _Q_PER_STEP),
+                      mask=lambda p, causal: _occupancy(p, causal, "sparse")),
+    "topk": Variant("topk", "top-k attention: each query keeps its k highest-scoring keys, found from the full "
+                    "scores (select=scores by default): why unstructured sparsity rarely pays on tensor cores",
+                    "top-k attention (e.g. Gupta et al. 2021, 'Memory-efficient Transformers via Top-k Attention')",
+                    (Param("top_k", int, 64, "keys kept per query"),
+                     Param("clusters", int, 0, "runs per query [default: top_k, fully scattered]",
+                           check=_nonneg("clusters")),
+                     Param("select", str, "scores", "scores (compute all scores, then select) or none",
+                           check=_choice("select", ("none", "scores"))),
+                     Param("predictor_flops_per_query", float, 0.0, "FLOPs of a learned predictor per query",
+                           check=_nonneg("predictor_flops_per_query")), _Q_PER_STEP),
+                    mask=lambda p, causal: _occupancy(p, causal, "topk")),
+    "dma": Variant("dma", "trainable dynamic mask attention: a learned, content-aware mask keeps top-k keys per query "
+                   "without computing all scores (a predictor instead)",
+                   "Shi et al. 2025, 'Trainable Dynamic Mask Sparse Attention'",
+                   (Param("top_k", int, 2048, "keys kept per query"),
+                    Param("clusters", int, 0, "runs per query [default: top_k / 64, partly clustered]",
+                          check=_nonneg("clusters")),
+                    Param("predictor_flops_per_query", float, 0.0, "FLOPs of the mask predictor per query",
+                          check=_nonneg("predictor_flops_per_query")), _Q_PER_STEP),
+                   mask=lambda p, causal: _occupancy({**p, "select": "none"}, causal, "dma")),
     "varlen": Variant("varlen", "variable-length batch: per-sequence lengths (--seqlens), packed (padding-free, "
                       "cu_seqlens) or padded to the longest, side by side",
                       "Zhai et al. 2023, 'ByteTransformer: A High-Performance Transformer Boosted for "
