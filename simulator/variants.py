@@ -182,6 +182,14 @@ def _nonneg(name):
     return check
 
 
+def _selection(default):
+    """The selection-cost parameters of the occupancy variants: (select, predictor_flops_per_query)."""
+    return (Param("select", str, default, "scores (compute every allowed score first, then select) or none",
+                  check=_choice("select", ("none", "scores"))),
+            Param("predictor_flops_per_query", float, 0.0, "FLOPs of a learned mask predictor per query",
+                  check=_nonneg("predictor_flops_per_query")))
+
+
 def _occupancy(p, causal, label):
     from .masks import OccupancyMask
     top_k = p.get("top_k")
@@ -273,10 +281,7 @@ VARIANTS = {
                       "Wei et al. 2023, 'Sparsifiner'; SPT sparse MHA; the occupancy model is attnsim's",
                       (Param("density", float, 0.1, "fraction of its keys each query keeps", check=_fraction),
                        Param("clusters", int, 1, "runs of contiguous keys per query (1: clustered; many: scattered)"),
-                       Param("select", str, "none", "none, or scores: compute every score first to select",
-                             check=_choice("select", ("none", "scores"))),
-                       Param("predictor_flops_per_query", float, 0.0, "FLOPs of a learned predictor per query",
-                             check=_nonneg("predictor_flops_per_query")), _Q_PER_STEP),
+                       *_selection("none"), _Q_PER_STEP),
                       mask=lambda p, causal: _occupancy(p, causal, "sparse")),
     "topk": Variant("topk", "top-k attention: each query keeps its k highest-scoring keys, found from the full "
                     "scores (select=scores by default): why unstructured sparsity rarely pays on tensor cores",
@@ -284,10 +289,7 @@ VARIANTS = {
                     (Param("top_k", int, 64, "keys kept per query"),
                      Param("clusters", int, 0, "runs per query [default: top_k, fully scattered]",
                            check=_nonneg("clusters")),
-                     Param("select", str, "scores", "scores (compute all scores, then select) or none",
-                           check=_choice("select", ("none", "scores"))),
-                     Param("predictor_flops_per_query", float, 0.0, "FLOPs of a learned predictor per query",
-                           check=_nonneg("predictor_flops_per_query")), _Q_PER_STEP),
+                     *_selection("scores"), _Q_PER_STEP),
                     mask=lambda p, causal: _occupancy(p, causal, "topk")),
     "dma": Variant("dma", "trainable dynamic mask attention: a learned, content-aware mask keeps top-k keys per query "
                    "without computing all scores (a predictor instead)",
@@ -295,8 +297,7 @@ VARIANTS = {
                    (Param("top_k", int, 2048, "keys kept per query"),
                     Param("clusters", int, 0, "runs per query [default: top_k / 64, partly clustered]",
                           check=_nonneg("clusters")),
-                    Param("predictor_flops_per_query", float, 0.0, "FLOPs of the mask predictor per query",
-                          check=_nonneg("predictor_flops_per_query")), _Q_PER_STEP),
+                    _selection("none")[1], _Q_PER_STEP),
                    mask=lambda p, causal: _occupancy({**p, "select": "none"}, causal, "dma")),
     "varlen": Variant("varlen", "variable-length batch: per-sequence lengths (--seqlens), packed (padding-free, "
                       "cu_seqlens) or padded to the longest, side by side",
