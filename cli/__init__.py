@@ -174,6 +174,10 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         if resolved["lengths"] is None:
             raise AttnsimError("variant 'varlen' needs --seqlens a,b,c (or uniform:LO:HI with --batch)")
         if resolved["lengths"][0] == "uniform":
+            if batch < 1:
+                raise AttnsimError(f"batch={batch} must be a positive integer")
+            if batch == 1:
+                notes.append("one sequence sampled: give --batch for a batch of lengths")
             lengths = sample_lengths(resolved["lengths"], batch)
             notes.append(f"lengths sampled from {':'.join(map(str, resolved['lengths']))} with seed 0")
         else:
@@ -240,8 +244,14 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
                  pv_accum=pv_accum, causal=causal, phase=phase, seqlens=lengths,
                  varlen=resolved.get("layout", "packed"))
     hw = load_hardware(hw_name)
-    pred = run(w, hw, kernel, mask=var.make_mask(resolved, causal), variant=var.name, scope=scope, d_model=d_model)
+    mask = var.make_mask(resolved, causal)
+    pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model)
     pred.notes.extend(notes)
+    if hasattr(mask, "resolved"):  # neighborhood attention: per-dimension values and the boxes used
+        fwd = next((k.tile_obj for k in pred.kernels if k.name == "attn_fwd"), None)
+        resolved = {**resolved, **mask.resolved(fwd)}
+    if var.name == "varlen" and pred.family.name == "eager":
+        pred.notes.append("eager attention pads every sequence to the longest: the varlen layout does not apply")
     return pred, resolved
 
 

@@ -60,6 +60,8 @@ class Family:
     autotune: bool = False  # True: the legal tile with the smallest predicted time (Triton's autotune)
     train_dtypes: tuple = ("fp16", "bf16")  # dtypes its backward supports
     accum_types: tuple = ("fp32",)  # accumulate types its matmuls support
+    mma_m: int = 16  # BLOCK_M must be a multiple of the MMA instruction's M (mma.sync 16, wgmma 64, tcgen05 64)
+    mma_n: int = 16  # BLOCK_N must be a multiple of this (the instruction's N step and the kernels' own tables)
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -104,7 +106,7 @@ FAMILIES = {
         overlap_source="FA3 paper section 3.1-3.2: inter-warpgroup ping-pong and intra-warpgroup pipelining overlap softmax with GEMMs",
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
-        reg_overhead_per_thread=32,
+        reg_overhead_per_thread=32, mma_m=64,
     ),
     "fa4": Family(
         name="fa4",
@@ -117,7 +119,7 @@ FAMILIES = {
         overlap_source="FlashAttention-4: softmax warpgroups overlap the MMA warp on the other Q tile",
         smem_layout="q_kv_tmem",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
-        reg_overhead_per_thread=32,
+        reg_overhead_per_thread=32, mma_m=64,
     ),
     "triton": Family(
         name="triton",
@@ -229,6 +231,9 @@ def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype:
     smem = smem_bytes(fam, tile, d, dv, s, skv, backward)
     regs = regs_per_thread(fam, tile, dv, backward, d)
     threads = 32 * tile.num_warps
+    if fam.fused and (tile.block_m % fam.mma_m or tile.block_n % fam.mma_n):
+        return Legality(False, smem, regs, 0, f"tile {tile.block_m}x{tile.block_n} is not a multiple of the "
+                                              f"{fam.mma_m}x{fam.mma_n} MMA shape of {fam.name}")
     if smem > hw.smem_per_block_bytes:
         return Legality(False, smem, regs, 0, f"shared memory {smem} B > {hw.smem_per_block_bytes} B per block")
     if regs > hw.max_registers_per_thread:

@@ -25,7 +25,7 @@ from .errors import AttnsimError
 from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import DTYPE_BYTES, Hardware
-from .masks import DenseMask, Mask, WindowMask, mask_for, tile_cols, tile_rows
+from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, tile_cols, tile_rows
 from .workload import Workload
 
 
@@ -327,10 +327,19 @@ def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
     return leg
 
 
-def _no_tile(fam, hw, w, what):
-    return AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} fits head_dim_qk={w.head_dim_qk}, "
-                        f"head_dim_v={w.head_dim_v}, dtype={w.dtype} on {hw.name} "
-                        f"({hw.smem_per_block_bytes} B shared memory per block); try another --kernel or a smaller head dim")
+def _no_tile(fam, hw, w, what, reason: str = ""):
+    why = f": {reason}" if reason else f" ({hw.smem_per_block_bytes} B shared memory per block)"
+    return AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} for head_dim_qk={w.head_dim_qk}, "
+                        f"head_dim_v={w.head_dim_v}, dtype={w.dtype} on {hw.name}{why}; "
+                        f"try another --kernel, a smaller head dim, or other tile shapes")
+
+
+def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
+    """The legality check's reason for the first candidate (after the mask's adjustment)."""
+    for t in tiles[:1]:
+        dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+        return can_implement(fam, hw, t, dp, dvp, w.dtype, w.kv_dtype, backward).reason
+    return ""
 
 
 # -- fused forward -------------------------------------------------------------------------
@@ -387,9 +396,11 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
     local = isinstance(mask, WindowMask)
-    best = _choose(fam, fwd_tile_candidates(fam, hw, dp, dvp, w.causal and not local, w.dtype, local), evaluate)
+    causal = w.causal or isinstance(mask, CausalMask)
+    cands = fwd_tile_candidates(fam, hw, dp, dvp, causal and not local, w.dtype, local)
+    best = _choose(fam, cands, evaluate)
     if best is None:
-        raise _no_tile(fam, hw, w, "forward")
+        raise _no_tile(fam, hw, w, "forward", _why_illegal(fam, hw, w, [mask.adjust_tile(t) for t in cands]))
     return best
 
 
@@ -448,9 +459,10 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, w.heads_q, hbm, l2, useful,
                        total_tiles, tile.stages, exact=exact, live=live)
 
-    main = _choose(fam, bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype), evaluate)
+    cands = bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype)
+    main = _choose(fam, cands, evaluate)
     if main is None:
-        raise _no_tile(fam, hw, w, "backward")
+        raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))
     out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
     if w.group > 1:
         kvb = kv_tokens * (d + dv) * s
@@ -518,7 +530,10 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     r0 = np.arange(n_m) * tile.block_m
     r1 = np.minimum(r0 + tile.block_m, rows) - 1
     # FlashAttention sizes the split from the longest context; a shorter sequence's later splits are empty
-    n_kv = -(-w.seqlen_kv // tile.block_n)
+    # FlashAttention sizes the split from the keys it loads: the longest context, or a window's span
+    # (FA3's seqlen_k_loaded = min(seqlen_k, window + kBlockM))
+    loaded = max(min(k, mask.live_keys(q, k) + tile.block_m) for q, k, _ in w.segments())
+    n_kv = -(-loaded // tile.block_n)
     splits = (num_splits_heuristic(w.batch * heads * n_m, split_sms(fam, hw), n_kv, style=fam.split_style)
               if fam.split_kv else 1)
     per = -(-n_kv // splits)

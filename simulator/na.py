@@ -241,6 +241,17 @@ class NAMask(Mask):
         self._check_lengths(seqlen_q, seqlen_kv)
         return int(np.prod([dim.live_pairs() for dim in self.dims], dtype=object))
 
+    def resolved(self, tile=None) -> dict:
+        """The parameters as the model uses them: per-dimension tuples, order, iteration, and the
+        boxes of `tile` (the forward kernel's)."""
+        out = {"token_shape": list(self.shape), "kernel_size": [d.k for d in self.dims],
+               "stride": [d.s for d in self.dims], "dilation": [d.d for d in self.dims],
+               "is_causal": [d.causal for d in self.dims], "token_order": self.token_order,
+               "iteration": self.iteration}
+        if tile is not None:
+            out["q_tile"], out["kv_tile"] = (list(b) for b in self.boxes(tile.block_m, tile.block_n))
+        return out
+
     def live_keys(self, seqlen_q, seqlen_kv):
         return seqlen_kv  # every token is some query's neighbour
 
@@ -290,13 +301,16 @@ class NAMask(Mask):
         return full, self._outer([n.sum(axis) for _, n in mats]) - full
 
     def _iterated(self, axis, seqlen_q, seqlen_kv, block_m, block_n):
-        """Box iteration: every box visits the interior box of the other side (per dimension the
-        largest non-empty count); its non-live tiles are visited with masking (partial)."""
+        """Box iteration: every box visits, per non-causal dimension, the interior box of the other
+        side (the largest non-empty count: windows shift at borders, the box does not shrink) and,
+        per causal dimension, its own range of the other side (its windows' span, which grows at the
+        start); non-live tiles of that range are visited with masking (partial)."""
         full, partial = self._live(axis, seqlen_q, seqlen_kv, block_m, block_n)
         if self.iteration == "live":
             return full, partial
-        box = int(np.prod([n.sum(axis).max() for _, n in self.per_dim(block_m, block_n)]))
-        return full, box - full
+        per_dim = [n.sum(axis) if dim.causal else np.full(n.shape[1 - axis], n.sum(axis).max())
+                   for dim, (_, n) in zip(self.dims, self.per_dim(block_m, block_n))]
+        return full, self._outer(per_dim) - full
 
     def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
         return self._live(1, seqlen_q, seqlen_kv, block_m, block_n)
@@ -316,16 +330,18 @@ class NAMask(Mask):
         return int(np.prod([f.shape[0] for f, _ in mats])), int(np.prod([f.shape[1] for f, _ in mats]))
 
     def adjust_tile(self, tile, backward=False):
-        """Box tiles (tiled order): the forward runs the explicit q_tile/kv_tile when given; otherwise
-        each side of the family's tile is rounded down to a power of two (NATTEN's tiles are)."""
+        """Box tiles: the forward runs the explicit q_tile/kv_tile when given; otherwise each side of
+        the family's tile is rounded down to a power of two (tiled order, as NATTEN's tiles are) or to
+        the longest row-major run that is a box, a multiple of 16 where one exists (rowmajor)."""
         from .families import Tile
-
-        if self.token_order == "rowmajor":
-            return tile  # a row-major kernel runs its own tile: `boxes` refuses one that is no box
 
         def fit(size, box):
             if box is not None and not backward:
                 return int(np.prod(box))
+            if self.token_order == "rowmajor":  # the longest row-major run <= size that is a box
+                runs = [b for b in range(size, 0, -1) if _rowmajor_box(self.shape, b) is not None]
+                aligned = [b for b in runs if b % 16 == 0]
+                return (aligned or runs or [size])[0]
             return 1 << (int(size).bit_length() - 1)
         return Tile(fit(tile.block_m, self.q_tile), fit(tile.block_n, self.kv_tile), tile.num_warps, tile.stages)
 
@@ -337,10 +353,14 @@ def auto_box(dims, tokens: int):
         raise AttnsimError(f"tile of {tokens} tokens: automatic boxes need a power of two; set -p q_tile/kv_tile")
     box = [1] * len(dims)
     while int(np.prod(box)) < tokens:
-        # grow the dimension whose box is smallest relative to its kernel size, within its extent
-        cand = [i for i, dim in enumerate(dims) if box[i] * 2 <= max(dim.group_extent(0), 1)]
-        if not cand:
-            raise AttnsimError(f"no box of {tokens} tokens fits the token shape")
+        # grow the dimension whose box is smallest relative to its kernel size: first among those the
+        # doubled box still divides (no ragged boxes), then within the extent, then past it (a grid
+        # smaller than the tile: ragged, partial boxes)
+        extents = [max(int(dim.group_extent(0)), 1) for dim in dims]
+        for fits in (lambda j: extents[j] % (box[j] * 2) == 0, lambda j: box[j] * 2 <= extents[j], lambda j: True):
+            cand = [j for j in range(len(dims)) if fits(j)]
+            if cand:
+                break
         i = min(cand, key=lambda j: (box[j] / dims[j].k, -j))
         box[i] *= 2
     return tuple(box)

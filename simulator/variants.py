@@ -116,7 +116,7 @@ def _ints(name, allow_none=False):
         vals = (v,) if isinstance(v, int) and not isinstance(v, bool) else v
         if (not isinstance(vals, (tuple, list)) or not vals
                 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in vals)):
-            raise AttnsimError(f"-p {name}={v!r}: expected a positive integer or one per dimension (AxBxC)")
+            raise AttnsimError(f"-p {name}={v!r}: expected positive integers (one value, AxBxC or a,b,c)")
         return tuple(vals)
     return check
 

@@ -188,10 +188,49 @@ def test_cli_gna():
                          (("--token-shape", "16x16", "-p", "kernel_size=20x3"), "exceeds the extent"),
                          (("--token-shape", "16x16", "-p", "kernel_size=4", "-p", "stride=5"), "stride=5"),
                          (("--token-shape", "16x16", "-p", "kernel_size=4", "--phase", "decode"), "prefill and train"),
-                         (("--token-shape", "48x80", "-p", "kernel_size=3", "-p", "token_order=rowmajor"), "not boxes"),
+                         (("--token-shape", "48x80", "-p", "kernel_size=3", "-p", "token_order=rowmajor", "-p", "q_tile=3x16"),
+                          "not boxes"),
                          (("--token-shape", "axb",), "--token-shape")]:
         r = run(*args)
         assert r.exit_code == 2, (args, r.output)
         assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
     r = CliRunner().invoke(cli, ["predict", "--variant", "mha", "--token-shape", "8x8"])
     assert r.exit_code == 2 and "na, gna" in r.stderr
+
+
+# -- found by a reviewer ------------------------------------------------------------------------------
+def test_causal_dimensions_iterate_their_own_range():
+    """1D causal NA with a kernel as long as the sequence is causal attention: NATTEN visits each query
+    box's own kv range in a causal dimension (it grows at the start), not the largest box."""
+    hw = load_hardware("h100")
+    w = Workload(seqlen_q=8192, heads_q=8, head_dim_qk=128)
+    na = predict(w, hw, "fa3", mask=NAMask((8192,), (8192,), is_causal=True))
+    assert na.tiles_iterated == na.tiles["full"] + na.tiles["partial"]
+    assert na.speedup["iterated_tiles"] == pytest.approx(na.speedup["live_tiles"])
+    assert na.useful_flops == 4 * 128 * 8 * 8192 * 8193 // 2
+
+
+def test_tile_shapes_no_mma_can_run_are_refused():
+    m = NAMask((256, 256), (9, 9), q_tile=(1, 1), kv_tile=(1, 1))
+    with pytest.raises(AttnsimError, match="not a multiple of the 64x16 MMA shape"):
+        predict(Workload(seqlen_q=65536, heads_q=8, head_dim_qk=128), load_hardware("h100"), "fa3", mask=m)
+
+
+def test_small_grids_and_rowmajor_with_fa3():
+    hw = load_hardware("h100")
+    tiny = predict(Workload(seqlen_q=64, heads_q=8, head_dim_qk=128), hw, "fa3", mask=NAMask((8, 8), (3, 3)))
+    assert tiny.useful_flops == 4 * 128 * 8 * 64 * 9 and tiny.time_s >= tiny.bound.time_s
+    rm = predict(Workload(seqlen_q=65536, heads_q=8, head_dim_qk=128), hw, "fa3",
+                 mask=NAMask((256, 256), (9, 9), token_order="rowmajor"))
+    assert rm.kernels[0].tile.startswith("128x128")  # fa3's 128 x 176 as row-major box runs
+    grid = NAMask((30, 48, 80), (30, 48, 80))  # a kernel as large as the grid is dense: the box divides the grid
+    p = predict(Workload(seqlen_q=30 * 48 * 80, heads_q=8, head_dim_qk=128), hw, "fa3", mask=grid)
+    assert p.tiles["partial"] == 0 and p.speedup["time"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_json_params_are_resolved():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "gna", "--token-shape", "16x32x32", "-p", "kernel_size=5",
+                                 "--json"])
+    j = json.loads(r.stdout)["params"]
+    assert j["kernel_size"] == [5, 5, 5] and j["dilation"] == [1, 1, 1] and j["is_causal"] == [False] * 3
+    assert int(np.prod(j["q_tile"])) == 128 and j["iteration"] == "box"

@@ -292,3 +292,14 @@ def test_cli_sparse_topk_dma():
                 ["--variant", "topk", "-p", "top_k=0"], ["--variant", "sparse", "-p", "select=maybe"]):
         r = CliRunner().invoke(cli, ["predict", *bad])
         assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+def test_decode_split_is_sized_from_the_window():
+    """FA3 sizes its split from the keys it loads (min(seqlen_k, window + kBlockM)): a 192-key window
+    over an 8k context is not split, and costs what dense decode over 192 keys costs."""
+    hw = load_hardware("h100")
+    w = Workload(seqlen_q=1, seqlen_kv=8192, heads_q=32, head_dim_qk=128, phase="decode")
+    win = predict(w, hw, "fa3", mask=window_mask((191, 0), False))
+    dense = predict(w.with_(seqlen_kv=192), hw, "fa3")
+    assert [k.name for k in win.kernels] == ["attn_decode"]
+    assert win.time_s == pytest.approx(dense.time_s, rel=0.01)
