@@ -333,8 +333,12 @@ def compare(cases, as_json, **opts):
             for x in o.pop("token_shape").lower().split("x"):
                 n *= int(x) if x.isdigit() else 1
             o.update(token_shape=None, seqlen=o["seqlen"] or n)
-        if "lengths" not in names:
+        if "lengths" not in names and o["seqlens"]:
+            # the same batch, padded: as many sequences, each as long as the longest given
+            lengths = [int(x) for x in o.pop("seqlens").split(",") if x.strip().isdigit()]
             o["seqlens"] = None
+            if lengths:
+                o.update(batch=len(lengths), seqlen=max(lengths))
         pred, resolved = _build(variant=words[0], params=tuple(words[1:]), **o)
         results.append((case, pred, resolved))
     base = results[0][1].time_s

@@ -659,7 +659,8 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     gate, gate_work = mask.extra_kernels(w, hw)
     if gate:
         kernels = gate + kernels
-        works = [wk + gate_work for wk in works]
+        if gate_work is not None:
+            works = [wk + gate_work for wk in works]
     mem = memory_bytes(w, fam, kernels)
     resolved = {}
     if w.seqlens is not None:

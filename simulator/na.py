@@ -255,6 +255,21 @@ class NAMask(Mask):
     def live_keys(self, seqlen_q, seqlen_kv):
         return seqlen_kv  # every token is some query's neighbour
 
+    def extra_kernels(self, w, hw):
+        """The token permutation of the tiled order (NATTEN's token_permute): Q, K, V are copied into
+        box-major order before the kernel and O back after it (train: dO in, dQ, dK, dV back too).
+        A 1D grid with no dilation needs none. Memory-bound copies; no useful work."""
+        if self.token_order != "tiled" or (len(self.dims) == 1 and self.dims[0].d == 1):
+            return [], None
+        from .model import elementwise
+        s = w.dtype_bytes
+        q = w.batch * w.heads_q * w.seqlen_q * w.head_dim_qk * s
+        o = w.batch * w.heads_q * w.seqlen_q * w.head_dim_v * s
+        kv = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * s
+        moved = (q + kv, o) if w.phase != "train" else (q + kv + o, o + q + kv)  # + dO in; dQ, dK, dV out
+        return [elementwise("token_permute", hw, moved[0], moved[0]),
+                elementwise("token_unpermute", hw, moved[1], moved[1])], None
+
     def row_tiles(self, *args):
         raise AttnsimError("neighborhood attention is priced for --phase prefill and train (its tiles are boxes "
                            "of the token grid, not query-row ranges)")

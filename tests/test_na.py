@@ -166,7 +166,8 @@ def test_model_prices_iterated_tiles_and_reports_speedups():
     m = NAMask((64, 64), (16, 16))
     w = Workload(batch=1, seqlen_q=4096, heads_q=8, head_dim_qk=128, phase="train")
     p = predict(w, hw, "fa3", mask=m)
-    fwd = p.kernels[0]
+    assert [k.name for k in p.kernels][:2] == ["token_permute", "token_unpermute"]  # 2D: tokens permuted to boxes
+    fwd = next(k for k in p.kernels if k.name == "attn_fwd")
     assert p.tiles_iterated >= p.tiles["full"] + p.tiles["partial"]
     assert fwd.flops == p.tiles_iterated * 2 * 128 * 128 * 256  # fa3's 128 x 176 tile runs as 128 x 128 boxes
     assert p.useful_flops == 14 * 128 * 8 * (64 * 16) ** 2 // 2 * 2  # 2(d+dv) + 2(3d+2dv) = 14d per live pair
