@@ -62,7 +62,7 @@ class Bound:
     strategy: str = ""  # train: the backward strategy that gives the smaller bound
 
 
-def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None) -> Work:
+def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None, pairs_total=None) -> Work:
     """Useful work of the attention core for a workload whose mask has `live_pairs` per (batch, head).
 
     Forward per live pair: QK^T 2*d FLOPs (qk_accum), PV 2*dv FLOPs (pv_accum), one exp.
@@ -75,7 +75,7 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None
     `live_keys` (default seqlen_kv): keys that some query sees — only those must be read (a sliding
     window in decode reads the window, not the whole cache); dK and dV are written for every key.
     """
-    n = w.batch * w.heads_q * live_pairs
+    n = w.batch * w.heads_q * live_pairs if pairs_total is None else pairs_total  # live pairs over every head
     d, dv = w.head_dim_qk, w.head_dim_v
     s, skv = DTYPE_BYTES[w.dtype], DTYPE_BYTES[w.kv_dtype]
     q = w.batch * w.heads_q * w.seqlen_q * d * s
@@ -104,12 +104,12 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None
                 piece_tensor=piece, piece_exp=1.0, strategy=strategy)
 
 
-def attention_work_alternatives(w: Workload, live_pairs, live_keys=None) -> list:
+def attention_work_alternatives(w: Workload, live_pairs, live_keys=None, pairs_total=None) -> list:
     """The ways the op can be done that the bound must consider (train: recompute or keep P)."""
+    kw = dict(live_keys=live_keys, pairs_total=pairs_total)
     if w.phase == "train":
-        return [attention_work(w, live_pairs, live_keys=live_keys),
-                attention_work(w, live_pairs, keep_p=True, live_keys=live_keys)]
-    return [attention_work(w, live_pairs, live_keys=live_keys)]
+        return [attention_work(w, live_pairs, **kw), attention_work(w, live_pairs, keep_p=True, **kw)]
+    return [attention_work(w, live_pairs, **kw)]
 
 
 def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
@@ -151,7 +151,7 @@ def min_bound(works, hw: Hardware) -> Bound:
 
 def bound(w: Workload, hw: Hardware, mask=None) -> Bound:
     """Speed-of-light time of the attention core of `w` on `hw` (see the module docstring)."""
-    from .masks import mask_for
+    from .masks import mask_for, mask_sums
     mask = mask or mask_for(w.causal)
-    return min_bound(attention_work_alternatives(w, mask.live_pairs(w.seqlen_q, w.seqlen_kv),
-                                                 mask.live_keys(w.seqlen_q, w.seqlen_kv)), hw)
+    pairs, keys = mask_sums(mask, w.real_segments(), w.heads_q)
+    return min_bound(attention_work_alternatives(w.aggregate(w.real_segments()), None, keys, pairs_total=pairs), hw)

@@ -88,6 +88,10 @@ class Mask:
 
     assumption = None  # a sentence the prediction prints when the mask is a model, not a definition
 
+    def head_groups(self, heads_q: int) -> list:
+        """(mask, query heads) pairs: one mask for every head, unless a mixture says otherwise."""
+        return [(self, heads_q)]
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
@@ -741,3 +745,57 @@ class OccupancyMask(Mask):
         return self._round(full.sum(1)), self._round(ne.sum(1))
 
     col_tiles = None  # tile_cols is computed directly
+
+
+class ElasticWindowMask(WindowMask):
+    """A sliding window whose span scales with the sequence: span = alpha + beta x seqlen_kv keys to
+    the left (MoA's elastic rule), capped at 0 to the right when causal, else symmetric."""
+
+    def __init__(self, alpha: int, beta: float = 0.0, causal: bool = True):
+        super().__init__(max(int(alpha), 0), 0 if causal else max(int(alpha), 0))
+        self.alpha, self.beta, self.is_causal = int(alpha), float(beta), bool(causal)
+        self.name = f"span{alpha}" + (f"+{beta:g}N" if beta else "") + ("_causal" if causal else "")
+
+    def _bounds(self, n_keys, n_rows):
+        span = int(round(self.alpha + self.beta * n_keys))
+        return span, (0 if self.is_causal else span)
+
+
+class HeadMixMask(Mask):
+    """A different mask per group of query heads (mixture of attention spans, MoA): the query heads
+    are shared out equally over `masks`, in order. Costs and counts are summed group by group."""
+
+    def __init__(self, masks, name: str = "headmix"):
+        self.masks = list(masks)
+        self.name = name
+        self.description = f"a mask per group of heads ({len(self.masks)} groups)"
+
+    def head_groups(self, heads_q: int) -> list:
+        n = len(self.masks)
+        if heads_q % n:
+            from .errors import AttnsimError
+            raise AttnsimError(f"{n} head groups do not divide --heads {heads_q}; allowed: a number of spans that "
+                               f"divides the heads (one per head, or per equal group of heads)")
+        return [(m, heads_q // n) for m in self.masks]
+
+    def adjust_tile(self, tile, backward=False):
+        return self.masks[0].adjust_tile(tile, backward)
+
+    def n_tiles(self, block_m, block_n, seqlen_q, seqlen_kv):
+        return self.masks[0].n_tiles(block_m, block_n, seqlen_q, seqlen_kv)
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        from .errors import AttnsimError
+        raise AttnsimError("a per-head mask has no single element predicate: use each group's mask")
+
+    live_pairs = live_keys = row_tiles = col_tiles = mask_mod
+
+
+def mask_sums(mask: Mask, segments, heads_q: int):
+    """(live pairs summed over every query head and sequence, live keys per kv head summed over the
+    sequences and averaged over the head groups) for segments [(seqlen_q, seqlen_kv, count)]."""
+    pairs = keys = 0
+    for sub, h in mask.head_groups(heads_q):
+        pairs += h * sum(sub.live_pairs(q, k) * m for q, k, m in segments)
+        keys += h * sum(sub.live_keys(q, k) * m for q, k, m in segments)
+    return pairs, keys // heads_q

@@ -25,7 +25,7 @@ from .errors import AttnsimError
 from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import DTYPE_BYTES, Hardware
-from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, tile_cols, tile_rows
+from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
 from .workload import Workload
 
 
@@ -344,23 +344,23 @@ def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
 
 # -- fused forward -------------------------------------------------------------------------
 def _rows_over_segments(w: Workload, mask: Mask, tile: Tile, per_seg, slices_per_seq: int):
-    """Concatenate, over the workload's segments, each segment's per-tile (full, partial) arrays
-    (`per_seg(lq, lk)` returns iterated and live pairs of arrays) with their CTA counts."""
+    """Concatenate, over the workload's segments and the mask's head groups, each one's per-tile
+    (full, partial) arrays (`per_seg(sub_mask, lq, lk)` returns iterated and live pairs of arrays)
+    with their CTA counts (`slices_per_seq` CTA rows per sequence, shared out over the head groups)."""
     it_f, it_p, lv_f, lv_p, counts = [], [], [], [], []
-    for lq, lk, m in w.segments():
-        (f, p), (lf, lp) = per_seg(lq, lk)
-        it_f.append(f), it_p.append(p), lv_f.append(lf), lv_p.append(lp)
-        counts.append(np.full(len(f), m * slices_per_seq, dtype=np.int64))
+    for sub, h in mask.head_groups(w.heads_q):
+        for lq, lk, m in w.segments():
+            (f, p), (lf, lp) = per_seg(sub, lq, lk)
+            it_f.append(f), it_p.append(p), lv_f.append(lf), lv_p.append(lp)
+            counts.append(np.full(len(f), m * slices_per_seq * h // w.heads_q, dtype=np.int64))
     cat = np.concatenate
     return cat(it_f), cat(it_p), (cat(lv_f), cat(lv_p)), cat(counts)
 
 
-def _segment_sums(w: Workload, mask: Mask):
-    """Over the real sequences: (live pairs, live keys, query tokens, kv tokens), each summed over
-    the batch (per head)."""
-    segs = w.real_segments()
-    return (sum(mask.live_pairs(q, k) * m for q, k, m in segs), sum(mask.live_keys(q, k) * m for q, k, m in segs),
-            sum(q * m for q, _, m in segs), sum(k * m for _, k, m in segs))
+def _segment_sums(w: Workload, mask: Mask, segments=None):
+    """(live pairs over every head and sequence, live keys per kv head over the sequences) of the
+    real sequences (or of `segments`)."""
+    return mask_sums(mask, w.real_segments() if segments is None else segments, w.heads_q)
 
 
 def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
@@ -370,12 +370,12 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
     rates = SMRates.mixed(hw, fam, w, dp, dvp)
-    live_pairs, _, _, _ = _segment_sums(w, mask)
-    useful = 2 * (d + dv) * live_pairs * w.heads_q
+    live_pairs, _ = _segment_sums(w, mask)
+    useful = 2 * (d + dv) * live_pairs
     kern = w.aggregate()  # the tokens the kernel reads and writes (padding included when padded)
     q_b = w.heads_q * kern.seqlen_q * d * s
     o_b = w.heads_q * kern.seqlen_q * dv * s
-    kv_b = w.heads_kv * sum(mask.live_keys(q, k) * m for q, k, m in w.segments()) * (d + dv) * skv
+    kv_b = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * (d + dv) * skv
     lse_b = w.heads_q * kern.seqlen_q * 4 if write_lse else 0
 
     def evaluate(tile, exact):
@@ -386,8 +386,8 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         if leg is None:
             return None
         full, partial, live, counts = _rows_over_segments(
-            w, mask, tile, lambda q, k: (mask.iterated_rows(q, k, tile.block_m, tile.block_n),
-                                         tile_rows(mask, q, k, tile.block_m, tile.block_n)), w.heads_q)
+            w, mask, tile, lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
+                                              tile_rows(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
         visited = float(np.sum((full + partial) * counts))
         l2 = visited * tile.block_n * (d + dv) * skv + q_b + o_b
@@ -395,7 +395,7 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, w.heads_q,
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
-    local = isinstance(mask, WindowMask)
+    local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
     causal = w.causal or isinstance(mask, CausalMask)
     cands = fwd_tile_candidates(fam, hw, dp, dvp, causal and not local, w.dtype, local)
     best = _choose(fam, cands, evaluate)
@@ -435,8 +435,8 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
     kv_tokens = kern.seqlen_kv
     rates = SMRates.mixed(hw, fam, w, 3 * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
-    live_pairs, _, _, _ = _segment_sums(w, mask)
-    useful = 2 * (3 * d + 2 * dv) * live_pairs * w.heads_q
+    live_pairs, _ = _segment_sums(w, mask)
+    useful = 2 * (3 * d + 2 * dv) * live_pairs
     pre = elementwise("bwd_preprocess", hw, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
                       fp32_ops=2.0 * rows * dv)
     kv_rows = w.heads_q * kv_tokens  # dK/dV per query head (expanded under GQA)
@@ -448,8 +448,8 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         if leg is None:
             return None
         full, partial, live, counts = _rows_over_segments(
-            w, mask, tile, lambda q, k: (mask.iterated_cols(q, k, tile.block_m, tile.block_n),
-                                         tile_cols(mask, q, k, tile.block_m, tile.block_n)), w.heads_q)
+            w, mask, tile, lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
+                                              tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates)
         visited = float(np.sum((full + partial) * counts))
         hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * (d + dv) * s + rows * 8
@@ -532,7 +532,8 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     # FlashAttention sizes the split from the longest context; a shorter sequence's later splits are empty
     # FlashAttention sizes the split from the keys it loads: the longest context, or a window's span
     # (FA3's seqlen_k_loaded = min(seqlen_k, window + kBlockM))
-    loaded = max(min(k, mask.live_keys(q, k) + tile.block_m) for q, k, _ in w.segments())
+    loaded = max(min(k, sub.live_keys(q, k) + tile.block_m) for sub, _ in mask.head_groups(w.heads_q)
+                 for q, k, _ in w.segments())
     n_kv = -(-loaded // tile.block_n)
     splits = (num_splits_heuristic(w.batch * heads * n_m, split_sms(fam, hw), n_kv, style=fam.split_style)
               if fam.split_kv else 1)
@@ -541,26 +542,27 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     # last tile, the causal diagonal), i.e. in the last split that has tiles
     fulls, parts, counts = [], [], []
     total_tiles = 0
-    for lq, lk, m in w.segments():
-        full_r, nonempty_r = mask.row_tiles(r0 // g, r1 // g, r0 + tile.block_m <= rows, lq, lk, tile.block_n)
-        total_tiles += m * heads * n_m * -(-lk // tile.block_n)
-        for f, ne in zip(np.broadcast_to(full_r, r0.shape), np.broadcast_to(nonempty_r, r0.shape)):
-            for sp in range(splits):
-                lo, hi = sp * per, min((sp + 1) * per, int(ne))
-                if hi <= lo:
-                    continue
-                nf = max(0, min(hi, int(f)) - lo)
-                fulls.append(nf)
-                parts.append(hi - lo - nf)
-                counts.append(m * heads)
+    for sub, h in mask.head_groups(w.heads_q):
+        for lq, lk, m in w.segments():
+            full_r, nonempty_r = sub.row_tiles(r0 // g, r1 // g, r0 + tile.block_m <= rows, lq, lk, tile.block_n)
+            total_tiles += m * heads * h // w.heads_q * n_m * -(-lk // tile.block_n)
+            for f, ne in zip(np.broadcast_to(full_r, r0.shape), np.broadcast_to(nonempty_r, r0.shape)):
+                for sp in range(splits):
+                    lo, hi = sp * per, min((sp + 1) * per, int(ne))
+                    if hi <= lo:
+                        continue
+                    nf = max(0, min(hi, int(f)) - lo)
+                    fulls.append(nf)
+                    parts.append(hi - lo - nf)
+                    counts.append(m * heads * h // w.heads_q)
     full, partial, counts = (np.asarray(x, dtype=np.int64) for x in (fulls, parts, counts))
     leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=int(counts.sum()))
     tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
     q_rows = w.batch * w.heads_q * w.seqlen_q
-    live_pairs, _, _, _ = _segment_sums(w, mask)
-    useful = 2 * (d + dv) * live_pairs * w.heads_q
+    live_pairs, _ = _segment_sums(w, mask)
+    useful = 2 * (d + dv) * live_pairs
     partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
-    kv_read = w.heads_kv * sum(mask.live_keys(q, k) * m for q, k, m in w.segments()) * (d + dv) * skv
+    kv_read = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * (d + dv) * skv
     hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / (dp + dvp) * (d + dv) + hbm
@@ -582,22 +584,24 @@ def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     s = w.dtype_bytes
     d, dv, lq, lk = w.head_dim_qk, w.head_dim_v, w.seqlen_q, w.seqlen_kv
     bh = w.batch * w.heads_q
-    live = mask.live_pairs(lq, lk)
+    live, _ = _segment_sums(w, mask)  # the real sequences' live pairs, every head (useful work)
     scores = bh * lq * lk
     ks = []
-    qk = gemm("qk_gemm", hw, lq, lk, d, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live * bh, mask=mask)
+    # the score tiles are classified with the (first) head group's mask: a GEMM computes them all anyway
+    qk = gemm("qk_gemm", hw, lq, lk, d, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live,
+              mask=mask.head_groups(w.heads_q)[0][0])
     ks.append(qk)
     ks.append(elementwise("softmax", hw, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
                           exps=float(scores), fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score
                                                                       + fam.mask_fp32_ops_per_score)))
-    ks.append(gemm("pv_gemm", hw, lq, dv, lk, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live * bh))
+    ks.append(gemm("pv_gemm", hw, lq, dv, lk, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
     if w.phase == "train":
-        ks.append(gemm("bwd_dv_gemm", hw, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live * bh))
-        ks.append(gemm("bwd_dp_gemm", hw, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live * bh))
+        ks.append(gemm("bwd_dv_gemm", hw, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
+        ks.append(gemm("bwd_dp_gemm", hw, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
         ks.append(elementwise("softmax_bwd", hw, read_bytes=2 * scores * s, write_bytes=scores * s,
                               fp32_ops=3.0 * scores))
-        ks.append(gemm("bwd_dq_gemm", hw, lq, d, lk, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live * bh))
-        ks.append(gemm("bwd_dk_gemm", hw, lk, d, lq, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live * bh))
+        ks.append(gemm("bwd_dq_gemm", hw, lq, d, lk, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live))
+        ks.append(gemm("bwd_dk_gemm", hw, lk, d, lq, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live))
     return ks
 
 
@@ -654,8 +658,8 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     mask = mask or mask_for(w.causal)
     kernels = attention_kernels(w, hw, fam, mask)
     # the op's useful work: the real sequences (a padded varlen batch pads kernels, not the op)
-    live, live_keys, _, _ = _segment_sums(w, mask)
-    works = attention_work_alternatives(w.aggregate(w.real_segments()), live, live_keys)  # [0]: reported
+    live, live_keys = _segment_sums(w, mask)
+    works = attention_work_alternatives(w.aggregate(w.real_segments()), None, live_keys, pairs_total=live)  # [0]: reported
     gate, gate_work = mask.extra_kernels(w, hw)
     if gate:
         kernels = gate + kernels

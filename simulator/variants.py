@@ -182,6 +182,25 @@ def _nonneg(name):
     return check
 
 
+def _fractions(name):
+    def check(v):
+        vals = [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        if (not isinstance(vals, (list, tuple)) or not vals
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in vals)):
+            raise AttnsimError(f"-p {name}={v!r}: expected fractions in [0, 1] (one per head group)")
+        return tuple(float(x) for x in vals)
+    return check
+
+
+def _moa(p, causal):
+    from .masks import ElasticWindowMask, HeadMixMask
+    spans, betas = p["spans"], p["betas"] or (0.0,) * len(p["spans"])
+    if len(betas) != len(spans):
+        raise AttnsimError(f"-p betas has {len(betas)} values and -p spans {len(spans)}; give one each per head group")
+    return HeadMixMask([ElasticWindowMask(a, b, causal) for a, b in zip(spans, betas)],
+                       name="moa_" + "_".join(str(a) + (f"+{b:g}N" if b else "") for a, b in zip(spans, betas)))
+
+
 def _selection(default):
     """The selection-cost parameters of the occupancy variants: (select, predictor_flops_per_query)."""
     return (Param("select", str, default, "scores (compute every allowed score first, then select) or none",
@@ -276,6 +295,14 @@ VARIANTS = {
                      Param("top_k", int, 3, "blocks each query block attends to (causal: its own + top_k - 1 earlier)"),
                      _Q_PER_STEP),
                     mask=lambda p, causal: BlockSelectMask(p["block_size"], p["top_k"], causal)),
+    "moa": Variant("moa", "mixture of attention spans: a different sliding window per head (or per equal group of "
+                   "heads), each span alpha + beta x seqlen (elastic with the length); --causal: windows to the left",
+                   "Fu et al. 2024, 'MoA: Mixture of Sparse Attention for Automatic Large Language Model Compression'",
+                   (Param("spans", list, (1024, 2048, 4096, 8192), "alpha per head group: keys each side (causal: to "
+                          "the left); one per head or per equal group of heads", check=_ints("spans")),
+                    Param("betas", list, None, "beta per head group (fraction of seqlen added to the span) "
+                          "[default: 0]", check=_fractions("betas")), _Q_PER_STEP),
+                   mask=lambda p, causal: _moa(p, causal)),
     "sparse": Variant("sparse", "unstructured sparsity (Sparsifiner, SPT sparse MHA): each query keeps a density of "
                       "its keys in a number of runs; an occupancy model gives the tiles (printed as an assumption)",
                       "Wei et al. 2023, 'Sparsifiner'; SPT sparse MHA; the occupancy model is attnsim's",

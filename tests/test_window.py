@@ -303,3 +303,36 @@ def test_decode_split_is_sized_from_the_window():
     dense = predict(w.with_(seqlen_kv=192), hw, "fa3")
     assert [k.name for k in win.kernels] == ["attn_decode"]
     assert win.time_s == pytest.approx(dense.time_s, rel=0.01)
+
+
+# -- mixture of attention spans (MoA): a window per head group ----------------------------------------
+def test_moa_is_the_sum_of_its_head_groups():
+    from attnsim.simulator.masks import ElasticWindowMask, HeadMixMask
+    hw = load_hardware("h100")
+    w = Workload(seqlen_q=8192, heads_q=8, head_dim_qk=128, causal=True, phase="train")
+    moa = predict(w, hw, "fa3", mask=HeadMixMask([ElasticWindowMask(512), ElasticWindowMask(2048)]))
+    parts = [predict(w.with_(heads_q=4, heads_kv=4), hw, "fa3", mask=window_mask((a, 0), False)) for a in (512, 2048)]
+    assert moa.useful_flops == sum(p.useful_flops for p in parts)
+    assert moa.flops == sum(p.flops for p in parts)
+    assert moa.tiles == {k: sum(p.tiles[k] for p in parts) for k in moa.tiles}
+    pairs = sum(4 * sum(min(i + 1, a + 1) for i in range(8192)) for a in (512, 2048))
+    assert moa.useful_flops == 14 * 128 * pairs
+    assert moa.time_s >= moa.bound.time_s
+
+
+def test_moa_elastic_span_scales_with_the_length():
+    from attnsim.simulator.masks import ElasticWindowMask
+    m = ElasticWindowMask(100, 0.25)
+    assert m._bounds(4000, 4000) == (1100, 0) and m._bounds(8000, 8000) == (2100, 0)
+    assert m.live_pairs(4000, 4000) == sum(min(i + 1, 1101) for i in range(4000))
+
+
+def test_cli_moa():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "moa", "--causal", "--seqlen", "8192", "--heads", "8",
+                                 "-p", "spans=256,1024", "-p", "betas=0,0.1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["mask"] == "moa_256_1024+0.1N"
+    for bad, needle in ((["-p", "spans=100,200,300"], "do not divide"), (["-p", "betas=0.1,0.2"], "one each"),
+                        (["-p", "betas=2"], "fractions")):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "moa", "--heads", "32", *bad])
+        assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
