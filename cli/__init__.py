@@ -6,6 +6,7 @@ what is allowed. `predict` imports the simulator only (numpy, yaml), never torch
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
@@ -322,7 +323,10 @@ def compare(cases, as_json, **opts):
     from attnsim.simulator.variants import get_variant
     results = []
     for case in cases or ("mha",):
-        words = case.split()
+        try:
+            words = shlex.split(case)
+        except ValueError as e:
+            raise click.UsageError(f"--case {case!r}: {e}.") from None
         if not words:
             raise click.UsageError("--case is empty; give a variant name and its KEY=VALUE parameters.")
         names = {p.name for p in get_variant(words[0]).params}
