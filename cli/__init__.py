@@ -156,7 +156,7 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         given[key] = value
     if token_shape is not None:
         if "token_shape" not in {p.name for p in var.params}:
-            raise AttnsimError(f"--token-shape applies to the neighborhood variants (na, gna), not {var.name!r}")
+            raise AttnsimError(f"--token-shape applies to the grid variants (na, gna, vmoba), not {var.name!r}")
         if "token_shape" in given:
             raise AttnsimError("give the token grid once: --token-shape or -p token_shape")
         try:

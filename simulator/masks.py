@@ -449,15 +449,25 @@ class BlockSelectMask(LocalMask):
     kv tiles depends on it (totals do not).
     """
 
-    def __init__(self, block_size: int, top_k: int, causal: bool = True):
+    def __init__(self, block_size: int, top_k: int = 1, causal: bool = True, density: float | None = None):
         if block_size < 1 or top_k < 1:
             raise ValueError(f"{block_size=}, {top_k=} must be >= 1")
+        if density is not None and not 0 < density <= 1:
+            raise ValueError(f"{density=} must be in (0, 1]")
         super().__init__(-1, 0 if causal else -1)
         self.block, self.k, self.is_causal = int(block_size), int(top_k), bool(causal)
-        self.name = f"moba_b{block_size}_k{top_k}" + ("_causal" if causal else "")
+        self.density = density  # threshold selection: the expected fraction of blocks kept, instead of top_k
+        keep = f"d{density:g}" if density is not None else f"k{top_k}"
+        self.name = f"moba_b{block_size}_{keep}" + ("_causal" if causal else "")
         self.assumption = ("MoBA: the gate's choice is taken as the most recent blocks (causal) or the nearest; "
                            "only the backward's spread over kv tiles depends on which")
         self.description = f"top-{top_k} blocks of {block_size} keys per query block"
+
+    def _blocks_kept(self, n_keys):
+        """top_k, or under threshold selection the expected density x number of blocks (at least 1)."""
+        if self.density is not None:
+            self.k = max(1, int(round(self.density * -(-n_keys // self.block))))
+        return self.k
 
     def _first_block(self, b, n_blocks):
         """The first selected block of query block b (the selection is top_k contiguous blocks)."""
@@ -469,12 +479,14 @@ class BlockSelectMask(LocalMask):
         i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
         kv = np.asarray(kv_idx)
         n_blocks = -(-seqlen_kv // self.block)
+        self._blocks_kept(seqlen_kv)
         first = self._first_block(i // self.block, n_blocks)
         live = (i >= 0) & (kv // self.block >= first) & (kv // self.block < first + self.k)
         return live & (kv <= i) if self.is_causal else live
 
     def _intervals(self, rows, n_rows, n_keys, transposed):
         rows, B = np.asarray(rows), self.block
+        self._blocks_kept(n_rows if transposed else n_keys)  # the key axis' length
         if not transposed:  # query i -> keys of its selected blocks (causally capped)
             c = rows + n_keys - n_rows
             n_blocks = -(-n_keys // B)
@@ -520,6 +532,7 @@ class BlockSelectMask(LocalMask):
         from .model import elementwise
         s, d = w.dtype_bytes, w.head_dim_qk
         n_blocks = -(-w.seqlen_kv // self.block)
+        self._blocks_kept(w.seqlen_kv)
         # decode keeps the block means with the cache: a step pools only the newest block
         pooled_tokens = min(self.block, w.seqlen_kv) if w.phase == "decode" else w.seqlen_kv
         kv_heads_tokens = w.batch * w.heads_kv * pooled_tokens
@@ -532,6 +545,34 @@ class BlockSelectMask(LocalMask):
                            * self.k * 4, fp32_ops=float(scores) * max(1, self.k.bit_length()))
         work = Work(tensor=[(2.0 * w.batch * w.heads_q * w.seqlen_q * n_blocks * d, w.dtype, "fp32")])
         return [pool, score, topk], work
+
+
+class BoxBlockSelectMask(BlockSelectMask):
+    """VMoBA: MoBA whose blocks are boxes of a token grid. In box-major token order (the blocks'
+    tokens made contiguous, as a token permutation does) it is MoBA with blocks of prod(box) tokens;
+    the permutation of Q, K, V and O is priced as for tiled neighborhood attention."""
+
+    def __init__(self, token_shape, box, top_k=1, causal=False, density=None):
+        shape = tuple(int(x) for x in token_shape)
+        box = tuple(int(x) for x in box) * (len(shape) if len(box) == 1 else 1)
+        super().__init__(int(np.prod(box)), top_k, causal, density)
+        self.shape, self.box = shape, box
+        self.name = "vmoba_" + "x".join(map(str, box)) + self.name[len(f"moba_b{self.block}"):]
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        if seqlen_kv != int(np.prod(self.shape)) or seqlen_q != seqlen_kv:
+            from .errors import AttnsimError
+            raise AttnsimError(f"token_shape {'x'.join(map(str, self.shape))} holds {int(np.prod(self.shape))} tokens; "
+                               f"got seqlen {seqlen_q} -> {seqlen_kv}")
+        return super().live_pairs(seqlen_q, seqlen_kv)
+
+    def extra_kernels(self, w, hw):
+        gate, work = super().extra_kernels(w, hw)
+        if len(self.shape) == 1:
+            return gate, work
+        from .na import NAMask
+        perm, _ = NAMask(self.shape, 1).extra_kernels(w, hw)
+        return perm + gate, work
 
 
 def segment_mask(sizes, window_size=(-1, -1), causal: bool = False) -> Mask:

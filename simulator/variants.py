@@ -201,6 +201,15 @@ def _moa(p, causal):
                        name="moa_" + "_".join(str(a) + (f"+{b:g}N" if b else "") for a, b in zip(spans, betas)))
 
 
+def _vmoba(p, causal):
+    from .masks import BoxBlockSelectMask
+    if p["token_shape"] is None or p["block"] is None:
+        raise AttnsimError("variant 'vmoba' needs --token-shape and -p block=AxBxC (a block box per dimension)")
+    if len(p["block"]) not in (1, len(p["token_shape"])):
+        raise AttnsimError(f"-p block has {len(p['block'])} values; the token grid has {len(p['token_shape'])} dimensions")
+    return BoxBlockSelectMask(p["token_shape"], p["block"], p["top_k"], causal, p["density"])
+
+
 def _selection(default):
     """The selection-cost parameters of the occupancy variants: (select, predictor_flops_per_query)."""
     return (Param("select", str, default, "scores (compute every allowed score first, then select) or none",
@@ -293,8 +302,19 @@ VARIANTS = {
                     "Lu et al. 2025, 'MoBA: Mixture of Block Attention for Long-Context LLMs'",
                     (Param("block_size", int, 512, "keys per block"),
                      Param("top_k", int, 3, "blocks each query block attends to (causal: its own + top_k - 1 earlier)"),
-                     _Q_PER_STEP),
-                    mask=lambda p, causal: BlockSelectMask(p["block_size"], p["top_k"], causal)),
+                     Param("density", float, None, "threshold selection: the expected fraction of blocks kept "
+                           "(replaces top_k)", check=_fraction), _Q_PER_STEP),
+                    mask=lambda p, causal: BlockSelectMask(p["block_size"], p["top_k"], causal, p["density"])),
+    "vmoba": Variant("vmoba", "video mixture of block attention: MoBA over a 1D/2D/3D token grid whose blocks are "
+                     "boxes (-p block=AxBxC) in box-major token order; the permutation is priced",
+                     "Wu et al. 2025, 'VMoBA: Mixture-of-Block Attention for Video Diffusion Models'",
+                     (Param("token_shape", tuple, None, "token grid (set by --token-shape)", check=_ints("token_shape")),
+                      Param("block", tuple, None, "block box shape (AxBxC), one block = its product of tokens",
+                            check=_ints("block")),
+                      Param("top_k", int, 3, "blocks each query block attends to"),
+                      Param("density", float, None, "threshold selection: expected fraction of blocks kept",
+                            check=_fraction)),
+                     mask=lambda p, causal: _vmoba(p, causal)),
     "moa": Variant("moa", "mixture of attention spans: a different sliding window per head (or per equal group of "
                    "heads), each span alpha + beta x seqlen (elastic with the length); --causal: windows to the left",
                    "Fu et al. 2024, 'MoA: Mixture of Sparse Attention for Automatic Large Language Model Compression'",

@@ -336,3 +336,33 @@ def test_cli_moa():
                         (["-p", "betas=2"], "fractions")):
         r = CliRunner().invoke(cli, ["predict", "--variant", "moa", "--heads", "32", *bad])
         assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+def test_moba_threshold_density_keeps_that_fraction_of_blocks():
+    from attnsim.simulator.masks import BlockSelectMask
+    m = BlockSelectMask(1024, causal=False, density=0.25)  # 16 blocks over 16k keys: 4 kept
+    assert m.live_pairs(16384, 16384) == 16384 * 4 * 1024
+    assert m.name == "moba_b1024_d0.25"
+
+
+def test_vmoba_is_moba_over_box_major_tokens_plus_the_permutation():
+    from attnsim.simulator.masks import BlockSelectMask, BoxBlockSelectMask
+    hw = load_hardware("h100")
+    w = Workload(seqlen_q=16 * 32 * 32, heads_q=8, head_dim_qk=128)
+    v = predict(w, hw, "fa3", mask=BoxBlockSelectMask((16, 32, 32), (4, 16, 16), top_k=3))
+    m = predict(w, hw, "fa3", mask=BlockSelectMask(4 * 16 * 16, top_k=3, causal=False))
+    fwd = lambda p: next(k for k in p.kernels if k.name == "attn_fwd")  # noqa: E731
+    assert fwd(v).time_s == fwd(m).time_s and v.useful_flops == m.useful_flops and v.tiles == m.tiles
+    assert [k.name for k in v.kernels][:2] == ["token_permute", "token_unpermute"]
+    assert v.time_s > m.time_s
+
+
+def test_cli_vmoba():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "vmoba", "--token-shape", "16x32x32", "-p", "block=4x16x16",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["mask"].startswith("vmoba_4x16x16")
+    for bad, needle in ((["--token-shape", "8x8"], "-p block"), (["--token-shape", "8x8", "-p", "block=2x2x2"], "dimensions"),
+                        (["--token-shape", "8x8", "-p", "block=4x4", "--seqlen", "100"], "differs")):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "vmoba", *bad])
+        assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
