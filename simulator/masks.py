@@ -92,6 +92,10 @@ class Mask:
         """(mask, query heads) pairs: one mask for every head, unless a mixture says otherwise."""
         return [(self, heads_q)]
 
+    def passes(self) -> list:
+        """The attention passes this mask takes: one, unless it is split over several (duplex)."""
+        return [self]
+
     def __repr__(self):
         return f"<{type(self).__name__} {self.name}>"
 
@@ -840,3 +844,91 @@ def mask_sums(mask: Mask, segments, heads_q: int):
         pairs += h * sum(sub.live_pairs(q, k) * m for q, k, m in segments)
         keys += h * sum(sub.live_keys(q, k) * m for q, k, m in segments)
     return pairs, keys // heads_q
+
+
+class SegmentComplementMask(Mask):
+    """The complement of block-diagonal segments: a token sees the keys of the *other* segments
+    (all of them, or with `causal` only earlier ones: its prefix before its own segment). The second
+    pass of duplex attention. Self-attention (seqlen_q = seqlen_kv = the segments' sum).
+
+    A row's keys are [0, s - 1] and [e + 1, L - 1] around its own segment [s, e] (causal: the first
+    part only); over a tile's rows the union is [0, s(last) - 1] and [e(first) + 1, L - 1], and a
+    kv tile is full when it misses every row's segment: outside [s(first), e(last)]."""
+
+    def __init__(self, sizes, causal: bool = False):
+        sizes = tuple(int(x) for x in sizes)
+        if not sizes or min(sizes) < 1:
+            raise ValueError(f"{sizes=}: positive segment lengths")
+        self.sizes, self.is_causal = sizes, bool(causal)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.ends = (np.cumsum(sizes) - 1).astype(np.int64)
+        self.L = int(self.ends[-1]) + 1
+        self.name = f"segment_complement_{len(sizes)}" + ("_causal" if causal else "")
+        self.description = "the other segments' keys" + (", earlier only" if causal else "")
+
+    def _check(self, seqlen_q, seqlen_kv):
+        if seqlen_q != self.L or seqlen_kv != self.L:
+            from .errors import AttnsimError
+            raise AttnsimError(f"segments sum to {self.L} tokens; got seqlen {seqlen_q} -> {seqlen_kv}: "
+                               f"allowed: self-attention over segments that add up to the sequence")
+
+    def _seg(self, x):
+        idx = np.searchsorted(self.starts, np.asarray(x), side="right") - 1
+        return self.starts[idx], self.ends[idx]
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        sq, _ = self._seg(q_idx)
+        sk, _ = self._seg(kv_idx)
+        other = sq != sk
+        return other & (np.asarray(kv_idx) < np.asarray(q_idx)) if self.is_causal else other
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        self._check(seqlen_q, seqlen_kv)
+        sizes, starts = np.array(self.sizes), self.starts
+        return int((sizes * starts).sum() if self.is_causal else (sizes * (self.L - sizes)).sum())
+
+    def live_keys(self, seqlen_q, seqlen_kv):
+        self._check(seqlen_q, seqlen_kv)
+        if len(self.sizes) == 1:
+            return 0
+        return self.L - self.sizes[-1] if self.is_causal else self.L
+
+    def _counts(self, lo, hi, complete, block, first_part: bool):
+        """(full, non-empty) tiles of the other side for a range of rows (or keys): the union of the
+        rows' parts [0, s(hi) - 1] (when `first_part`) and [e(lo) + 1, L - 1] (else, or non-causal)."""
+        s_hi, _ = self._seg(hi)
+        s_lo, _ = self._seg(lo)
+        _, e_lo = self._seg(lo)
+        _, e_hi = self._seg(hi)
+        L, n = self.L, -(-self.L // block)
+        use_a = first_part or not self.is_causal
+        use_b = (not first_part) or not self.is_causal
+        a_t = np.where(use_a & (s_hi >= 1), (s_hi - 1) // block + 1, 0)  # tiles 0 .. a_t - 1
+        b_t0 = np.where(use_b & (e_lo + 1 <= L - 1), (e_lo + 1) // block, n)  # tiles b_t0 .. n - 1
+        nonempty = a_t + (n - b_t0) - np.maximum(a_t - b_t0, 0)
+        full_a = np.where(use_a, s_lo // block, 0)  # complete tiles ending before every row's segment
+        full_b = np.where(use_b, np.maximum(L // block - -(-(e_hi + 1) // block), 0), 0)
+        full = np.where(complete, full_a + full_b, 0)
+        return full, nonempty
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        self._check(seqlen_q, seqlen_kv)
+        return self._counts(np.asarray(q_lo), np.asarray(q_hi), complete, block_n, first_part=True)
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        self._check(seqlen_q, seqlen_kv)
+        # key j is seen by the queries after its segment (causal), or outside it
+        return self._counts(np.asarray(k_lo), np.asarray(k_hi), complete, block_m, first_part=False)
+
+
+class DuplexMask(Mask):
+    """Duplex attention (MODA): two passes with complementary masks over the same tokens — within
+    the segments, then across them — whose outputs are merged. Priced as both passes plus a merge."""
+
+    def __init__(self, sizes, causal: bool = False):
+        self.sizes, self.is_causal = tuple(int(x) for x in sizes), bool(causal)
+        self.name = f"duplex_{len(self.sizes)}" + ("_causal" if causal else "")
+        self.description = "two passes: within segments, then across"
+
+    def passes(self) -> list:
+        return [segment_mask(self.sizes, (-1, -1), self.is_causal), SegmentComplementMask(self.sizes, self.is_causal)]

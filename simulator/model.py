@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import reduce
 
 import numpy as np
 
@@ -93,6 +94,7 @@ class Prediction:
     mask_name: str = ""
     speedup: dict | None = None  # sparse masks: see speedup_over_dense
     varlen: dict | None = None  # varlen batches: packed and padded side by side
+    works: list | None = field(default=None, repr=False)  # the op's useful Work (bound alternatives)
 
     @property
     def time_s(self) -> float:
@@ -656,6 +658,8 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     fam = resolve_family(hw, kernel)
     check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum)
     mask = mask or mask_for(w.causal)
+    if len(mask.passes()) > 1:
+        return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model)
     kernels = attention_kernels(w, hw, fam, mask)
     # the op's useful work: the real sequences (a padded varlen batch pads kernels, not the op)
     live, live_keys = _segment_sums(w, mask)
@@ -683,7 +687,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
                       useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name,
-                      notes=[mask.assumption] if mask.assumption else [])
+                      notes=[mask.assumption] if mask.assumption else [], works=works)
     if compare and not isinstance(mask, DenseMask):
         pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
                                                         scope, d_model, compare=False))
@@ -697,11 +701,33 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     return pred
 
 
-def speedup_over_dense(pred: "Prediction", dense: "Prediction") -> dict:
+def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model) -> Prediction:
+    """Attention in several passes (duplex): each pass's kernels, then a merge of the passes'
+    outputs (read them all, write one). The bound adds the passes' useful work unit by unit."""
+    if scope != "attention":
+        raise AttnsimError(f"{mask.name} takes several attention passes: priced for --scope attention only")
+    passes = [predict(w, hw, fam.name, m, variant, compare=False) for m in mask.passes()]
+    o = w.aggregate().seqlen_q * w.heads_q * w.head_dim_v * w.dtype_bytes
+    merge = elementwise("merge_passes", hw, read_bytes=len(passes) * o, write_bytes=o,
+                        fp32_ops=float(len(passes) * o // w.dtype_bytes))
+    works = [reduce(lambda a, b: a + b, ws) for ws in zip(*(p.works for p in passes))]
+    pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
+                      kernels=[k for p in passes for k in p.kernels] + [merge], kv_cache_bytes=w.kv_cache_bytes(),
+                      memory_bytes=max(p.memory_bytes for p in passes) + o, useful_flops=work_flops(works[0]),
+                      scope=scope, mask_name=mask.name, works=works,
+                      notes=[f"{len(passes)} attention passes: " + ", ".join(m.name for m in mask.passes())])
+    if compare:  # one dense grid: the passes' grids averaged
+        grid = sum(sum(p.tiles.values()) for p in passes) / len(passes)
+        pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
+                                                        compare=False), grid)
+    return pred
+
+
+def speedup_over_dense(pred: "Prediction", dense: "Prediction", grid=None) -> dict:
     """The speedup of a sparse mask over dense attention, four ways: by useful FLOPs, by live tiles and
     by iterated tiles at the sparse kernel's own tiling (every tile of its grid is dense's), and by
     predicted time (dense at its own best tiling)."""
-    grid = sum(pred.tiles.values())
+    grid = sum(pred.tiles.values()) if grid is None else grid
     live = pred.tiles["full"] + pred.tiles["partial"]
     return {"useful_flops": dense.useful_flops / pred.useful_flops if pred.useful_flops else None,
             "live_tiles": grid / live if live else None,

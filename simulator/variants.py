@@ -226,8 +226,20 @@ def _occupancy(p, causal, label):
                          predictor_flops_per_query=float(p["predictor_flops_per_query"]))
 
 
+def _duplex(p, causal):
+    from .masks import DuplexMask
+    if p["segments"] is None:
+        raise AttnsimError("variant 'duplex' needs -p segments=a,b,c (lengths adding up to the sequence)")
+    return DuplexMask(p["segments"], causal)
+
+
 def _segment_mask(p, causal):
-    from .masks import segment_mask
+    from .masks import HeadMixMask, segment_mask
+    if p["levels"] is not None:
+        if p["segments"] is not None:
+            raise AttnsimError("give -p segments or -p levels, not both")
+        return HeadMixMask([window_mask(p["window_size"], causal, chunk=n) for n in p["levels"]],
+                           name="hier_" + "_".join(map(str, p["levels"])))
     if p["segments"] is None:
         raise AttnsimError("variant 'segment' needs -p segments=a,b,c (lengths adding up to the sequence) "
                            "or -p segments=L (equal segments)")
@@ -294,6 +306,9 @@ VARIANTS = {
                        "packed sequences",
                        (Param("segments", list, None, "segment lengths a,b,c adding up to the sequence; or one length "
                               "L for equal segments (the last one shorter)", check=_ints("segments")),
+                        Param("levels", list, None, "hierarchical groups: equal segments of these lengths, one level "
+                              "per equal group of heads (e.g. 256,1024,4096); instead of segments",
+                              check=_ints("levels")),
                         Param("window_size", list, (-1, -1), "LEFT,RIGHT window inside the segment (-1 = unbounded)",
                               check=_window_size), _Q_PER_STEP),
                        mask=lambda p, causal: _segment_mask(p, causal)),
@@ -346,6 +361,12 @@ VARIANTS = {
                           check=_nonneg("clusters")),
                     _selection("none")[1], _Q_PER_STEP),
                    mask=lambda p, causal: _occupancy({**p, "select": "none"}, causal, "dma")),
+    "duplex": Variant("duplex", "duplex attention: two passes with complementary masks, within segments then across "
+                      "them, outputs merged",
+                      "MODA duplex attention (two complementary attention passes)",
+                      (Param("segments", list, None, "segment lengths a,b,c adding up to the sequence",
+                             check=_ints("segments")), _Q_PER_STEP),
+                      mask=lambda p, causal: _duplex(p, causal)),
     "varlen": Variant("varlen", "variable-length batch: per-sequence lengths (--seqlens), packed (padding-free, "
                       "cu_seqlens) or padded to the longest, side by side",
                       "Zhai et al. 2023, 'ByteTransformer: A High-Performance Transformer Boosted for "

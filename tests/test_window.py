@@ -366,3 +366,62 @@ def test_cli_vmoba():
                         (["--token-shape", "8x8", "-p", "block=4x4", "--seqlen", "100"], "differs")):
         r = CliRunner().invoke(cli, ["predict", "--variant", "vmoba", *bad])
         assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+# -- duplex: within segments, then across ----------------------------------------------------------------
+def oracle_complement(sizes, causal, bm, bn):
+    L = sum(sizes)
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    live = np.zeros((-(-L // bm) * bm, -(-L // bn) * bn), dtype=bool)
+    for i in range(L):
+        for j in range(L):
+            live[i, j] = seg[i] != seg[j] and (not causal or j < i)
+    return boxes(live, bm, bn)
+
+
+def test_segment_complement_matches_brute_force():
+    from attnsim.simulator.masks import SegmentComplementMask
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        sizes = tuple(int(x) for x in rng.integers(1, 15, int(rng.integers(1, 6))))
+        causal = bool(rng.integers(0, 2))
+        bm, bn = int(rng.choice([2, 3, 4, 8])), int(rng.choice([2, 3, 5, 8]))
+        L = sum(sizes)
+        assert_case(SegmentComplementMask(sizes, causal), L, L, bm, bn, *oracle_complement(sizes, causal, bm, bn))
+
+
+def test_duplex_is_both_passes_and_a_merge():
+    from attnsim.simulator.masks import DuplexMask, SegmentComplementMask, SegmentMask
+    hw = load_hardware("h100")
+    sizes = (1024, 1024, 2048)
+    w = Workload(seqlen_q=4096, heads_q=8, head_dim_qk=128)
+    d = predict(w, hw, "fa3", mask=DuplexMask(sizes))
+    within, across = predict(w, hw, "fa3", mask=SegmentMask(sizes)), predict(w, hw, "fa3", mask=SegmentComplementMask(sizes))
+    assert d.useful_flops == within.useful_flops + across.useful_flops == 4 * 128 * 8 * 4096 ** 2  # together: dense
+    merge = d.kernels[-1]
+    assert merge.name == "merge_passes" and d.time_s == pytest.approx(within.time_s + across.time_s + merge.time_s)
+    assert d.bound.time_s <= within.bound.time_s + across.bound.time_s and d.time_s >= d.bound.time_s
+    assert d.speedup["useful_flops"] == pytest.approx(1.0)
+
+
+def test_cli_duplex():
+    r = CliRunner().invoke(cli, ["predict", "--variant", "duplex", "-p", "segments=1024,3072", "--causal", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [k["name"] for k in json.loads(r.stdout)["kernels"]] == ["attn_fwd", "attn_fwd", "merge_passes"]
+    for bad, needle in (([], "segments"), (["-p", "segments=10,20"], "sum to 30"), (["--scope", "layer", "-p",
+                                                                                    "segments=4096"], "scope")):
+        r = CliRunner().invoke(cli, ["predict", "--variant", "duplex", *bad])
+        assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (bad, r.output)
+
+
+def test_hierarchical_groups_are_a_level_per_head_group():
+    hw = load_hardware("h100")
+    w = Workload(seqlen_q=4096, heads_q=4, heads_kv=4, head_dim_qk=64)
+    from attnsim.simulator.masks import HeadMixMask
+    hier = predict(w, hw, "fa2", mask=HeadMixMask([window_mask((-1, -1), False, chunk=n) for n in (256, 1024)]))
+    pairs = 2 * 4096 * 256 + 2 * 4096 * 1024  # two heads per level, each query sees its whole group
+    assert hier.useful_flops == 4 * 64 * pairs
+    r = CliRunner().invoke(cli, ["predict", "--variant", "segment", "-p", "levels=256,1024", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["mask"] == "hier_256_1024"
+    r = CliRunner().invoke(cli, ["predict", "--variant", "segment", "-p", "levels=256", "-p", "segments=4096"])
+    assert r.exit_code == 2 and "not both" in r.stderr
