@@ -86,6 +86,10 @@ class Mask:
         """Kernels the mask itself costs (a gate that picks blocks) and their useful work: ([], None)."""
         return [], None
 
+    def extra_memory(self, w) -> int:
+        """Device memory the mask's own buffers take (a permuted copy of the tensors): 0."""
+        return 0
+
     assumption = None  # a sentence the prediction prints when the mask is a model, not a definition
 
     def head_groups(self, heads_q: int) -> list:

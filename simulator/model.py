@@ -669,7 +669,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         kernels = gate + kernels
         if gate_work is not None:
             works = [wk + gate_work for wk in works]
-    mem = memory_bytes(w, fam, kernels)
+    mem = memory_bytes(w, fam, kernels) + mask.extra_memory(w)
     resolved = {}
     if w.seqlens is not None:
         resolved.update(varlen=w.varlen, seqlens_count=len(w.seqlens), seqlens_min=min(w.seqlens),

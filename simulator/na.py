@@ -31,6 +31,7 @@ style) prices the live tiles only.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import reduce
 
@@ -270,6 +271,16 @@ class NAMask(Mask):
         return [elementwise("token_permute", hw, moved[0], moved[0]),
                 elementwise("token_unpermute", hw, moved[1], moved[1])], None
 
+    def extra_memory(self, w) -> int:
+        """The permuted copies the tiled order keeps beside the originals (Q, K, V, O; train: and
+        dO, dQ, dK, dV)."""
+        if self.token_order != "tiled" or (len(self.dims) == 1 and self.dims[0].d == 1):
+            return 0
+        s = w.dtype_bytes
+        copies = (w.batch * w.heads_q * w.seqlen_q * (w.head_dim_qk + w.head_dim_v)
+                  + w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v)) * s
+        return copies * (2 if w.phase == "train" else 1)
+
     def row_tiles(self, *args):
         raise AttnsimError("neighborhood attention is priced for --phase prefill and train (its tiles are boxes "
                            "of the token grid, not query-row ranges)")
@@ -286,10 +297,45 @@ class NAMask(Mask):
                                    f"{'x'.join(map(str, self.shape))}; allowed: tile lengths that divide the last "
                                    f"extent (or multiples of the trailing extents), or -p token_order=tiled")
             return q, k
-        # explicit boxes where they hold the tile's tokens (the forward), else the automatic box
-        q = self.q_tile if self.q_tile and int(np.prod(self.q_tile)) == block_m else auto_box(self.dims, block_m)
-        k = self.kv_tile if self.kv_tile and int(np.prod(self.kv_tile)) == block_n else auto_box(self.dims, block_n)
-        return q, k
+        # explicit boxes where they hold the tile's tokens (the forward), else the tile search
+        q_fixed = self.q_tile if self.q_tile and int(np.prod(self.q_tile)) == block_m else None
+        k_fixed = self.kv_tile if self.kv_tile and int(np.prod(self.kv_tile)) == block_n else None
+        if q_fixed and k_fixed:
+            return q_fixed, k_fixed
+        return self.search_boxes(block_m, block_n, q_fixed, k_fixed)
+
+    def search_boxes(self, block_m, block_n, q_fixed=None, k_fixed=None):
+        """The tile search: over the boxes of block_m (block_n) tokens — powers of two per
+        dimension — the pair whose iterated tiles are fewest (the product over dimensions of each
+        dimension's iterated count, which separates), preferring boxes that divide the grid.
+        Per-dimension counts are cached, so hundreds of pairs cost milliseconds."""
+        key = ("search", block_m, block_n, q_fixed, k_fixed)
+        if key in self._cache:
+            return self._cache[key]
+        qs = [q_fixed] if q_fixed else _pow2_boxes(self.dims, block_m)
+        ks = [k_fixed] if k_fixed else _pow2_boxes(self.dims, block_n)
+        if not qs or not ks:
+            q, k = q_fixed or auto_box(self.dims, block_m), k_fixed or auto_box(self.dims, block_n)
+            self._cache[key] = (q, k)
+            return q, k
+        memo = {}
+
+        def dim_cost(i, t, u):
+            if (i, t, u) not in memo:
+                dim = self.dims[i]
+                _, ne = dim.classify(dim.tiled_intervals(t), dim.tiled_intervals(u))
+                rows = ne.sum(1)
+                memo[i, t, u] = float(rows.sum() if dim.causal or self.iteration == "live"
+                                      else len(rows) * rows.max())
+            return memo[i, t, u]
+
+        def ragged(box):
+            return sum(int(dim.group_extent(0)) % t != 0 for dim, t in zip(self.dims, box))
+
+        best = min(((float(np.prod([dim_cost(i, t, u) for i, (t, u) in enumerate(zip(q, k))])), ragged(q) + ragged(k),
+                     q, k) for q in qs for k in ks), key=lambda x: (x[0], x[1]))
+        self._cache[key] = (best[2], best[3])
+        return best[2], best[3]
 
     def per_dim(self, block_m, block_n):
         """Per dimension: (full, nonempty) matrices of its q x kv intervals."""
@@ -359,6 +405,21 @@ class NAMask(Mask):
                 return (aligned or runs or [size])[0]
             return 1 << (int(size).bit_length() - 1)
         return Tile(fit(tile.block_m, self.q_tile), fit(tile.block_n, self.kv_tile), tile.num_warps, tile.stages)
+
+
+def _pow2_boxes(dims, tokens: int, limit: int = 64):
+    """Boxes of `tokens` tokens, powers of two per dimension, none wider than twice its extent
+    (at most `limit`, the most cubic first); [] when `tokens` is no power of two."""
+    if tokens & (tokens - 1):
+        return []
+    bits = tokens.bit_length() - 1
+    caps = [max(int(dim.group_extent(0)), 1) * 2 for dim in dims]
+    out = []
+    for split in itertools.product(range(bits + 1), repeat=len(dims)):
+        if sum(split) == bits and all((1 << b) <= c for b, c in zip(split, caps)):
+            out.append(tuple(1 << b for b in split))
+    out.sort(key=lambda b: max(b) / min(b))
+    return out[:limit]
 
 
 def auto_box(dims, tokens: int):

@@ -235,3 +235,31 @@ def test_json_params_are_resolved():
     j = json.loads(r.stdout)["params"]
     assert j["kernel_size"] == [5, 5, 5] and j["dilation"] == [1, 1, 1] and j["is_causal"] == [False] * 3
     assert int(np.prod(j["q_tile"])) == 128 and j["iteration"] == "box"
+
+
+def test_tile_search_finds_the_fewest_iterated_tiles():
+    """The search's pick needs no more iterated tiles than any other box pair of the same sizes,
+    and on the GNA paper's FLUX example it ties the paper's 16x16 / 16x8 tiles (6.1x)."""
+    from attnsim.simulator.na import _pow2_boxes
+    m = NAMask((64, 32), (9, 5), (2, 1))
+    L = 64 * 32
+    q, k = m.search_boxes(64, 64)
+    chosen = int(sum(sum(x) for x in m.iterated_rows(L, L, 64, 64)))
+    for qb in _pow2_boxes(m.dims, 64):
+        for kb in _pow2_boxes(m.dims, 64):
+            other = NAMask((64, 32), (9, 5), (2, 1), q_tile=qb, kv_tile=kb)
+            assert chosen <= int(sum(sum(x) for x in other.iterated_rows(L, L, 64, 64))), (qb, kb)
+    flux = NAMask((256, 256), (80, 80))
+    fi, pi = flux.iterated_rows(65536, 65536, 256, 128)
+    assert 256 * 512 / int((fi + pi).sum()) == pytest.approx(6.095, abs=0.001)
+
+
+def test_token_permutation_memory_is_reported():
+    hw = load_hardware("h100")
+    w = Workload(seqlen_q=4096, heads_q=8, head_dim_qk=128)
+    plain = predict(w, hw, "fa3")
+    na2d = predict(w, hw, "fa3", mask=NAMask((64, 64), (9, 9)))
+    na1d = predict(w, hw, "fa3", mask=NAMask((4096,), (9,)))
+    copies = 2 * 8 * 4096 * 256 * 2  # Q, O and K, V in box-major order
+    assert na2d.memory_bytes == plain.memory_bytes + copies
+    assert na1d.memory_bytes == plain.memory_bytes  # 1D without dilation needs no permutation
