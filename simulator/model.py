@@ -21,11 +21,11 @@ from functools import reduce
 import numpy as np
 
 from . import schedule
-from .bound import Bound, Work, attention_work, attention_work_alternatives, min_bound
+from .bound import Bound, Work, attention_work_alternatives, min_bound
 from .errors import AttnsimError
 from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family)
-from .hardware import DTYPE_BYTES, Hardware
+from .hardware import Hardware
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
 from .workload import Workload
 
@@ -251,8 +251,8 @@ def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates) -> TileCosts:
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
 
 
-def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, hbm_bytes, l2_bytes,
-            useful_flops, total_tiles, stages, exact=True, extra_fixed_s=0.0, splits=1, live=None):
+def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
+            useful_flops, total_tiles, stages, exact=True, splits=1, live=None):
     """Kernel time from per-CTA tile counts (`full`, `partial`: the tiles it visits, one entry per
     CTA class, each class repeated `counts` times). `live`: the (full, partial) live tiles, when the
     kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`)."""
@@ -260,7 +260,7 @@ def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, slices, h
     n_tiles = full + partial
     compute = full * tc.t_full + partial * tc.t_partial
     stream = n_tiles * lat / max(stages, 1)
-    fixed = 2 * lat + extra_fixed_s
+    fixed = 2 * lat
     dur = fixed + np.maximum(compute, stream)
     k = leg.ctas_per_sm
     slots = hw.sm_count * k
@@ -345,7 +345,7 @@ def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
 
 
 # -- fused forward -------------------------------------------------------------------------
-def _rows_over_segments(w: Workload, mask: Mask, tile: Tile, per_seg, slices_per_seq: int):
+def _rows_over_segments(w: Workload, mask: Mask, per_seg, slices_per_seq: int):
     """Concatenate, over the workload's segments and the mask's head groups, each one's per-tile
     (full, partial) arrays (`per_seg(sub_mask, lq, lk)` returns iterated and live pairs of arrays)
     with their CTA counts (`slices_per_seq` CTA rows per sequence, shared out over the head groups)."""
@@ -388,13 +388,13 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         if leg is None:
             return None
         full, partial, live, counts = _rows_over_segments(
-            w, mask, tile, lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
+            w, mask, lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
                                               tile_rows(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
         visited = float(np.sum((full + partial) * counts))
         l2 = visited * tile.block_n * (d + dv) * skv + q_b + o_b
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
-        return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts, w.heads_q,
+        return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts,
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
@@ -450,7 +450,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         if leg is None:
             return None
         full, partial, live, counts = _rows_over_segments(
-            w, mask, tile, lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
+            w, mask, lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
                                               tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates)
         visited = float(np.sum((full + partial) * counts))
@@ -458,7 +458,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
                + kv_rows * (d + dv) * s + rows * d * 4)
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
-        return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, w.heads_q, hbm, l2, useful,
+        return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, exact=exact, live=live)
 
     cands = bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype)
@@ -568,7 +568,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / (dp + dvp) * (d + dv) + hbm
-    main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, heads, hbm, l2, useful,
+    main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                    total_tiles, tile.stages, splits=splits)
     out = [main]
     if splits > 1:
