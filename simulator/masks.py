@@ -871,10 +871,13 @@ class SegmentComplementMask(Mask):
         self.description = "the other segments' keys" + (", earlier only" if causal else "")
 
     def _check(self, seqlen_q, seqlen_kv):
-        if seqlen_q != self.L or seqlen_kv != self.L:
-            from .errors import AttnsimError
-            raise AttnsimError(f"segments sum to {self.L} tokens; got seqlen {seqlen_q} -> {seqlen_kv}: "
-                               f"allowed: self-attention over segments that add up to the sequence")
+        from .errors import AttnsimError
+        if seqlen_kv != self.L:
+            raise AttnsimError(f"segments sum to {self.L} tokens; seqlen_kv is {seqlen_kv}: "
+                               f"allowed: segment lengths that add up to the sequence")
+        if seqlen_q != self.L:
+            raise AttnsimError("duplex's cross-segment pass is self-attention over the whole sequence: "
+                               "priced for --phase prefill and train")
 
     def _seg(self, x):
         idx = np.searchsorted(self.starts, np.asarray(x), side="right") - 1
