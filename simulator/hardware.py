@@ -124,10 +124,6 @@ class Hardware:
         clock_hz = self.clock_max_hz if clock_hz is None else clock_hz
         return self.mma_flops_per_clk_per_sm(dtype, accum) * self.sm_count * clock_hz
 
-    def describe(self) -> dict:
-        """Plain data for `attnsim hw show`: every figure with its source."""
-        return self.raw
-
 
 def _number(v):
     """YAML 1.1 reads `1.98e9` (no sign in the exponent) as a string: accept it as the number it is."""

@@ -745,7 +745,7 @@ class OccupancyMask(Mask):
     # beyond this many (row, kv tile) pairs, a tile's rows are taken at its middle row
     EXACT_ROW_PAIRS = 20_000_000
 
-    def _expected(self, lo, hi, complete, n_rows, seqlen_q, seqlen_kv, block_n, block_m):
+    def _expected(self, lo, hi, complete, seqlen_q, seqlen_kv, block_n, block_m):
         lo, hi = np.asarray(lo), np.asarray(hi)
         n_kv = -(-seqlen_kv // block_n)
         if int((hi - lo + 1).sum()) * n_kv <= self.EXACT_ROW_PAIRS:
@@ -776,7 +776,7 @@ class OccupancyMask(Mask):
     def _grid(self, seqlen_q, seqlen_kv, block_m, block_n, axis):
         r = np.arange(-(-seqlen_q // block_m))
         lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
-        full, ne = self._expected(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_q, seqlen_kv, block_n, block_m)
+        full, ne = self._expected(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_kv, block_n, block_m)
         f, n = self._round(full.sum(axis)), self._round(ne.sum(axis))
         return f, np.maximum(n - f, 0)
 
@@ -790,10 +790,8 @@ class OccupancyMask(Mask):
         """Decode: the expected (full, non-empty) tiles of the query rows q_lo..q_hi."""
         lo, hi = np.atleast_1d(q_lo), np.atleast_1d(q_hi)
         comp = np.broadcast_to(complete, lo.shape)
-        full, ne = self._expected(lo, hi, comp, seqlen_q, seqlen_q, seqlen_kv, block_n, int((hi - lo).max()) + 1)
+        full, ne = self._expected(lo, hi, comp, seqlen_q, seqlen_kv, block_n, int((hi - lo).max()) + 1)
         return self._round(full.sum(1)), self._round(ne.sum(1))
-
-    col_tiles = None  # tile_cols is computed directly
 
 
 class ElasticWindowMask(WindowMask):

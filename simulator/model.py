@@ -338,10 +338,10 @@ def _no_tile(fam, hw, w, what, reason: str = ""):
 
 def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
     """The legality check's reason for the first candidate (after the mask's adjustment)."""
-    for t in tiles[:1]:
-        dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
-        return can_implement(fam, hw, t, dp, dvp, w.dtype, w.kv_dtype, backward).reason
-    return ""
+    if not tiles:
+        return ""
+    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward).reason
 
 
 # -- fused forward -------------------------------------------------------------------------

@@ -50,10 +50,6 @@ def closed_makespan(n_ctas, total_s, max_s, min_s, slots):
     return np.maximum(max_s, total_s / slots + min_s * tail)
 
 
-def waves(n_ctas: int, slots: int) -> float:
-    return n_ctas / slots
-
-
 def wave_efficiency(n_ctas: int, slots: int) -> float:
     """Fraction of slot-time filled when equal CTAs run in ceil(n/slots) waves."""
     return n_ctas / (math.ceil(n_ctas / slots) * slots) if n_ctas else 0.0

@@ -210,6 +210,11 @@ def _vmoba(p, causal):
     return BoxBlockSelectMask(p["token_shape"], p["block"], p["top_k"], causal, p["density"])
 
 
+def _clusters(default: str):
+    """The runs-per-query parameter of the top-k occupancy variants (0: the variant's default)."""
+    return Param("clusters", int, 0, f"runs per query [default: {default}]", check=_nonneg("clusters"))
+
+
 def _selection(default):
     """The selection-cost parameters of the occupancy variants: (select, predictor_flops_per_query)."""
     return (Param("select", str, default, "scores (compute every allowed score first, then select) or none",
@@ -349,16 +354,14 @@ VARIANTS = {
                     "scores (select=scores by default): why unstructured sparsity rarely pays on tensor cores",
                     "top-k attention (e.g. Gupta et al. 2021, 'Memory-efficient Transformers via Top-k Attention')",
                     (Param("top_k", int, 64, "keys kept per query"),
-                     Param("clusters", int, 0, "runs per query [default: top_k, fully scattered]",
-                           check=_nonneg("clusters")),
+                     _clusters("top_k, fully scattered"),
                      *_selection("scores"), _Q_PER_STEP),
                     mask=lambda p, causal: _occupancy(p, causal, "topk")),
     "dma": Variant("dma", "trainable dynamic mask attention: a learned, content-aware mask keeps top-k keys per query "
                    "without computing all scores (a predictor instead)",
                    "Shi et al. 2025, 'Trainable Dynamic Mask Sparse Attention'",
                    (Param("top_k", int, 2048, "keys kept per query"),
-                    Param("clusters", int, 0, "runs per query [default: top_k / 64, partly clustered]",
-                          check=_nonneg("clusters")),
+                    _clusters("top_k / 64, partly clustered"),
                     _selection("none")[1], _Q_PER_STEP),
                    mask=lambda p, causal: _occupancy({**p, "select": "none"}, causal, "dma")),
     "duplex": Variant("duplex", "duplex attention: two passes with complementary masks, within segments then across "

@@ -149,7 +149,7 @@ def _duration(hw, tc, tile, k, f, p):
     return 2 * lat + np.maximum((f * tc.t_full + p * tc.t_partial) * k, (f + p) * lat / tile.stages)
 
 
-def _pick(fam, legal, evaluate, n):
+def _pick(fam, legal, evaluate):
     """The family's tile policy over arrays (model._choose's twin): its table's first legal tile, or
     (autotune) per configuration the candidate with the smallest time."""
     best = None
@@ -276,7 +276,7 @@ def _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, l
                 "tiles_partial": (ne - full) * sl, "tiles_empty": (n_q * n_kv - ne) * sl, "ctas": n_ctas,
                 "waves": n_ctas / kern.slots}
 
-    return _pick(fam, legal, evaluate, len(lq))
+    return _pick(fam, legal, evaluate)
 
 
 def _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, dv):
@@ -302,7 +302,7 @@ def _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d,
                        np.minimum.reduce(cols), hbm, l2)
         return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm}
 
-    kernels.append(_pick(fam, legal, evaluate, len(lq)))
+    kernels.append(_pick(fam, legal, evaluate))
     kernels.append({"time_s": _elementwise(hw, rows * d * 4, rows * d * s), "flops": 0 * rows,
                     "hbm": rows * d * 4 + rows * d * s})
     kvb = lk * (d + dv) * s * b
