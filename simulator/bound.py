@@ -10,8 +10,9 @@ launch overhead (DESIGN.md section 4). W_u is the *useful* work of unit u:
   pipes (FlashAttention-4 does so on Blackwell), so the exp time is the LP optimum
   (n_exp + W_fp32 / c) / (R_sfu + R_fp32 / c) with c FP32 ops per emulated exp2, and never
   below W_fp32 / R_fp32;
-* fp32: FP32 work that no tensor core can take (zero for the attention core: row sums and
-  maxima could run on tensor cores or be folded into the exp argument; later ops add RoPE etc.);
+* fp32: FP32 work that no tensor core can take (for softmax attention only a score function's own
+  work, e.g. a Gaussian score; row sums and maxima could run on tensor cores or be folded into
+  the exp argument; layer ops add RoPE, norms and convolutions);
 * smem: K and V must be staged through shared memory at least once (written and read);
 * hbm: compulsory traffic, each input read once and each output written once (train: Q, K, V read
   by both passes, dO read, O, dQ, dK, dV written — not O or the LSE read back, which can be
@@ -65,7 +66,9 @@ class Bound:
 def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None, pairs_total=None) -> Work:
     """Useful work of the attention core for a workload whose mask has `live_pairs` per (batch, head).
 
-    Forward per live pair: QK^T 2*d FLOPs (qk_accum), PV 2*dv FLOPs (pv_accum), one exp.
+    Forward per live pair: QK^T 2*d FLOPs (qk_accum; times qk_matmuls), PV 2*dv FLOPs (pv_accum), one
+    exp, plus the score function's own work (score_sfu_ops, score_fp32_ops; the backward recomputes
+    the SFU part and differentiates the FP32 part at twice its cost).
     Train adds the backward, in one of two ways:
     * recompute P (FlashAttention, the default and what `useful_flops` reports): 2*(3d + 2dv)
       FLOPs per live pair (S again, dQ, dK at the qk shape; dP, dV at the pv shape) and a second exp;
@@ -76,19 +79,21 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None
     window in decode reads the window, not the whole cache); dK and dV are written for every key.
     """
     n = w.batch * w.heads_q * live_pairs if pairs_total is None else pairs_total  # live pairs over every head
-    d, dv = w.head_dim_qk, w.head_dim_v
+    d, dv, m = w.head_dim_qk, w.head_dim_v, w.qk_matmuls
     s, skv = DTYPE_BYTES[w.dtype], DTYPE_BYTES[w.kv_dtype]
     q = w.batch * w.heads_q * w.seqlen_q * d * s
     o = w.batch * w.heads_q * w.seqlen_q * dv * s
-    kv_all = w.batch * w.heads_kv * w.seqlen_kv * (d + dv) * skv
-    kv = w.batch * w.heads_kv * (w.seqlen_kv if live_keys is None else live_keys) * (d + dv) * skv
-    tensor = [(2.0 * d * n, w.dtype, w.qk_accum), (2.0 * dv * n, w.dtype, w.pv_accum)]
+    kv_all = w.batch * w.heads_kv * w.seqlen_kv * w.stream_dims * skv
+    kv = w.batch * w.heads_kv * (w.seqlen_kv if live_keys is None else live_keys) * w.stream_dims * skv
+    tensor = [(2.0 * m * d * n, w.dtype, w.qk_accum), (2.0 * dv * n, w.dtype, w.pv_accum)]
     hbm = q + kv + o
-    exps = n * 1.0
+    exps = n * (1.0 + w.score_sfu_ops)
+    fp32 = n * w.score_fp32_ops
     strategy = ""
     if w.phase == "train":
         qk_gemms = 2 if keep_p else 3
-        tensor += [(qk_gemms * 2.0 * d * n, w.dtype, w.qk_accum), (2 * 2.0 * dv * n, w.dtype, w.pv_accum)]
+        tensor += [(qk_gemms * 2.0 * m * d * n, w.dtype, w.qk_accum), (2 * 2.0 * dv * n, w.dtype, w.pv_accum)]
+        fp32 += 2 * n * w.score_fp32_ops  # the score function differentiated
         # compulsory: the forward reads Q, K, V and writes O; the backward reads Q, K, V and dO and
         # writes dQ, dK, dV. Reading O and the log-sum-exp back is avoidable (both can be recomputed
         # from Q, K, V, dO), so the bound does not count them.
@@ -97,10 +102,10 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None
             hbm = hbm + 2 * n * s
             strategy = "keep P in HBM"
         else:
-            exps = 2.0 * n
+            exps = 2.0 * n * (1.0 + w.score_sfu_ops)
             strategy = "recompute P"
-    piece = [(2.0 * d, w.dtype, w.qk_accum), (2.0 * dv, w.dtype, w.pv_accum)]
-    return Work(tensor=tensor, exp=exps, smem_bytes=2.0 * kv, hbm_bytes=hbm * 1.0,
+    piece = [(2.0 * m * d, w.dtype, w.qk_accum), (2.0 * dv, w.dtype, w.pv_accum)]
+    return Work(tensor=tensor, exp=exps, fp32=fp32, smem_bytes=2.0 * kv, hbm_bytes=hbm * 1.0,
                 piece_tensor=piece, piece_exp=1.0, strategy=strategy)
 
 

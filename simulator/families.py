@@ -62,12 +62,25 @@ class Family:
     accum_types: tuple = ("fp32",)  # accumulate types its matmuls support
     mma_m: int = 16  # BLOCK_M must be a multiple of the MMA instruction's M (mma.sync 16, wgmma 64, tcgen05 64)
     mma_n: int = 16  # BLOCK_N must be a multiple of this (the instruction's N step and the kernels' own tables)
+    latent_dims: tuple = ()  # V widths it runs with V read as a slice of K (absorbed MLA decode)
+    latent_source: str = ""
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
             if d <= h:
                 return h
         return None
+
+    def pad_dims(self, d: int, dv: int, v_in_k: bool = False):
+        """(padded head_dim_qk, padded head_dim_v). With V a slice of K (absorbed MLA: K = [latent,
+        rope]), the latent width must be one the family compiles and the rope part pads on its own;
+        (None, None) when the family cannot run it."""
+        if not v_in_k:
+            return self.pad_head_dim(d), self.pad_head_dim(dv)
+        rope = self.pad_head_dim(d - dv) if d > dv else 0
+        if dv not in self.latent_dims or rope is None:
+            return None, None
+        return dv + rope, dv
 
     def efficiency(self, arch: str) -> float:
         return self.mma_efficiency.get(arch, 1.0)
@@ -107,6 +120,8 @@ FAMILIES = {
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, mma_m=64,
+        latent_dims=(512,), latent_source="hopper/tile_size.h: headdim 64 with headdim_v 512 (DeepSeek MLA "
+                                          "through the q_v argument), 64 x 64 tiles",
     ),
     "fa4": Family(
         name="fa4",
@@ -134,6 +149,8 @@ FAMILIES = {
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
         pack_gqa_decode=False, split_kv=False, autotune=True, accum_types=("fp32", "fp16"),
+        latent_dims=(512,), latent_source="two tl.dot per tile, latent (512) and rope parts, as sglang's Triton "
+                                          "MLA decode kernel (BLOCK_DMODEL=512, BLOCK_DPE=64)",
     ),
     "eager": Family(
         name="eager",
@@ -145,7 +162,7 @@ FAMILIES = {
         overlap=0.0, overlap_source="separate kernels", smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, pack_gqa_decode=False, split_kv=False, fused=False,
-        train_dtypes=("fp16", "bf16", "fp8"), accum_types=("fp32", "fp16"),
+        train_dtypes=("fp16", "bf16", "fp8"), accum_types=("fp32", "fp16"), latent_dims=tuple(range(8, 1025, 8)),
     ),
 }
 
@@ -158,7 +175,7 @@ def get_family(name: str) -> Family:
 
 
 def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_dim_v: int,
-                 phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32"):
+                 phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32", v_in_k: bool = False):
     """Raise AttnsimError when the family cannot run this problem on this hardware."""
     if hw.arch not in fam.archs:
         ok = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs)
@@ -170,7 +187,12 @@ def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_d
     if dtype not in fam.dtypes:
         raise AttnsimError(f"kernel family {fam.name!r} does not support dtype {dtype!r}; "
                            f"allowed: {', '.join(fam.dtypes)}")
-    for what, d in (("head_dim_qk", head_dim_qk), ("head_dim_v", head_dim_v)):
+    if v_in_k and fam.pad_dims(head_dim_qk, head_dim_v, True)[0] is None:
+        ok = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs and f.pad_dims(head_dim_qk, head_dim_v, True)[0])
+        raise AttnsimError(f"kernel family {fam.name!r} has no kernel reading a {head_dim_v}-wide latent cache as K and V "
+                           f"(absorbed MLA, head dims {head_dim_qk}/{head_dim_v}); allowed on {hw.name}: "
+                           f"--kernel {'|'.join(ok)}")
+    for what, d in () if v_in_k else (("head_dim_qk", head_dim_qk), ("head_dim_v", head_dim_v)):
         if fam.pad_head_dim(d) is None:
             others = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs and f.pad_head_dim(d))
             raise AttnsimError(f"{what}={d} exceeds the largest head dim {fam.head_dims[-1]} that kernel "
@@ -188,7 +210,7 @@ def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_d
 
 # -- legality ---------------------------------------------------------------------------
 def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dtype_bytes: int,
-               backward: bool = False) -> int:
+               backward: bool = False, v_in_k: bool = False, qk_matmuls: int = 1) -> int:
     """Shared memory a CTA allocates, written out as in CUTLASS's can_implement.
 
     Forward: the Q tile + `stages` buffers of K and V tiles. (FA2's Flash_fwd_kernel_traits:
@@ -198,12 +220,13 @@ def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dt
     """
     bm, bn, st = tile.block_m, tile.block_n, tile.stages
     if backward:
-        return (st * bm * (d + dv) * dtype_bytes + bn * (d + dv) * kv_dtype_bytes
+        return (st * bm * (d + dv) * dtype_bytes + bn * (qk_matmuls * d + dv) * kv_dtype_bytes
                 + bm * bn * dtype_bytes)
     if fam.smem_layout == "q_kv_tmem":
         # FA4: BLOCK_M = two 128-row Q tiles; K and V tiles take turns in one ring of `stages` buffers
         return bm * d * dtype_bytes + st * bn * max(d, dv) * kv_dtype_bytes
-    return bm * d * dtype_bytes + st * bn * (d + dv) * kv_dtype_bytes
+    # v_in_k: V is K's slice; qk_matmuls: a second K-wide operand (relative embeddings R) is staged too
+    return bm * d * dtype_bytes + st * bn * (qk_matmuls * d + (0 if v_in_k else dv)) * kv_dtype_bytes
 
 
 def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d: int = 0) -> int:
@@ -224,11 +247,12 @@ def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d:
 
 
 def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype: str,
-                  kv_dtype: str | None = None, backward: bool = False) -> Legality:
+                  kv_dtype: str | None = None, backward: bool = False, v_in_k: bool = False,
+                  qk_matmuls: int = 1) -> Legality:
     """Whether `tile` fits this hardware: shared memory per block, registers per thread and per SM,
     threads per SM, tensor memory on Blackwell. Also returns how many CTAs fit on one SM."""
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype or dtype]
-    smem = smem_bytes(fam, tile, d, dv, s, skv, backward)
+    smem = smem_bytes(fam, tile, d, dv, s, skv, backward, v_in_k, qk_matmuls)
     regs = regs_per_thread(fam, tile, dv, backward, d)
     threads = 32 * tile.num_warps
     if fam.fused and (tile.block_m % fam.mma_m or tile.block_n % fam.mma_n):
@@ -352,6 +376,8 @@ def decode_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int):
     if fam.name == "fa2":
         return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1), Tile(64, 64, 4, 1),
                 Tile(64, 32, 4, 1), Tile(16, 32, 4, 1)]
+    if fam.name == "fa3" and dvp == 512:  # MLA (q_v path): tile_size_fwd_sm90's 64 x 64
+        return [Tile(64, 64, 8, 2)]
     if fam.name in ("fa3", "fa4"):
         return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
     return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]

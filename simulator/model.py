@@ -184,12 +184,13 @@ class SMRates:
                    smem=hw.smem_bytes_per_clk_per_sm * clk)
 
 
-def _smem_tile_bytes(fam: Family, tile: Tile, dp: int, dvp: int, s: int, skv: int, arch: str) -> float:
-    """Shared-memory traffic of one forward tile: the K and V tiles written once (cp.async; TMA
-    writes of FA3/FA4 go through the async proxy and are taken not to contend with MMA operand
-    reads — an assumption), read once per reader, and the Q tile read as the QK^T operand."""
+def _smem_tile_bytes(fam: Family, tile: Tile, kv_cols: int, dp: int, s: int, skv: int, arch: str) -> float:
+    """Shared-memory traffic of one forward tile: the K and V tiles (`kv_cols` channels per key)
+    written once (cp.async; TMA writes of FA3/FA4 go through the async proxy and are taken not to
+    contend with MMA operand reads — an assumption), read once per reader, and the Q tile read as
+    the QK^T operand."""
     writes = 0 if fam.name in ("fa3", "fa4") else 1
-    return tile.block_n * (dp + dvp) * skv * (writes + _smem_readers(fam, tile, arch)) + tile.block_m * dp * s
+    return tile.block_n * kv_cols * skv * (writes + _smem_readers(fam, tile, arch)) + tile.block_m * dp * s
 
 
 def _smem_readers(fam: Family, tile: Tile, arch: str) -> int:
@@ -220,29 +221,46 @@ class TileCosts:
     parts: dict  # unit -> time of one full tile (for the limiting-unit label)
 
 
-def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates) -> TileCosts:
+_PLAIN = Workload()  # a plain softmax score: one QK^T, no score-function work, V apart from K
+
+
+def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
+    """Channels a kernel streams per key: K (once per QK^T-shaped matmul: a relative-position
+    operand R is as wide as K) and V, unless V is a slice of K (absorbed MLA)."""
+    return w.qk_matmuls * dp + (0 if w.v_in_k else dvp)  # Workload.stream_dims at padded dims
+
+
+def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
+    """One forward tile: qk_matmuls QK^T-shaped matmuls and PV on the tensor cores, one exp per
+    score (plus the score function's own SFU work), the softmax's FP32 work (plus the score
+    function's), shared-memory operand traffic."""
     bm, bn = tile.block_m, tile.block_n
-    flops = 2.0 * bm * bn * (dp + dvp)
+    flops = 2.0 * bm * bn * (w.qk_matmuls * dp + dvp)
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    t_exp = scores / rates.exp * k
-    t_fp32 = scores * fam.softmax_fp32_ops_per_score / rates.fp32_ops * k
-    t_fp32_p = scores * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
-    t_smem = _smem_tile_bytes(fam, tile, dp, dvp, s, skv, hw.arch) / rates.smem * k
+    t_exp = scores * (1 + w.score_sfu_ops) / rates.exp * k
+    soft = fam.softmax_fp32_ops_per_score + w.score_fp32_ops
+    t_fp32 = scores * soft / rates.fp32_ops * k
+    t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
+    kv_cols = _kv_cols(w, dp, dvp)
+    t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, hw.arch) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
     t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
-    return TileCosts(t_full, t_part, flops, bn * (dp + dvp) * skv,
+    return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
 
 
-def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates) -> TileCosts:
+def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
+    """One backward tile: S recomputed, dQ and dK (each once per QK^T-shaped matmul), dP, dV; the
+    score function's work recomputed (SFU) and differentiated (twice its FP32 work)."""
     bm, bn = tile.block_m, tile.block_n
-    flops = 2.0 * bm * bn * (3 * dp + 2 * dvp)
+    flops = 2.0 * bm * bn * (3 * w.qk_matmuls * dp + 2 * dvp)
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    t_exp = scores / rates.exp * k
-    t_fp32 = scores * fam.bwd_fp32_ops_per_score / rates.fp32_ops * k
-    t_fp32_p = scores * (fam.bwd_fp32_ops_per_score + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
+    t_exp = scores * (1 + w.score_sfu_ops) / rates.exp * k
+    soft = fam.bwd_fp32_ops_per_score + 2 * w.score_fp32_ops
+    t_fp32 = scores * soft / rates.fp32_ops * k
+    t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     # Q and dO tiles written once and read by every reader; dS written and read once
     t_smem = (bm * (dp + dvp) * s * (1 + _smem_readers(fam, tile, hw.arch)) + 2 * bm * bn * s) / rates.smem * k
     t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
@@ -320,7 +338,7 @@ def _choose(fam: Family, cands, evaluate):
 def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
     """The legality check, with CTAs per SM capped by how many CTAs the grid puts on one SM: the
     block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself."""
-    leg = can_implement(fam, hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward)
+    leg = can_implement(fam, hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.qk_matmuls)
     if not leg.ok:
         return None
     if n_ctas is not None:
@@ -340,8 +358,8 @@ def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
     """The legality check's reason for the first candidate (after the mask's adjustment)."""
     if not tiles:
         return ""
-    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
-    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward).reason
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
+    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.qk_matmuls).reason
 
 
 # -- fused forward -------------------------------------------------------------------------
@@ -368,16 +386,17 @@ def _segment_sums(w: Workload, mask: Mask, segments=None):
 def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
     """The forward kernel: one CTA per (sequence, query head, query tile); a packed varlen batch
     runs every sequence's tiles in one grid (cu_seqlens), a padded one pads each to the longest."""
-    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
-    rates = SMRates.mixed(hw, fam, w, dp, dvp)
+    rates = SMRates.mixed(hw, fam, w, w.qk_matmuls * dp, dvp)
     live_pairs, _ = _segment_sums(w, mask)
-    useful = 2 * (d + dv) * live_pairs
+    useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
+    kvc = _kv_cols(w, d, dv)
     kern = w.aggregate()  # the tokens the kernel reads and writes (padding included when padded)
     q_b = w.heads_q * kern.seqlen_q * d * s
     o_b = w.heads_q * kern.seqlen_q * dv * s
-    kv_b = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * (d + dv) * skv
+    kv_b = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * kvc * skv
     lse_b = w.heads_q * kern.seqlen_q * 4 if write_lse else 0
 
     def evaluate(tile, exact):
@@ -390,9 +409,9 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         full, partial, live, counts = _rows_over_segments(
             w, mask, lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
                                               tile_rows(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
-        tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
+        tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
         visited = float(np.sum((full + partial) * counts))
-        l2 = visited * tile.block_n * (d + dv) * skv + q_b + o_b
+        l2 = visited * tile.block_n * kvc * skv + q_b + o_b
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts,
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
@@ -430,15 +449,16 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
     gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
     GQA the sum of per-query-head dK/dV (FA2's approach: dk_expanded, then a reduction)."""
-    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s = w.dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
     kern = w.aggregate()
     rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
     kv_tokens = kern.seqlen_kv
-    rates = SMRates.mixed(hw, fam, w, 3 * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
+    m = w.qk_matmuls
+    rates = SMRates.mixed(hw, fam, w, 3 * m * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
     live_pairs, _ = _segment_sums(w, mask)
-    useful = 2 * (3 * d + 2 * dv) * live_pairs
+    useful = 2 * (3 * m * d + 2 * dv) * live_pairs
     pre = elementwise("bwd_preprocess", hw, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
                       fp32_ops=2.0 * rows * dv)
     kv_rows = w.heads_q * kv_tokens  # dK/dV per query head (expanded under GQA)
@@ -452,10 +472,10 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         full, partial, live, counts = _rows_over_segments(
             w, mask, lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
                                               tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
-        tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates)
+        tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w)
         visited = float(np.sum((full + partial) * counts))
-        hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * (d + dv) * s + rows * 8
-               + kv_rows * (d + dv) * s + rows * d * 4)
+        hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * (m * d + dv) * s + rows * 8
+               + kv_rows * (m * d + dv) * s + rows * d * 4)
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
@@ -467,7 +487,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))
     out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
     if w.group > 1:
-        kvb = kv_tokens * (d + dv) * s
+        kvb = kv_tokens * (m * d + dv) * s
         out.append(elementwise("bwd_dkv_reduce", hw, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
                                fp32_ops=float(kvb // s * w.heads_q)))
     return out
@@ -514,7 +534,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     Packed GQA (FA2 when seqlen_q == 1, FA3, FA4): the query heads sharing a kv head fill the rows
     of one tile (row = token * group + head); otherwise one CTA row block per query head. Rows are
     padded to BLOCK_M: the padding is executed FLOPs."""
-    dp, dvp = fam.pad_head_dim(w.head_dim_qk), fam.pad_head_dim(w.head_dim_v)
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
     pack = fam.pack_gqa_decode and (fam.name != "fa2" or w.seqlen_q == 1)
@@ -526,7 +546,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     if not legal:
         raise _no_tile(fam, hw, w, "decode")
     tile, leg = legal[0]
-    rates = SMRates.mixed(hw, fam, w, dp, dvp)
+    rates = SMRates.mixed(hw, fam, w, w.qk_matmuls * dp, dvp)
     # query-token range of each row block
     n_m = -(-rows // tile.block_m)
     r0 = np.arange(n_m) * tile.block_m
@@ -559,15 +579,15 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
                     counts.append(m * heads * h // w.heads_q)
     full, partial, counts = (np.asarray(x, dtype=np.int64) for x in (fulls, parts, counts))
     leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=int(counts.sum()))
-    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates)
+    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
     q_rows = w.batch * w.heads_q * w.seqlen_q
     live_pairs, _ = _segment_sums(w, mask)
-    useful = 2 * (d + dv) * live_pairs
+    useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
     partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
-    kv_read = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * (d + dv) * skv
+    kv_read = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * _kv_cols(w, d, dv) * skv
     hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
-    l2 = visited * tc.kv_bytes / (dp + dvp) * (d + dv) + hbm
+    l2 = visited * tc.kv_bytes / _kv_cols(w, dp, dvp) * _kv_cols(w, d, dv) + hbm
     main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                    total_tiles, tile.stages, splits=splits)
     out = [main]
@@ -590,20 +610,22 @@ def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     scores = bh * lq * lk
     ks = []
     # the score tiles are classified with the (first) head group's mask: a GEMM computes them all anyway
-    qk = gemm("qk_gemm", hw, lq, lk, d, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live,
+    m = w.qk_matmuls  # QK^T-shaped matmuls per score: one GEMM of m*d reduction dims
+    qk = gemm("qk_gemm", hw, lq, lk, m * d, bh, w.dtype, w.qk_accum, useful_flops=2 * m * d * live,
               mask=mask.head_groups(w.heads_q)[0][0])
     ks.append(qk)
     ks.append(elementwise("softmax", hw, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
-                          exps=float(scores), fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score
-                                                                      + fam.mask_fp32_ops_per_score)))
+                          exps=float(scores) * (1 + w.score_sfu_ops),
+                          fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score
+                                                    + w.score_fp32_ops)))
     ks.append(gemm("pv_gemm", hw, lq, dv, lk, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
     if w.phase == "train":
         ks.append(gemm("bwd_dv_gemm", hw, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
         ks.append(gemm("bwd_dp_gemm", hw, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
         ks.append(elementwise("softmax_bwd", hw, read_bytes=2 * scores * s, write_bytes=scores * s,
-                              fp32_ops=3.0 * scores))
-        ks.append(gemm("bwd_dq_gemm", hw, lq, d, lk, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live))
-        ks.append(gemm("bwd_dk_gemm", hw, lk, d, lq, bh, w.dtype, w.qk_accum, useful_flops=2 * d * live))
+                              fp32_ops=(3.0 + 2 * w.score_fp32_ops) * scores))
+        ks.append(gemm("bwd_dq_gemm", hw, lq, d, lk, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
+        ks.append(gemm("bwd_dk_gemm", hw, lk, d, lq, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
     return ks
 
 
@@ -656,7 +678,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
     scope="layer" adds the Q/K/V and output projections (d_model defaults to heads_q * head_dim_qk)."""
     fam = resolve_family(hw, kernel)
-    check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum)
+    check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum, w.v_in_k)
     mask = mask or mask_for(w.causal)
     if len(mask.passes()) > 1:
         return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model)

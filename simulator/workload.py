@@ -41,6 +41,10 @@ class Workload:
     phase: str = "prefill"
     seqlens: tuple | None = None  # varlen: per-sequence lengths (decode: contexts); sets batch and seqlen
     varlen: str = "packed"  # varlen layout: "packed" (cu_seqlens, padding-free) or "padded" (to the longest)
+    v_in_k: bool = False  # V is the first head_dim_v channels of K (MLA's latent cache; FA3's q_v path)
+    qk_matmuls: int = 1  # QK^T-shaped matmuls per score (2: a relative-position term Q R^T, a two-pass statistic)
+    score_fp32_ops: float = 0.0  # extra FP32 instructions per score of the forward (a score function's own work)
+    score_sfu_ops: float = 0.0  # extra special-function (exp/sin/cos) operations per score of the forward
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -63,7 +67,7 @@ class Workload:
             set_(self, "head_dim_v", self.head_dim_qk)
         if self.kv_dtype is None:
             set_(self, "kv_dtype", self.dtype)
-        for name in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"):
+        for name in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "qk_matmuls"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AttnsimError(f"{name}={v!r} must be a positive integer")
@@ -83,6 +87,16 @@ class Workload:
                 raise AttnsimError(f"{name}={getattr(self, name)!r}; allowed: fp32, fp16")
         if self.phase not in PHASES:
             raise AttnsimError(f"phase={self.phase!r}; allowed: {', '.join(PHASES)}")
+        if self.v_in_k and not self.head_dim_v < self.head_dim_qk:
+            raise AttnsimError(f"v_in_k: head_dim_v={self.head_dim_v} must be smaller than head_dim_qk="
+                               f"{self.head_dim_qk} (V is a slice of K)")
+        if self.v_in_k and self.phase == "train":
+            raise AttnsimError("a latent cache read as K and V (absorbed MLA) is an inference form; "
+                               "train runs the up-projected form")
+        for name in ("score_fp32_ops", "score_sfu_ops"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise AttnsimError(f"{name}={v!r} must be a number >= 0")
         if self.phase == "train" and self.kv_dtype != self.dtype:
             raise AttnsimError(f"kv_dtype={self.kv_dtype!r} differs from dtype={self.dtype!r}; "
                                f"a separate KV-cache dtype applies to prefill and decode only")
@@ -91,6 +105,17 @@ class Workload:
     def group(self) -> int:
         """Query heads per kv head (1 for MHA)."""
         return self.heads_q // self.heads_kv
+
+    @property
+    def kv_dims(self) -> int:
+        """Channels of one K/V row pair per kv head: d + dv, or d when V is a slice of K."""
+        return self.head_dim_qk if self.v_in_k else self.head_dim_qk + self.head_dim_v
+
+    @property
+    def stream_dims(self) -> int:
+        """Channels a kernel reads per key per kv head: K once per QK^T-shaped matmul (a relative-position
+        operand is as wide as K) and V, unless V is a slice of K."""
+        return self.qk_matmuls * self.head_dim_qk + (0 if self.v_in_k else self.head_dim_v)
 
     @property
     def dtype_bytes(self) -> int:
@@ -124,9 +149,8 @@ class Workload:
                        seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None)
 
     def kv_cache_bytes(self) -> int:
-        """K and V of every sequence's tokens: sum of seqlen_kv * heads_kv * (d + dv) * bytes."""
-        return (sum(k * m for _, k, m in self.real_segments()) * self.heads_kv
-                * (self.head_dim_qk + self.head_dim_v) * self.kv_dtype_bytes)
+        """K and V of every sequence's tokens: sum of seqlen_kv * heads_kv * kv_dims * bytes."""
+        return sum(k * m for _, k, m in self.real_segments()) * self.heads_kv * self.kv_dims * self.kv_dtype_bytes
 
     def with_(self, **kw) -> "Workload":
         return replace(self, **kw)
