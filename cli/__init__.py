@@ -91,7 +91,7 @@ _WORKLOAD_OPTIONS = [
     click.option("--heads", type=int, default=32, show_default=True, help="query heads"),
     click.option("--kv-heads", type=int, default=None,
                  help="key/value heads [mha: = --heads; mqa: 1; gqa: 8 when it divides --heads]"),
-    click.option("--head-dim", type=int, default=128, show_default=True, help="head dim of Q and K"),
+    click.option("--head-dim", type=int, default=None, help="head dim of Q and K [default: 128]"),
     click.option("--head-dim-v", type=int, default=None, help="head dim of V and O [default: --head-dim]"),
     click.option("--dtype", default="bf16", show_default=True, help="compute dtype: bf16, fp16, fp8 (where the hardware has it)"),
     click.option("--kv-dtype", default=None, help="KV-cache storage dtype: bf16, fp16, fp8 [default: --dtype]"),
@@ -105,6 +105,8 @@ _WORKLOAD_OPTIONS = [
     click.option("--scope", default="attention", show_default=True, type=click.Choice(["attention", "layer"]),
                  help="attention = the core op; layer = with Q/K/V and output projections"),
     click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]"),
+    click.option("--rope-dim", type=int, default=None,
+                 help="--scope layer: RoPE channels per query/key head [default: the head dim; 0: no RoPE]"),
 ]
 
 
@@ -138,7 +140,7 @@ def _params_json(resolved):
 
 
 def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_shape, heads, kv_heads, head_dim,
-           head_dim_v, dtype, kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model):
+           head_dim_v, dtype, kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, rope_dim):
     """The options of `predict` -> (Prediction, the variant's resolved parameters)."""
     from attnsim.simulator.errors import AttnsimError
     from attnsim.simulator.hardware import load_hardware
@@ -205,11 +207,12 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         raise AttnsimError("-p q_per_step applies to --phase decode only")
     if var.heads_kv_rule == "mha":
         if kv_heads not in (None, heads):
-            raise AttnsimError(f"variant 'mha' has --kv-heads = --heads ({heads}); got {kv_heads}: use --variant gqa")
+            raise AttnsimError(f"variant {var.name!r} has --kv-heads = --heads ({heads}); got {kv_heads}: "
+                               f"{var.kv_heads_hint}")
         kv_heads = heads
     elif var.heads_kv_rule == "mqa":
         if kv_heads not in (None, 1):
-            raise AttnsimError(f"variant 'mqa' has one kv head; got --kv-heads {kv_heads}: use --variant gqa")
+            raise AttnsimError(f"variant 'mqa' has one kv head; got --kv-heads {kv_heads}: {var.kv_heads_hint}")
         kv_heads = 1
     elif kv_heads is None and var.heads_kv_rule == "any":
         kv_heads = heads
@@ -219,10 +222,28 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
             notes.append("kv heads: 8 (default for gqa; set --kv-heads)")
         else:
             raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
-    if d_model is not None and scope != "layer":
+    if d_model is not None and scope != "layer" and not var.d_model_in_core:
         raise AttnsimError("--d-model applies to --scope layer only")
     if d_model is not None and d_model < 1:
         raise AttnsimError(f"--d-model={d_model} must be a positive integer")
+    if rope_dim is not None:
+        if scope != "layer":
+            raise AttnsimError("--rope-dim applies to --scope layer only")
+        if not var.rope:
+            raise AttnsimError(f"variant {var.name!r} has no RoPE (its positions come from its own score); drop --rope-dim")
+        if var.head_dims_from_params:
+            raise AttnsimError(f"variant {var.name!r} sets its RoPE dims with -p qk_rope_head_dim; drop --rope-dim")
+    if var.head_dims_from_params:
+        for flag, v in (("--head-dim", head_dim), ("--head-dim-v", head_dim_v)):
+            if v is not None:
+                notes.append(f"{flag} {v} not used: {var.name}'s head dims come from its -p parameters")
+        head_dim, head_dim_v = 128, None
+    head_dim = 128 if head_dim is None else head_dim
+    if var.kernel is not None:
+        if kernel is not None and kernel.strip().lower() != var.kernel:
+            raise AttnsimError(f"variant {var.name!r} is the {var.kernel} kernel; got --kernel {kernel}: drop --kernel "
+                               f"(the output contrasts it with the fused kernel)")
+        kernel = var.kernel
     if lengths is not None:
         seqlen_q, context = (resolved.get("q_per_step", 1), None) if phase == "decode" else (None, None)
     elif phase == "decode":
@@ -246,7 +267,32 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
                  varlen=resolved.get("layout", "packed"))
     hw = load_hardware(hw_name)
     mask = var.make_mask(resolved, causal)
-    pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model)
+    layout = None
+    if var.layout is not None:
+        from attnsim.simulator.layouts import check_rope
+        dm = d_model or heads * head_dim
+        rd = head_dim if rope_dim is None else rope_dim
+        check_rope(rd, head_dim)
+        layout = var.layout(resolved, w, dm, rd)
+        kernel = _latent_kernel(layout.core, hw, kernel, notes)
+    elif rope_dim is not None:
+        from attnsim.simulator.layouts import check_rope
+        check_rope(rope_dim, head_dim)
+    try:
+        pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model, layout=layout,
+                   rope_dim=rope_dim)
+    except AttnsimError as e:  # the default family has no kernel for this core: the next family that has one
+        if kernel is not None or layout is None:
+            raise
+        pred = _fallback(e, hw, lambda k: run(w, hw, k, mask=mask, variant=var.name, scope=scope, d_model=d_model,
+                                                layout=layout, rope_dim=rope_dim), notes)
+    if var.kernel is not None:  # eager attention: the fused kernel on the same problem, side by side
+        fused = run(w, hw, None, mask=mask, variant=var.name, scope=scope, d_model=d_model, compare=False,
+                    rope_dim=rope_dim)
+        pred.contrast = {"kernel": fused.family.name, "time_s": fused.time_s, "hbm_bytes": fused.hbm_bytes,
+                         "memory_bytes": fused.memory_bytes, "eager_over_fused_time": pred.time_s / fused.time_s,
+                         "eager_over_fused_hbm": pred.hbm_bytes / fused.hbm_bytes,
+                         "eager_over_fused_memory": pred.memory_bytes / fused.memory_bytes}
     pred.notes.extend(notes)
     if hasattr(mask, "resolved"):  # neighborhood attention: per-dimension values and the boxes used
         fwd = next((k.tile_obj for k in pred.kernels if k.name == "attn_fwd"), None)
@@ -254,6 +300,39 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
     if var.name == "varlen" and pred.family.name == "eager":
         pred.notes.append("eager attention pads every sequence to the longest: the varlen layout does not apply")
     return pred, resolved
+
+
+def _fallback(error, hw, run, notes):
+    """Run with the families after the hardware's default, in order (fa3, fa2, triton, eager); the first
+    that runs wins and a note says why; none: the default's error."""
+    from attnsim.simulator.errors import AttnsimError
+    from attnsim.simulator.families import FAMILIES
+    for name in ("fa3", "fa2", "triton", "eager"):
+        if name == hw.default_kernel or hw.arch not in FAMILIES[name].archs:
+            continue
+        try:
+            pred = run(name)
+        except AttnsimError:
+            continue
+        notes.append(f"kernel {name}: the default {hw.default_kernel} cannot run this core ({error})")
+        return pred
+    raise error
+
+
+def _latent_kernel(core, hw, kernel, notes):
+    """Absorbed MLA decode reads the latent cache as K and V: when the hardware's default family has
+    no such kernel, the first family that has one (a note says so)."""
+    from attnsim.simulator.families import FAMILIES, get_family
+    if kernel is not None or not core.v_in_k:
+        return kernel
+    if get_family(hw.default_kernel).pad_dims(core.head_dim_qk, core.head_dim_v, True)[0]:
+        return None
+    for name in ("fa3", "triton", "eager"):
+        f = FAMILIES[name]
+        if hw.arch in f.archs and f.pad_dims(core.head_dim_qk, core.head_dim_v, True)[0]:
+            notes.append(f"kernel {name}: {hw.default_kernel} has no latent-cache (absorbed MLA) decode kernel")
+            return name
+    return None
 
 
 def render(pred) -> str:
@@ -288,6 +367,15 @@ def render(pred) -> str:
            f"{j['workload']['seqlens_max']} tokens (mean {j['workload']['seqlens_mean']:.0f}) · packed "
            f"{_fmt_time(vl['packed_time_s'])} vs padded {_fmt_time(vl['padded_time_s'])} "
            f"({vl['padded_over_packed']:.2f}x)"] if (vl := j.get("varlen")) else []),
+        *([f"  layout     " + " · ".join(f"{k} {v}" for k, v in j["layout"].items())] if j.get("layout") else []),
+        *([f"  train      activations saved for the backward {_fmt_capacity(j['activation_bytes'])}"]
+          if j.get("activation_bytes") is not None else []),
+        *([f"  vs {alt['impl']:<7} {_fmt_time(alt['time_s'])} ({alt['time_s'] / j['time_s']:.2f}x this) · useful FLOPs "
+           f"{alt['useful_flops']:.4g} · HBM {_fmt_bytes(alt['hbm_bytes'])} · memory {_fmt_capacity(alt['memory_bytes'])}"]
+          if (alt := j.get("alternative")) else []),
+        *([f"  vs fused   {c['kernel']} {_fmt_time(c['time_s'])}: eager takes {c['eager_over_fused_time']:.2f}x the time,"
+           f" {c['eager_over_fused_hbm']:.1f}x the HBM traffic, {c['eager_over_fused_memory']:.1f}x the memory"
+           f" ({_fmt_capacity(c['memory_bytes'])} fused)"] if (c := j.get("contrast")) else []),
         "  bound by unit (clock_max): "
         + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items() if t > 0),
         f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",

@@ -329,7 +329,10 @@ def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: b
     else:
         bm, bn = {64: (192, 160), 96: (192, 128), 128: (128, 224), 192: (128, 160)}.get(
             dp, (128, 64 if local else 128))
-    return [Tile(bm, bn, 4 * (bm // 64 + 1), 2)]
+    # the table's tile first; narrower K/V tiles after it for a kernel whose operands outgrow it (a second
+    # K-wide operand, a wide latent): the fallbacks are attnsim's, not FA3's table
+    return [Tile(bm, bn, 4 * (bm // 64 + 1), 2)] + [Tile(m, n, 4 * (m // 64 + 1), 2) for m, n in
+                                                   ((128, 96), (128, 64), (64, 64)) if n < bn or m < bm]
 
 
 def _fa4_fwd(hw: Hardware, dp: int, causal: bool):

@@ -179,6 +179,50 @@ class CausalMask(Mask):
         return full, nonempty
 
 
+class SpreadCausalMask(Mask):
+    """Causal attention of gathered query rows: n rows spread evenly over `positions` query
+    positions (MoH's ideal implementation, a head's routed tokens gathered in order). Row i sits
+    at position pos(i) = (i + 1) * positions // n - 1 and sees keys j <= pos(i) + seqlen_kv -
+    positions (bottom-right aligned like CausalMask; n = positions is CausalMask itself)."""
+    name = "spread_causal"
+    description = "causal over gathered query rows spread evenly over the positions"
+
+    def __init__(self, positions: int):
+        self.positions = int(positions)
+
+    def _pos(self, i, n):
+        return (np.asarray(i) + 1) * self.positions // n - 1
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        return np.asarray(kv_idx) <= self._pos(q_idx, seqlen_q) + (seqlen_kv - self.positions)
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        off = seqlen_kv - self.positions
+        seen = np.clip(self._pos(np.arange(seqlen_q, dtype=np.int64), seqlen_q) + off + 1, 0, seqlen_kv)
+        return int(seen.sum())
+
+    def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        off = seqlen_kv - self.positions
+        last = np.minimum(self._pos(q_hi, seqlen_q) + off, seqlen_kv - 1)
+        nonempty = np.where(last >= 0, last // block_n + 1, 0)
+        m = np.minimum(self._pos(q_lo, seqlen_q) + off + 1, seqlen_kv)
+        full = np.where(complete & (m > 0), np.maximum(m, 0) // block_n, 0)
+        return full, nonempty
+
+    def _first_row(self, j, seqlen_q, seqlen_kv):
+        """The first row that sees key j: the smallest i with pos(i) >= j - off."""
+        need = np.asarray(j) - (seqlen_kv - self.positions) + 1
+        return np.maximum(-(-need * seqlen_q // self.positions) - 1, 0)
+
+    def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        n_q = _cdiv(seqlen_q, block_m)
+        first = self._first_row(k_lo, seqlen_q, seqlen_kv)
+        nonempty = np.where(first <= seqlen_q - 1, n_q - first // block_m, 0)
+        r0 = _cdiv(self._first_row(k_hi, seqlen_q, seqlen_kv), block_m)
+        full = np.where(complete, np.maximum(seqlen_q // block_m - r0, 0), 0)
+        return full, nonempty
+
+
 def _sum_min(a, b, c, cap):
     """sum_{i=a}^{b} min(cap, i + c) for integer arrays (0 when b < a)."""
     a, b = np.asarray(a), np.asarray(b)

@@ -95,6 +95,10 @@ class Prediction:
     speedup: dict | None = None  # sparse masks: see speedup_over_dense
     varlen: dict | None = None  # varlen batches: packed and padded side by side
     works: list | None = field(default=None, repr=False)  # the op's useful Work (bound alternatives)
+    activation_bytes: int | None = None  # train: what the forward saves for the backward
+    layout: dict | None = None  # the variant's resolved head layout (shapes)
+    alternative: dict | None = None  # the variant's other implementation (MoH: ideal vs masked)
+    contrast: dict | None = None  # eager attention: the fused kernel on the same problem
 
     @property
     def time_s(self) -> float:
@@ -150,7 +154,8 @@ class Prediction:
             "hbm_bytes": int(self.hbm_bytes), "kv_cache_bytes": int(self.kv_cache_bytes),
             "memory_bytes": int(self.memory_bytes), "hbm_capacity_bytes": int(self.hardware.hbm_capacity_bytes),
             "fits": self.fits, "tiles": self.tiles, "tiles_iterated": self.tiles_iterated, "waves": self.waves,
-            "speedup": self.speedup, "varlen": self.varlen,
+            "speedup": self.speedup, "varlen": self.varlen, "activation_bytes": self.activation_bytes,
+            "layout": self.layout, "alternative": self.alternative, "contrast": self.contrast,
             "kernels": [k.to_json() for k in self.kernels],
             "calibrated": self.calibrated, "clock_hz": self.hardware.clock_sustained_hz,
             "notes": self.notes,
@@ -673,10 +678,25 @@ def resolve_family(hw: Hardware, kernel: str | None) -> Family:
 
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
             variant: str = "mha", scope: str = "attention", d_model: int | None = None,
-            compare: bool = True) -> Prediction:
+            compare: bool = True, layout=None, rope_dim: int | None = None) -> Prediction:
     """Predicted time of one call of the attention op of one layer (train: forward + backward;
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
-    scope="layer" adds the Q/K/V and output projections (d_model defaults to heads_q * head_dim_qk)."""
+
+    `layout` (attnsim.simulator.layouts.Layout): the variant's head layout; its core replaces `w`
+    and its KV cache is reported. Without one, the standard MHA/GQA layout of `w`.
+    scope="layer" adds the ops around the core (projections, RoPE on `rope_dim` channels per head
+    [default: the head dim], and the variant's own: latent projections, routers, convolutions);
+    d_model defaults to heads_q * head_dim_qk."""
+    from .layouts import core_saved_bytes, layer_kernels, standard
+    if scope not in ("attention", "layer"):
+        raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
+    if layout is None:
+        layout = standard(w, d_model or w.heads_q * w.head_dim_qk, w.head_dim_qk if rope_dim is None else rope_dim)
+        std = True
+    else:
+        std = False
+        w = layout.core
+        mask = layout.mask or mask
     fam = resolve_family(hw, kernel)
     check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum, w.v_in_k)
     mask = mask or mask_for(w.causal)
@@ -692,35 +712,51 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         if gate_work is not None:
             works = [wk + gate_work for wk in works]
     mem = memory_bytes(w, fam, kernels) + mask.extra_memory(w)
+    # the layer's cache: the core's K/V (plus any state), or apart from them (MLA's up-projected K/V)
+    mem += layout.kv_cache_bytes - (w.kv_cache_bytes() if layout.cache_is_core_kv else 0)
+    activations = core_saved_bytes(w) if w.phase == "train" else None
     resolved = {}
     if w.seqlens is not None:
         resolved.update(varlen=w.varlen, seqlens_count=len(w.seqlens), seqlens_min=min(w.seqlens),
                         seqlens_mean=sum(w.seqlens) / len(w.seqlens), seqlens_max=max(w.seqlens))
     if scope == "layer":
-        from .layer import projection_gemms
-        d_model = d_model or w.heads_q * w.head_dim_qk
-        proj, proj_work = projection_gemms(w.aggregate() if fam.fused else w, hw, d_model)
-        kernels = [proj[0]] + kernels + proj[1:]
-        works = [wk + proj_work for wk in works]
-        mem += sum(int(k.hbm_bytes) for k in proj[:2])  # weights and activations of the projections
-        resolved["d_model"] = d_model
-    elif scope != "attention":
-        raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
+        before, after, layer_work, saved, weights = layer_kernels(layout, hw)
+        kernels = before + kernels + after
+        works = [wk + layer_work for wk in works]
+        t = w.aggregate().seqlen_q * layout.d_model * w.dtype_bytes  # the layer's input and output
+        mem += weights * (2 if w.phase == "train" else 1) + saved + 2 * t
+        if activations is not None:
+            activations += saved
+        resolved["d_model"] = layout.d_model
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
-                      kernels=kernels, kv_cache_bytes=w.kv_cache_bytes(), memory_bytes=mem,
+                      kernels=kernels, kv_cache_bytes=layout.kv_cache_bytes, memory_bytes=mem,
                       useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name,
-                      notes=[mask.assumption] if mask.assumption else [], works=works)
-    if compare and not isinstance(mask, DenseMask):
-        pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
-                                                        scope, d_model, compare=False))
+                      notes=([mask.assumption] if mask.assumption else []) + list(layout.notes), works=works,
+                      activation_bytes=activations, layout=None if std else dict(layout.shapes))
+    if compare and not isinstance(mask, DenseMask) and layout.mask is None:
+        dense = predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant, scope, compare=False,
+                        layout=None if std else _with_core(layout, w.with_(causal=False)), rope_dim=rope_dim,
+                        d_model=d_model)
+        pred.speedup = speedup_over_dense(pred, dense)
     if compare and w.seqlens is not None and fam.fused:
         other = predict(w.with_(varlen="padded" if w.varlen == "packed" else "packed"), hw, fam.name, mask,
-                        variant, scope, d_model, compare=False)
+                        variant, scope, d_model, compare=False, rope_dim=rope_dim)
         packed, padded = (pred, other) if w.varlen == "packed" else (other, pred)
         pred.varlen = {"layout": w.varlen, "packed_time_s": packed.time_s, "padded_time_s": padded.time_s,
                        "packed_flops": packed.flops, "padded_flops": padded.flops,
                        "padded_over_packed": padded.time_s / packed.time_s}
+    if compare and layout.alternative is not None:
+        label, alt = layout.alternative
+        other = predict(alt.core, hw, fam.name, mask_for(alt.core.causal), variant, scope, compare=False, layout=alt)
+        pred.alternative = {"impl": label, "time_s": other.time_s, "bound_s": other.bound.time_s,
+                            "flops": other.flops, "useful_flops": other.useful_flops, "hbm_bytes": other.hbm_bytes,
+                            "memory_bytes": other.memory_bytes, "kernels": [k.name for k in other.kernels]}
     return pred
+
+
+def _with_core(layout, core):
+    from dataclasses import replace
+    return replace(layout, core=core, alternative=None)
 
 
 def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model) -> Prediction:

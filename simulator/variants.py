@@ -83,6 +83,12 @@ class Variant:
     heads_kv_rule: str = "any"  # "mha": heads_kv = heads_q; "mqa": heads_kv = 1; "gqa": as given (default 8);
     # "any": as given, default heads_q
     mask: object = None  # (params, causal) -> Mask; None: dense or causal
+    layout: object = None  # (params, workload, d_model, rope_dim) -> layouts.Layout; None: the standard layout
+    kernel: str | None = None  # the kernel family the variant is (eager attention)
+    kv_heads_hint: str = "use --variant gqa"  # what to do instead of --kv-heads under the "mha"/"mqa" rules
+    rope: bool = True  # the layer has RoPE (--rope-dim applies)
+    head_dims_from_params: bool = False  # -p parameters set the head dims (MLA): --head-dim does not apply
+    d_model_in_core: bool = False  # the core's shape follows --d-model (SHViT): --d-model applies to either scope
 
     def make_mask(self, params: dict, causal: bool):
         return self.mask(params, causal) if self.mask else mask_for(causal)
@@ -283,6 +289,32 @@ def _na_params(with_stride: bool):
     return tuple(out)
 
 
+def _heads():
+    from . import heads
+    return heads
+
+
+def _need(p, name, variant):
+    if p[name] is None:
+        raise AttnsimError(f"variant {variant!r} needs -p {name}=N")
+    return p
+
+
+def _moh_defaults(p, w, name):
+    h = w.heads_q
+    shared = p["shared_heads"] if p["shared_heads"] is not None else h // 2
+    active = p["active_heads"] if p["active_heads"] is not None else (h // 4 if name == "moh" else h // 2)
+    return {**p, "shared_heads": shared, "active_heads": active}
+
+
+def _fraction_named(name):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise AttnsimError(f"-p {name}={v!r}: expected a fraction in (0, 1]")
+        return float(v)
+    return check
+
+
 _Q_PER_STEP = Param("q_per_step", int, 1, "decode: query tokens per sequence per step (speculative decoding, MTP)",
                     phases=("decode",))
 
@@ -386,6 +418,109 @@ VARIANTS = {
                    "(1: sliding window, between: strided, = kernel_size: blocked)",
                    "Hassani et al. 2025, 'Generalized Neighborhood Attention: Multi-dimensional Sparse Attention "
                    "at the Speed of Light'; NATTEN", _na_params(with_stride=True), mask=_na_mask),
+    **{name: Variant(name, desc, "Filipek 2025, 'Sparse Query Attention (SQA): A Computationally Efficient Attention "
+                     "Mechanism with Query Heads Reduction' (arXiv 2510.01817)", params + (_Q_PER_STEP,),
+                     heads_kv_rule="mha", kv_heads_hint=hint,
+                     layout=(lambda q, kv: lambda p, w, dm, r: _heads().sqa({"query_heads": 0, "kv_heads": 0, **p,
+                                                                            "preset_q": q, "preset_kv": kv}, w, dm, r))(q, kv))
+       for name, desc, params, q, kv, hint in (
+           ("sqa", "sparse query attention: fewer query heads (default H/2) and kv heads (H/4) of the baseline's head "
+                   "dim; attention FLOPs scale with query_heads / heads (--heads: the baseline's H)",
+            (Param("query_heads", int, 0, "query heads [default: --heads / 2]", check=_count("query_heads")),
+             Param("kv_heads", int, 0, "kv heads, dividing query_heads [default: --heads / 4]",
+                   check=_count("kv_heads"))), 2, 1, "set -p kv_heads for SQA's kv heads"),
+           ("ssqa", "symmetric SQA: H/2 query heads and H/2 kv heads", (), 2, 2, "use --variant sqa -p kv_heads=N"),
+           ("xsqa", "extreme SQA: H/4 query heads and H/4 kv heads", (), 1, 1, "use --variant sqa -p kv_heads=N"))},
+    "mla": Variant("mla", "multi-head latent attention: K/V from a low-rank latent (kv_lora_rank) plus a shared RoPE "
+                   "key; prefill/train up-project K/V, decode absorbs the up-projections and reads only the latent "
+                   "cache (MQA over rank + rope dims); -p dims win over --head-dim",
+                   "DeepSeek-AI 2024, 'DeepSeek-V2' (arXiv 2405.04434) section 2.1; X-EcoMLA upcycling = MLA at a "
+                   "chosen kv_lora_rank",
+                   (Param("kv_lora_rank", int, 512, "latent width d_c (the cache holds it per token)"),
+                    Param("q_lora_rank", int, 1536, "query latent width d_c' (0: a plain query projection)",
+                          check=_count("q_lora_rank")),
+                    Param("qk_nope_head_dim", int, 128, "per-head q/k dims without RoPE"),
+                    Param("qk_rope_head_dim", int, 64, "RoPE dims (one shared key per token)"),
+                    Param("v_head_dim", int, 128, "per-head value dims"),
+                    Param("absorb", str, "auto", "auto (decode absorbed, prefill/train up-projected), true, false",
+                          check=_choice("absorb", ("auto", "true", "false"))), _Q_PER_STEP),
+                   heads_kv_rule="mha", kv_heads_hint="MLA's K/V come from one latent per token (no --kv-heads)",
+                   layout=lambda p, w, dm, r: _heads().mla(p, w, dm, r), head_dims_from_params=True),
+    "kvcompress": Variant("kvcompress", "KV-head compression of a trained MHA: K/V reduced to --kv-heads heads "
+                          "(a GQA core), optionally through low-rank factors (-p rank) with RoPE after them",
+                          "Yu et al. 2024, 'Effectively Compress KV Heads for LLM'; Chen et al. 2024, 'Palu' "
+                          "(low-rank, RoPE-aware)",
+                          (Param("rank", int, 0, "rank of the K and V factors (0: full-rank W_K, W_V)",
+                                 check=_count("rank")), _Q_PER_STEP),
+                          heads_kv_rule="gqa", layout=lambda p, w, dm, r: _heads().kv_compress(p, w, dm, r)),
+    **{name: Variant(name, desc, "Figliolia et al. 2025, 'Compressed Convolutional Attention: Efficient Attention in "
+                     "a Compressed Latent Space' (arXiv 2510.04476); shapes from the ZAYA implementation",
+                     (Param("compression", int, 2, "compression factor C: H/C query and H_kv/C kv heads in the "
+                            "latent"),
+                      Param("conv1", int, 2, "taps of the depthwise sequence convolution"),
+                      Param("conv2", int, 2, "taps of the grouped per-head convolution"),
+                      Param("rope_fraction", str, "half", "RoPE on half (ZAYA) or all of the latent head dims",
+                            check=_choice("rope_fraction", ("half", "full"))), _Q_PER_STEP),
+                     heads_kv_rule=rule, layout=lambda p, w, dm, r: _heads().cca(p, w, dm, r))
+       for name, desc, rule in (
+           ("cca", "compressed convolutional attention: q/k/v down-projected by C, convolutions in the latent, "
+                   "attention among H/C heads, W_O back up", "mha"),
+           ("ccgqa", "CCA with grouped kv heads (--kv-heads before compression)", "gqa"))},
+    **{name: Variant(name, desc, paper,
+                     (Param("shared_heads", int, shared, f"heads every token uses [default: {shared_doc}]",
+                            check=_count("shared_heads")),
+                      Param("active_heads", int, None, f"routed heads per token, top-k [default: {act_doc}]",
+                            check=_count("active_heads")),
+                      Param("impl", str, "masked", "masked (all heads computed, unchosen dropped) or ideal (each "
+                            "head gathers its tokens); the other is reported as the alternative",
+                            check=_choice("impl", ("masked", "ideal"))), _Q_PER_STEP),
+                     heads_kv_rule="mha", kv_heads_hint="the routed heads are MHA heads (no --kv-heads)",
+                     layout=(lambda dflt: lambda p, w, dm, r: _heads().moh(_moh_defaults(p, w, dflt), w, dm, r))(name))
+       for name, desc, paper, shared, shared_doc, act_doc in (
+           ("moh", "mixture-of-head attention: shared heads plus top-k routed heads per token, a router GEMM; masked "
+                   "vs ideal implementation", "Jin et al. 2024, 'MoH: Multi-Head Attention as Mixture-of-Head "
+                   "Attention' (arXiv 2410.11842)", None, "--heads / 2", "--heads / 4"),
+           ("uoe", "selective MHA of Union-of-Experts: a gate picks the top half of the heads per token",
+            "Yang et al. 2025, 'Union of Experts' (arXiv 2503.02495), selective MHA", 0, "0", "--heads / 2"))},
+    "prune": Variant("prune", "head pruning: -p pruned_heads of the heads removed with their projections (GQA: "
+                     "whole kv groups)", "Mugnaini et al. 2024, 'AMP: Attention Heads and MLP Pruning'; Michel "
+                     "et al. 2019, 'Are Sixteen Heads Really Better than One?'",
+                     (Param("pruned_heads", int, None, "query heads removed (a multiple of the GQA group)"),
+                      _Q_PER_STEP), layout=lambda p, w, dm, r: _heads().prune(_need(p, "pruned_heads", "prune"), w, dm, r)),
+    "shvit": Variant("shvit", "single-head attention on a fraction of the channels (--d-model), the rest untouched",
+                     "Yun & Ro 2024, 'SHViT: Single-Head Vision Transformer with Memory Efficient Macro Design' (CVPR)",
+                     (Param("partial_ratio", float, 1 / 4.67, "fraction of the d_model channels that attend",
+                            check=_fraction_named("partial_ratio")),
+                      Param("qk_dim", int, 16, "query/key dim of the single head")),
+                     heads_kv_rule="mha", kv_heads_hint="SHViT has one head", rope=False, d_model_in_core=True,
+                     layout=lambda p, w, dm, r: _heads().shvit(p, w, dm, r)),
+    "rcmha": Variant("rcmha", "relative convolutional MHA: depthwise convolution on Q, K, V and a Transformer-XL "
+                     "relative-position score term (a second score matmul against relative embeddings)",
+                     "Sun et al. 2023, 'RCMHA: Relative Convolutional Multi-Head Attention for Natural Language "
+                     "Modelling' (arXiv 2308.03429); Dai et al. 2019, 'Transformer-XL' section 3.3",
+                     (Param("kernel_size", int, 3, "taps of the depthwise convolution on Q, K, V"), _Q_PER_STEP),
+                     rope=False, layout=lambda p, w, dm, r: _heads().rcmha(p, w, dm, r)),
+    "complexformer": Variant("complexformer", "complex multi-head attention: per-head Euler transform of q/k to "
+                             "polar form and an adaptive per-pair rotation; a complex score (two real score matmuls) "
+                             "with trigonometric work per score",
+                             "Shao et al. 2025, 'ComplexFormer' (arXiv 2505.10222, withdrawn; priced from its abstract)",
+                             (Param("score_sfu_ops", float, 3.0, "SFU ops per score (angle, cos, sin)",
+                                    check=_nonneg("score_sfu_ops")),
+                              Param("score_fp32_ops", float, 8.0, "FP32 instructions per score (adaptation, combine)",
+                                    check=_nonneg("score_fp32_ops")),
+                              Param("euler_fp32_ops", float, 6.0, "FP32 instructions per complex element of the "
+                                    "Euler transform beyond its 2 FMAs", check=_nonneg("euler_fp32_ops")), _Q_PER_STEP),
+                             rope=False, layout=lambda p, w, dm, r: _heads().complexformer(p, w, dm, r)),
+    "gaam": Variant("gaam", "Gaussian adaptive attention on the scores: row mean and variance (a statistics pass), "
+                    "a learnable Gaussian mixture per score instead of the softmax's exp argument",
+                    "Ioannides et al. 2024, 'Gaussian Adaptive Attention is All You Need' (arXiv 2401.11143)",
+                    (Param("gaussians", int, 1, "Gaussians per head (learnable mean offset and scale each)"),
+                     _Q_PER_STEP), layout=lambda p, w, dm, r: _heads().gaam(p, w, dm, r)),
+    "eager": Variant("eager", "eager attention: scores materialized (S and P in HBM, a separate softmax kernel), "
+                     "what methods that read attention maps need; contrasted with the fused kernel",
+                     "'standard attention' of Dao et al. 2022 (FlashAttention) section 2.2; attention-map methods "
+                     "(head importance, attention sinks, vision-aware head divergence)", (_Q_PER_STEP,),
+                     kernel="eager"),
 }
 
 
