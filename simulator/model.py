@@ -733,6 +733,9 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
                       useful_flops=work_flops(works[0]), scope=scope, resolved=resolved, mask_name=mask.name,
                       notes=([mask.assumption] if mask.assumption else []) + list(layout.notes), works=works,
                       activation_bytes=activations, layout=None if std else dict(layout.shapes))
+    if w.phase == "train" and fam.fused:
+        pred.notes.append("train: forward + backward; the backward recomputes S from Q and K (FlashAttention "
+                          "convention: backward 2.5x the forward's matmul FLOPs when head_dim_qk = head_dim_v)")
     if compare and not isinstance(mask, DenseMask) and layout.mask is None:
         dense = predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant, scope, compare=False,
                         layout=None if std else _with_core(layout, w.with_(causal=False)), rope_dim=rope_dim,

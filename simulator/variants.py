@@ -443,7 +443,8 @@ VARIANTS = {
                     Param("qk_rope_head_dim", int, 64, "RoPE dims (one shared key per token)"),
                     Param("v_head_dim", int, 128, "per-head value dims"),
                     Param("absorb", str, "auto", "auto (decode absorbed, prefill/train up-projected), true, false",
-                          check=_choice("absorb", ("auto", "true", "false"))), _Q_PER_STEP),
+                          check=lambda v: _choice("absorb", ("auto", "true", "false"))(
+                              str(v).lower() if isinstance(v, bool) else v)), _Q_PER_STEP),
                    heads_kv_rule="mha", kv_heads_hint="MLA's K/V come from one latent per token (no --kv-heads)",
                    layout=lambda p, w, dm, r: _heads().mla(p, w, dm, r), head_dims_from_params=True),
     "kvcompress": Variant("kvcompress", "KV-head compression of a trained MHA: K/V reduced to --kv-heads heads "
