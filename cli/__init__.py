@@ -142,7 +142,7 @@ def _params_json(resolved):
 def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_shape, heads, kv_heads, head_dim,
            head_dim_v, dtype, kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, rope_dim):
     """The options of `predict` -> (Prediction, the variant's resolved parameters)."""
-    from attnsim.simulator.errors import AttnsimError
+    from attnsim.simulator.errors import AttnsimError, UnsupportedCore
     from attnsim.simulator.hardware import load_hardware
     from attnsim.simulator.model import predict as run
     from attnsim.simulator.variants import get_variant, parse_param, sample_lengths
@@ -219,7 +219,7 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
     elif kv_heads is None:
         if heads > 8 and heads % 8 == 0:
             kv_heads = 8
-            notes.append("kv heads: 8 (default for gqa; set --kv-heads)")
+            notes.append(f"kv heads: 8 (default for {var.name}; set --kv-heads)")
         else:
             raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
     if d_model is not None and scope != "layer" and not var.d_model_in_core:
@@ -252,6 +252,8 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
                                f"-p q_per_step (default 1); got --seqlen {seqlen} as well: drop it")
         context = seqlen_kv if seqlen_kv is not None else (4096 if seqlen is None else seqlen)
         seqlen_q = resolved.get("q_per_step", 1)
+        if context < 1:
+            raise AttnsimError(f"the decode context (--seqlen-kv) is {context}: it must be a positive integer")
         if seqlen_q > context:
             raise AttnsimError(f"-p q_per_step={seqlen_q} exceeds the context of {context} tokens")
     else:
@@ -281,18 +283,26 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
     try:
         pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model, layout=layout,
                    rope_dim=rope_dim)
-    except AttnsimError as e:  # the default family has no kernel for this core: the next family that has one
+    except UnsupportedCore as e:  # the default family has no kernel for this core: the next family that has one
         if kernel is not None or layout is None:
             raise
         pred = _fallback(e, hw, lambda k: run(w, hw, k, mask=mask, variant=var.name, scope=scope, d_model=d_model,
                                                 layout=layout, rope_dim=rope_dim), notes)
     if var.kernel is not None:  # eager attention: the fused kernel on the same problem, side by side
-        fused = run(w, hw, None, mask=mask, variant=var.name, scope=scope, d_model=d_model, compare=False,
-                    rope_dim=rope_dim)
+        try:
+            fused = run(w, hw, None, mask=mask, variant=var.name, scope=scope, d_model=d_model, compare=False,
+                        rope_dim=rope_dim)
+        except AttnsimError as e:
+            fused = None
+            notes.append(f"no fused contrast: {e}")
+    if var.kernel is not None and fused is not None:
         pred.contrast = {"kernel": fused.family.name, "time_s": fused.time_s, "hbm_bytes": fused.hbm_bytes,
                          "memory_bytes": fused.memory_bytes, "eager_over_fused_time": pred.time_s / fused.time_s,
                          "eager_over_fused_hbm": pred.hbm_bytes / fused.hbm_bytes,
-                         "eager_over_fused_memory": pred.memory_bytes / fused.memory_bytes}
+                         "eager_over_fused_memory": pred.memory_bytes / fused.memory_bytes,
+                         "eager_hbm_floor_s": pred.hbm_bytes / hw.hbm_bandwidth_bytes_per_s}
+        notes.append(f"bound_s is the op's speed of light (what a fused kernel could reach); eager's own traffic "
+                     f"alone takes {_fmt_time(pred.contrast['eager_hbm_floor_s'])} at full HBM bandwidth")
     pred.notes.extend(notes)
     if hasattr(mask, "resolved"):  # neighborhood attention: per-dimension values and the boxes used
         fwd = next((k.tile_obj for k in pred.kernels if k.name == "attn_fwd"), None)
@@ -330,7 +340,8 @@ def _latent_kernel(core, hw, kernel, notes):
     for name in ("fa3", "triton", "eager"):
         f = FAMILIES[name]
         if hw.arch in f.archs and f.pad_dims(core.head_dim_qk, core.head_dim_v, True)[0]:
-            notes.append(f"kernel {name}: {hw.default_kernel} has no latent-cache (absorbed MLA) decode kernel")
+            notes.append(f"kernel {name}: {hw.default_kernel} has no kernel for a {core.head_dim_v}-wide latent cache "
+                         f"(absorbed MLA decode)")
             return name
     return None
 

@@ -83,8 +83,10 @@ def attention_work(w: Workload, live_pairs, keep_p: bool = False, live_keys=None
     s, skv = DTYPE_BYTES[w.dtype], DTYPE_BYTES[w.kv_dtype]
     q = w.batch * w.heads_q * w.seqlen_q * d * s
     o = w.batch * w.heads_q * w.seqlen_q * dv * s
-    kv_all = w.batch * w.heads_kv * w.seqlen_kv * w.stream_dims * skv
-    kv = w.batch * w.heads_kv * (w.seqlen_kv if live_keys is None else live_keys) * w.stream_dims * skv
+    kv_all = w.batch * w.heads_kv * w.seqlen_kv * w.seq_dims * skv + w.shared_operand_bytes()
+    keys = w.seqlen_kv if live_keys is None else live_keys
+    # live_keys of an aggregated batch is summed over its sequences: the per-layer table spans the longest
+    kv = w.batch * w.heads_kv * keys * w.seq_dims * skv + w.shared_operand_bytes(np.minimum(keys, w.seqlen_kv))
     tensor = [(2.0 * m * d * n, w.dtype, w.qk_accum), (2.0 * dv * n, w.dtype, w.pv_accum)]
     hbm = q + kv + o
     exps = n * (1.0 + w.score_sfu_ops)

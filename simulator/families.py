@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import AttnsimError, unknown
+from .errors import AttnsimError, UnsupportedCore, unknown
 from .hardware import DTYPE_BYTES, Hardware
 
 
@@ -64,6 +64,7 @@ class Family:
     mma_n: int = 16  # BLOCK_N must be a multiple of this (the instruction's N step and the kernels' own tables)
     latent_dims: tuple = ()  # V widths it runs with V read as a slice of K (absorbed MLA decode)
     latent_source: str = ""
+    latent_exact: bool = False  # True: only the listed latent widths; False: a latent pads up to the next one
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -78,9 +79,11 @@ class Family:
         if not v_in_k:
             return self.pad_head_dim(d), self.pad_head_dim(dv)
         rope = self.pad_head_dim(d - dv) if d > dv else 0
-        if dv not in self.latent_dims or rope is None:
+        lat = (dv if dv in self.latent_dims else None) if self.latent_exact else next(
+            (x for x in self.latent_dims if x >= dv), None)
+        if lat is None or rope is None:
             return None, None
-        return dv + rope, dv
+        return lat + rope, lat
 
     def efficiency(self, arch: str) -> float:
         return self.mma_efficiency.get(arch, 1.0)
@@ -120,8 +123,9 @@ FAMILIES = {
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, mma_m=64,
-        latent_dims=(512,), latent_source="hopper/tile_size.h: headdim 64 with headdim_v 512 (DeepSeek MLA "
-                                          "through the q_v argument), 64 x 64 tiles",
+        latent_dims=(512,), latent_exact=True,
+        latent_source="hopper/tile_size.h: headdim 64 with headdim_v 512 (DeepSeek MLA through the q_v argument), "
+                      "64 x 64 tiles",
     ),
     "fa4": Family(
         name="fa4",
@@ -149,8 +153,9 @@ FAMILIES = {
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
         pack_gqa_decode=False, split_kv=False, autotune=True, accum_types=("fp32", "fp16"),
-        latent_dims=(512,), latent_source="two tl.dot per tile, latent (512) and rope parts, as sglang's Triton "
-                                          "MLA decode kernel (BLOCK_DMODEL=512, BLOCK_DPE=64)",
+        latent_dims=(16, 32, 64, 128, 256, 512, 1024),
+        latent_source="two tl.dot per tile, latent and rope parts, as sglang's Triton MLA decode kernel "
+                      "(BLOCK_DMODEL = next power of two of kv_lora_rank, BLOCK_DPE = 64, BLOCK_H = 16 heads)",
     ),
     "eager": Family(
         name="eager",
@@ -158,11 +163,11 @@ FAMILIES = {
         source="'standard attention' of the FlashAttention papers (e.g. torch matmul + softmax + matmul)",
         archs=("ampere", "ada", "hopper", "blackwell", "cdna3"),
         dtypes=("fp16", "bf16", "fp8"),
-        head_dims=tuple(range(8, 1025, 8)),  # a GEMM pads K to its 8-element alignment only
+        head_dims=tuple(range(8, 16385, 8)),  # a GEMM pads K to its 8-element alignment only
         overlap=0.0, overlap_source="separate kernels", smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, pack_gqa_decode=False, split_kv=False, fused=False,
-        train_dtypes=("fp16", "bf16", "fp8"), accum_types=("fp32", "fp16"), latent_dims=tuple(range(8, 1025, 8)),
+        train_dtypes=("fp16", "bf16", "fp8"), accum_types=("fp32", "fp16"), latent_dims=tuple(range(8, 16385, 8)),
     ),
 }
 
@@ -189,15 +194,15 @@ def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_d
                            f"allowed: {', '.join(fam.dtypes)}")
     if v_in_k and fam.pad_dims(head_dim_qk, head_dim_v, True)[0] is None:
         ok = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs and f.pad_dims(head_dim_qk, head_dim_v, True)[0])
-        raise AttnsimError(f"kernel family {fam.name!r} has no kernel reading a {head_dim_v}-wide latent cache as K and V "
-                           f"(absorbed MLA, head dims {head_dim_qk}/{head_dim_v}); allowed on {hw.name}: "
-                           f"--kernel {'|'.join(ok)}")
+        raise UnsupportedCore(f"kernel family {fam.name!r} has no kernel reading a {head_dim_v}-wide latent cache as K "
+                              f"and V (absorbed MLA, head dims {head_dim_qk}/{head_dim_v}); allowed on {hw.name}: "
+                              + (f"--kernel {'|'.join(ok)}" if ok else "none"))
     for what, d in () if v_in_k else (("head_dim_qk", head_dim_qk), ("head_dim_v", head_dim_v)):
         if fam.pad_head_dim(d) is None:
             others = sorted(n for n, f in FAMILIES.items() if hw.arch in f.archs and f.pad_head_dim(d))
-            raise AttnsimError(f"{what}={d} exceeds the largest head dim {fam.head_dims[-1]} that kernel "
-                               f"family {fam.name!r} compiles; allowed: <= {fam.head_dims[-1]}, or --kernel "
-                               f"{'|'.join(others)} on {hw.name}")
+            raise UnsupportedCore(f"{what}={d} exceeds the largest head dim {fam.head_dims[-1]} that kernel "
+                                  f"family {fam.name!r} compiles; allowed: <= {fam.head_dims[-1]}"
+                                  + (f", or --kernel {'|'.join(others)} on {hw.name}" if others else ""))
     if phase == "train" and dtype not in fam.train_dtypes:
         raise AttnsimError(f"kernel family {fam.name!r} has no {dtype} backward; allowed for train: "
                            f"{', '.join(fam.train_dtypes)}")
@@ -225,7 +230,7 @@ def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dt
     if fam.smem_layout == "q_kv_tmem":
         # FA4: BLOCK_M = two 128-row Q tiles; K and V tiles take turns in one ring of `stages` buffers
         return bm * d * dtype_bytes + st * bn * max(d, dv) * kv_dtype_bytes
-    # v_in_k: V is K's slice; qk_matmuls: a second K-wide operand (relative embeddings R) is staged too
+    # v_in_k: V is K's slice; qk_matmuls: the K-wide operands staged (K, relative embeddings R)
     return bm * d * dtype_bytes + st * bn * (qk_matmuls * d + (0 if v_in_k else dv)) * kv_dtype_bytes
 
 

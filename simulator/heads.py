@@ -28,8 +28,14 @@ def sqa(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
     MHA's. W_Q: d_model -> H_q d, W_K, W_V: d_model -> H_kv d, W_O: H_q d -> d_model.
     Presets: sqa H_q = H/2, H_kv = H/4; ssqa (symmetric) H_q = H_kv = H/2; xsqa (extreme)
     H_q = H_kv = H/4."""
-    hq = p["query_heads"] or max(1, w.heads_q * p["preset_q"] // 4)
-    hkv = p["kv_heads"] or max(1, w.heads_q * p["preset_kv"] // 4)
+    for given, quarters in ((p["query_heads"], p["preset_q"]), (p["kv_heads"], p["preset_kv"])):
+        if not given and (w.heads_q * quarters) % 4:
+            raise AttnsimError(f"--heads {w.heads_q}: SQA's preset takes {quarters}/4 of the heads; give --heads "
+                               f"divisible by {4 // quarters if quarters in (1, 2) else 4} or -p query_heads/kv_heads")
+    hq = p["query_heads"] or w.heads_q * p["preset_q"] // 4
+    hkv = p["kv_heads"] or w.heads_q * p["preset_kv"] // 4
+    if hq == w.heads_q and not p["query_heads"]:
+        raise AttnsimError(f"--heads {w.heads_q}: the preset leaves every query head (no reduction); give more heads")
     if hq > w.heads_q:
         raise AttnsimError(f"-p query_heads={hq} exceeds the model's {w.heads_q} heads (--heads)")
     _divides("kv heads", hkv, hq)
@@ -112,6 +118,10 @@ def kv_compress(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
     if w.heads_kv == w.heads_q:
         raise AttnsimError("variant 'kvcompress' needs --kv-heads below --heads (the compressed kv heads)")
     r = p["rank"]
+    full = min(d_model, w.heads_kv * max(d, dv))
+    if r and r >= full:
+        raise AttnsimError(f"-p rank={r} is not below the full rank {full} of W_K, W_V (min of d_model {d_model} and "
+                           f"kv heads x head dim); allowed: 1..{full - 1}, or 0 for no factors")
     if not r:
         lay = standard(w, d_model, rope_dim)
     else:
@@ -156,6 +166,7 @@ def cca(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
     ch = (hq + hkv) * d  # q and k latent channels
     k1, k2 = p["conv1"], p["conv2"]
     rot = rope_dim // 2 if p["rope_fraction"] == "half" else rope_dim
+    rot -= rot % 2
     pre = [Gemm("qkv_down", t, hq * d + hkv * (d + dv), d_model, input="x"),
            depthwise_conv("conv1", t, ch, k1, s, "qk_latent"),
            Gemm("conv2", t, d, d * k2, batch=hq + hkv, input="qk_conv1"),
@@ -247,6 +258,7 @@ def moh(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
         ideal.alternative = ("masked", masked)
         return ideal
     masked.alternative = ("ideal", ideal)
+    masked.useful_from_alternative = True
     return masked
 
 
@@ -300,7 +312,7 @@ def rcmha(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
     The cache holds K and V only. No RoPE (relative embeddings instead)."""
     t, s = tokens(w), w.dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
-    core = replace(w, qk_matmuls=2)
+    core = replace(w, qk_matmuls=2, extra_k="per_layer")
     ch = w.heads_q * d + w.heads_kv * (d + dv)
     pre = [Gemm("qkv_proj", t, ch, d_model, input="x"),
            depthwise_conv("qkv_dwconv", t, ch, p["kernel_size"], s, "qkv"),
@@ -328,7 +340,8 @@ def complexformer(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
     (8) FP32 instructions. No RoPE (the rotation carries the positions)."""
     t, s = tokens(w), w.dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
-    core = replace(w, qk_matmuls=2, score_sfu_ops=float(p["score_sfu_ops"]), score_fp32_ops=float(p["score_fp32_ops"]))
+    core = replace(w, qk_matmuls=2, extra_k="same_k", score_sfu_ops=float(p["score_sfu_ops"]),
+                   score_fp32_ops=float(p["score_fp32_ops"]))
     lay = standard(core, d_model, 0)
     cplx = t * (w.heads_q + w.heads_kv) * d // 2  # complex elements of q and k
     lay.pre.insert(1, Pointwise("euler_transform", read=2 * cplx * s, write=2 * cplx * s,

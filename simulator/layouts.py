@@ -69,6 +69,8 @@ class Layout:
     mask: object = None  # the core's mask when the layout sets it (MoH's gathered queries)
     cache_is_core_kv: bool = True  # the core reads the cache itself (False: MLA's up-projected K/V)
     alternative: tuple | None = None  # (label, Layout): the other implementation (MoH ideal/masked)
+    useful_from_alternative: bool = False  # this implementation computes work it drops: the useful work and the
+    # bound are the alternative's (MoH masked: only the chosen heads' outputs are used)
 
 
 # -- building blocks ----------------------------------------------------------------------------

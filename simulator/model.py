@@ -22,7 +22,7 @@ import numpy as np
 
 from . import schedule
 from .bound import Bound, Work, attention_work_alternatives, min_bound
-from .errors import AttnsimError
+from .errors import AttnsimError, UnsupportedCore
 from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import Hardware
@@ -232,7 +232,7 @@ _PLAIN = Workload()  # a plain softmax score: one QK^T, no score-function work, 
 def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
     """Channels a kernel streams per key: K (once per QK^T-shaped matmul: a relative-position
     operand R is as wide as K) and V, unless V is a slice of K (absorbed MLA)."""
-    return w.qk_matmuls * dp + (0 if w.v_in_k else dvp)  # Workload.stream_dims at padded dims
+    return w.k_streams * dp + (0 if w.v_in_k else dvp)  # Workload.stream_dims at padded dims
 
 
 def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
@@ -343,7 +343,7 @@ def _choose(fam: Family, cands, evaluate):
 def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
     """The legality check, with CTAs per SM capped by how many CTAs the grid puts on one SM: the
     block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself."""
-    leg = can_implement(fam, hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.qk_matmuls)
+    leg = can_implement(fam, hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams)
     if not leg.ok:
         return None
     if n_ctas is not None:
@@ -354,7 +354,7 @@ def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
 
 def _no_tile(fam, hw, w, what, reason: str = ""):
     why = f": {reason}" if reason else f" ({hw.smem_per_block_bytes} B shared memory per block)"
-    return AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} for head_dim_qk={w.head_dim_qk}, "
+    return UnsupportedCore(f"no legal {what} tile of kernel family {fam.name!r} for head_dim_qk={w.head_dim_qk}, "
                         f"head_dim_v={w.head_dim_v}, dtype={w.dtype} on {hw.name}{why}; "
                         f"try another --kernel, a smaller head dim, or other tile shapes")
 
@@ -364,7 +364,7 @@ def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
     if not tiles:
         return ""
     dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
-    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.qk_matmuls).reason
+    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams).reason
 
 
 # -- fused forward -------------------------------------------------------------------------
@@ -401,7 +401,8 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
     kern = w.aggregate()  # the tokens the kernel reads and writes (padding included when padded)
     q_b = w.heads_q * kern.seqlen_q * d * s
     o_b = w.heads_q * kern.seqlen_q * dv * s
-    kv_b = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * kvc * skv
+    keys = _segment_sums(w, mask, w.segments())[1]
+    kv_b = w.heads_kv * keys * w.seq_dims * skv + w.shared_operand_bytes(min(keys, w.seqlen_kv))
     lse_b = w.heads_q * kern.seqlen_q * 4 if write_lse else 0
 
     def evaluate(tile, exact):
@@ -479,8 +480,8 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
                                               tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w)
         visited = float(np.sum((full + partial) * counts))
-        hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * (m * d + dv) * s + rows * 8
-               + kv_rows * (m * d + dv) * s + rows * d * 4)
+        hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * w.seq_dims * s + rows * 8
+               + kv_rows * (w.seq_dims) * s + rows * d * 4 + 2 * w.shared_operand_bytes())  # R read, dR written
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
@@ -492,7 +493,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))
     out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
     if w.group > 1:
-        kvb = kv_tokens * (m * d + dv) * s
+        kvb = kv_tokens * w.seq_dims * s
         out.append(elementwise("bwd_dkv_reduce", hw, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
                                fp32_ops=float(kvb // s * w.heads_q)))
     return out
@@ -542,7 +543,8 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
-    pack = fam.pack_gqa_decode and (fam.name != "fa2" or w.seqlen_q == 1)
+    # a latent (absorbed MLA) decode kernel packs the heads into the rows too (sglang's Triton kernel: BLOCK_H)
+    pack = (fam.pack_gqa_decode or w.v_in_k) and (fam.name != "fa2" or w.seqlen_q == 1)
     g = w.group if pack else 1
     heads = w.heads_kv if pack else w.heads_q  # CTA row blocks per sequence and query-row block
     rows = w.seqlen_q * g
@@ -589,7 +591,8 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
     partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
-    kv_read = w.heads_kv * _segment_sums(w, mask, w.segments())[1] * _kv_cols(w, d, dv) * skv
+    keys = _segment_sums(w, mask, w.segments())[1]
+    kv_read = w.heads_kv * keys * w.seq_dims * skv + w.shared_operand_bytes(min(keys, w.seqlen_kv))
     hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / _kv_cols(w, dp, dvp) * _kv_cols(w, d, dv) + hbm
@@ -616,14 +619,16 @@ def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     ks = []
     # the score tiles are classified with the (first) head group's mask: a GEMM computes them all anyway
     m = w.qk_matmuls  # QK^T-shaped matmuls per score: one GEMM of m*d reduction dims
-    qk = gemm("qk_gemm", hw, lq, lk, m * d, bh, w.dtype, w.qk_accum, useful_flops=2 * m * d * live,
-              mask=mask.head_groups(w.heads_q)[0][0])
+    rows, slices, cls = lq, bh, mask.head_groups(w.heads_q)[0][0]
+    if w.v_in_k:  # a latent shared by the heads: the heads fold into the GEMM rows (DeepSeek's einsum over the cache)
+        rows, slices, cls = lq * w.group, w.batch * w.heads_kv, None
+    qk = gemm("qk_gemm", hw, rows, lk, m * d, slices, w.dtype, w.qk_accum, useful_flops=2 * m * d * live, mask=cls)
     ks.append(qk)
     ks.append(elementwise("softmax", hw, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
                           exps=float(scores) * (1 + w.score_sfu_ops),
                           fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score
                                                     + w.score_fp32_ops)))
-    ks.append(gemm("pv_gemm", hw, lq, dv, lk, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
+    ks.append(gemm("pv_gemm", hw, rows, dv, lk, slices, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
     if w.phase == "train":
         ks.append(gemm("bwd_dv_gemm", hw, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
         ks.append(gemm("bwd_dp_gemm", hw, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
@@ -754,6 +759,11 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         pred.alternative = {"impl": label, "time_s": other.time_s, "bound_s": other.bound.time_s,
                             "flops": other.flops, "useful_flops": other.useful_flops, "hbm_bytes": other.hbm_bytes,
                             "memory_bytes": other.memory_bytes, "kernels": [k.name for k in other.kernels]}
+        if layout.useful_from_alternative:  # the dropped outputs are not useful work; the bound is the op's
+            pred.useful_flops, pred.works = other.useful_flops, other.works
+            pred.bound = min(pred.bound, other.bound, key=lambda b: b.time_s)
+            pred.notes.append(f"useful FLOPs and the bound are the {label} implementation's: the {label} work is "
+                              f"what the op needs, the rest is dropped")
     return pred
 
 

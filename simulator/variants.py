@@ -462,7 +462,8 @@ VARIANTS = {
                       Param("conv2", int, 2, "taps of the grouped per-head convolution"),
                       Param("rope_fraction", str, "half", "RoPE on half (ZAYA) or all of the latent head dims",
                             check=_choice("rope_fraction", ("half", "full"))), _Q_PER_STEP),
-                     heads_kv_rule=rule, layout=lambda p, w, dm, r: _heads().cca(p, w, dm, r))
+                     heads_kv_rule=rule, kv_heads_hint="use --variant ccgqa",
+                     layout=lambda p, w, dm, r: _heads().cca(p, w, dm, r))
        for name, desc, rule in (
            ("cca", "compressed convolutional attention: q/k/v down-projected by C, convolutions in the latent, "
                    "attention among H/C heads, W_O back up", "mha"),
@@ -486,7 +487,7 @@ VARIANTS = {
     "prune": Variant("prune", "head pruning: -p pruned_heads of the heads removed with their projections (GQA: "
                      "whole kv groups)", "Mugnaini et al. 2024, 'AMP: Attention Heads and MLP Pruning'; Michel "
                      "et al. 2019, 'Are Sixteen Heads Really Better than One?'",
-                     (Param("pruned_heads", int, None, "query heads removed (a multiple of the GQA group)"),
+                     (Param("pruned_heads", int, None, "query heads removed, required (a multiple of the GQA group)"),
                       _Q_PER_STEP), layout=lambda p, w, dm, r: _heads().prune(_need(p, "pruned_heads", "prune"), w, dm, r)),
     "shvit": Variant("shvit", "single-head attention on a fraction of the channels (--d-model), the rest untouched",
                      "Yun & Ro 2024, 'SHViT: Single-Head Vision Transformer with Memory Efficient Macro Design' (CVPR)",

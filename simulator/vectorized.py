@@ -237,7 +237,8 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
     w = SimpleNamespace(batch=B, heads_q=HQ, heads_kv=HKV, seqlen_q=LQ, seqlen_kv=LK, head_dim_qk=D,
                         head_dim_v=DV, dtype=dtype, kv_dtype=kv_dtype, qk_accum="fp32", pv_accum="fp32", phase=phase,
-                        qk_matmuls=1, stream_dims=D + DV, score_sfu_ops=0.0, score_fp32_ops=0.0)
+                        qk_matmuls=1, seq_dims=D + DV, score_sfu_ops=0.0, score_fp32_ops=0.0,
+                        shared_operand_bytes=lambda *a: 0)
     works = attention_work_alternatives(w, live)
     out["bound_s"] = np.minimum.reduce([np.maximum.reduce([np.broadcast_to(v, (n,)) for v in unit_times(wk, hw).values()])
                                         for wk in works])

@@ -43,6 +43,8 @@ class Workload:
     varlen: str = "packed"  # varlen layout: "packed" (cu_seqlens, padding-free) or "padded" (to the longest)
     v_in_k: bool = False  # V is the first head_dim_v channels of K (MLA's latent cache; FA3's q_v path)
     qk_matmuls: int = 1  # QK^T-shaped matmuls per score (2: a relative-position term Q R^T, a two-pass statistic)
+    extra_k: str = "per_sequence"  # the operand of the extra QK^T-shaped matmuls: "same_k" (a second query against the
+    # K tile in hand), "per_sequence" (K read again), "per_layer" (one K-wide table for the whole batch, e.g. R)
     score_fp32_ops: float = 0.0  # extra FP32 instructions per score of the forward (a score function's own work)
     score_sfu_ops: float = 0.0  # extra special-function (exp/sin/cos) operations per score of the forward
 
@@ -87,6 +89,8 @@ class Workload:
                 raise AttnsimError(f"{name}={getattr(self, name)!r}; allowed: fp32, fp16")
         if self.phase not in PHASES:
             raise AttnsimError(f"phase={self.phase!r}; allowed: {', '.join(PHASES)}")
+        if self.extra_k not in ("same_k", "per_sequence", "per_layer"):
+            raise AttnsimError(f"extra_k={self.extra_k!r}; allowed: same_k, per_sequence, per_layer")
         if self.v_in_k and not self.head_dim_v < self.head_dim_qk:
             raise AttnsimError(f"v_in_k: head_dim_v={self.head_dim_v} must be smaller than head_dim_qk="
                                f"{self.head_dim_qk} (V is a slice of K)")
@@ -112,10 +116,29 @@ class Workload:
         return self.head_dim_qk if self.v_in_k else self.head_dim_qk + self.head_dim_v
 
     @property
+    def k_streams(self) -> int:
+        """K-wide operands a kernel streams per key: K, and one more per extra QK^T-shaped matmul unless
+        that matmul reuses the K tile in hand."""
+        return 1 if self.extra_k == "same_k" else self.qk_matmuls
+
+    @property
     def stream_dims(self) -> int:
-        """Channels a kernel reads per key per kv head: K once per QK^T-shaped matmul (a relative-position
-        operand is as wide as K) and V, unless V is a slice of K."""
-        return self.qk_matmuls * self.head_dim_qk + (0 if self.v_in_k else self.head_dim_v)
+        """Channels a kernel streams per key per kv head (through shared memory / L2): its K-wide
+        operands and V, unless V is a slice of K."""
+        return self.k_streams * self.head_dim_qk + (0 if self.v_in_k else self.head_dim_v)
+
+    @property
+    def seq_dims(self) -> int:
+        """Channels per key per kv head that each sequence must bring from HBM (a per-layer table apart)."""
+        k = 1 if self.extra_k == "per_layer" else self.k_streams
+        return k * self.head_dim_qk + (0 if self.v_in_k else self.head_dim_v)
+
+    def shared_operand_bytes(self, live_keys=None) -> int:
+        """A per-layer K-wide table (relative embeddings R), read once for the whole batch."""
+        if self.extra_k != "per_layer" or self.qk_matmuls == 1:
+            return 0
+        keys = self.seqlen_kv if live_keys is None else live_keys
+        return (self.qk_matmuls - 1) * self.heads_kv * keys * self.head_dim_qk * self.kv_dtype_bytes
 
     @property
     def dtype_bytes(self) -> int:
