@@ -276,6 +276,7 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         rd = head_dim if rope_dim is None else rope_dim
         check_rope(rd, head_dim)
         layout = var.layout(resolved, w, dm, rd)
+        resolved.update({k: v for k, v in layout.shapes.items() if k in resolved})  # the values used, not placeholders
         kernel = _latent_kernel(layout.core, hw, kernel, notes)
     elif rope_dim is not None:
         from attnsim.simulator.layouts import check_rope
@@ -451,12 +452,13 @@ def compare(cases, as_json, **opts):
         return
     w = results[0][1].workload
     click.echo(f"{results[0][1].hardware.name} · {w.phase} · batch {w.batch} · seqlen {w.seqlen_q} -> {w.seqlen_kv}"
-               f" · heads {w.heads_q}/{w.heads_kv} · head dim {w.head_dim_qk}")
-    click.echo(f"  {'case':<40}{'kernel':<8}{'time':>12}{'bound':>12}{'vs first':>10}{'useful FLOPs':>14}"
+               f" · heads (the cores' query/kv heads) per case")
+    click.echo(f"  {'case':<40}{'kernel':<8}{'heads':>8}{'time':>12}{'bound':>12}{'vs first':>10}{'useful FLOPs':>14}"
                f"{'live tiles':>14}{'iterated':>14}")
     for c, p, _ in results:
         t = p.tiles
-        click.echo(f"  {c[:39]:<40}{p.family.name:<8}{_fmt_time(p.time_s):>12}{_fmt_time(p.bound.time_s):>12}"
+        heads = f"{p.workload.heads_q}/{p.workload.heads_kv}"
+        click.echo(f"  {c[:39]:<40}{p.family.name:<8}{heads:>8}{_fmt_time(p.time_s):>12}{_fmt_time(p.bound.time_s):>12}"
                    f"{base / p.time_s:>9.2f}x{p.useful_flops:>14.4g}{t['full'] + t['partial']:>14,}"
                    f"{p.tiles_iterated:>14,}")
 
