@@ -1,0 +1,539 @@
+"""Triton fused attention driven by the simulator's tile plan (`kernels/plan.py`).
+
+One forward kernel serves every single-pass mask (dense, causal, sliding windows with sinks and
+chunks, segments, neighborhood/GNA in row-major or tiled token order, MoBA-style block selection,
+varlen packed sequences): each program owns one (sequence, query tile) row of the plan and one
+query head, and walks that row's tile list — full tiles with no mask arithmetic, partial tiles
+with their element mask, empty tiles never visited. Heads map GQA/MQA/SQA-style: kv head = query
+head // (heads_q // heads_kv). The backward (FlashAttention-2's algorithm: preprocess D =
+rowsum(dO * O), dK/dV over the transposed plan, dQ over the forward plan) serves the same masks.
+Decode: a split-KV kernel (query heads of a kv head packed into the rows; MLA's latent cache read
+as K and V) and the combine kernel.
+
+Tensors follow torch SDPA's layout (batch, heads, seqlen, head_dim); internally they are packed
+(tokens, heads, head_dim). Accumulation is fp32 everywhere; `tl.dot` runs in IEEE fp32 for fp32
+inputs (no TF32), so fp32 results compare with a float64 reference tightly.
+
+Set TRITON_INTERPRET=1 before importing this module to run it on a CPU (tests do); the
+interpreter has no bf16, so bf16 inputs are computed in fp32 there.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .plan import build_plan, mask_of, token_order
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+# -- the forward ------------------------------------------------------------------------------------
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
+                stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
+                group, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    row = tl.program_id(0)
+    h = tl.program_id(1)
+    hk = h // group
+    q_start = tl.load(ROWS + row * 6 + 0)
+    q_len = tl.load(ROWS + row * 6 + 1)
+    k_start = tl.load(ROWS + row * 6 + 2)
+    k_len = tl.load(ROWS + row * 6 + 3)
+    lo = tl.load(ROWS + row * 6 + 4)
+    hi = tl.load(ROWS + row * 6 + 5)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    m_ok = offs_m < q_len
+    q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                mask=m_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
+    for e in range(lo, hi):
+        n0 = tl.load(KV_START + e)
+        p_idx = tl.load(PART + e)
+        keys = k_start + n0 + offs_n
+        if p_idx < 0:  # a full tile: in bounds and live everywhere, no mask arithmetic
+            k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
+                        mask=offs_d[None, :] < D, other=0.0)
+            v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
+                        mask=offs_dv[None, :] < DV, other=0.0)
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+            else:
+                s = tl.dot(q, tl.trans(k)) * scale
+        else:  # a partial tile: bounds and the element mask
+            n_ok = (n0 + offs_n) < k_len
+            k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
+                        mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+            v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
+                        mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+            live = tl.load(MASKS + p_idx * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
+            if IEEE:
+                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+            else:
+                s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(live != 0, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing live yet
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    tl.store(O + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_dv[None, :],
+             out.to(O.dtype.element_ty), mask=m_ok[:, None] & (offs_dv[None, :] < DV))
+    lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log(l_safe))
+    tl.store(LSE + (q_start + offs_m) * tl.num_programs(1) + h, lse, mask=m_ok)
+
+
+# -- the backward ------------------------------------------------------------------------------------
+@triton.jit
+def _bwd_preprocess(O, DO, DELTA, n_rows, DV: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK: tl.constexpr):
+    """D = rowsum(dO * O) per (token, head) row of the packed (tokens * heads, dv) tensors."""
+    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    c = tl.arange(0, BLOCK_DV)
+    ok = (r[:, None] < n_rows) & (c[None, :] < DV)
+    o = tl.load(O + r[:, None] * DV + c[None, :], mask=ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + r[:, None] * DV + c[None, :], mask=ok, other=0.0).to(tl.float32)
+    tl.store(DELTA + r, tl.sum(o * do, 1), mask=r < n_rows)
+
+
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASKS, scale, n_heads,
+                     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+                     stride_dkt, stride_dkh, stride_dvt, stride_dvh, group, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr,
+                     BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """One program per (sequence, kv tile) row of the transposed plan and query head: dK and dV of
+    that head (summed over the GQA group by the caller)."""
+    row = tl.program_id(0)
+    h = tl.program_id(1)
+    hk = h // group
+    k_start_row = tl.load(ROWS + row * 6 + 0)
+    k_len_tile = tl.load(ROWS + row * 6 + 1)
+    q_base = tl.load(ROWS + row * 6 + 2)
+    q_len = tl.load(ROWS + row * 6 + 3)
+    lo = tl.load(ROWS + row * 6 + 4)
+    hi = tl.load(ROWS + row * 6 + 5)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    n_ok = offs_n < k_len_tile
+    k = tl.load(K + (k_start_row + offs_n)[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
+                mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    v = tl.load(V + (k_start_row + offs_n)[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
+                mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
+    for e in range(lo, hi):
+        m0 = tl.load(Q_START + e)
+        p_idx = tl.load(PART + e)
+        rows = q_base + m0 + offs_m
+        m_ok = (m0 + offs_m) < q_len
+        q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                    mask=m_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + offs_dv[None, :],
+                     mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0)
+        delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale
+        lse_ok = tl.where(lse == float("-inf"), 0.0, lse)
+        p = tl.exp(s - lse_ok[:, None])
+        if p_idx >= 0:  # transposed plan: masks are [BLOCK_N, BLOCK_M]
+            live = tl.load(MASKS + p_idx * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
+            p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
+        if IEEE:
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
+            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        else:
+            dv += tl.dot(tl.trans(p.to(do.dtype)), do)
+            dp = tl.dot(do, tl.trans(v))
+        ds = p * (dp - delta[:, None]) * scale
+        if IEEE:
+            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
+        else:
+            dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+    tl.store(DK + (k_start_row + offs_n)[:, None] * stride_dkt + h * stride_dkh + offs_d[None, :], dk,
+             mask=n_ok[:, None] & (offs_d[None, :] < D))
+    tl.store(DV_ + (k_start_row + offs_n)[:, None] * stride_dvt + h * stride_dvh + offs_dv[None, :], dv,
+             mask=n_ok[:, None] & (offs_dv[None, :] < DV))
+
+
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, scale, n_heads,
+                   stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
+                   group, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """One program per (sequence, query tile) row of the forward plan and query head: dQ."""
+    row = tl.program_id(0)
+    h = tl.program_id(1)
+    hk = h // group
+    q_start = tl.load(ROWS + row * 6 + 0)
+    q_len = tl.load(ROWS + row * 6 + 1)
+    k_start = tl.load(ROWS + row * 6 + 2)
+    k_len = tl.load(ROWS + row * 6 + 3)
+    lo = tl.load(ROWS + row * 6 + 4)
+    hi = tl.load(ROWS + row * 6 + 5)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    m_ok = offs_m < q_len
+    rows = q_start + offs_m
+    q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                mask=m_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+    do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + offs_dv[None, :],
+                 mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+    lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0)
+    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for e in range(lo, hi):
+        n0 = tl.load(KV_START + e)
+        p_idx = tl.load(PART + e)
+        keys = k_start + n0 + offs_n
+        n_ok = (n0 + offs_n) < k_len
+        k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
+                    mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
+                    mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
+            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k)) * scale
+            dp = tl.dot(do, tl.trans(v))
+        p = tl.exp(s - lse[:, None])
+        if p_idx >= 0:
+            live = tl.load(MASKS + p_idx * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
+            p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
+        ds = p * (dp - delta[:, None]) * scale
+        if IEEE:
+            dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
+        else:
+            dq += tl.dot(ds.to(k.dtype), k)
+    tl.store(DQ + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :], dq.to(DQ.dtype.element_ty),
+             mask=m_ok[:, None] & (offs_d[None, :] < D))
+
+
+# -- decode: split-KV over the cache, then the combine ----------------------------------------------
+@triton.jit
+def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_split,
+                         stride_qb, stride_qr, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
+                         group, causal_off: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
+                         BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr, DV: tl.constexpr, BLOCK_DV: tl.constexpr,
+                         BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """Program (sequence b, kv head hk, split s): the group's query rows (row = token * group + head,
+    packed GQA) against keys [s * per_split, (s + 1) * per_split) of the context. Scores are
+    q[:D1] . k[:D1] + q[D1:D1+D2] . k[D1:D1+D2] (D2 = 0: plain heads; MLA: latent + rope). With
+    V_IN_K the V pointer is K itself (MLA: V = the latent, the first DV channels of the cache row).
+    Writes fp32 partial outputs and log-sum-exps; `causal_off` = 1 applies the bottom-right causal
+    mask among the step's n_q query tokens."""
+    b = tl.program_id(0)
+    hk = tl.program_id(1)
+    sp = tl.program_id(2)
+    L = tl.load(ctx_lens + b)
+    offs_r = tl.arange(0, BLOCK_R)
+    r_ok = offs_r < n_q * group
+    tok = offs_r // group
+    head = hk * group + offs_r % group
+    offs_n = tl.arange(0, BLOCK_N)
+    o1 = tl.arange(0, BLOCK_D1)
+    q1 = tl.load(Q + b * stride_qb + (tok * (group * tl.num_programs(1)) + head)[:, None] * stride_qr + o1[None, :],
+                 mask=r_ok[:, None] & (o1[None, :] < D1), other=0.0)
+    if D2 > 0:
+        o2 = tl.arange(0, BLOCK_D2)
+        q2 = tl.load(Q + b * stride_qb + (tok * (group * tl.num_programs(1)) + head)[:, None] * stride_qr + D1
+                     + o2[None, :], mask=r_ok[:, None] & (o2[None, :] < D2), other=0.0)
+    odv = tl.arange(0, BLOCK_DV)
+    m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_R, BLOCK_DV], dtype=tl.float32)
+    lo = sp * per_split
+    hi = tl.minimum(lo + per_split, L)
+    for n0 in range(lo, hi, BLOCK_N):
+        keys = n0 + offs_n
+        n_ok = keys < hi
+        kp = K + b * stride_kb + keys[:, None] * stride_kt + hk * stride_kh
+        k1 = tl.load(kp + o1[None, :], mask=n_ok[:, None] & (o1[None, :] < D1), other=0.0)
+        if IEEE:
+            s = tl.dot(q1, tl.trans(k1), input_precision="ieee")
+        else:
+            s = tl.dot(q1, tl.trans(k1))
+        if D2 > 0:
+            k2 = tl.load(kp + D1 + o2[None, :], mask=n_ok[:, None] & (o2[None, :] < D2), other=0.0)
+            if IEEE:
+                s += tl.dot(q2, tl.trans(k2), input_precision="ieee")
+            else:
+                s += tl.dot(q2, tl.trans(k2))
+        s = s * scale
+        live = n_ok[None, :] & r_ok[:, None]
+        if causal_off:
+            live = live & (keys[None, :] <= (tok + L - n_q)[:, None])
+        s = tl.where(live, s, float("-inf"))
+        v = tl.load(V + b * stride_vb + keys[:, None] * stride_vt + hk * stride_vh + odv[None, :],
+                    mask=n_ok[:, None] & (odv[None, :] < DV), other=0.0)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m_i - m_safe)
+        p = tl.exp(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    heads_q = group * tl.num_programs(1)
+    out_row = (b * n_q + tok) * heads_q + head  # [B, n_q, Hq] rows, then splits
+    tl.store(OP + (out_row * splits + sp)[:, None] * DV + odv[None, :], acc / l_safe[:, None],
+             mask=r_ok[:, None] & (odv[None, :] < DV))
+    tl.store(LP + out_row * splits + sp, tl.where(l_i == 0.0, float("-inf"), m_i + tl.log(l_safe)), mask=r_ok)
+
+
+@triton.jit
+def _decode_combine_kernel(OP, LP, O, n_rows, splits, DV: tl.constexpr, BLOCK_DV: tl.constexpr,
+                           BLOCK_S: tl.constexpr):
+    """O = sum_s exp(lse_s - lse) O_s with lse = logsumexp_s lse_s, per query row."""
+    r = tl.program_id(0)
+    offs_s = tl.arange(0, BLOCK_S)
+    s_ok = offs_s < splits
+    lse_s = tl.load(LP + r * splits + offs_s, mask=s_ok, other=float("-inf"))
+    m = tl.max(lse_s, 0)
+    m = tl.where(m == float("-inf"), 0.0, m)
+    w = tl.exp(lse_s - m)
+    w = w / tl.maximum(tl.sum(w, 0), 1e-30)
+    odv = tl.arange(0, BLOCK_DV)
+    o_s = tl.load(OP + (r * splits + offs_s)[:, None] * DV + odv[None, :],
+                  mask=s_ok[:, None] & (odv[None, :] < DV), other=0.0)
+    tl.store(O + r * DV + odv, tl.sum(o_s * w[:, None], 0).to(O.dtype.element_ty), mask=odv < DV)
+
+
+# -- configurations ----------------------------------------------------------------------------------
+def _pow2(n: int) -> int:
+    return max(16, 1 << (int(n) - 1).bit_length())
+
+
+def configs(d: int, dv: int, dtype: torch.dtype, device=None):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) candidates, filtered by the simulator's legality check
+    (`can_implement`) on the device's hardware profile; under the interpreter one small config."""
+    if INTERPRET or device is None or device.type != "cuda":
+        return [(16, 16, 4, 1)]
+    from attnsim.simulator.families import Tile, can_implement, get_family
+    cands = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
+    hw = hardware_of(device)
+    if hw is None:
+        return cands[1:2]
+    name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[dtype]
+    fam = get_family("triton")
+    return [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), name).ok] or cands[-1:]
+
+
+def hardware_of(device):
+    """The shipped hardware profile that matches the CUDA device's name, or None."""
+    from attnsim.simulator.hardware import builtin_profiles
+    name = torch.cuda.get_device_name(device).lower()
+    for h in builtin_profiles().values():
+        if any(a.lower() in name for a in (h.key, *h.aliases) if len(a) >= 4):
+            return h
+    return None
+
+
+def _compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float32 if (INTERPRET and t.dtype == torch.bfloat16) else t.dtype
+
+
+# -- host side ---------------------------------------------------------------------------------------
+def _packed(x, lens):
+    """(B, H, L, d) -> (B * L, H, d) contiguous; varlen (total, H, d) passes through."""
+    return x if lens is not None else x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3]).contiguous()
+
+
+class _Problem:
+    """Shapes, the plan and the packed tensors of one call."""
+
+    def __init__(self, q, k, v, variant, params, cu_seqlens_q=None, cu_seqlens_k=None):
+        if q.dim() != (3 if cu_seqlens_q is not None else 4):
+            raise ValueError("q, k, v are (batch, heads, seqlen, head_dim); varlen: (total_tokens, heads, head_dim)"
+                             " with cu_seqlens_q / cu_seqlens_k")
+        self.varlen = cu_seqlens_q is not None
+        if self.varlen:
+            cq = [int(x) for x in cu_seqlens_q]
+            ck = [int(x) for x in (cu_seqlens_k if cu_seqlens_k is not None else cu_seqlens_q)]
+            self.seqs = [(cq[i + 1] - cq[i], ck[i + 1] - ck[i]) for i in range(len(cq) - 1)]
+            self.hq, self.hkv = q.shape[1], k.shape[1]
+            self.batch = len(self.seqs)
+        else:
+            self.batch, self.hq, lq, _ = q.shape
+            self.hkv, lk = k.shape[1], k.shape[2]
+            self.seqs = [(lq, lk)] * self.batch
+        if self.hq % self.hkv:
+            raise ValueError(f"query heads {self.hq} must be a multiple of kv heads {self.hkv} (GQA/MQA/SQA)")
+        self.d, self.dv = q.shape[-1], v.shape[-1]
+        params = dict(params)
+        self.causal = bool(params.pop("causal", False))
+        self.scale = params.pop("scale", None) or 1.0 / math.sqrt(self.d)
+        self.variant, self.params = variant, params
+        lq0, lk0 = self.seqs[0]
+        self.mask = mask_of(variant, params, self.causal, lq0, lk0)
+        bm, bn, self.warps, self.stages = configs(self.d, self.dv, q.dtype, q.device)[0]
+        self.order = token_order(self.mask, bm, bn)
+        self.plan = build_plan(self.mask, self.seqs, bm, bn, self.order)
+        self.bm, self.bn = bm, bn
+        dev = q.device
+        self.rows = torch.as_tensor(self.plan.rows, device=dev)
+        self.kv_start = torch.as_tensor(self.plan.kv_start, device=dev)
+        self.part = torch.as_tensor(self.plan.part, device=dev)
+        self.masks = torch.as_tensor(self.plan.masks, device=dev).contiguous()
+
+    def permute(self, x, which):
+        """Packed (tokens, H, d) into the kernel's token order (box-major for tiled neighborhoods)."""
+        if self.order is None:
+            return x
+        perm = torch.as_tensor(self.order[0 if which == "q" else 1], device=x.device)
+        n = len(perm)
+        return x.view(-1, n, *x.shape[1:])[:, perm].reshape(x.shape)
+
+    def unpermute(self, x):
+        if self.order is None:
+            return x
+        perm = torch.as_tensor(self.order[0], device=x.device)
+        n = len(perm)
+        out = torch.empty_like(x.view(-1, n, *x.shape[1:]))
+        out[:, perm] = x.view(-1, n, *x.shape[1:])
+        return out.reshape(x.shape)
+
+
+def _fwd(pb: _Problem, q, k, v):
+    """Packed q (Tq, Hq, d), k (Tk, Hkv, d), v (Tk, Hkv, dv) in kernel order -> (o, lse)."""
+    o = torch.empty(q.shape[0], pb.hq, pb.dv, device=q.device, dtype=q.dtype)
+    lse = torch.empty(q.shape[0], pb.hq, device=q.device, dtype=torch.float32)
+    grid = (pb.rows.shape[0], pb.hq)
+    _fwd_kernel[grid](q, k, v, o, lse, pb.rows, pb.kv_start, pb.part, pb.masks, pb.scale,
+                      q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+                      o.stride(0), o.stride(1), pb.hq // pb.hkv, D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d),
+                      BLOCK_DV=_pow2(pb.dv), BLOCK_M=pb.bm, BLOCK_N=pb.bn, IEEE=q.dtype == torch.float32,
+                      num_warps=pb.warps, num_stages=pb.stages)
+    return o, lse
+
+
+def _bwd(pb: _Problem, q, k, v, o, lse, do):
+    n_rows = q.shape[0] * pb.hq
+    delta = torch.empty(q.shape[0], pb.hq, device=q.device, dtype=torch.float32)
+    _bwd_preprocess[(triton.cdiv(n_rows, 64),)](o.contiguous(), do.contiguous(), delta, n_rows, DV=pb.dv,
+                                                 BLOCK_DV=_pow2(pb.dv), BLOCK=64)
+    tplan = build_plan(pb.mask, pb.seqs, pb.bm, pb.bn, pb.order, transpose=True)
+    dev = q.device
+    t_rows, t_start, t_part, t_masks = (torch.as_tensor(x, device=dev).contiguous() for x in
+                                        (tplan.rows, tplan.kv_start, tplan.part, tplan.masks))
+    group = pb.hq // pb.hkv
+    dk = torch.zeros(k.shape[0], pb.hq, pb.d, device=dev, dtype=torch.float32)  # per query head
+    dv = torch.zeros(k.shape[0], pb.hq, pb.dv, device=dev, dtype=torch.float32)
+    do = do.contiguous()
+    common = dict(D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d), BLOCK_DV=_pow2(pb.dv), BLOCK_M=pb.bm, BLOCK_N=pb.bn,
+                  IEEE=q.dtype == torch.float32, num_warps=pb.warps, num_stages=pb.stages)
+    _bwd_dkdv_kernel[(t_rows.shape[0], pb.hq)](
+        q, k, v, do, lse, delta, dk, dv, t_rows, t_start, t_part, t_masks, pb.scale, pb.hq,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
+        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), group, **common)
+    dq = torch.empty_like(q)
+    _bwd_dq_kernel[(pb.rows.shape[0], pb.hq)](
+        q, k, v, do, lse, delta, dq, pb.rows, pb.kv_start, pb.part, pb.masks, pb.scale, pb.hq,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
+        group, **common)
+    dk = dk.view(k.shape[0], pb.hkv, group, pb.d).sum(2).to(k.dtype)
+    dv = dv.view(k.shape[0], pb.hkv, group, pb.dv).sum(2).to(v.dtype)
+    return dq, dk, dv
+
+
+class _Attention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, pb):
+        o, lse = _fwd(pb, q, k, v)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.pb = pb
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        dq, dk, dv = _bwd(ctx.pb, q, k, v, o, lse, do)
+        return dq, dk, dv, None
+
+
+def attention(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=None, **params):
+    """Fused attention of `variant` (its mask from the simulator's definition, parameters named as
+    `attnsim predict -p`, plus `causal` and `scale`). q (B, Hq, Lq, d), k (B, Hkv, Lk, d),
+    v (B, Hkv, Lk, dv); varlen: packed (total, H, d) with cu_seqlens_q/k. Differentiable."""
+    pb = _Problem(q, k, v, variant, params, cu_seqlens_q, cu_seqlens_k)
+    dt = _compute_dtype(q)
+    lens = None if not pb.varlen else True
+    qp, kp, vp = (pb.permute(_packed(x.to(dt), lens), w) for x, w in ((q, "q"), (k, "k"), (v, "k")))
+    o = _Attention.apply(qp, kp, vp, pb)
+    o = pb.unpermute(o)
+    if pb.varlen:
+        return o.to(q.dtype)
+    return o.view(pb.batch, -1, pb.hq, pb.dv).transpose(1, 2).to(q.dtype)
+
+
+def plan_of(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=None, **params):
+    """The launch plan `attention` would run (tile list, partial masks, counts)."""
+    return _Problem(q, k, v, variant, params, cu_seqlens_q, cu_seqlens_k).plan
+
+
+def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits: int | None = None,
+           rope_dim: int = 0, scale: float | None = None):
+    """Split-KV decode. q (B, Hq, n_q, d) — the step's query tokens; k_cache (B, Hkv, L, d) and
+    v_cache (B, Hkv, L, dv). MLA absorbed: v_cache=None and rope_dim > 0 — k_cache (B, 1, L,
+    rank + rope) is the latent cache, V its first `rank` channels, q (B, H, n_q, rank + rope) the
+    absorbed queries. ctx_lens: per-sequence context lengths (default L). Returns (B, Hq, n_q, dv)."""
+    B, Hq, n_q, d = q.shape
+    _, Hkv, L, _ = k_cache.shape
+    if Hq % Hkv:
+        raise ValueError(f"query heads {Hq} must be a multiple of kv heads {Hkv}")
+    v_in_k = v_cache is None
+    dv = (d - rope_dim) if v_in_k else v_cache.shape[-1]
+    dt = _compute_dtype(q)
+    qs = q.to(dt).transpose(1, 2).reshape(B, n_q * Hq, d).contiguous()  # row = token * Hq + head
+    kc = k_cache.to(dt).transpose(1, 2).contiguous()  # (B, L, Hkv, d)
+    vc = kc if v_in_k else v_cache.to(dt).transpose(1, 2).contiguous()
+    lens = torch.full((B,), L, dtype=torch.int32, device=q.device) if ctx_lens is None else \
+        torch.as_tensor(ctx_lens, dtype=torch.int32, device=q.device)
+    group = Hq // Hkv
+    block_n = 16 if INTERPRET else 64
+    if splits is None:  # enough programs to fill the device, FlashAttention-style, at least one tile per split
+        sms = 1 if q.device.type != "cuda" else torch.cuda.get_device_properties(q.device).multi_processor_count
+        splits = max(1, min(triton.cdiv(L, block_n), triton.cdiv(sms, B * Hkv)))
+    per = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
+    op = torch.empty(B * n_q * Hq * splits, dv, device=q.device, dtype=torch.float32)
+    lp = torch.empty(B * n_q * Hq * splits, device=q.device, dtype=torch.float32)
+    d1, d2 = (d - rope_dim, rope_dim) if rope_dim else (d, 0)
+    _decode_split_kernel[(B, Hkv, splits)](
+        qs, kc, vc, op, lp, lens, scale or 1.0 / math.sqrt(d), n_q, splits, per,
+        qs.stride(0), qs.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1),
+        vc.stride(2), group, causal_off=1 if causal else 0, D1=d1, D2=d2, BLOCK_D1=_pow2(d1),
+        BLOCK_D2=_pow2(d2) if d2 else 16, DV=dv, BLOCK_DV=_pow2(dv), BLOCK_R=_pow2(n_q * group), BLOCK_N=block_n,
+        IEEE=dt == torch.float32)
+    o = torch.empty(B * n_q * Hq, dv, device=q.device, dtype=q.dtype if not INTERPRET else dt)
+    _decode_combine_kernel[(B * n_q * Hq,)](op, lp, o, B * n_q * Hq, splits, DV=dv, BLOCK_DV=_pow2(dv),
+                                            BLOCK_S=_pow2(splits))
+    return o.view(B, n_q, Hq, dv).transpose(1, 2).to(q.dtype)
+
+
+__all__ = ["attention", "decode", "plan_of", "configs", "hardware_of"]
