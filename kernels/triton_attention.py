@@ -44,8 +44,8 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
     q_len = tl.load(ROWS + row * 6 + 1)
     k_start = tl.load(ROWS + row * 6 + 2)
     k_len = tl.load(ROWS + row * 6 + 3)
-    lo = tl.load(ROWS + row * 6 + 4)
-    hi = tl.load(ROWS + row * 6 + 5)
+    lo = tl.load(ROWS + row * 6 + 4).to(tl.int32)
+    hi = tl.load(ROWS + row * 6 + 5).to(tl.int32)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -125,8 +125,8 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
     k_len_tile = tl.load(ROWS + row * 6 + 1)
     q_base = tl.load(ROWS + row * 6 + 2)
     q_len = tl.load(ROWS + row * 6 + 3)
-    lo = tl.load(ROWS + row * 6 + 4)
-    hi = tl.load(ROWS + row * 6 + 5)
+    lo = tl.load(ROWS + row * 6 + 4).to(tl.int32)
+    hi = tl.load(ROWS + row * 6 + 5).to(tl.int32)
     offs_n = tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -188,8 +188,8 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, sca
     q_len = tl.load(ROWS + row * 6 + 1)
     k_start = tl.load(ROWS + row * 6 + 2)
     k_len = tl.load(ROWS + row * 6 + 3)
-    lo = tl.load(ROWS + row * 6 + 4)
-    hi = tl.load(ROWS + row * 6 + 5)
+    lo = tl.load(ROWS + row * 6 + 4).to(tl.int32)
+    hi = tl.load(ROWS + row * 6 + 5).to(tl.int32)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -330,19 +330,23 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
-def configs(d: int, dv: int, dtype: torch.dtype, device=None):
+CANDIDATES = ((128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1))  # BLOCK_M, BLOCK_N, warps, stages
+
+
+def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) candidates, filtered by the simulator's legality check
-    (`can_implement`) on the device's hardware profile; under the interpreter one small config."""
-    if INTERPRET or device is None or device.type != "cuda":
+    (`can_implement`, the Triton family) on the hardware profile `hw` (default: the CUDA device's);
+    under the interpreter one small config (its autotune cannot run there)."""
+    if hw is None and (INTERPRET or device is None or device.type != "cuda"):
         return [(16, 16, 4, 1)]
     from attnsim.simulator.families import Tile, can_implement, get_family
-    cands = [(128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1)]
-    hw = hardware_of(device)
+    hw = hw or hardware_of(device)
     if hw is None:
-        return cands[1:2]
+        return list(CANDIDATES[1:2])
     name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[dtype]
     fam = get_family("triton")
-    return [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), name).ok] or cands[-1:]
+    ok = [c for c in CANDIDATES if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), name).ok]
+    return ok or list(CANDIDATES[-1:])
 
 
 def hardware_of(device):
