@@ -39,7 +39,8 @@ def compile_forward(cc: int, dtype: str = "fp16", d: int = 128, dv: int = 128, b
     regs = None
     try:
         from .nvrtc import resource_usage
-        usage = resource_usage(c.asm["ptx"], f"sm_{cc}") or {}
+        target = next((ln.split()[1] for ln in c.asm["ptx"].splitlines() if ln.startswith(".target")), f"sm_{cc}")
+        usage = resource_usage(c.asm["ptx"], target.rstrip(",")) or {}  # Hopper PTX targets sm_90a
         regs = next(iter(usage.values()))["registers"] if usage else None
     except ImportError:
         pass

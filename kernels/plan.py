@@ -37,23 +37,31 @@ class Plan:
     perm_k: np.ndarray | None = None
 
 
-def box_permutation(shape, box) -> np.ndarray:
-    """Box-major token order of a row-major grid: tokens sorted by (box index, index within the box),
-    both row-major; border boxes hold fewer tokens when the box does not divide the grid."""
+def box_permutation(shape, box, dilation=None) -> np.ndarray:
+    """NATTEN's token permutation of a row-major grid: per dimension, the tokens of each dilation
+    group (x mod d) in boxes of `box` in-group coordinates, each group's last box padded; tokens
+    ordered by box (row-major over the per-dimension box lists), then row-major inside the box.
+    Returns kernel slot -> the caller's token index, -1 for a padding slot."""
     shape, box = tuple(int(x) for x in shape), tuple(int(x) for x in box)
-    idx = np.arange(int(np.prod(shape)), dtype=np.int64)
-    coords, rest = [], idx
-    for n in reversed(shape):
-        coords.append(rest % n)
-        rest = rest // n
-    coords = coords[::-1]
-    nb = [-(-n // b) for n, b in zip(shape, box)]
-    box_id = np.zeros_like(idx)
-    inner = np.zeros_like(idx)
-    for c, b, n_b in zip(coords, box, nb):
-        box_id = box_id * n_b + c // b
-        inner = inner * b + c % b
-    return np.lexsort((inner, box_id))
+    dilation = tuple(int(x) for x in (dilation or (1,) * len(shape)))
+    slots = []  # per dimension: slot -> coordinate (-1 = pad), boxes of t slots one after the other
+    for n, t, d in zip(shape, box, dilation):
+        coords = []
+        for g in range(d):
+            n_g = -(-(n - g) // d)
+            for a in range(-(-n_g // t)):
+                xi = np.arange(a * t, a * t + t)
+                coords.append(np.where(xi < n_g, xi * d + g, -1))
+        slots.append(np.concatenate(coords).reshape(-1, t))  # [boxes, t]
+    nd = len(shape)
+    grids = np.meshgrid(*[np.arange(c.shape[0]) for c in slots], *[np.arange(t) for t in box], indexing="ij")
+    coord = [slots[i][grids[i], grids[nd + i]] for i in range(nd)]
+    flat = np.zeros_like(coord[0])
+    valid = np.ones(coord[0].shape, dtype=bool)
+    for c, n in zip(coord, shape):
+        flat = flat * n + np.maximum(c, 0)
+        valid &= c >= 0
+    return np.where(valid, flat, -1).reshape(-1)
 
 
 def _mask_block(mask, qi, kj, lq, lk):
@@ -69,14 +77,15 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
     rows, starts, parts, masks = [], [], [], []
     full_n = part_n = total = 0
     q_off = k_off = 0
-    for lq, lk in seqs:
+    for lq, lk in seqs:  # the caller's lengths; the kernel's are the (padded) permutations' with an order
         pq = np.arange(lq) if token_order is None else token_order[0]
         pk = np.arange(lk) if token_order is None else token_order[1]
-        n_q, n_k = -(-lq // block_m), -(-lk // block_n)
+        kq, kk = len(pq), len(pk)
+        n_q, n_k = -(-kq // block_m), -(-kk // block_n)
         total += n_q * n_k
         outer, inner = (n_k, n_q) if transpose else (n_q, n_k)
         bo, bi = (block_n, block_m) if transpose else (block_m, block_n)
-        lo_len, li_len = (lk, lq) if transpose else (lq, lk)
+        lo_len, li_len = (kk, kq) if transpose else (kq, kk)
         po, pi = (pk, pq) if transpose else (pq, pk)
         for t in range(outer):
             o_idx = np.full(bo, -1, dtype=np.int64)
@@ -100,8 +109,8 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
                     part_n += 1
             start = (k_off if transpose else q_off) + t * bo
             rows.append((start, n_o, q_off if transpose else k_off, li_len, lo, len(starts)))
-        q_off += lq
-        k_off += lk
+        q_off += kq
+        k_off += kk
     shape = (block_n, block_m) if transpose else (block_m, block_n)
     return Plan(block_m, block_n, np.asarray(rows, dtype=np.int64).reshape(-1, 6),
                 np.asarray(starts, dtype=np.int32), np.asarray(parts, dtype=np.int32),
@@ -136,4 +145,5 @@ def token_order(mask, block_m: int, block_n: int):
     if getattr(mask, "token_order", None) != "tiled":
         return None
     q_box, k_box = mask.boxes(block_m, block_n)
-    return box_permutation(mask.shape, q_box), box_permutation(mask.shape, k_box)
+    dil = [dim.d for dim in mask.dims]
+    return box_permutation(mask.shape, q_box, dil), box_permutation(mask.shape, k_box, dil)

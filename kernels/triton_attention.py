@@ -407,21 +407,25 @@ class _Problem:
         self.masks = torch.as_tensor(self.plan.masks, device=dev).contiguous()
 
     def permute(self, x, which):
-        """Packed (tokens, H, d) into the kernel's token order (box-major for tiled neighborhoods)."""
+        """Packed (tokens, H, d) into the kernel's token order (NATTEN's permutation for tiled
+        neighborhoods: box-major, per dilation group, padding slots zero)."""
         if self.order is None:
             return x
         perm = torch.as_tensor(self.order[0 if which == "q" else 1], device=x.device)
-        n = len(perm)
-        return x.view(-1, n, *x.shape[1:])[:, perm].reshape(x.shape)
+        n = self.seqs[0][0 if which == "q" else 1]
+        src = x.view(-1, n, *x.shape[1:])
+        out = src.new_zeros(src.shape[0], len(perm), *x.shape[1:])
+        out[:, perm >= 0] = src[:, perm[perm >= 0]]
+        return out.reshape(-1, *x.shape[1:])
 
     def unpermute(self, x):
         if self.order is None:
             return x
         perm = torch.as_tensor(self.order[0], device=x.device)
-        n = len(perm)
-        out = torch.empty_like(x.view(-1, n, *x.shape[1:]))
-        out[:, perm] = x.view(-1, n, *x.shape[1:])
-        return out.reshape(x.shape)
+        src = x.view(-1, len(perm), *x.shape[1:])
+        out = src.new_empty(src.shape[0], self.seqs[0][0], *x.shape[1:])
+        out[:, perm[perm >= 0]] = src[:, perm >= 0]
+        return out.reshape(-1, *x.shape[1:])
 
 
 def _fwd(pb: _Problem, q, k, v):

@@ -1,0 +1,249 @@
+"""The Triton kernels against float64 references built from the simulator's own masks.
+
+Without a GPU they run under TRITON_INTERPRET=1 (set in conftest.py) on small ragged shapes; fresh
+random inputs every run (the seed is in each failure message). Accuracy rule (flash-attention's):
+the kernel's error against float64 stays within twice the error of the same formula computed at
+the input's precision, plus a tiny absolute floor for exactly-representable cases."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from attnsim.kernels import attention, decode, decode_reference, reference  # noqa: E402
+from attnsim.kernels.plan import build_plan, mask_of, token_order  # noqa: E402
+from attnsim.kernels.triton_attention import CANDIDATES, configs, plan_of  # noqa: E402
+from attnsim.simulator.families import Tile, can_implement, get_family  # noqa: E402
+from attnsim.simulator.hardware import load_hardware  # noqa: E402
+
+GPU = torch.cuda.is_available()
+DEV = "cuda" if GPU else "cpu"
+# the interpreter has no bf16: bf16 inputs are computed in fp32 there, and checked as fp32 would be
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if GPU else [])
+
+
+def seeded():
+    seed = int.from_bytes(os.urandom(4), "little")
+    torch.manual_seed(seed)
+    return seed
+
+
+def err(a, b):
+    return (a.double() - b.double()).abs().max().item()
+
+
+def check(out, ref64, same, seed, what):
+    e, base = err(out, ref64), err(same, ref64)
+    assert e <= 2 * base + 1e-6, f"{what}: error {e:.3g} > 2 x same-precision {base:.3g} (seed {seed})"
+
+
+MASKS = [
+    ("mha", {}),
+    ("mha", {"causal": True}),
+    ("swa", {"window_size": (20, 7)}),
+    ("swa", {"window_size": (16, 0), "causal": True, "sink": 4}),
+    ("segment", {"segments": (30, 47)}),
+    ("moba", {"block_size": 16, "top_k": 2, "causal": True}),
+]
+
+
+# -- the plan is what the simulator prices ---------------------------------------------------------
+@pytest.mark.parametrize("variant,params,lq,lk", [
+    ("mha", {"causal": True}, 77, 130), ("swa", {"window_size": (20, 0), "causal": True}, 130, 130),
+    ("moba", {"block_size": 32, "top_k": 2, "causal": True}, 130, 130),
+    ("gna", {"token_shape": (16, 16), "kernel_size": (5, 5), "stride": (2, 2), "token_order": "rowmajor"}, 256, 256),
+    ("gna", {"token_shape": (16, 16), "kernel_size": (5, 7), "dilation": (1, 2), "q_tile": (4, 4), "kv_tile": (4, 4)},
+     256, 256)])
+def test_plan_tiles_equal_the_simulators(variant, params, lq, lk):
+    params = dict(params)
+    mask = mask_of(variant, params, params.pop("causal", False), lq, lk)
+    for bm, bn in ((16, 16), (32, 16)):
+        order = token_order(mask, bm, bn)
+        fwd = build_plan(mask, [(lq, lk)], bm, bn, order)
+        f, p = mask.tile_rows(lq, lk, bm, bn)
+        assert (fwd.counts["full"], fwd.counts["partial"]) == (int(f.sum()), int(p.sum()))
+        bwd = build_plan(mask, [(lq, lk)], bm, bn, order, transpose=True)
+        f, p = mask.tile_cols(lq, lk, bm, bn)
+        assert (bwd.counts["full"], bwd.counts["partial"]) == (int(f.sum()), int(p.sum()))
+
+
+# -- the probe: the mask the kernel applies is the shared definition -------------------------------
+@pytest.mark.parametrize("variant,params,lq,lk", [
+    ("mha", {"causal": True}, 45, 60), ("swa", {"window_size": (9, 3)}, 50, 50),
+    ("gna", {"token_shape": (6, 8), "kernel_size": (3, 5), "stride": (1, 2), "token_order": "rowmajor"}, 48, 48),
+    ("gna", {"token_shape": (8, 8), "kernel_size": (3, 3), "dilation": (2, 1), "q_tile": (4, 4), "kv_tile": (2, 8)},
+     64, 64),
+    ("moba", {"block_size": 16, "top_k": 2, "causal": True}, 64, 64)])
+def test_probe_kernel_applies_the_shared_mask(variant, params, lq, lk):
+    """Q = K = 0 makes every live score equal: with V = I the output row i is 1/n_i on the keys query i
+    sees and 0 elsewhere, so (O > 0) is the kernel's mask, written out element by element."""
+    q = torch.zeros(1, 1, lq, 16, device=DEV)
+    k = torch.zeros(1, 1, lk, 16, device=DEV)
+    v = torch.eye(lk, device=DEV)[None, None]
+    seen = (attention(q, k, v, variant, **params)[0, 0] > 0).cpu().numpy()
+    p = dict(params)
+    mask = mask_of(variant, p, p.pop("causal", False), lq, lk)
+    want = np.asarray(mask.mask_mod(np.arange(lq)[:, None], np.arange(lk)[None, :], lq, lk), dtype=bool)
+    np.testing.assert_array_equal(seen, want)
+
+
+# -- forward accuracy --------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("variant,params", MASKS, ids=lambda x: str(x))
+def test_forward_matches_float64(variant, params, dtype):
+    seed = seeded()
+    lq, lk = (77, 77) if variant in ("segment", "moba") or "window_size" in params else (77, 130)
+    q = torch.randn(2, 4, lq, 32, device=DEV, dtype=dtype)
+    k = torch.randn(2, 2, lk, 32, device=DEV, dtype=dtype)
+    v = torch.randn(2, 2, lk, 24, device=DEV, dtype=dtype)
+    same_dt = torch.float32 if (dtype == torch.bfloat16 and not GPU) else dtype
+    check(attention(q, k, v, variant, **params), reference(q, k, v, variant, **params),
+          reference(q, k, v, variant, dtype=same_dt, **params), seed, f"{variant} {params} {dtype}")
+
+
+@pytest.mark.parametrize("params", [
+    {"token_shape": (8, 12), "kernel_size": (3, 5), "stride": (1, 2), "token_order": "rowmajor"},
+    {"token_shape": (8, 8), "kernel_size": (5, 3), "stride": (2, 1), "dilation": (1, 2), "q_tile": (4, 4),
+     "kv_tile": (4, 4)},
+    {"token_shape": (10, 10), "kernel_size": (3, 3), "is_causal": (True, False), "q_tile": (4, 4), "kv_tile": (4, 4)},
+    {"token_shape": (100,), "kernel_size": (9,), "stride": (3,), "token_order": "rowmajor"}], ids=lambda x: str(x))
+def test_neighborhood_forward_matches_float64(params):
+    seed = seeded()
+    n = int(np.prod(params["token_shape"]))
+    q, k, v = (torch.randn(1, 2, n, 32, device=DEV, dtype=torch.float16) for _ in range(3))
+    check(attention(q, k, v, "gna", **params), reference(q, k, v, "gna", **params),
+          reference(q, k, v, "gna", dtype=torch.float16, **params), seed, str(params))
+
+
+@pytest.mark.parametrize("hq,hkv", [(6, 6), (6, 2), (6, 1), (3, 3)], ids=["mha", "gqa", "mqa", "sqa-3-of-6"])
+def test_head_mapping(hq, hkv):
+    """GQA/MQA share a kv head among hq // hkv query heads; SQA is the same kernel with fewer query
+    heads (here 3 of a 6-head baseline): the output of query head h uses kv head h // group."""
+    seed = seeded()
+    q = torch.randn(1, hq, 40, 16, device=DEV)
+    k, v = (torch.randn(1, hkv, 50, 16, device=DEV) for _ in range(2))
+    check(attention(q, k, v, causal=True), reference(q, k, v, causal=True), reference(q, k, v, causal=True,
+                                                                                      dtype=torch.float32),
+          seed, f"{hq}/{hkv}")
+
+
+def test_varlen_packed_sequences():
+    seed = seeded()
+    cu = torch.tensor([0, 17, 50, 77, 78])
+    q = torch.randn(78, 4, 32, device=DEV, dtype=torch.float16)
+    k, v = (torch.randn(78, 2, 32, device=DEV, dtype=torch.float16) for _ in range(2))
+    for params in ({"causal": True}, {"window_size": (8, 8)}):
+        variant = "swa" if "window_size" in params else "mha"
+        check(attention(q, k, v, variant, cu_seqlens_q=cu, cu_seqlens_k=cu, **params),
+              reference(q, k, v, variant, cu_seqlens_q=cu, cu_seqlens_k=cu, **params),
+              reference(q, k, v, variant, cu_seqlens_q=cu, cu_seqlens_k=cu, dtype=torch.float16, **params),
+              seed, f"varlen {params}")
+
+
+# -- backward ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("variant,params", [("mha", {}), ("mha", {"causal": True}), ("swa", {"window_size": (10, 3)})],
+                         ids=["dense", "causal", "window"])
+def test_backward_matches_float64(variant, params):
+    seed = seeded()
+    q = torch.randn(1, 4, 45, 32, device=DEV, requires_grad=True)
+    k = torch.randn(1, 2, 50, 32, device=DEV, requires_grad=True)
+    v = torch.randn(1, 2, 50, 16, device=DEV, requires_grad=True)
+    out = attention(q, k, v, variant, **params)
+    do = torch.randn_like(out)
+    out.backward(do)
+    grads = {}
+    for dt in (torch.float64, torch.float32):
+        xs = [x.detach().to(dt).requires_grad_() for x in (q, k, v)]
+        reference(*xs, variant, dtype=dt, **params).backward(do.to(dt))
+        grads[dt] = [x.grad for x in xs]
+    for name, g, g64, g32 in zip("qkv", (q.grad, k.grad, v.grad), grads[torch.float64], grads[torch.float32]):
+        check(g, g64, g32, seed, f"d{name} {variant} {params}")
+
+
+# -- decode --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("splits", [1, 3])
+def test_split_kv_decode_gqa(splits):
+    seed = seeded()
+    q = torch.randn(3, 8, 2, 32, device=DEV)  # two query tokens per step (speculative), causal among them
+    kc, vc = (torch.randn(3, 2, 100, 32, device=DEV) for _ in range(2))
+    lens = [100, 57, 33]
+    check(decode(q, kc, vc, ctx_lens=lens, splits=splits), decode_reference(q, kc, vc, ctx_lens=lens),
+          decode_reference(q, kc, vc, ctx_lens=lens, dtype=torch.float32), seed, f"decode splits={splits}")
+
+
+def test_split_kv_decode_absorbed_mla():
+    """MLA absorbed: one latent cache row per token (rank + rope) read as K, its first `rank` channels as V,
+    shared by every head; the queries are the absorbed q_nope W_UK plus q_rope."""
+    seed = seeded()
+    rank, rope = 64, 16
+    q = torch.randn(2, 16, 1, rank + rope, device=DEV)
+    cache = torch.randn(2, 1, 70, rank + rope, device=DEV)
+    out = decode(q, cache, None, rope_dim=rope, splits=2)
+    assert out.shape == (2, 16, 1, rank)
+    check(out, decode_reference(q, cache, None, rope_dim=rope),
+          decode_reference(q, cache, None, rope_dim=rope, dtype=torch.float32), seed, "mla decode")
+
+
+# -- configurations, compilation, the lazy API ----------------------------------------------------------
+def test_configs_pass_the_simulators_legality_check():
+    fam = get_family("triton")
+    for hw_name in ("h100", "a100", "rtx4090", "mi300x"):
+        hw = load_hardware(hw_name)
+        for d in (64, 128, 256):
+            got = configs(d, d, torch.float16, hw=hw)
+            legal = [c for c in CANDIDATES if can_implement(fam, hw, Tile(*c), d, d, "fp16").ok]
+            assert got == (legal or list(CANDIDATES[-1:])), (hw_name, d)
+    assert len(configs(256, 256, torch.float16, hw=load_hardware("mi300x"))) < len(CANDIDATES)  # 64 KiB LDS
+
+
+def test_plan_of_reports_the_tiles_the_kernel_runs():
+    q = torch.zeros(1, 1, 64, 16)
+    p = plan_of(q, q, q, causal=True)
+    assert p.counts == {"full": 6, "partial": 4, "empty": 6}  # 16 x 16 tiles of a 64-token causal mask
+
+
+def test_forward_compiles_for_sm80_and_sm90_without_a_gpu():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-m", "attnsim.kernels.compile", "80", "90"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(run.stdout)
+    assert [r["arch"] for r in rows] == ["sm_80", "sm_90"]
+    for r in rows:
+        assert 0 < r["shared_bytes"] <= r["model_smem_bytes"], r  # the simulator's legality is conservative
+        assert r["registers"] is None or 0 < r["registers"] <= 255
+
+
+def test_importing_kernels_needs_no_backend_and_calls_say_what_is_missing():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['triton'] = None\n"
+            "import attnsim.kernels as k\n"
+            "try:\n    k.attention(None, None, None)\nexcept ImportError as e:\n    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "ERR attnsim.kernels needs torch" in out.stdout, out.stdout + out.stderr
+
+
+def test_bad_inputs_raise_clear_errors():
+    q = torch.randn(1, 3, 8, 16)
+    with pytest.raises(ValueError, match="multiple of kv heads"):
+        attention(q, torch.randn(1, 2, 8, 16), torch.randn(1, 2, 8, 16))
+    with pytest.raises(Exception, match="needs several passes|changes the head layout"):
+        attention(q, q, q, "mla")
+
+
+# -- on a GPU ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="no CUDA GPU")
+def test_gpu_large_shapes_against_float64():
+    seed = seeded()
+    for dtype in (torch.float16, torch.bfloat16):
+        q = torch.randn(2, 8, 1000, 128, device="cuda", dtype=dtype)
+        k, v = (torch.randn(2, 2, 1300, 128, device="cuda", dtype=dtype) for _ in range(2))
+        check(attention(q, k, v, causal=True), reference(q, k, v, causal=True),
+              reference(q, k, v, causal=True, dtype=dtype), seed, f"gpu {dtype}")
