@@ -5,9 +5,9 @@ dict ``attnsim.kernels.microbench`` returns). Without a CUDA device (or without 
 "no GPU: nothing measured" and exits 0. Run: python benchmarks/bench_ceilings.py [--out FILE.jsonl]
 """
 import argparse
-import json
 
 from attnsim.kernels import microbench
+from attnsim.validation.records import append_jsonl
 
 
 def main(argv=None):
@@ -22,9 +22,7 @@ def main(argv=None):
         print(f"{r['what']:<28} {r['value']:.4g} {r['unit']:<8} (median {r['median_s'] * 1e3:.3f} ms of {r['reps']}) "
               f"on {r['device']}, CUDA runtime {r['cuda_runtime']}, CuPy {r['cupy']}")
     if args.out:
-        with open(args.out, "a") as f:
-            for r in records:
-                f.write(json.dumps(r) + "\n")
+        append_jsonl(args.out, records)
     return 0
 
 

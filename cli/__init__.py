@@ -379,7 +379,7 @@ def render(pred) -> str:
            f"{j['workload']['seqlens_max']} tokens (mean {j['workload']['seqlens_mean']:.0f}) · packed "
            f"{_fmt_time(vl['packed_time_s'])} vs padded {_fmt_time(vl['padded_time_s'])} "
            f"({vl['padded_over_packed']:.2f}x)"] if (vl := j.get("varlen")) else []),
-        *([f"  layout     " + " · ".join(f"{k} {v}" for k, v in j["layout"].items())] if j.get("layout") else []),
+        *(["  layout     " + " · ".join(f"{k} {v}" for k, v in j["layout"].items())] if j.get("layout") else []),
         *([f"  train      activations saved for the backward {_fmt_capacity(j['activation_bytes'])}"]
           if j.get("activation_bytes") is not None else []),
         *([f"  vs {alt['impl']:<7} {_fmt_time(alt['time_s'])} ({alt['time_s'] / j['time_s']:.2f}x this) · useful FLOPs "

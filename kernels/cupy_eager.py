@@ -35,6 +35,8 @@ import functools
 
 import numpy as np
 
+from .nvrtc import raw_function
+
 _PRELUDE = r"""
 #define TILE 16
 // fp16 travels as raw bits; PTX cvt converts (round-to-nearest-even on the way back).
@@ -200,9 +202,7 @@ _SOFTMAX_THREADS = 256  # THREADS in _SOFTMAX_ROWS
 @functools.cache
 def _kernel(source: str, entry: str, device_id: int):
     """The compiled entry point, built on first use per device (NVRTC through cupy.RawModule)."""
-    import cupy as cp
-
-    return cp.RawModule(code=SOURCES[source]).get_function(entry)
+    return raw_function(SOURCES[source], entry)
 
 
 def eager_attention(q, k, v, causal=False, mask=None, scale=None):

@@ -17,6 +17,8 @@ import datetime
 import functools
 import statistics
 
+from .nvrtc import raw_function
+
 _COPY = r"""
 // dst = src, float4 at a time, grid-stride: every byte read once from and written once to HBM.
 extern "C" __global__ void copy_f4(const float4* __restrict__ src, float4* __restrict__ dst, unsigned long long n) {
@@ -91,9 +93,7 @@ def gpu_present() -> bool:
 @functools.cache
 def _kernel(source: str, entry: str, device_id: int):
     """The compiled entry point, built on first use per device (NVRTC through cupy.RawModule)."""
-    import cupy as cp
-
-    return cp.RawModule(code=SOURCES[source]).get_function(entry)
+    return raw_function(SOURCES[source], entry)
 
 
 def _median_time_s(fn, warmup: int, reps: int) -> float:

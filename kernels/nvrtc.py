@@ -117,3 +117,11 @@ def resource_usage(ptx: str, arch: str) -> dict | None:
             smem = _SMEM.search(line)
             usage[kernel] = {"registers": int(m.group(1)), "smem_bytes": int(smem.group(1)) if smem else 0}
     return usage
+
+
+def raw_function(source: str, entry: str):
+    """A kernel of `source` ready to launch on the current device (cupy.RawModule compiles it with
+    NVRTC, as the tests do without a device)."""
+    import cupy as cp
+
+    return cp.RawModule(code=source).get_function(entry)

@@ -339,7 +339,7 @@ def complexformer(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
     sin of phi are `score_sfu_ops` (3) SFU ops and the adaptation and the combine `score_fp32_ops`
     (8) FP32 instructions. No RoPE (the rotation carries the positions)."""
     t, s = tokens(w), w.dtype_bytes
-    d, dv = w.head_dim_qk, w.head_dim_v
+    d = w.head_dim_qk
     core = replace(w, qk_matmuls=2, extra_k="same_k", score_sfu_ops=float(p["score_sfu_ops"]),
                    score_fp32_ops=float(p["score_fp32_ops"]))
     lay = standard(core, d_model, 0)

@@ -10,7 +10,7 @@ import pytest
 from attnsim.simulator import heads
 from attnsim.simulator.bound import unit_times
 from attnsim.simulator.hardware import load_hardware
-from attnsim.simulator.layouts import layer_kernels, standard
+from attnsim.simulator.layouts import standard
 from attnsim.simulator.masks import SpreadCausalMask, tile_cols, tile_rows
 from attnsim.simulator.model import predict
 from attnsim.simulator.variants import get_variant

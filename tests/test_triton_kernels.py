@@ -237,6 +237,25 @@ def test_bad_inputs_raise_clear_errors():
         attention(q, q, q, "mla")
 
 
+def test_bf16_runs_under_the_interpreter_in_fp32_and_returns_bf16():
+    """The interpreter has no bf16: the kernel computes bf16 inputs in fp32 there and returns bf16,
+    which must be at least as accurate as the formula computed in bf16."""
+    seed = seeded()
+    q, k, v = (torch.randn(1, 2, 40, 16, dtype=torch.bfloat16) for _ in range(3))
+    out = attention(q, k, v, causal=True)
+    assert out.dtype == torch.bfloat16
+    check(out, reference(q, k, v, causal=True), reference(q, k, v, causal=True, dtype=torch.bfloat16), seed, "bf16")
+
+
+def test_benchmark_scripts_measure_nothing_without_a_gpu():
+    if GPU:
+        pytest.skip("a GPU is present: the scripts would measure")
+    for script in ("bench_kernels.py", "bench_ceilings.py"):
+        path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", script)
+        out = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and out.stdout.startswith("no GPU: nothing measured"), out.stdout + out.stderr
+
+
 # -- on a GPU ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.skipif(not GPU, reason="no CUDA GPU")
