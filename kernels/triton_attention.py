@@ -500,6 +500,15 @@ def attention(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=Non
     return o.view(pb.batch, -1, pb.hq, pb.dv).transpose(1, 2).to(q.dtype)
 
 
+def prepared_forward(q, k, v, variant: str = "mha", **params):
+    """A zero-argument function that launches only the forward kernel on these inputs, packed and
+    planned once: what a benchmark times (the plan is built on the host once per shape and mask)."""
+    pb = _Problem(q, k, v, variant, params, None, None)
+    dt = _compute_dtype(q)
+    qp, kp, vp = (pb.permute(_packed(x.to(dt), None), w) for x, w in ((q, "q"), (k, "k"), (v, "k")))
+    return lambda: _fwd(pb, qp, kp, vp)
+
+
 def plan_of(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=None, **params):
     """The launch plan `attention` would run (tile list, partial masks, counts)."""
     return _Problem(q, k, v, variant, params, cu_seqlens_q, cu_seqlens_k).plan
@@ -518,9 +527,11 @@ def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits:
     v_in_k = v_cache is None
     dv = (d - rope_dim) if v_in_k else v_cache.shape[-1]
     dt = _compute_dtype(q)
-    qs = q.to(dt).transpose(1, 2).reshape(B, n_q * Hq, d).contiguous()  # row = token * Hq + head
-    kc = k_cache.to(dt).transpose(1, 2).contiguous()  # (B, L, Hkv, d)
-    vc = kc if v_in_k else v_cache.to(dt).transpose(1, 2).contiguous()
+    qs = q.to(dt).transpose(1, 2).reshape(B, n_q * Hq, d).contiguous()  # row = token * Hq + head (small)
+    kc = k_cache.to(dt).transpose(1, 2)  # (B, L, Hkv, d) strides over the caller's cache: no copy of it
+    vc = kc if v_in_k else v_cache.to(dt).transpose(1, 2)
+    if kc.stride(-1) != 1 or vc.stride(-1) != 1:
+        raise ValueError("the cache's head_dim must be its innermost, contiguous dimension")
     lens = torch.full((B,), L, dtype=torch.int32, device=q.device) if ctx_lens is None else \
         torch.as_tensor(ctx_lens, dtype=torch.int32, device=q.device)
     group = Hq // Hkv
@@ -544,4 +555,4 @@ def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits:
     return o.view(B, n_q, Hq, dv).transpose(1, 2).to(q.dtype)
 
 
-__all__ = ["attention", "decode", "plan_of", "configs", "hardware_of"]
+__all__ = ["attention", "decode", "plan_of", "prepared_forward", "configs", "hardware_of"]

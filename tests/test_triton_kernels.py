@@ -272,3 +272,21 @@ def test_gpu_large_shapes_against_float64():
         k, v = (torch.randn(2, 2, 1300, 128, device="cuda", dtype=dtype) for _ in range(2))
         check(attention(q, k, v, causal=True), reference(q, k, v, causal=True),
               reference(q, k, v, causal=True, dtype=dtype), seed, f"gpu {dtype}")
+
+
+def test_prepared_forward_launches_the_same_kernel():
+    from attnsim.kernels.triton_attention import prepared_forward
+    q, k, v = (torch.randn(1, 2, 40, 16, device=DEV) for _ in range(3))
+    o, lse = prepared_forward(q, k, v, causal=True)()
+    ref = reference(q, k, v, causal=True)
+    assert err(o.view(1, 40, 2, 16).transpose(1, 2), ref) < 1e-5
+
+
+def test_decode_reads_a_strided_cache_without_copying_it():
+    """The cache as (B, L, Hkv, d) storage viewed (B, Hkv, L, d): the kernel walks its strides."""
+    seed = seeded()
+    store = torch.randn(2, 50, 2, 32, device=DEV)  # (B, L, Hkv, d) storage
+    kc = store.transpose(1, 2)
+    q = torch.randn(2, 4, 1, 32, device=DEV)
+    check(decode(q, kc, kc), decode_reference(q, kc, kc), decode_reference(q, kc, kc, dtype=torch.float32), seed,
+          "strided cache")
