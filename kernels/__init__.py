@@ -1,7 +1,8 @@
 """Real kernels for the attention variants, and the float64 references they are checked against.
 
 * `attention(q, k, v, variant=..., **params)`: the Triton fused kernel (forward, and backward through
-  autograd) for any single-pass mask variant; parameters are the `-p` keys of `attnsim predict`
+  autograd) for any single-pass mask variant, and `variant="block_list"` with explicit per-query-block
+  key-block lists (`block_q`, `block_k`, `kv_blocks`: a MoBA gate's output); parameters are the `-p` keys of `attnsim predict`
   plus `causal` and `scale`; tensors (batch, heads, seqlen, head_dim) as torch SDPA takes them.
   Causal masks and windows align bottom-right when seqlen_q < seqlen_kv (FlashAttention's
   convention, not SDPA's `is_causal`).

@@ -119,11 +119,74 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
                 None if token_order is None else token_order[0], None if token_order is None else token_order[1])
 
 
+class BlockListMask:
+    """Block-sparse attention from explicit lists: query block i (of `block_q` queries) sees the key
+    blocks (of `block_k` keys) listed for it — what a MoBA gate or any data-dependent selection
+    outputs. `kv_blocks`: one list of key-block indices per query block, or a boolean array
+    [query blocks, key blocks]; `causal` ANDs the bottom-right causal mask. (The simulator's `moba`
+    variant prices a representative choice — the most recent blocks; this mask runs the real one.)"""
+    name = "block_list"
+
+    def __init__(self, block_q: int, block_k: int, kv_blocks, causal: bool = False):
+        if block_q < 1 or block_k < 1:
+            raise AttnsimError(f"block_q={block_q}, block_k={block_k} must be positive")
+        if isinstance(kv_blocks, np.ndarray) and kv_blocks.dtype == bool:
+            table = kv_blocks.astype(bool)
+        else:
+            lists = [sorted({int(j) for j in row}) for row in kv_blocks]
+            n_k = max((r[-1] + 1 for r in lists if r), default=0)
+            table = np.zeros((len(lists), n_k), dtype=bool)
+            for i, row in enumerate(lists):
+                if row and row[0] < 0:
+                    raise AttnsimError(f"kv_blocks[{i}] holds a negative block index")
+                table[i, row] = True
+        self.block_q, self.block_k, self.table, self.causal = int(block_q), int(block_k), table, bool(causal)
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        qb, kb = np.asarray(q_idx) // self.block_q, np.asarray(kv_idx) // self.block_k
+        qb, kb = np.broadcast_arrays(qb, kb)
+        ok = (qb < self.table.shape[0]) & (kb < self.table.shape[1])
+        live = np.zeros(qb.shape, dtype=bool)
+        live[ok] = self.table[qb[ok], kb[ok]]
+        if self.causal:
+            live &= np.asarray(kv_idx) <= np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+        return live
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        n_qb, n_kb = -(-seqlen_q // self.block_q), -(-seqlen_kv // self.block_k)
+        if self.table.shape[0] != n_qb or self.table.shape[1] > n_kb:
+            raise AttnsimError(f"kv_blocks has {self.table.shape[0]} query blocks and key blocks up to "
+                               f"{self.table.shape[1] - 1}; {seqlen_q} queries / {seqlen_kv} keys make {n_qb} query "
+                               f"blocks of {self.block_q} and {n_kb} key blocks of {self.block_k}")
+        return int(self.mask_mod(np.arange(seqlen_q)[:, None], np.arange(seqlen_kv)[None, :], seqlen_q,
+                                 seqlen_kv).sum())
+
+    def passes(self):
+        return [self]
+
+    def head_groups(self, heads_q):
+        return [(self, heads_q)]
+
+
 def mask_of(variant: str, params: dict, causal: bool, seqlen_q: int, seqlen_kv: int):
-    """The simulator's mask for a variant and its -p parameters (the one definition everyone reads)."""
+    """The simulator's mask for a variant and its -p parameters (the one definition everyone reads);
+    variant "block_list" takes explicit block lists (`BlockListMask`: block_q, block_k, kv_blocks)."""
+    if variant == "block_list":
+        given = dict(params)
+        extra = set(given) - {"block_q", "block_k", "kv_blocks"}
+        if extra or "kv_blocks" not in given:
+            raise AttnsimError(f"block_list takes block_q, block_k (default 64 each) and kv_blocks; got {sorted(given)}")
+        mask = BlockListMask(given.get("block_q", 64), given.get("block_k", 64), given["kv_blocks"], causal)
+        mask.live_pairs(seqlen_q, seqlen_kv)
+        return mask
     from attnsim.simulator.variants import get_variant
     var = get_variant(variant)
     given = {k: v for k, v in params.items() if k != "causal"}
+    for k, why in (("lengths", "pass packed tensors with cu_seqlens_q / cu_seqlens_k"),
+                   ("layout", "pass packed tensors with cu_seqlens_q / cu_seqlens_k"),
+                   ("q_per_step", "use attnsim.kernels.decode, whose q holds the step's tokens")):
+        if k in given:
+            raise AttnsimError(f"-p {k} does not apply to a kernel call: {why}")
     for k in ("kernel_size", "stride", "dilation", "token_shape", "q_tile", "kv_tile", "block"):
         if isinstance(given.get(k), int):
             given[k] = (given[k],)
@@ -136,6 +199,7 @@ def mask_of(variant: str, params: dict, causal: bool, seqlen_q: int, seqlen_kv: 
     mask = var.make_mask(resolved, causal)
     if len(mask.passes()) > 1 or len(mask.head_groups(2)) > 1:
         raise AttnsimError(f"variant {variant!r} needs several passes or per-head masks: not a single-kernel mask")
+    mask.live_pairs(seqlen_q, seqlen_kv)  # the mask's own checks: a token grid's size, segments' sum
     return mask
 
 

@@ -25,6 +25,10 @@ def _one(q, k, v, mask, scale, dtype):
     """q (Hq, Lq, d), k (Hkv, Lk, d), v (Hkv, Lk, dv) -> (Hq, Lq, dv)."""
     hq, lq, _ = q.shape
     hkv, lk, _ = k.shape
+    if hq % hkv:
+        raise ValueError(f"query heads {hq} must be a multiple of kv heads {hkv}")
+    if lk == 0:
+        return q.new_zeros(hq, lq, v.shape[-1], dtype=dtype)
     live = torch.as_tensor(np.asarray(mask.mask_mod(np.arange(lq)[:, None], np.arange(lk)[None, :], lq, lk),
                                       dtype=bool), device=q.device)
     k = k.repeat_interleave(hq // hkv, 0).to(dtype)
@@ -37,8 +41,9 @@ def reference(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=Non
     """Attention of `variant` in `dtype` (float64 by default), output in `dtype`. Same arguments as
     `attnsim.kernels.attention`."""
     params = dict(params)
-    causal = bool(params.pop("causal", False))
-    scale = params.pop("scale", None) or 1.0 / math.sqrt(q.shape[-1])
+    causal = params.pop("causal", False)
+    scale = params.pop("scale", None)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if cu_seqlens_q is not None:
         ck = cu_seqlens_k if cu_seqlens_k is not None else cu_seqlens_q
         outs = []
@@ -58,7 +63,7 @@ def decode_reference(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = Tru
     the step's tokens). Absorbed MLA (v_cache None): V = the first (d - rope_dim) channels of the cache."""
     B, Hq, n_q, d = q.shape
     L = k_cache.shape[2]
-    scale = scale or 1.0 / math.sqrt(d)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     v_cache = k_cache[..., :d - rope_dim] if v_cache is None else v_cache
     outs = []
     for b in range(B):
@@ -66,6 +71,9 @@ def decode_reference(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = Tru
         qi = np.arange(n_q)[:, None]
         kj = np.arange(n)[None, :]
         live = torch.as_tensor((kj <= qi + n - n_q) if causal else np.ones((n_q, n), dtype=bool), device=q.device)
+        if n == 0:
+            outs.append(q.new_zeros(Hq, n_q, v_cache.shape[-1], dtype=dtype))
+            continue
         k = k_cache[b, :, :n].repeat_interleave(Hq // k_cache.shape[1], 0).to(dtype)
         v = v_cache[b, :, :n].repeat_interleave(Hq // v_cache.shape[1], 0).to(dtype)
         s = (q[b].to(dtype) @ k.transpose(-1, -2)) * scale

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -365,21 +366,67 @@ def _compute_dtype(t: torch.Tensor) -> torch.dtype:
 
 # -- host side ---------------------------------------------------------------------------------------
 def _packed(x, lens):
-    """(B, H, L, d) -> (B * L, H, d) contiguous; varlen (total, H, d) passes through."""
-    return x if lens is not None else x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3]).contiguous()
+    """(B, H, L, d) -> (B * L, H, d) contiguous; varlen (total, H, d) made contiguous."""
+    return x.contiguous() if lens is not None else x.transpose(1, 2).reshape(-1, x.shape[1], x.shape[3]).contiguous()
+
+
+def _cu(cu, total, what):
+    """Validated cumulative offsets: starts at 0, non-decreasing, ends at the packed token count."""
+    c = [int(x) for x in cu]
+    if len(c) < 2 or c[0] != 0 or any(b < a for a, b in zip(c, c[1:])) or c[-1] != total:
+        raise ValueError(f"{what} must start at 0, never decrease and end at the {total} packed tokens; got {c}")
+    return c
+
+
+def _check_inputs(q, k, v, varlen):
+    nd = 3 if varlen else 4
+    if not all(isinstance(x, torch.Tensor) for x in (q, k, v)):
+        raise TypeError("q, k, v must be torch tensors")
+    if q.dim() != nd or k.dim() != nd or v.dim() != nd:
+        raise ValueError("q, k, v are (batch, heads, seqlen, head_dim); varlen: (total_tokens, heads, head_dim) "
+                         f"with cu_seqlens_q / cu_seqlens_k; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k head dims differ: {q.shape[-1]} vs {k.shape[-1]}")
+    kv_shape = (k.shape[0], k.shape[1]) if varlen else (k.shape[0], k.shape[1], k.shape[2])
+    if kv_shape != ((v.shape[0], v.shape[1]) if varlen else (v.shape[0], v.shape[1], v.shape[2])):
+        raise ValueError(f"k and v must agree in every dimension but the head dim: {tuple(k.shape)} vs {tuple(v.shape)}")
+    if not varlen and q.shape[0] != k.shape[0]:
+        raise ValueError(f"q and k batch sizes differ: {q.shape[0]} vs {k.shape[0]}")
+    if len({x.dtype for x in (q, k, v)}) != 1 or len({x.device for x in (q, k, v)}) != 1:
+        raise ValueError("q, k, v must share one dtype and one device")
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"dtype {q.dtype}; allowed: float16, bfloat16, float32")
+
+
+def _box_tiles(mask, bm, bn):
+    """BLOCK_M/BLOCK_N of a neighborhood mask: the tokens of the user's q_tile/kv_tile boxes when
+    given (each a power of two of at least 16 tokens: tl.dot's smallest block), else the config's."""
+    out = []
+    for box, dflt, what in ((mask.q_tile, bm, "q_tile"), (mask.kv_tile, bn, "kv_tile")):
+        if box is None or mask.token_order != "tiled":
+            out.append(dflt)
+            continue
+        n = int(np.prod(box))
+        if n < 16 or n & (n - 1):
+            raise ValueError(f"{what}={'x'.join(map(str, box))} holds {n} tokens; the kernel's tiles hold a power of "
+                             f"two of at least 16 tokens")
+        out.append(n)
+    return tuple(out)
 
 
 class _Problem:
     """Shapes, the plan and the packed tensors of one call."""
 
     def __init__(self, q, k, v, variant, params, cu_seqlens_q=None, cu_seqlens_k=None):
-        if q.dim() != (3 if cu_seqlens_q is not None else 4):
-            raise ValueError("q, k, v are (batch, heads, seqlen, head_dim); varlen: (total_tokens, heads, head_dim)"
-                             " with cu_seqlens_q / cu_seqlens_k")
+        if cu_seqlens_q is None and cu_seqlens_k is not None:
+            raise ValueError("cu_seqlens_k given without cu_seqlens_q: varlen takes both (or cu_seqlens_q for both)")
         self.varlen = cu_seqlens_q is not None
+        _check_inputs(q, k, v, self.varlen)
         if self.varlen:
-            cq = [int(x) for x in cu_seqlens_q]
-            ck = [int(x) for x in (cu_seqlens_k if cu_seqlens_k is not None else cu_seqlens_q)]
+            cq = _cu(cu_seqlens_q, q.shape[0], "cu_seqlens_q")
+            ck = _cu(cu_seqlens_k if cu_seqlens_k is not None else cu_seqlens_q, k.shape[0], "cu_seqlens_k")
+            if len(cq) != len(ck):
+                raise ValueError(f"cu_seqlens_q has {len(cq) - 1} sequences, cu_seqlens_k {len(ck) - 1}")
             self.seqs = [(cq[i + 1] - cq[i], ck[i + 1] - ck[i]) for i in range(len(cq) - 1)]
             self.hq, self.hkv = q.shape[1], k.shape[1]
             self.batch = len(self.seqs)
@@ -391,12 +438,19 @@ class _Problem:
             raise ValueError(f"query heads {self.hq} must be a multiple of kv heads {self.hkv} (GQA/MQA/SQA)")
         self.d, self.dv = q.shape[-1], v.shape[-1]
         params = dict(params)
-        self.causal = bool(params.pop("causal", False))
-        self.scale = params.pop("scale", None) or 1.0 / math.sqrt(self.d)
+        self.causal = params.pop("causal", False)
+        if not isinstance(self.causal, bool):
+            raise ValueError(f"causal={self.causal!r} must be True or False")
+        scale = params.pop("scale", None)
+        self.scale = 1.0 / math.sqrt(self.d) if scale is None else float(scale)
         self.variant, self.params = variant, params
-        lq0, lk0 = self.seqs[0]
-        self.mask = mask_of(variant, params, self.causal, lq0, lk0)
+        masks = {shape: mask_of(variant, params, self.causal, *shape) for shape in set(self.seqs)}
+        self.mask = next(iter(masks.values()))
         bm, bn, self.warps, self.stages = configs(self.d, self.dv, q.dtype, q.device)[0]
+        if getattr(self.mask, "token_order", None) is not None:
+            if len(set(self.seqs)) > 1:
+                raise ValueError("a token-grid variant takes sequences of one length (its grid's)")
+            bm, bn = _box_tiles(self.mask, bm, bn)
         self.order = token_order(self.mask, bm, bn)
         self.plan = build_plan(self.mask, self.seqs, bm, bn, self.order)
         self.bm, self.bn = bm, bn
@@ -405,6 +459,7 @@ class _Problem:
         self.kv_start = torch.as_tensor(self.plan.kv_start, device=dev)
         self.part = torch.as_tensor(self.plan.part, device=dev)
         self.masks = torch.as_tensor(self.plan.masks, device=dev).contiguous()
+
 
     def permute(self, x, which):
         """Packed (tokens, H, d) into the kernel's token order (NATTEN's permutation for tiled
@@ -520,11 +575,26 @@ def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits:
     v_cache (B, Hkv, L, dv). MLA absorbed: v_cache=None and rope_dim > 0 — k_cache (B, 1, L,
     rank + rope) is the latent cache, V its first `rank` channels, q (B, H, n_q, rank + rope) the
     absorbed queries. ctx_lens: per-sequence context lengths (default L). Returns (B, Hq, n_q, dv)."""
+    if q.dim() != 4 or k_cache.dim() != 4 or (v_cache is not None and v_cache.dim() != 4):
+        raise ValueError("q is (batch, heads_q, step_tokens, head_dim); the caches (batch, heads_kv, context, dim)")
     B, Hq, n_q, d = q.shape
     _, Hkv, L, _ = k_cache.shape
+    if k_cache.shape[0] != B or k_cache.shape[3] != d:
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} must be (batch {B}, heads_kv, context, head_dim {d})")
     if Hq % Hkv:
         raise ValueError(f"query heads {Hq} must be a multiple of kv heads {Hkv}")
     v_in_k = v_cache is None
+    if not 0 <= rope_dim < d or (rope_dim and not v_in_k):
+        raise ValueError(f"rope_dim={rope_dim}: 0..{d - 1}, and only for a latent cache (v_cache=None)")
+    if not v_in_k and tuple(v_cache.shape[:3]) != (B, Hkv, L):
+        raise ValueError(f"v_cache {tuple(v_cache.shape)} must match k_cache {tuple(k_cache.shape)} but in head_dim")
+    if ctx_lens is not None:
+        lens_list = [int(x) for x in ctx_lens]
+        if len(lens_list) != B or not all(max(1, n_q if causal else 1) <= x <= L for x in lens_list):
+            raise ValueError(f"ctx_lens: one context length per sequence ({B}), each in {max(1, n_q if causal else 1)}"
+                             f"..{L} (the cache's length); got {lens_list}")
+    if splits is not None and (isinstance(splits, bool) or not isinstance(splits, int) or splits < 1):
+        raise ValueError(f"splits={splits!r} must be a positive integer")
     dv = (d - rope_dim) if v_in_k else v_cache.shape[-1]
     dt = _compute_dtype(q)
     qs = q.to(dt).transpose(1, 2).reshape(B, n_q * Hq, d).contiguous()  # row = token * Hq + head (small)
@@ -544,7 +614,7 @@ def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits:
     lp = torch.empty(B * n_q * Hq * splits, device=q.device, dtype=torch.float32)
     d1, d2 = (d - rope_dim, rope_dim) if rope_dim else (d, 0)
     _decode_split_kernel[(B, Hkv, splits)](
-        qs, kc, vc, op, lp, lens, scale or 1.0 / math.sqrt(d), n_q, splits, per,
+        qs, kc, vc, op, lp, lens, 1.0 / math.sqrt(d) if scale is None else float(scale), n_q, splits, per,
         qs.stride(0), qs.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1),
         vc.stride(2), group, causal_off=1 if causal else 0, D1=d1, D2=d2, BLOCK_D1=_pow2(d1),
         BLOCK_D2=_pow2(d2) if d2 else 16, DV=dv, BLOCK_DV=_pow2(dv), BLOCK_R=_pow2(n_q * group), BLOCK_N=block_n,

@@ -290,3 +290,61 @@ def test_decode_reads_a_strided_cache_without_copying_it():
     q = torch.randn(2, 4, 1, 32, device=DEV)
     check(decode(q, kc, kc), decode_reference(q, kc, kc), decode_reference(q, kc, kc, dtype=torch.float32), seed,
           "strided cache")
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: attention(torch.randn(2, 2, 60, 32), torch.randn(1, 2, 60, 16), torch.randn(1, 2, 40, 32)), "head dims"),
+    (lambda: attention(torch.randn(90, 4, 32), torch.randn(110, 2, 32), torch.randn(110, 2, 32),
+                       cu_seqlens_q=torch.tensor([0, 50, 120]), cu_seqlens_k=torch.tensor([0, 50, 110])), "end at"),
+    (lambda: attention(torch.randn(90, 4, 32), torch.randn(90, 2, 32), torch.randn(90, 2, 32),
+                       cu_seqlens_q=torch.tensor([0, 50, 40, 90])), "never decrease"),
+    (lambda: attention(torch.randn(90, 4, 32), torch.randn(90, 2, 32), torch.randn(90, 2, 32),
+                       cu_seqlens_q=torch.tensor([0, 50, 90]), cu_seqlens_k=torch.tensor([0, 30, 60, 90])), "sequences"),
+    (lambda: attention(*(torch.randn(1, 1, 120, 16) for _ in range(3)), "gna", token_shape=(8, 8)), "holds 64 tokens"),
+    (lambda: attention(*(torch.randn(1, 1, 60, 16) for _ in range(3)), "segment", segments=(20, 30)), "sum"),
+    (lambda: attention(*(torch.randn(1, 1, 64, 16) for _ in range(3)), "gna", token_shape=(8, 8), q_tile=(3, 3),
+                       kv_tile=(4, 4)), "power of two"),
+    (lambda: attention(*(torch.randn(1, 1, 8, 16) for _ in range(3)), "varlen", lengths=[8]), "cu_seqlens"),
+    (lambda: attention(*(torch.randn(1, 1, 8, 16) for _ in range(3)), causal="no"), "True or False"),
+    (lambda: decode(torch.randn(3, 4, 1, 32), torch.randn(3, 2, 100, 32), torch.randn(3, 2, 100, 32),
+                    ctx_lens=[150, 100, 100]), "ctx_lens"),
+    (lambda: decode(torch.randn(3, 4, 1, 32), torch.randn(3, 2, 100, 64), torch.randn(3, 2, 100, 64)), "k_cache"),
+    (lambda: decode(torch.randn(1, 4, 1, 32), torch.randn(1, 1, 10, 32), None, rope_dim=32), "rope_dim"),
+    (lambda: decode(torch.randn(1, 4, 1, 32), torch.randn(1, 2, 10, 32), torch.randn(1, 2, 9, 32)), "v_cache"),
+    (lambda: decode(torch.randn(1, 4, 1, 32), torch.randn(1, 2, 10, 32), torch.randn(1, 2, 10, 32), splits=0),
+     "splits"),
+], ids=["head-dims", "cu-end", "cu-order", "cu-count", "grid-size", "segments-sum", "box-tokens", "varlen-param",
+        "causal-type", "ctx-lens", "cache-dim", "rope-dim", "v-cache", "splits"])
+def test_bad_kernel_inputs_raise_clear_errors(call, match):
+    with pytest.raises(Exception, match=match):
+        call()
+
+
+def test_varlen_accepts_non_contiguous_tensors_and_scale_zero_is_honoured():
+    seed = seeded()
+    cu_q, cu_k = torch.tensor([0, 17, 18, 60]), torch.tensor([0, 30, 31, 50])
+    q = torch.randn(60, 32, 4).transpose(1, 2)  # (tokens, heads, d) with a strided last dimension
+    k, v = (torch.randn(50, 32, 2).transpose(1, 2) for _ in range(2))
+    check(attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True),
+          reference(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True),
+          reference(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, dtype=torch.float32), seed, "strided")
+    q4, k4, v4 = (torch.randn(1, 1, 20, 16) for _ in range(3))
+    out = attention(q4, k4, v4, scale=0.0)  # every score 0: the output is the mean of V
+    assert err(out, v4.double().mean(2, keepdim=True).expand_as(out)) < 1e-5
+
+
+def test_block_list_runs_a_data_dependent_selection():
+    """MoBA-style block sparsity from explicit per-query-block lists (what a gate outputs): the plan
+    lists exactly the selected tiles, and the output matches the float64 reference."""
+    seed = seeded()
+    lq = 70
+    lists = [[0], [0, 1], [2], [0, 3], [1, 4]]  # query block i -> key blocks (16 tokens each)
+    params = dict(block_q=16, block_k=16, kv_blocks=lists)
+    q, k, v = (torch.randn(1, 2, lq, 32, device=DEV, dtype=torch.float16) for _ in range(3))
+    check(attention(q, k, v, "block_list", causal=True, **params), reference(q, k, v, "block_list", causal=True, **params),
+          reference(q, k, v, "block_list", causal=True, dtype=torch.float16, **params), seed, "block_list")
+    plan = plan_of(q, k, v, "block_list", **params)  # 16 x 16 tiles under the interpreter: one tile per block
+    if plan.block_m == plan.block_n == 16:
+        assert plan.counts["full"] + plan.counts["partial"] == sum(len(r) for r in lists)
+    with pytest.raises(Exception, match="query blocks"):
+        attention(q, k, v, "block_list", block_q=16, block_k=16, kv_blocks=[[0]])
