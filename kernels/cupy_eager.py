@@ -276,3 +276,13 @@ def eager_attention(q, k, v, causal=False, mask=None, scale=None):
     _kernel("pv", f"pv_{suffix}", dev)(
         grid, (_TILE, _TILE), (p, v, o, i32(seqlen_q), i32(seqlen_kv), i32(head_dim_v), i32(heads_q), group))
     return o, lse
+
+
+def variant_mask(variant: str, seqlen_q: int, seqlen_kv: int, causal: bool = False, **params):
+    """The (seqlen_q, seqlen_kv) uint8 mask of an attnsim variant, from the simulator's own definition
+    (`Mask.mask_mod`, the one the Triton kernels and the references read): pass it as `mask=` to
+    `eager_attention` (with causal=False: causality is already in it)."""
+    from .plan import mask_of
+    m = mask_of(variant, params, causal, seqlen_q, seqlen_kv)
+    return np.asarray(m.mask_mod(np.arange(seqlen_q)[:, None], np.arange(seqlen_kv)[None, :], seqlen_q, seqlen_kv),
+                      dtype=np.uint8)

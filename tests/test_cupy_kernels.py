@@ -218,3 +218,14 @@ def test_microbench_values_are_positive_and_finite(bench, kwargs, unit):
     assert r["unit"] == unit and r["reps"] == kwargs["reps"] and r["device"]
     assert math.isfinite(r["value"]) and r["value"] > 0
     assert math.isfinite(r["median_s"]) and r["median_s"] > 0
+
+
+def test_variant_mask_is_the_shared_definition():
+    """The eager kernel's explicit mask for a variant is the simulator's mask_mod, element by element."""
+    from attnsim.kernels.cupy_eager import variant_mask
+    m = variant_mask("swa", 40, 50, causal=True, window_size=(8, 0))
+    i, j = np.arange(40)[:, None], np.arange(50)[None, :]
+    off = 50 - 40
+    np.testing.assert_array_equal(m, ((j <= i + off) & (j >= i + off - 8)).astype(np.uint8))
+    g = variant_mask("gna", 36, 36, token_shape=(6, 6), kernel_size=(3, 3))
+    assert g.shape == (36, 36) and g.sum(1).tolist() == [9] * 36  # every query sees a 3 x 3 window

@@ -1,4 +1,6 @@
-"""Validation and calibration against measurements on real GPUs: not built yet (a later issue).
+"""Validation and calibration against measurements on real GPUs (calibration: a later issue).
 
-`measurements/` is where real, dated measurement records will be committed; nothing there is invented.
+`published.py` reads the published FlashAttention reference set; `records.py` appends measurement
+records (JSON Lines) as the GPU benchmark scripts write them. `measurements/` is where real, dated
+measurement records are committed; nothing there is invented.
 """
