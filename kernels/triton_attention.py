@@ -331,23 +331,44 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
-CANDIDATES = ((128, 64, 8, 2), (64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 1))  # BLOCK_M, BLOCK_N, warps, stages
+def _space():
+    """The simulator's Triton tile space (families._TRITON_SPACE: tutorial 06's autotune configs)."""
+    from attnsim.simulator.families import _TRITON_SPACE
+    return tuple((t.block_m, t.block_n, t.num_warps, t.stages) for t in _TRITON_SPACE)
 
 
-def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages) candidates, filtered by the simulator's legality check
-    (`can_implement`, the Triton family) on the hardware profile `hw` (default: the CUDA device's);
-    under the interpreter one small config (its autotune cannot run there)."""
+CANDIDATES = _space()  # BLOCK_M, BLOCK_N, warps, stages
+
+
+def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) candidates: the simulator's Triton tile space filtered
+    by its legality check (`can_implement`) on the hardware profile `hw` (default: the CUDA
+    device's). With a `workload` (and its `mask`), the tile the simulator predicts fastest for it
+    comes first — the kernel runs what the model prices. Under the interpreter one small config
+    (autotune cannot run there)."""
     if hw is None and (INTERPRET or device is None or device.type != "cuda"):
         return [(16, 16, 4, 1)]
+    from attnsim.simulator.errors import AttnsimError
     from attnsim.simulator.families import Tile, can_implement, get_family
     hw = hw or hardware_of(device)
     if hw is None:
-        return list(CANDIDATES[1:2])
+        return [(64, 64, 4, 2)]
     name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[dtype]
     fam = get_family("triton")
     ok = [c for c in CANDIDATES if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), name).ok]
-    return ok or list(CANDIDATES[-1:])
+    from attnsim.simulator.masks import Mask
+    if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
+        from attnsim.simulator.model import predict
+        try:
+            fwd = next(k for k in predict(workload, hw, "triton", mask, compare=False).kernels if k.name == "attn_fwd")
+            t = fwd.tile_obj
+            best = (t.block_m, t.block_n, t.num_warps, t.stages)
+            if best in ok:
+                ok.remove(best)
+                ok.insert(0, best)
+        except (AttnsimError, StopIteration):
+            pass  # a mask the simulator prices with other tiles (boxes): the legal order stands
+    return ok or [min(CANDIDATES)]
 
 
 def hardware_of(device):
@@ -446,7 +467,8 @@ class _Problem:
         self.variant, self.params = variant, params
         masks = {shape: mask_of(variant, params, self.causal, *shape) for shape in set(self.seqs)}
         self.mask = next(iter(masks.values()))
-        bm, bn, self.warps, self.stages = configs(self.d, self.dv, q.dtype, q.device)[0]
+        bm, bn, self.warps, self.stages = configs(self.d, self.dv, q.dtype, q.device, workload=self._workload(q),
+                                                  mask=self.mask)[0]
         if getattr(self.mask, "token_order", None) is not None:
             if len(set(self.seqs)) > 1:
                 raise ValueError("a token-grid variant takes sequences of one length (its grid's)")
@@ -460,6 +482,20 @@ class _Problem:
         self.part = torch.as_tensor(self.plan.part, device=dev)
         self.masks = torch.as_tensor(self.plan.masks, device=dev).contiguous()
 
+
+    def _workload(self, q):
+        """The simulator's Workload of this call (packed varlen as per-sequence lengths when square)."""
+        from attnsim.simulator.workload import Workload
+        lq, lk = self.seqs[0]
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[q.dtype]
+        if self.varlen and any(a != b for a, b in self.seqs):
+            return None
+        try:
+            return Workload(batch=self.batch, seqlen_q=lq, seqlen_kv=lk, heads_q=self.hq, heads_kv=self.hkv,
+                            head_dim_qk=self.d, head_dim_v=self.dv, dtype=name, causal=self.causal,
+                            seqlens=tuple(a for a, _ in self.seqs) if self.varlen else None)
+        except Exception:
+            return None
 
     def permute(self, x, which):
         """Packed (tokens, H, d) into the kernel's token order (NATTEN's permutation for tiled
