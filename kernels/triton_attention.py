@@ -19,6 +19,7 @@ interpreter has no bf16, so bf16 inputs are computed in fp32 there.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 
@@ -419,6 +420,33 @@ def _check_inputs(q, k, v, varlen):
         raise ValueError(f"dtype {q.dtype}; allowed: float16, bfloat16, float32")
 
 
+def _freeze(v):
+    """A hashable, exact stand-in for a parameter value (arrays by their bytes: repr abbreviates them)."""
+    if isinstance(v, dict):
+        return tuple(sorted((k, _freeze(x)) for k, x in v.items()))
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(x) for x in v)
+    if isinstance(v, (np.ndarray, torch.Tensor)):
+        a = np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v)
+        return ("array", a.shape, str(a.dtype), hashlib.sha1(np.ascontiguousarray(a).tobytes()).hexdigest())
+    return v
+
+
+_PLANS: dict = {}
+PLAN_CACHE_SIZE = 64
+
+
+def cached_plan(key, transpose: bool, build):
+    """A plan built on the host once per (variant, parameters, causality, sequence lengths, tiles,
+    direction): a training loop calls the kernel with the same shapes every step. Oldest out first."""
+    k = (key, transpose)
+    if k not in _PLANS:
+        if len(_PLANS) >= PLAN_CACHE_SIZE:
+            _PLANS.pop(next(iter(_PLANS)))
+        _PLANS[k] = build()
+    return _PLANS[k]
+
+
 def _box_tiles(mask, bm, bn):
     """BLOCK_M/BLOCK_N of a neighborhood mask: the tokens of the user's q_tile/kv_tile boxes when
     given (each a power of two of at least 16 tokens: tl.dot's smallest block), else the config's."""
@@ -474,7 +502,8 @@ class _Problem:
                 raise ValueError("a token-grid variant takes sequences of one length (its grid's)")
             bm, bn = _box_tiles(self.mask, bm, bn)
         self.order = token_order(self.mask, bm, bn)
-        self.plan = build_plan(self.mask, self.seqs, bm, bn, self.order)
+        self.key = (variant, _freeze(params), self.causal, tuple(self.seqs), bm, bn)
+        self.plan = cached_plan(self.key, False, lambda: build_plan(self.mask, self.seqs, bm, bn, self.order))
         self.bm, self.bn = bm, bn
         dev = q.device
         self.rows = torch.as_tensor(self.plan.rows, device=dev)
@@ -537,7 +566,7 @@ def _bwd(pb: _Problem, q, k, v, o, lse, do):
     delta = torch.empty(q.shape[0], pb.hq, device=q.device, dtype=torch.float32)
     _bwd_preprocess[(triton.cdiv(n_rows, 64),)](o.contiguous(), do.contiguous(), delta, n_rows, DV=pb.dv,
                                                  BLOCK_DV=_pow2(pb.dv), BLOCK=64)
-    tplan = build_plan(pb.mask, pb.seqs, pb.bm, pb.bn, pb.order, transpose=True)
+    tplan = cached_plan(pb.key, True, lambda: build_plan(pb.mask, pb.seqs, pb.bm, pb.bn, pb.order, transpose=True))
     dev = q.device
     t_rows, t_start, t_part, t_masks = (torch.as_tensor(x, device=dev).contiguous() for x in
                                         (tplan.rows, tplan.kv_start, tplan.part, tplan.masks))

@@ -359,3 +359,19 @@ def test_block_list_runs_a_data_dependent_selection():
         assert plan.counts["full"] + plan.counts["partial"] == sum(len(r) for r in lists)
     with pytest.raises(Exception, match="query blocks"):
         attention(q, k, v, "block_list", block_q=16, block_k=16, kv_blocks=[[0]])
+
+
+def test_plans_are_built_once_per_shape():
+    q = torch.zeros(1, 1, 48, 16)
+    a = plan_of(q, q, q, "swa", window_size=(5, 5))
+    assert plan_of(q, q, q, "swa", window_size=(5, 5)) is a  # cached
+    assert plan_of(q, q, q, "swa", window_size=(6, 5)) is not a  # another mask, another plan
+    assert plan_of(torch.zeros(1, 1, 32, 16), *(torch.zeros(1, 1, 32, 16),) * 2, "swa", window_size=(5, 5)) is not a
+    big = np.zeros((5, 5), dtype=bool)
+    big[np.arange(5), np.arange(5)] = True
+    other = big.copy()
+    other[4, 0] = True  # differs in one element: a different plan
+    q = torch.zeros(1, 1, 70, 16)
+    p1 = plan_of(q, q, q, "block_list", block_q=16, block_k=16, kv_blocks=big)
+    p2 = plan_of(q, q, q, "block_list", block_q=16, block_k=16, kv_blocks=other)
+    assert p1 is not p2 and p2.counts["full"] + p2.counts["partial"] > p1.counts["full"] + p1.counts["partial"]
