@@ -105,7 +105,7 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
 @triton.jit
 def _bwd_preprocess(O, DO, DELTA, n_rows, DV: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK: tl.constexpr):
     """D = rowsum(dO * O) per (token, head) row of the packed (tokens * heads, dv) tensors."""
-    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    r = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)  # int64: tokens x heads x dv may pass 2^31
     c = tl.arange(0, BLOCK_DV)
     ok = (r[:, None] < n_rows) & (c[None, :] < DV)
     o = tl.load(O + r[:, None] * DV + c[None, :], mask=ok, other=0.0).to(tl.float32)
@@ -247,7 +247,7 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
     V_IN_K the V pointer is K itself (MLA: V = the latent, the first DV channels of the cache row).
     Writes fp32 partial outputs and log-sum-exps; `causal_off` = 1 applies the bottom-right causal
     mask among the step's n_q query tokens."""
-    b = tl.program_id(0)
+    b = tl.program_id(0).to(tl.int64)  # int64: b * stride_kb passes 2^31 for large caches
     hk = tl.program_id(1)
     sp = tl.program_id(2)
     L = tl.load(ctx_lens + b)
@@ -313,7 +313,7 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
 def _decode_combine_kernel(OP, LP, O, n_rows, splits, DV: tl.constexpr, BLOCK_DV: tl.constexpr,
                            BLOCK_S: tl.constexpr):
     """O = sum_s exp(lse_s - lse) O_s with lse = logsumexp_s lse_s, per query row."""
-    r = tl.program_id(0)
+    r = tl.program_id(0).to(tl.int64)
     offs_s = tl.arange(0, BLOCK_S)
     s_ok = offs_s < splits
     lse_s = tl.load(LP + r * splits + offs_s, mask=s_ok, other=float("-inf"))
