@@ -129,6 +129,10 @@ def _record(what: str, work: float, unit: str, median_s: float, reps: int, **par
         "cuda_runtime": f"{rt // 1000}.{rt % 1000 // 10}",
         "cupy": cp.__version__,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        # to turn a device-wide rate into the profiles' per-SM, per-clock figures: the SM count and the
+        # clock the driver reports (its maximum, kHz -> Hz; the clock under load may be lower)
+        "sm_count": int(props["multiProcessorCount"]),
+        "clock_max_hz": int(props["clockRate"]) * 1000,
         "params": params,
     }
 
@@ -188,7 +192,9 @@ def matmul_rate(dtype: str = "float16", n: int = 8192, warmup: int = 3, reps: in
 
 
 def exp_throughput(iters: int = 4096, warmup: int = 3, reps: int = 20) -> dict:
-    """``__expf`` throughput in exps per second over every SM (profiles: exp_ops_per_clk_per_sm).
+    """``__expf`` throughput in exps per second over every SM; divided by the record's ``sm_count`` and
+    ``clock_max_hz`` it compares with the profiles' exp_ops_per_clk_per_sm (an upper clock: the
+    per-clock figure it gives is a lower bound).
 
     Each exp is ``ex2.approx.ftz.f32(x * log2 e)``, what ``__expf`` becomes under fast math and
     how softmax kernels evaluate exponentials: one MUFU.EX2 and one FMUL (checked in the SASS that

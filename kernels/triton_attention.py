@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
                         mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
             v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
                         mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-            live = tl.load(MASKS + p_idx * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
+            live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
             if IEEE:
                 s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
             else:
@@ -158,7 +159,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
         lse_ok = tl.where(lse == float("-inf"), 0.0, lse)
         p = tl.exp(s - lse_ok[:, None])
         if p_idx >= 0:  # transposed plan: masks are [BLOCK_N, BLOCK_M]
-            live = tl.load(MASKS + p_idx * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
+            live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
             p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
         if IEEE:
             dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
@@ -223,7 +224,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, sca
             dp = tl.dot(do, tl.trans(v))
         p = tl.exp(s - lse[:, None])
         if p_idx >= 0:
-            live = tl.load(MASKS + p_idx * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
+            live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
             p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
         ds = p * (dp - delta[:, None]) * scale
         if IEEE:
@@ -241,27 +242,30 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
                          group, causal_off: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
                          BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr, DV: tl.constexpr, BLOCK_DV: tl.constexpr,
                          BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
-    """Program (sequence b, kv head hk, split s): the group's query rows (row = token * group + head,
-    packed GQA) against keys [s * per_split, (s + 1) * per_split) of the context. Scores are
+    """Program (sequence b, kv head hk and a block of BLOCK_R of its rows, split s): the group's query
+    rows (row = token * group + head, packed GQA) against keys [s * per_split, (s + 1) * per_split) of the context. Scores are
     q[:D1] . k[:D1] + q[D1:D1+D2] . k[D1:D1+D2] (D2 = 0: plain heads; MLA: latent + rope). With
     V_IN_K the V pointer is K itself (MLA: V = the latent, the first DV channels of the cache row).
     Writes fp32 partial outputs and log-sum-exps; `causal_off` = 1 applies the bottom-right causal
     mask among the step's n_q query tokens."""
     b = tl.program_id(0).to(tl.int64)  # int64: b * stride_kb passes 2^31 for large caches
-    hk = tl.program_id(1)
+    n_rb = (n_q * group + BLOCK_R - 1) // BLOCK_R  # row blocks per kv head
+    hk = (tl.program_id(1) // n_rb).to(tl.int64)
+    rb = tl.program_id(1) % n_rb
     sp = tl.program_id(2)
     L = tl.load(ctx_lens + b)
-    offs_r = tl.arange(0, BLOCK_R)
+    offs_r = rb * BLOCK_R + tl.arange(0, BLOCK_R)
     r_ok = offs_r < n_q * group
     tok = offs_r // group
     head = hk * group + offs_r % group
     offs_n = tl.arange(0, BLOCK_N)
     o1 = tl.arange(0, BLOCK_D1)
-    q1 = tl.load(Q + b * stride_qb + (tok * (group * tl.num_programs(1)) + head)[:, None] * stride_qr + o1[None, :],
+    heads_q = group * (tl.num_programs(1) // n_rb)
+    q1 = tl.load(Q + b * stride_qb + (tok * heads_q + head)[:, None] * stride_qr + o1[None, :],
                  mask=r_ok[:, None] & (o1[None, :] < D1), other=0.0)
     if D2 > 0:
         o2 = tl.arange(0, BLOCK_D2)
-        q2 = tl.load(Q + b * stride_qb + (tok * (group * tl.num_programs(1)) + head)[:, None] * stride_qr + D1
+        q2 = tl.load(Q + b * stride_qb + (tok * heads_q + head)[:, None] * stride_qr + D1
                      + o2[None, :], mask=r_ok[:, None] & (o2[None, :] < D2), other=0.0)
     odv = tl.arange(0, BLOCK_DV)
     m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
@@ -302,7 +306,6 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-    heads_q = group * tl.num_programs(1)
     out_row = (b * n_q + tok) * heads_q + head  # [B, n_q, Hq] rows, then splits
     tl.store(OP + (out_row * splits + sp)[:, None] * DV + odv[None, :], acc / l_safe[:, None],
              mask=r_ok[:, None] & (odv[None, :] < DV))
@@ -341,6 +344,41 @@ def _space():
 CANDIDATES = _space()  # BLOCK_M, BLOCK_N, warps, stages
 
 
+def _elem(dtype) -> str:
+    """The simulator's element type of a torch dtype, for shared-memory sizes (fp32: 4 bytes)."""
+    return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+
+
+def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
+    """Backward tiles: the simulator's Triton backward candidates that `can_implement(backward=True)`
+    accepts, the tile `predict` chooses for the call's training workload first."""
+    if hw is None and (INTERPRET or device is None or device.type != "cuda"):
+        return [(16, 16, 4, 1)]
+    from attnsim.simulator.errors import AttnsimError
+    from attnsim.simulator.families import bwd_tile_candidates, can_implement, get_family
+    from attnsim.simulator.masks import Mask
+    hw = hw or hardware_of(device)
+    if hw is None:
+        return [(32, 64, 4, 1)]
+    fam = get_family("triton")
+    cands = [(t.block_m, t.block_n, t.num_warps, t.stages) for t in bwd_tile_candidates(fam, hw, d, dv, False, "bf16")]
+    from attnsim.simulator.families import Tile
+    ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=True).ok]
+    if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
+        from attnsim.simulator.model import predict
+        try:
+            bwd = next(k for k in predict(workload.with_(phase="train"), hw, "triton", mask, compare=False).kernels
+                       if k.name == "attn_bwd")
+            t = bwd.tile_obj
+            best = (t.block_m, t.block_n, t.num_warps, t.stages)
+            if best in ok:
+                ok.remove(best)
+                ok.insert(0, best)
+        except (AttnsimError, StopIteration):
+            pass
+    return ok or [(16, 32, 4, 1)]
+
+
 def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
     """(BLOCK_M, BLOCK_N, num_warps, num_stages) candidates: the simulator's Triton tile space filtered
     by its legality check (`can_implement`) on the hardware profile `hw` (default: the CUDA
@@ -354,9 +392,8 @@ def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=
     hw = hw or hardware_of(device)
     if hw is None:
         return [(64, 64, 4, 2)]
-    name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[dtype]
     fam = get_family("triton")
-    ok = [c for c in CANDIDATES if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), name).ok]
+    ok = [c for c in CANDIDATES if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype)).ok]
     from attnsim.simulator.masks import Mask
     if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
         from attnsim.simulator.model import predict
@@ -372,14 +409,19 @@ def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=
     return ok or [min(CANDIDATES)]
 
 
-def hardware_of(device):
-    """The shipped hardware profile that matches the CUDA device's name, or None."""
+def hardware_of(device, name: str | None = None):
+    """The shipped hardware profile that matches the CUDA device's name (or `name`), or None: a profile
+    matches when every word of its key or an alias is a word of the name ('-', '_' and spaces alike),
+    and the alias with the most words wins ("NVIDIA A100 80GB PCIe" -> the PCIe profile, not SXM)."""
     from attnsim.simulator.hardware import builtin_profiles
-    name = torch.cuda.get_device_name(device).lower()
+    words = set(re.split(r"[\s_-]+", (name or torch.cuda.get_device_name(device)).lower()))
+    best, best_n = None, 0
     for h in builtin_profiles().values():
-        if any(a.lower() in name for a in (h.key, *h.aliases) if len(a) >= 4):
-            return h
-    return None
+        for alias in (h.key, *h.aliases):
+            aw = set(re.split(r"[\s_-]+", alias.lower()))
+            if aw <= words and len(aw) > best_n and any(len(x) >= 4 for x in aw):
+                best, best_n = h, len(aw)
+    return best
 
 
 def _compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -495,7 +537,8 @@ class _Problem:
         self.variant, self.params = variant, params
         masks = {shape: mask_of(variant, params, self.causal, *shape) for shape in set(self.seqs)}
         self.mask = next(iter(masks.values()))
-        bm, bn, self.warps, self.stages = configs(self.d, self.dv, q.dtype, q.device, workload=self._workload(q),
+        self.workload = self._workload(q)
+        bm, bn, self.warps, self.stages = configs(self.d, self.dv, q.dtype, q.device, workload=self.workload,
                                                   mask=self.mask)[0]
         if getattr(self.mask, "token_order", None) is not None:
             if len(set(self.seqs)) > 1:
@@ -516,7 +559,7 @@ class _Problem:
         """The simulator's Workload of this call (packed varlen as per-sequence lengths when square)."""
         from attnsim.simulator.workload import Workload
         lq, lk = self.seqs[0]
-        name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[q.dtype]
+        name = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "bf16"}[q.dtype]  # fp32: priced as bf16
         if self.varlen and any(a != b for a, b in self.seqs):
             return None
         try:
@@ -566,23 +609,30 @@ def _bwd(pb: _Problem, q, k, v, o, lse, do):
     delta = torch.empty(q.shape[0], pb.hq, device=q.device, dtype=torch.float32)
     _bwd_preprocess[(triton.cdiv(n_rows, 64),)](o.contiguous(), do.contiguous(), delta, n_rows, DV=pb.dv,
                                                  BLOCK_DV=_pow2(pb.dv), BLOCK=64)
-    tplan = cached_plan(pb.key, True, lambda: build_plan(pb.mask, pb.seqs, pb.bm, pb.bn, pb.order, transpose=True))
+    if pb.order is not None:  # the tokens sit in the forward's box order: keep its tiles
+        bm, bn, warps, stages = pb.bm, pb.bn, pb.warps, pb.stages
+    else:  # the backward's own tiles (it holds more per tile: dK, dV accumulators, Q and dO)
+        bm, bn, warps, stages = bwd_configs(pb.d, pb.dv, q.dtype, q.device, workload=pb.workload, mask=pb.mask)[0]
+    key = pb.key[:-2] + (bm, bn)
+    fplan = cached_plan(key, False, lambda: build_plan(pb.mask, pb.seqs, bm, bn, pb.order))
+    tplan = cached_plan(key, True, lambda: build_plan(pb.mask, pb.seqs, bm, bn, pb.order, transpose=True))
     dev = q.device
-    t_rows, t_start, t_part, t_masks = (torch.as_tensor(x, device=dev).contiguous() for x in
-                                        (tplan.rows, tplan.kv_start, tplan.part, tplan.masks))
+    t_rows, t_start, t_part, t_masks, f_rows, f_start, f_part, f_masks = (
+        torch.as_tensor(x, device=dev).contiguous() for x in (tplan.rows, tplan.kv_start, tplan.part, tplan.masks,
+                                                              fplan.rows, fplan.kv_start, fplan.part, fplan.masks))
     group = pb.hq // pb.hkv
     dk = torch.zeros(k.shape[0], pb.hq, pb.d, device=dev, dtype=torch.float32)  # per query head
     dv = torch.zeros(k.shape[0], pb.hq, pb.dv, device=dev, dtype=torch.float32)
     do = do.contiguous()
-    common = dict(D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d), BLOCK_DV=_pow2(pb.dv), BLOCK_M=pb.bm, BLOCK_N=pb.bn,
-                  IEEE=q.dtype == torch.float32, num_warps=pb.warps, num_stages=pb.stages)
+    common = dict(D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d), BLOCK_DV=_pow2(pb.dv), BLOCK_M=bm, BLOCK_N=bn,
+                  IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
     _bwd_dkdv_kernel[(t_rows.shape[0], pb.hq)](
         q, k, v, do, lse, delta, dk, dv, t_rows, t_start, t_part, t_masks, pb.scale, pb.hq,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), group, **common)
     dq = torch.empty_like(q)
-    _bwd_dq_kernel[(pb.rows.shape[0], pb.hq)](
-        q, k, v, do, lse, delta, dq, pb.rows, pb.kv_start, pb.part, pb.masks, pb.scale, pb.hq,
+    _bwd_dq_kernel[(f_rows.shape[0], pb.hq)](
+        q, k, v, do, lse, delta, dq, f_rows, f_start, f_part, f_masks, pb.scale, pb.hq,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         group, **common)
     dk = dk.view(k.shape[0], pb.hkv, group, pb.d).sum(2).to(k.dtype)
@@ -634,12 +684,10 @@ def plan_of(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=None,
     return _Problem(q, k, v, variant, params, cu_seqlens_q, cu_seqlens_k).plan
 
 
-def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits: int | None = None,
-           rope_dim: int = 0, scale: float | None = None):
-    """Split-KV decode. q (B, Hq, n_q, d) — the step's query tokens; k_cache (B, Hkv, L, d) and
-    v_cache (B, Hkv, L, dv). MLA absorbed: v_cache=None and rope_dim > 0 — k_cache (B, 1, L,
-    rank + rope) is the latent cache, V its first `rank` channels, q (B, H, n_q, rank + rope) the
-    absorbed queries. ctx_lens: per-sequence context lengths (default L). Returns (B, Hq, n_q, dv)."""
+def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits: int | None = None,
+                    rope_dim: int = 0, scale: float | None = None):
+    """(launch, output shape): `launch()` runs the split and combine kernels of `decode` on inputs
+    validated and packed once (what a benchmark times); see `decode` for the arguments."""
     if q.dim() != 4 or k_cache.dim() != 4 or (v_cache is not None and v_cache.dim() != 4):
         raise ValueError("q is (batch, heads_q, step_tokens, head_dim); the caches (batch, heads_kv, context, dim)")
     B, Hq, n_q, d = q.shape
@@ -670,24 +718,45 @@ def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits:
     lens = torch.full((B,), L, dtype=torch.int32, device=q.device) if ctx_lens is None else \
         torch.as_tensor(ctx_lens, dtype=torch.int32, device=q.device)
     group = Hq // Hkv
-    block_n = 16 if INTERPRET else 64
+    rows = n_q * group
+    wide = max(d, dv) >= 256  # MLA's latent: fewer rows and keys per program, more warps (registers, smem)
+    block_r = min(_pow2(rows), 16 if (wide or INTERPRET) else 64)
+    n_rb = triton.cdiv(rows, block_r)
+    block_n = 16 if INTERPRET else (32 if wide else 64)
+    warps = 8 if wide else 4
     if splits is None:  # enough programs to fill the device, FlashAttention-style, at least one tile per split
         sms = 1 if q.device.type != "cuda" else torch.cuda.get_device_properties(q.device).multi_processor_count
-        splits = max(1, min(triton.cdiv(L, block_n), triton.cdiv(sms, B * Hkv)))
+        splits = max(1, min(triton.cdiv(L, block_n), triton.cdiv(sms, B * Hkv * n_rb)))
     per = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
     op = torch.empty(B * n_q * Hq * splits, dv, device=q.device, dtype=torch.float32)
     lp = torch.empty(B * n_q * Hq * splits, device=q.device, dtype=torch.float32)
-    d1, d2 = (d - rope_dim, rope_dim) if rope_dim else (d, 0)
-    _decode_split_kernel[(B, Hkv, splits)](
-        qs, kc, vc, op, lp, lens, 1.0 / math.sqrt(d) if scale is None else float(scale), n_q, splits, per,
-        qs.stride(0), qs.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1),
-        vc.stride(2), group, causal_off=1 if causal else 0, D1=d1, D2=d2, BLOCK_D1=_pow2(d1),
-        BLOCK_D2=_pow2(d2) if d2 else 16, DV=dv, BLOCK_DV=_pow2(dv), BLOCK_R=_pow2(n_q * group), BLOCK_N=block_n,
-        IEEE=dt == torch.float32)
     o = torch.empty(B * n_q * Hq, dv, device=q.device, dtype=q.dtype if not INTERPRET else dt)
-    _decode_combine_kernel[(B * n_q * Hq,)](op, lp, o, B * n_q * Hq, splits, DV=dv, BLOCK_DV=_pow2(dv),
-                                            BLOCK_S=_pow2(splits))
-    return o.view(B, n_q, Hq, dv).transpose(1, 2).to(q.dtype)
+    d1, d2 = (d - rope_dim, rope_dim) if rope_dim else (d, 0)
+    sc = 1.0 / math.sqrt(d) if scale is None else float(scale)
+
+    def launch():
+        _decode_split_kernel[(B, Hkv * n_rb, splits)](
+            qs, kc, vc, op, lp, lens, sc, n_q, splits, per,
+            qs.stride(0), qs.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1),
+            vc.stride(2), group, causal_off=1 if causal else 0, D1=d1, D2=d2, BLOCK_D1=_pow2(d1),
+            BLOCK_D2=_pow2(d2) if d2 else 16, DV=dv, BLOCK_DV=_pow2(dv), BLOCK_R=block_r, BLOCK_N=block_n,
+            IEEE=dt == torch.float32, num_warps=warps, num_stages=2)
+        _decode_combine_kernel[(B * n_q * Hq,)](op, lp, o, B * n_q * Hq, splits, DV=dv, BLOCK_DV=_pow2(dv),
+                                                BLOCK_S=_pow2(splits))
+        return o
+
+    return launch, (B, n_q, Hq, dv)
 
 
-__all__ = ["attention", "decode", "plan_of", "prepared_forward", "configs", "hardware_of"]
+def decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True, splits: int | None = None,
+           rope_dim: int = 0, scale: float | None = None):
+    """Split-KV decode. q (B, Hq, n_q, d) — the step's query tokens; k_cache (B, Hkv, L, d) and
+    v_cache (B, Hkv, L, dv). MLA absorbed: v_cache=None and rope_dim > 0 — k_cache (B, 1, L,
+    rank + rope) is the latent cache, V its first `rank` channels, q (B, H, n_q, rank + rope) the
+    absorbed queries. ctx_lens: per-sequence context lengths (default L). Returns (B, Hq, n_q, dv)."""
+    launch, (B, n_q, Hq, dv) = prepared_decode(q, k_cache, v_cache, ctx_lens, causal, splits, rope_dim, scale)
+    return launch().view(B, n_q, Hq, dv).transpose(1, 2).to(q.dtype)
+
+
+__all__ = ["attention", "decode", "plan_of", "prepared_forward", "prepared_decode", "configs", "bwd_configs",
+           "hardware_of"]

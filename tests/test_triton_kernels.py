@@ -178,6 +178,15 @@ def test_split_kv_decode_gqa(splits):
           decode_reference(q, kc, vc, ctx_lens=lens, dtype=torch.float32), seed, f"decode splits={splits}")
 
 
+def test_split_kv_decode_mla_many_heads_spans_row_blocks():
+    """32 heads sharing the latent exceed one program's row block: the rows split over programs."""
+    seed = seeded()
+    q = torch.randn(1, 32, 1, 80, device=DEV)
+    cache = torch.randn(1, 1, 40, 80, device=DEV)
+    check(decode(q, cache, None, rope_dim=16), decode_reference(q, cache, None, rope_dim=16),
+          decode_reference(q, cache, None, rope_dim=16, dtype=torch.float32), seed, "mla 32 heads")
+
+
 def test_split_kv_decode_absorbed_mla():
     """MLA absorbed: one latent cache row per token (rank + rope) read as K, its first `rank` channels as V,
     shared by every head; the queries are the absorbed q_nope W_UK plus q_rope."""
@@ -221,9 +230,12 @@ def test_plan_of_reports_the_tiles_the_kernel_runs():
 
 
 def test_every_kernel_compiles_for_sm80_and_sm90_without_a_gpu():
+    """At the tiles the kernels choose on an A100 (sm_80) and an H100 (sm_90) — forward and backward
+    at head dims 128 and 256 (fp16, fp32), GQA and MLA decode — every launch fits the card's shared
+    memory and registers: Triton would refuse to launch it otherwise."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-m", "attnsim.kernels.compile", "80", "90"], capture_output=True,
-                         text=True, env=env, timeout=600)
+                         text=True, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-2000:]
     rows = json.loads(run.stdout)
     names = {"_fwd_kernel", "_bwd_preprocess", "_bwd_dkdv_kernel", "_bwd_dq_kernel", "_decode_split_kernel",
@@ -232,10 +244,29 @@ def test_every_kernel_compiles_for_sm80_and_sm90_without_a_gpu():
         mine = [r for r in rows if r["arch"] == arch]
         assert {r["kernel"] for r in mine} == names
         for r in mine:
-            assert r["shared_bytes"] <= hw.smem_per_block_bytes, r  # fits the card's shared memory per block
+            assert r["shared_bytes"] <= hw.smem_per_block_bytes, r
             assert r["registers"] is None or 0 < r["registers"] <= hw.max_registers_per_thread, r
-        fwd = next(r for r in mine if r["kernel"] == "_fwd_kernel")
-        assert 0 < fwd["shared_bytes"] <= fwd["model_smem_bytes"]  # the simulator's legality is conservative
+            if r["kernel"] == "_fwd_kernel":  # the simulator's forward legality is conservative
+                assert 0 < r["shared_bytes"] <= r["model_smem_bytes"], r
+
+
+def test_device_names_map_to_their_profiles():
+    from attnsim.kernels.triton_attention import hardware_of
+    for name, key in (("NVIDIA H100 80GB HBM3", "h100_sxm5"), ("NVIDIA H100 PCIe", "h100_pcie"),
+                      ("NVIDIA A100-SXM4-80GB", "a100_sxm4_80gb"), ("NVIDIA A100 80GB PCIe", "a100_pcie_80gb"),
+                      ("NVIDIA GeForce RTX 4090", "rtx4090"), ("NVIDIA H200", "h200"), ("NVIDIA GH200 480GB", None)):
+        h = hardware_of(None, name)
+        assert (h.key if h else None) == key, name
+
+
+def test_backward_tiles_are_the_backwards_own_and_legal():
+    from attnsim.kernels.triton_attention import bwd_configs
+    fam = get_family("triton")
+    for hw_name in ("h100", "a100", "rtx4090"):
+        hw = load_hardware(hw_name)
+        for d, dt, el in ((128, torch.float16, "fp16"), (256, torch.float16, "fp16"), (256, torch.float32, "fp32")):
+            for c in bwd_configs(d, d, dt, hw=hw):
+                assert can_implement(fam, hw, Tile(*c), d, d, el, backward=True).ok, (hw_name, d, c)
 
 
 def test_importing_kernels_needs_no_backend_and_calls_say_what_is_missing():
