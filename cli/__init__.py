@@ -270,17 +270,13 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
     hw = load_hardware(hw_name)
     mask = var.make_mask(resolved, causal)
     layout = None
-    if var.layout is not None:
+    rd = head_dim if rope_dim is None else rope_dim
+    if var.layout is not None or rope_dim is not None:
         from attnsim.simulator.layouts import check_rope
-        dm = d_model or heads * head_dim
-        rd = head_dim if rope_dim is None else rope_dim
         check_rope(rd, head_dim)
-        layout = var.layout(resolved, w, dm, rd)
+    if var.layout is not None:
+        layout = var.layout(resolved, w, d_model or heads * head_dim, rd)
         resolved.update({k: v for k, v in layout.shapes.items() if k in resolved})  # the values used, not placeholders
-        kernel = _latent_kernel(layout.core, hw, kernel, notes)
-    elif rope_dim is not None:
-        from attnsim.simulator.layouts import check_rope
-        check_rope(rope_dim, head_dim)
     try:
         pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model, layout=layout,
                    rope_dim=rope_dim)
@@ -328,23 +324,6 @@ def _fallback(error, hw, run, notes):
         notes.append(f"kernel {name}: the default {hw.default_kernel} cannot run this core ({error})")
         return pred
     raise error
-
-
-def _latent_kernel(core, hw, kernel, notes):
-    """Absorbed MLA decode reads the latent cache as K and V: when the hardware's default family has
-    no such kernel, the first family that has one (a note says so)."""
-    from attnsim.simulator.families import FAMILIES, get_family
-    if kernel is not None or not core.v_in_k:
-        return kernel
-    if get_family(hw.default_kernel).pad_dims(core.head_dim_qk, core.head_dim_v, True)[0]:
-        return None
-    for name in ("fa3", "triton", "eager"):
-        f = FAMILIES[name]
-        if hw.arch in f.archs and f.pad_dims(core.head_dim_qk, core.head_dim_v, True)[0]:
-            notes.append(f"kernel {name}: {hw.default_kernel} has no kernel for a {core.head_dim_v}-wide latent cache "
-                         f"(absorbed MLA decode)")
-            return name
-    return None
 
 
 def render(pred) -> str:
