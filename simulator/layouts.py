@@ -174,22 +174,22 @@ def layer_kernels(layout: Layout, hw: Hardware):
     train = w.phase == "train"
     work = Work()
     before, after = [], []
-    for ops, out in ((layout.pre, before), (layout.post, after)):
-        for op in ops:
-            if isinstance(op, Gemm):
-                out.extend(_gemm_kernels(op, hw, w, False))
-                work = work + _gemm_work(op, s, False)
-            else:
-                out.append(_point_kernel(op, hw, False))
-                work = work + _point_work(op, False)
-    if train:
-        for op in reversed(layout.pre + layout.post):
-            if isinstance(op, Gemm):
-                after.extend(_gemm_kernels(op, hw, w, True))
-                work = work + _gemm_work(op, s, True)
-            else:
-                after.append(_point_kernel(op, hw, True))
-                work = work + _point_work(op, True)
+
+    def price(op, backward, out):
+        nonlocal work
+        if isinstance(op, Gemm):
+            out.extend(_gemm_kernels(op, hw, w, backward))
+            work = work + _gemm_work(op, s, backward)
+        else:
+            out.append(_point_kernel(op, hw, backward))
+            work = work + _point_work(op, backward)
+
+    for op in layout.pre:
+        price(op, False, before)
+    for op in layout.post:
+        price(op, False, after)
+    for op in reversed(layout.pre + layout.post) if train else ():
+        price(op, True, after)
     work.tensor = [(f, w.dtype, acc) for f, _, acc in work.tensor]
     saved = {}
     for op in layout.pre + layout.post:

@@ -174,10 +174,15 @@ def sample_lengths(spec, batch: int):
     return tuple(spec)
 
 
-def _fraction(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-        raise AttnsimError(f"-p density={v!r}: expected a fraction in (0, 1]")
-    return float(v)
+def _fraction_named(name):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise AttnsimError(f"-p {name}={v!r}: expected a fraction in (0, 1]")
+        return float(v)
+    return check
+
+
+_fraction = _fraction_named("density")
 
 
 def _nonneg(name):
@@ -305,14 +310,6 @@ def _moh_defaults(p, w, name):
     shared = p["shared_heads"] if p["shared_heads"] is not None else h // 2
     active = p["active_heads"] if p["active_heads"] is not None else (h // 4 if name == "moh" else h // 2)
     return {**p, "shared_heads": shared, "active_heads": active}
-
-
-def _fraction_named(name):
-    def check(v):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise AttnsimError(f"-p {name}={v!r}: expected a fraction in (0, 1]")
-        return float(v)
-    return check
 
 
 _Q_PER_STEP = Param("q_per_step", int, 1, "decode: query tokens per sequence per step (speculative decoding, MTP)",
