@@ -34,6 +34,26 @@ from .plan import build_plan, mask_of, token_order
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
+# -- shared pieces ------------------------------------------------------------------------------------
+@triton.jit
+def _dot(a, b, IEEE: tl.constexpr):
+    """tl.dot with fp32 accumulation; IEEE fp32 products (no TF32) for fp32 inputs."""
+    if IEEE:
+        out = tl.dot(a, b, input_precision="ieee")
+    else:
+        out = tl.dot(a, b)
+    return out
+
+
+@triton.jit
+def _plan_row(ROWS, row):
+    """A plan row: (first packed row of the tile, its length, first packed row of the other side, that
+    side's length, the tile list's [lo, hi))."""
+    base = ROWS + row * 6
+    return (tl.load(base), tl.load(base + 1), tl.load(base + 2), tl.load(base + 3), tl.load(base + 4).to(tl.int32),
+            tl.load(base + 5).to(tl.int32))
+
+
 # -- the forward ------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
@@ -43,12 +63,7 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
-    q_start = tl.load(ROWS + row * 6 + 0)
-    q_len = tl.load(ROWS + row * 6 + 1)
-    k_start = tl.load(ROWS + row * 6 + 2)
-    k_len = tl.load(ROWS + row * 6 + 3)
-    lo = tl.load(ROWS + row * 6 + 4).to(tl.int32)
-    hi = tl.load(ROWS + row * 6 + 5).to(tl.int32)
+    q_start, q_len, k_start, k_len, lo, hi = _plan_row(ROWS, row)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -68,31 +83,22 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
                         mask=offs_d[None, :] < D, other=0.0)
             v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
                         mask=offs_dv[None, :] < DV, other=0.0)
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            else:
-                s = tl.dot(q, tl.trans(k)) * scale
         else:  # a partial tile: bounds and the element mask
             n_ok = (n0 + offs_n) < k_len
             k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
                         mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
             v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
                         mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        s = _dot(q, tl.trans(k), IEEE) * scale
+        if p_idx >= 0:
             live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
-            if IEEE:
-                s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            else:
-                s = tl.dot(q, tl.trans(k)) * scale
             s = tl.where(live != 0, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing live yet
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
@@ -124,12 +130,7 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
-    k_start_row = tl.load(ROWS + row * 6 + 0)
-    k_len_tile = tl.load(ROWS + row * 6 + 1)
-    q_base = tl.load(ROWS + row * 6 + 2)
-    q_len = tl.load(ROWS + row * 6 + 3)
-    lo = tl.load(ROWS + row * 6 + 4).to(tl.int32)
-    hi = tl.load(ROWS + row * 6 + 5).to(tl.int32)
+    k_start_row, k_len_tile, q_base, q_len, lo, hi = _plan_row(ROWS, row)  # transposed plan: kv tile first
     offs_n = tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -152,26 +153,16 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
                      mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
         lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale
+        s = _dot(q, tl.trans(k), IEEE) * scale
         lse_ok = tl.where(lse == float("-inf"), 0.0, lse)
         p = tl.exp(s - lse_ok[:, None])
         if p_idx >= 0:  # transposed plan: masks are [BLOCK_N, BLOCK_M]
             live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
             p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
-        if IEEE:
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision="ieee")
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        else:
-            dv += tl.dot(tl.trans(p.to(do.dtype)), do)
-            dp = tl.dot(do, tl.trans(v))
+        dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE)
+        dp = _dot(do, tl.trans(v), IEEE)
         ds = p * (dp - delta[:, None]) * scale
-        if IEEE:
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision="ieee")
-        else:
-            dk += tl.dot(tl.trans(ds.to(q.dtype)), q)
+        dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE)
     tl.store(DK + (k_start_row + offs_n)[:, None] * stride_dkt + h * stride_dkh + offs_d[None, :], dk,
              mask=n_ok[:, None] & (offs_d[None, :] < D))
     tl.store(DV_ + (k_start_row + offs_n)[:, None] * stride_dvt + h * stride_dvh + offs_dv[None, :], dv,
@@ -187,12 +178,7 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, sca
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
-    q_start = tl.load(ROWS + row * 6 + 0)
-    q_len = tl.load(ROWS + row * 6 + 1)
-    k_start = tl.load(ROWS + row * 6 + 2)
-    k_len = tl.load(ROWS + row * 6 + 3)
-    lo = tl.load(ROWS + row * 6 + 4).to(tl.int32)
-    hi = tl.load(ROWS + row * 6 + 5).to(tl.int32)
+    q_start, q_len, k_start, k_len, lo, hi = _plan_row(ROWS, row)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -216,21 +202,14 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, sca
                     mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
                     mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        if IEEE:
-            s = tl.dot(q, tl.trans(k), input_precision="ieee") * scale
-            dp = tl.dot(do, tl.trans(v), input_precision="ieee")
-        else:
-            s = tl.dot(q, tl.trans(k)) * scale
-            dp = tl.dot(do, tl.trans(v))
+        s = _dot(q, tl.trans(k), IEEE) * scale
+        dp = _dot(do, tl.trans(v), IEEE)
         p = tl.exp(s - lse[:, None])
         if p_idx >= 0:
             live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
             p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
         ds = p * (dp - delta[:, None]) * scale
-        if IEEE:
-            dq += tl.dot(ds.to(k.dtype), k, input_precision="ieee")
-        else:
-            dq += tl.dot(ds.to(k.dtype), k)
+        dq += _dot(ds.to(k.dtype), k, IEEE)
     tl.store(DQ + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :], dq.to(DQ.dtype.element_ty),
              mask=m_ok[:, None] & (offs_d[None, :] < D))
 
@@ -278,16 +257,10 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
         n_ok = keys < hi
         kp = K + b * stride_kb + keys[:, None] * stride_kt + hk * stride_kh
         k1 = tl.load(kp + o1[None, :], mask=n_ok[:, None] & (o1[None, :] < D1), other=0.0)
-        if IEEE:
-            s = tl.dot(q1, tl.trans(k1), input_precision="ieee")
-        else:
-            s = tl.dot(q1, tl.trans(k1))
+        s = _dot(q1, tl.trans(k1), IEEE)
         if D2 > 0:
             k2 = tl.load(kp + D1 + o2[None, :], mask=n_ok[:, None] & (o2[None, :] < D2), other=0.0)
-            if IEEE:
-                s += tl.dot(q2, tl.trans(k2), input_precision="ieee")
-            else:
-                s += tl.dot(q2, tl.trans(k2))
+            s += _dot(q2, tl.trans(k2), IEEE)
         s = s * scale
         live = n_ok[None, :] & r_ok[:, None]
         if causal_off:
@@ -300,10 +273,7 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
         alpha = tl.exp(m_i - m_safe)
         p = tl.exp(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
-        if IEEE:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-        else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out_row = (b * n_q + tok) * heads_q + head  # [B, n_q, Hq] rows, then splits
@@ -349,34 +319,44 @@ def _elem(dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
 
 
-def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
-    """Backward tiles: the simulator's Triton backward candidates that `can_implement(backward=True)`
-    accepts, the tile `predict` chooses for the call's training workload first."""
+def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward):
+    """`cands` (BLOCK_M, BLOCK_N, warps, stages) that the simulator's `can_implement` (Triton family)
+    accepts on `hw` (default: the CUDA device's profile), the tile `predict` chooses for `workload`
+    (train, for the backward) first; under the interpreter one 16 x 16 config (autotune cannot
+    run there); None when no profile matches the device."""
     if hw is None and (INTERPRET or device is None or device.type != "cuda"):
         return [(16, 16, 4, 1)]
     from attnsim.simulator.errors import AttnsimError
-    from attnsim.simulator.families import bwd_tile_candidates, can_implement, get_family
+    from attnsim.simulator.families import Tile, can_implement, get_family
     from attnsim.simulator.masks import Mask
     hw = hw or hardware_of(device)
     if hw is None:
-        return [(32, 64, 4, 1)]
+        return None
     fam = get_family("triton")
-    cands = [(t.block_m, t.block_n, t.num_warps, t.stages) for t in bwd_tile_candidates(fam, hw, d, dv, False, "bf16")]
-    from attnsim.simulator.families import Tile
-    ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=True).ok]
+    ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=backward).ok]
     if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
         from attnsim.simulator.model import predict
+        name, w = ("attn_bwd", workload.with_(phase="train")) if backward else ("attn_fwd", workload)
         try:
-            bwd = next(k for k in predict(workload.with_(phase="train"), hw, "triton", mask, compare=False).kernels
-                       if k.name == "attn_bwd")
-            t = bwd.tile_obj
+            t = next(k for k in predict(w, hw, "triton", mask, compare=False).kernels if k.name == name).tile_obj
             best = (t.block_m, t.block_n, t.num_warps, t.stages)
             if best in ok:
                 ok.remove(best)
                 ok.insert(0, best)
         except (AttnsimError, StopIteration):
-            pass
-    return ok or [(16, 32, 4, 1)]
+            pass  # a mask the simulator prices with other tiles (boxes): the legal order stands
+    return ok
+
+
+def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
+    """Backward tiles: the simulator's Triton backward candidates that `can_implement(backward=True)`
+    accepts, the tile `predict` chooses for the call's training workload first."""
+    from attnsim.simulator.families import bwd_tile_candidates, get_family
+    prof = hw or (None if INTERPRET or device is None or device.type != "cuda" else hardware_of(device))
+    cands = [] if prof is None else [(t.block_m, t.block_n, t.num_warps, t.stages)
+                                     for t in bwd_tile_candidates(get_family("triton"), prof, d, dv, False, "bf16")]
+    ok = _legal_tiles(cands, d, dv, dtype, device, prof, workload, mask, backward=True)
+    return [(32, 64, 4, 1)] if ok is None else (ok or [(16, 32, 4, 1)])
 
 
 def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
@@ -385,28 +365,8 @@ def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=
     device's). With a `workload` (and its `mask`), the tile the simulator predicts fastest for it
     comes first — the kernel runs what the model prices. Under the interpreter one small config
     (autotune cannot run there)."""
-    if hw is None and (INTERPRET or device is None or device.type != "cuda"):
-        return [(16, 16, 4, 1)]
-    from attnsim.simulator.errors import AttnsimError
-    from attnsim.simulator.families import Tile, can_implement, get_family
-    hw = hw or hardware_of(device)
-    if hw is None:
-        return [(64, 64, 4, 2)]
-    fam = get_family("triton")
-    ok = [c for c in CANDIDATES if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype)).ok]
-    from attnsim.simulator.masks import Mask
-    if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
-        from attnsim.simulator.model import predict
-        try:
-            fwd = next(k for k in predict(workload, hw, "triton", mask, compare=False).kernels if k.name == "attn_fwd")
-            t = fwd.tile_obj
-            best = (t.block_m, t.block_n, t.num_warps, t.stages)
-            if best in ok:
-                ok.remove(best)
-                ok.insert(0, best)
-        except (AttnsimError, StopIteration):
-            pass  # a mask the simulator prices with other tiles (boxes): the legal order stands
-    return ok or [min(CANDIDATES)]
+    ok = _legal_tiles(CANDIDATES, d, dv, dtype, device, hw, workload, mask, backward=False)
+    return [(64, 64, 4, 2)] if ok is None else (ok or [min(CANDIDATES)])
 
 
 def hardware_of(device, name: str | None = None):
