@@ -45,7 +45,7 @@ def gemm(name: str, hw: Hardware, m: int, n: int, k: int, batch: int, dtype: str
         t_hbm = hbm / hw.hbm_bandwidth_bytes_per_s
         t_l2 = l2 / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0
         time_s = hw.kernel_launch_overhead_s + max(makespan, t_hbm, t_l2)
-        flops = 2.0 * ctas * tm * tn * k_steps * tk
+        flops = 2 * ctas * tm * tn * k_steps * tk  # exact: Python integers
         # fastest first; among equally fast (HBM-bound) tiles, the one that wastes fewer FLOPs
         if best is None or (time_s, flops) < (best[0], best[1].flops):
             units = {"tensor": flops / (rate * hw.sm_count), "hbm": t_hbm, "schedule": float(makespan)}

@@ -20,6 +20,8 @@ Every mask answers, analytically and vectorized over numpy arrays:
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -607,14 +609,14 @@ class BoxBlockSelectMask(BlockSelectMask):
     def __init__(self, token_shape, box, top_k=1, causal=False, density=None):
         shape = tuple(int(x) for x in token_shape)
         box = tuple(int(x) for x in box) * (len(shape) if len(box) == 1 else 1)
-        super().__init__(int(np.prod(box)), top_k, causal, density)
+        super().__init__(math.prod(box), top_k, causal, density)
         self.shape, self.box = shape, box
         self.name = "vmoba_" + "x".join(map(str, box)) + self.name[len(f"moba_b{self.block}"):]
 
     def live_pairs(self, seqlen_q, seqlen_kv):
-        if seqlen_kv != int(np.prod(self.shape)) or seqlen_q != seqlen_kv:
+        if seqlen_kv != math.prod(self.shape) or seqlen_q != seqlen_kv:
             from .errors import AttnsimError
-            raise AttnsimError(f"token_shape {'x'.join(map(str, self.shape))} holds {int(np.prod(self.shape))} tokens; "
+            raise AttnsimError(f"token_shape {'x'.join(map(str, self.shape))} holds {math.prod(self.shape)} tokens; "
                                f"got seqlen {seqlen_q} -> {seqlen_kv}")
         return super().live_pairs(seqlen_q, seqlen_kv)
 

@@ -27,7 +27,7 @@ from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implemen
                        decode_tile_candidates, fwd_tile_candidates, get_family)
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
-from .workload import Workload
+from .workload import MAX_D_MODEL, Workload, check_limit
 
 
 # Above this many CTAs the makespan uses the closed form: LPT's imbalance is then below the
@@ -695,6 +695,8 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     from .layouts import core_saved_bytes, layer_kernels, standard
     if scope not in ("attention", "layer"):
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
+    if d_model is not None:
+        check_limit("d_model", d_model, MAX_D_MODEL, "channels (2^20)")
     if layout is None:
         layout = standard(w, d_model or w.heads_q * w.head_dim_qk, w.head_dim_qk if rope_dim is None else rope_dim)
         std = True

@@ -32,6 +32,7 @@ style) prices the live tiles only.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from functools import reduce
 
@@ -39,6 +40,8 @@ import numpy as np
 
 from .errors import AttnsimError
 from .masks import Mask
+
+MAX_BOX_TOKENS = 1 << 16  # tokens in one explicit q_tile/kv_tile box (a tile, not the grid)
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,11 @@ class NAMask(Mask):
         self.shape, self.token_order, self.iteration = shape, token_order, iteration
         self.q_tile = None if q_tile is None else _as_tuple(q_tile, nd, "q_tile")
         self.kv_tile = None if kv_tile is None else _as_tuple(kv_tile, nd, "kv_tile")
+        for name, box in (("q_tile", self.q_tile), ("kv_tile", self.kv_tile)):
+            if box is not None and not (all(isinstance(b, int) and b >= 1 for b in box)
+                                        and math.prod(box) <= MAX_BOX_TOKENS):
+                raise AttnsimError(f"{name}={'x'.join(map(str, box))}: a tile box holds 1 to {MAX_BOX_TOKENS:,} "
+                                   f"tokens (positive integers per dimension; kernel tiles hold at most a few hundred)")
         fmt = lambda v: "x".join(str(int(x)) for x in v)  # noqa: E731
         self.name = (f"na{nd}d_n{fmt(shape)}_k{fmt(ks)}_s{fmt(ss)}_d{fmt(ds)}"
                      + (f"_c{''.join('1' if c else '0' for c in cs)}" if any(cs) else "")
@@ -217,7 +225,7 @@ class NAMask(Mask):
 
     @property
     def seqlen(self) -> int:
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)
 
     def _check_lengths(self, seqlen_q, seqlen_kv):
         if seqlen_q != self.seqlen or seqlen_kv != self.seqlen:
@@ -240,7 +248,7 @@ class NAMask(Mask):
 
     def live_pairs(self, seqlen_q, seqlen_kv):
         self._check_lengths(seqlen_q, seqlen_kv)
-        return int(np.prod([dim.live_pairs() for dim in self.dims], dtype=object))
+        return math.prod(int(dim.live_pairs()) for dim in self.dims)
 
     def resolved(self, tile=None) -> dict:
         """The parameters as the model uses them: per-dimension tuples, order, iteration, and the
@@ -298,8 +306,8 @@ class NAMask(Mask):
                                    f"extent (or multiples of the trailing extents), or -p token_order=tiled")
             return q, k
         # explicit boxes where they hold the tile's tokens (the forward), else the tile search
-        q_fixed = self.q_tile if self.q_tile and int(np.prod(self.q_tile)) == block_m else None
-        k_fixed = self.kv_tile if self.kv_tile and int(np.prod(self.kv_tile)) == block_n else None
+        q_fixed = self.q_tile if self.q_tile and math.prod(self.q_tile) == block_m else None
+        k_fixed = self.kv_tile if self.kv_tile and math.prod(self.kv_tile) == block_n else None
         if q_fixed and k_fixed:
             return q_fixed, k_fixed
         return self.search_boxes(block_m, block_n, q_fixed, k_fixed)
@@ -388,7 +396,7 @@ class NAMask(Mask):
     def n_tiles(self, block_m, block_n, seqlen_q=None, seqlen_kv=None):
         """(#q boxes, #kv boxes)."""
         mats = self.per_dim(block_m, block_n)
-        return int(np.prod([f.shape[0] for f, _ in mats])), int(np.prod([f.shape[1] for f, _ in mats]))
+        return math.prod(f.shape[0] for f, _ in mats), math.prod(f.shape[1] for f, _ in mats)
 
     def adjust_tile(self, tile, backward=False):
         """Box tiles: the forward runs the explicit q_tile/kv_tile when given; otherwise each side of
@@ -398,7 +406,7 @@ class NAMask(Mask):
 
         def fit(size, box):
             if box is not None and not backward:
-                return int(np.prod(box))
+                return math.prod(box)
             if self.token_order == "rowmajor":  # the longest row-major run <= size that is a box
                 runs = [b for b in range(size, 0, -1) if _rowmajor_box(self.shape, b) is not None]
                 aligned = [b for b in runs if b % 16 == 0]
@@ -428,7 +436,7 @@ def auto_box(dims, tokens: int):
     if tokens & (tokens - 1):
         raise AttnsimError(f"tile of {tokens} tokens: automatic boxes need a power of two; set -p q_tile/kv_tile")
     box = [1] * len(dims)
-    while int(np.prod(box)) < tokens:
+    while math.prod(box) < tokens:
         # grow the dimension whose box is smallest relative to its kernel size: first among those the
         # doubled box still divides (no ragged boxes), then within the extent, then past it (a grid
         # smaller than the tile: ragged, partial boxes)

@@ -5,11 +5,13 @@ by `parse_param` with the grammar documented in `PARAM_GRAMMAR` (shown by `attns
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
 from .errors import AttnsimError, unknown
 from .masks import BlockSelectMask, mask_for, window_mask
+from .workload import MAX_TOKENS
 
 PARAM_GRAMMAR = """\
 -p/--param KEY=VALUE (repeatable). VALUE is one of:
@@ -28,9 +30,13 @@ def _scalar(text: str):
     if t.lower() in ("true", "false"):
         return t.lower() == "true"
     try:
-        return float(t)
+        f = float(t)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(f):
+            raise AttnsimError(f"value {text!r} is not a finite number; parameters take finite values")
+        return f
     if re.fullmatch(r"\d+(x\d+)+", t):
         return tuple(int(x) for x in t.split("x"))
     if not re.fullmatch(r"[A-Za-z_][\w.:-]*", t):
@@ -48,9 +54,12 @@ def parse_param(text: str):
         raise AttnsimError(f"malformed -p {text!r}: KEY must be a name like q_per_step")
     if value.strip() == "":
         raise AttnsimError(f"malformed -p {text!r}: empty VALUE")
-    if "," in value:
-        return key, [_scalar(v) for v in value.split(",")]
-    return key, _scalar(value)
+    try:
+        if "," in value:
+            return key, [_scalar(v) for v in value.split(",")]
+        return key, _scalar(value)
+    except AttnsimError as e:
+        raise AttnsimError(f"-p {key}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -102,16 +111,35 @@ class Variant:
                 allowed = ", ".join(names) or "none"
                 raise unknown(f"parameter of variant {self.name!r}:", k, names) if names else AttnsimError(
                     f"variant {self.name!r} takes no parameter {k!r}; allowed: {allowed}")
-            p = names[k]
-            if p.check is not None:
-                out[k] = p.check(v)
-                continue
-            if p.type is int and (isinstance(v, bool) or not isinstance(v, int)):
-                raise AttnsimError(f"-p {k}={v!r} must be an integer")
-            if p.type is int and v < 1:
-                raise AttnsimError(f"-p {k}={v!r} must be a positive integer")
-            out[k] = v
+            out[k] = _check_value(names[k], v)
         return out
+
+
+def _numbers(v):
+    """The numbers in a parameter value (a scalar, or the items of a tuple or list)."""
+    items = v if isinstance(v, (tuple, list)) else (v,)
+    return [x for x in items if isinstance(x, (int, float)) and not isinstance(x, bool)]
+
+
+def _check_value(p: Param, v):
+    """One -p value, checked in this order for every parameter: finite numbers only; an integer
+    parameter takes an integer (never a fraction); integers that count tokens, blocks, heads or dims
+    stay within MAX_TOKENS; then the parameter's own check (or, for a plain integer, >= 1)."""
+    bad = [x for x in _numbers(v) if isinstance(x, float) and not math.isfinite(x)]
+    if bad:
+        raise AttnsimError(f"-p {p.name}={v!r}: not a finite number; parameters take finite values")
+    if p.type is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise AttnsimError(f"-p {p.name}={v!r} must be an integer")
+    if p.type is not float:
+        big = [x for x in _numbers(v) if isinstance(x, int) and abs(x) > MAX_TOKENS]
+        if big:
+            raise AttnsimError(f"-p {p.name}={big[0]} exceeds attnsim's limit of {MAX_TOKENS:,} (2^24, the "
+                               f"longest sequence it models)")
+    if p.check is not None:
+        return p.check(v)
+    if p.type is int and v < 1:
+        raise AttnsimError(f"-p {p.name}={v!r} must be a positive integer")
+    return v
 
 
 def _ints(name, allow_none=False):
@@ -160,6 +188,9 @@ def _lengths(v):
         parts = v.split(":")
         if len(parts) == 3 and parts[0] == "uniform" and all(x.isdigit() for x in parts[1:]) \
                 and 1 <= int(parts[1]) <= int(parts[2]):
+            if int(parts[2]) > MAX_TOKENS:
+                raise AttnsimError(f"-p lengths={v!r}: HI={int(parts[2])} exceeds attnsim's limit of "
+                                   f"{MAX_TOKENS:,} tokens per sequence (2^24)")
             return ("uniform", int(parts[1]), int(parts[2]))
     raise AttnsimError(f"-p lengths={v!r}: expected positive integers a,b,c (one per sequence) or uniform:LO:HI")
 
@@ -223,7 +254,7 @@ def _vmoba(p, causal):
 
 def _clusters(default: str):
     """The runs-per-query parameter of the top-k occupancy variants (0: the variant's default)."""
-    return Param("clusters", int, 0, f"runs per query [default: {default}]", check=_nonneg("clusters"))
+    return Param("clusters", int, 0, f"runs per query [default: {default}]", check=_count("clusters"))
 
 
 def _selection(default):

@@ -1,12 +1,34 @@
 """The attention problem: shapes, dtypes, phase. Validated on construction (errors name the field)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from .errors import AttnsimError
 from .hardware import DTYPE_BYTES
 
 PHASES = ("prefill", "decode", "train")
+
+# Limits of one prediction, stated in every refusal. Counts are exact integers below them: every
+# count the model forms (pairs, tiles, FLOPs, bytes) stays inside int64 when the padded dense work
+# of the call stays inside MAX_WORK_FLOPS, and per-tile arrays stay small enough to answer in about
+# a second (a sequence of MAX_TOKENS tokens is 131,072 tiles of 128).
+MAX_TOKENS = 1 << 24  # tokens per sequence (16,777,216; seqlen_q, seqlen_kv, each varlen length)
+MAX_BATCH = 1 << 24  # sequences per call
+MAX_HEADS = 1 << 16  # query or kv heads
+MAX_HEAD_DIM = 1 << 16  # channels per head
+MAX_D_MODEL = 1 << 20  # the model width of --scope layer
+MAX_WORK_FLOPS = 1 << 62  # the padded dense FLOPs of the call (forward + backward), ~4.6e18
+
+
+def _pow2_ceil(x: int) -> int:
+    return 1 << (int(x) - 1).bit_length()
+
+
+def check_limit(name: str, value, limit: int, what: str):
+    """Refuse a count past its limit in one line that states the limit."""
+    if value > limit:
+        raise AttnsimError(f"{name}={value} exceeds attnsim's limit of {limit:,} {what}")
 COMPUTE_DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("bf16", "fp16", "fp8")
 
@@ -73,6 +95,7 @@ class Workload:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AttnsimError(f"{name}={v!r} must be a positive integer")
+        self._check_size()
         if self.heads_q % self.heads_kv:
             raise AttnsimError(f"heads_q={self.heads_q} is not divisible by heads_kv={self.heads_kv}; "
                                f"allowed kv heads: divisors of {self.heads_q}")
@@ -99,11 +122,31 @@ class Workload:
                                "train runs the up-projected form")
         for name in ("score_fp32_ops", "score_sfu_ops"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise AttnsimError(f"{name}={v!r} must be a number >= 0")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise AttnsimError(f"{name}={v!r} must be a finite number >= 0")
         if self.phase == "train" and self.kv_dtype != self.dtype:
             raise AttnsimError(f"kv_dtype={self.kv_dtype!r} differs from dtype={self.dtype!r}; "
                                f"a separate KV-cache dtype applies to prefill and decode only")
+
+    def _check_size(self):
+        """The limits above, in exact integers: per-field caps, then the call's padded dense work —
+        every (query, key) pair of every sequence and head, lengths padded to 256 and head dims to a
+        power of two, at the backward's FLOPs per pair (the largest of any phase)."""
+        for name in ("seqlen_q", "seqlen_kv"):
+            check_limit(name, getattr(self, name), MAX_TOKENS, "tokens per sequence (2^24)")
+        check_limit("batch", self.batch, MAX_BATCH, "sequences (2^24)")
+        for name in ("heads_q", "heads_kv"):
+            check_limit(name, getattr(self, name), MAX_HEADS, "heads (2^16)")
+        for name in ("head_dim_qk", "head_dim_v", "qk_matmuls"):
+            check_limit(name, getattr(self, name), MAX_HEAD_DIM, "(2^16)")
+        pad = lambda n: -(-n // 256) * 256  # noqa: E731
+        pairs = sum(pad(q) * pad(k) * m for q, k, m in self.real_segments())
+        per_pair = 2 * (3 * self.qk_matmuls * _pow2_ceil(self.head_dim_qk) + 2 * _pow2_ceil(self.head_dim_v))
+        work = pairs * self.heads_q * per_pair
+        if work > MAX_WORK_FLOPS:
+            raise AttnsimError(f"this call is too large to price exactly: about {work:.2g} FLOPs (batch x heads x "
+                               f"seqlen_q x seqlen_kv x FLOPs per pair, padded); attnsim prices up to "
+                               f"{MAX_WORK_FLOPS:.2g} (2^62) per call: lower --batch, --heads or the sequence length")
 
     @property
     def group(self) -> int:
