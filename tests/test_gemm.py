@@ -37,7 +37,27 @@ def test_big_square_gemm_is_tensor_bound_and_one_wave_quantization_shows():
     big = gemm("g", hw, 8192, 8192, 8192, 1, "bf16")
     assert big.bound == "tensor"
     # 132 SMs: 8192^2 / (128*256) = 2048 CTAs = 15.5 waves; one more column of tiles adds CTAs, not time per CTA
-    assert big.wave_efficiency < 1
+    # Those figures are the 128 x 256 x 64 tile's (3 stages: 3 x (128 + 256) x 64 x 2 B = 147,456 B of shared
+    # memory, 233,472 // 147,456 = 1 CTA per SM): 2048 CTAs on 132 slots, ceil(15.5) = 16 waves of one CTA
+    # (2 x latency + 8192 / 64 = 128 k-steps of 2 x 128 x 256 x 64 FLOPs at 4096 FLOP/clk/SM, 1.83 GHz).
+    lat, clk = 2.73e-7, 1.83e9
+    assert (hw.sm_count, hw.dram_latency_s, hw.clock_sustained_hz) == (132, lat, clk)
+    assert 8192 // 128 * (8192 // 256) == 2048 and round(2048 / 132, 1) == 15.5 and math.ceil(2048 / 132) == 16
+    t_cta = 2 * lat + max(2 * 128 * 256 * 8192 / (4096 * clk), 128 * lat / 3)
+    # gemm() takes the fastest candidate, so it is never slower than that tile
+    assert big.time_s <= (3e-6 + 16 * t_cta) * (1 + 1e-12)
+    # and whatever tile it takes, its quantization is that tile's, by hand
+    tm, tn, tk = parse_tile(big.tile)
+    [(warps, stages)] = [t[3:] for t in GEMM_TILES if t[:3] == (tm, tn, tk)]
+    ctas = (8192 // tm) * (8192 // tn)
+    kk = min(hw.smem_per_sm_bytes // (stages * (tm + tn) * tk * 2), hw.max_threads_per_sm // (32 * warps),
+             hw.max_ctas_per_sm, math.ceil(ctas / 132))
+    waves = math.ceil(ctas / (132 * kk))
+    assert (big.ctas, big.ctas_per_sm) == (ctas, kk)
+    assert big.waves == pytest.approx(ctas / (132 * kk), rel=1e-12)
+    assert big.wave_efficiency == pytest.approx(ctas / (waves * 132 * kk), rel=1e-12) and big.wave_efficiency < 1
+    t_cta = 2 * lat + max(2 * tm * tn * 8192 / (4096 * clk) * kk, 8192 // tk * lat / stages)
+    assert big.time_s == pytest.approx(3e-6 + waves * t_cta, rel=1e-9)
 
 
 def test_weight_shared_across_batch_is_read_once():
