@@ -11,6 +11,15 @@
 * `attnsim.kernels.cupy_eager`, `attnsim.kernels.microbench`: CuPy eager attention and the ceiling
   micro-benchmarks; `attnsim.kernels.nvrtc`: NVRTC compilation without a device.
 
+Inputs are checked before any launch (`kernels/checks.py`, shared by `attention` and `decode`): a
+TypeError for a wrong kind (not a torch.Tensor; a dtype other than float16, bfloat16, float32 —
+float64 is refused, not cast, and so are mixed dtypes; a non-bool `causal`; a float where an integer
+belongs, as in `cu_seqlens_q` or `ctx_lens`), a ValueError for a wrong value (shapes, a zero batch,
+head count or head dim, zero step tokens, meta tensors, a NaN/inf `scale`), each naming the argument.
+Without a GPU the kernels run under Triton's interpreter: set TRITON_INTERPRET=1 before triton or
+this package's kernels are first imported (small shapes, float32); otherwise a call raises a
+RuntimeError that says so.
+
 Backends are imported lazily: importing this package needs neither torch, triton nor cupy; calling a
 kernel without them raises a clear error. The simulator never imports this package.
 """

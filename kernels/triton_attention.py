@@ -15,12 +15,13 @@ Tensors follow torch SDPA's layout (batch, heads, seqlen, head_dim); internally 
 inputs (no TF32), so fp32 results compare with a float64 reference tightly.
 
 Set TRITON_INTERPRET=1 before importing this module to run it on a CPU (tests do); the
-interpreter has no bf16, so bf16 inputs are computed in fp32 there.
+interpreter has no bf16, so bf16 inputs are computed in fp32 there. Without a GPU and without the
+interpreter a call raises a RuntimeError that says so. Arguments are checked before any launch by
+the helpers of `kernels/checks.py` (shared by `attention` and `decode`).
 """
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 
@@ -29,9 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import checks
 from .plan import build_plan, mask_of, token_order
-
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 # -- shared pieces ------------------------------------------------------------------------------------
@@ -43,6 +43,11 @@ def _dot(a, b, IEEE: tl.constexpr):
     else:
         out = tl.dot(a, b)
     return out
+
+
+# Triton chose the interpreter (TRITON_INTERPRET, read when triton was imported) iff its jit returned an
+# interpreted function: the kernels' own type is the truth, whatever the environment says now.
+INTERPRET = type(_dot).__name__ == "InterpretedFunction"
 
 
 @triton.jit
@@ -348,6 +353,18 @@ def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward):
     return ok
 
 
+# Tiles below the autotune spaces, for a device on which none of a space fits (MI300X's 64 KiB LDS at head
+# dim 256): the first one the legality check accepts, else the last (Triton then refuses it at launch
+# and says what does not fit). The simulator prices only the spaces, so it has no tile to match here.
+_FWD_FALLBACKS = ((64, 32, 4, 1), (32, 32, 4, 1), (16, 32, 4, 1), (16, 16, 4, 1))
+_BWD_FALLBACKS = ((16, 32, 4, 1), (16, 16, 4, 1))
+
+
+def _fallback(tiles, d, dv, dtype, device, hw, backward):
+    ok = _legal_tiles(list(tiles), d, dv, dtype, device, hw, None, None, backward)
+    return (ok or [tiles[-1]])[:1]
+
+
 def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
     """Backward tiles: the simulator's Triton backward candidates that `can_implement(backward=True)`
     accepts, the tile `predict` chooses for the call's training workload first."""
@@ -356,7 +373,7 @@ def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workl
     cands = [] if prof is None else [(t.block_m, t.block_n, t.num_warps, t.stages)
                                      for t in bwd_tile_candidates(get_family("triton"), prof, d, dv, False, "bf16")]
     ok = _legal_tiles(cands, d, dv, dtype, device, prof, workload, mask, backward=True)
-    return [(32, 64, 4, 1)] if ok is None else (ok or [(16, 32, 4, 1)])
+    return [(32, 64, 4, 1)] if ok is None else (ok or _fallback(_BWD_FALLBACKS, d, dv, dtype, device, prof, True))
 
 
 def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
@@ -366,7 +383,7 @@ def configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=
     comes first — the kernel runs what the model prices. Under the interpreter one small config
     (autotune cannot run there)."""
     ok = _legal_tiles(CANDIDATES, d, dv, dtype, device, hw, workload, mask, backward=False)
-    return [(64, 64, 4, 2)] if ok is None else (ok or [min(CANDIDATES)])
+    return [(64, 64, 4, 2)] if ok is None else (ok or _fallback(_FWD_FALLBACKS, d, dv, dtype, device, hw, False))
 
 
 def hardware_of(device, name: str | None = None):
@@ -395,31 +412,23 @@ def _packed(x, lens):
 
 
 def _cu(cu, total, what):
-    """Validated cumulative offsets: starts at 0, non-decreasing, ends at the packed token count."""
-    c = [int(x) for x in cu]
+    """Validated cumulative offsets: integers, starting at 0, non-decreasing, ending at the packed token count."""
+    c = checks.integers(cu, what)
     if len(c) < 2 or c[0] != 0 or any(b < a for a, b in zip(c, c[1:])) or c[-1] != total:
         raise ValueError(f"{what} must start at 0, never decrease and end at the {total} packed tokens; got {c}")
     return c
 
 
 def _check_inputs(q, k, v, varlen):
-    nd = 3 if varlen else 4
-    if not all(isinstance(x, torch.Tensor) for x in (q, k, v)):
-        raise TypeError("q, k, v must be torch tensors")
-    if q.dim() != nd or k.dim() != nd or v.dim() != nd:
-        raise ValueError("q, k, v are (batch, heads, seqlen, head_dim); varlen: (total_tokens, heads, head_dim) "
-                         f"with cu_seqlens_q / cu_seqlens_k; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"q and k head dims differ: {q.shape[-1]} vs {k.shape[-1]}")
-    kv_shape = (k.shape[0], k.shape[1]) if varlen else (k.shape[0], k.shape[1], k.shape[2])
-    if kv_shape != ((v.shape[0], v.shape[1]) if varlen else (v.shape[0], v.shape[1], v.shape[2])):
-        raise ValueError(f"k and v must agree in every dimension but the head dim: {tuple(k.shape)} vs {tuple(v.shape)}")
-    if not varlen and q.shape[0] != k.shape[0]:
-        raise ValueError(f"q and k batch sizes differ: {q.shape[0]} vs {k.shape[0]}")
-    if len({x.dtype for x in (q, k, v)}) != 1 or len({x.device for x in (q, k, v)}) != 1:
-        raise ValueError("q, k, v must share one dtype and one device")
-    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"dtype {q.dtype}; allowed: float16, bfloat16, float32")
+    """q, k, v checked by the shared helpers: tensors of one float dtype and device, shapes that agree,
+    batch, heads and head dims at least 1 (sequence lengths may be 0). Returns {label: size}."""
+    lead = ("tokens_q",) if varlen else ("batch",)
+    lead_k = ("tokens_kv",) if varlen else ("batch",)
+    mid_q = ("heads_q",) if varlen else ("heads_q", "seqlen_q")
+    mid_k = ("heads_kv",) if varlen else ("heads_kv", "seqlen_kv")
+    return checks.operands([("q", q, lead + mid_q + ("head_dim",)), ("k", k, lead_k + mid_k + ("head_dim",)),
+                            ("v", v, lead_k + mid_k + ("head_dim_v",))],
+                           positive={"batch", "heads_q", "heads_kv", "head_dim", "head_dim_v"})
 
 
 def _freeze(v):
@@ -471,6 +480,8 @@ class _Problem:
     def __init__(self, q, k, v, variant, params, cu_seqlens_q=None, cu_seqlens_k=None):
         if cu_seqlens_q is None and cu_seqlens_k is not None:
             raise ValueError("cu_seqlens_k given without cu_seqlens_q: varlen takes both (or cu_seqlens_q for both)")
+        if not isinstance(variant, str):
+            raise TypeError(f"variant={variant!r} must be a variant name (str), e.g. 'mha', 'swa', 'block_list'")
         self.varlen = cu_seqlens_q is not None
         _check_inputs(q, k, v, self.varlen)
         if self.varlen:
@@ -489,11 +500,8 @@ class _Problem:
             raise ValueError(f"query heads {self.hq} must be a multiple of kv heads {self.hkv} (GQA/MQA/SQA)")
         self.d, self.dv = q.shape[-1], v.shape[-1]
         params = dict(params)
-        self.causal = params.pop("causal", False)
-        if not isinstance(self.causal, bool):
-            raise ValueError(f"causal={self.causal!r} must be True or False")
-        scale = params.pop("scale", None)
-        self.scale = 1.0 / math.sqrt(self.d) if scale is None else float(scale)
+        self.causal = checks.flag(params.pop("causal", False), "causal")
+        self.scale = checks.scale(params.pop("scale", None), self.d)
         self.variant, self.params = variant, params
         masks = {shape: mask_of(variant, params, self.causal, *shape) for shape in set(self.seqs)}
         self.mask = next(iter(masks.values()))
@@ -549,6 +557,10 @@ class _Problem:
         out = src.new_empty(src.shape[0], self.seqs[0][0], *x.shape[1:])
         out[:, perm[perm >= 0]] = src[:, perm >= 0]
         return out.reshape(-1, *x.shape[1:])
+
+
+def _launchable(device):
+    checks.launchable(device, INTERPRET, os.environ.get("TRITON_INTERPRET"))
 
 
 def _fwd(pb: _Problem, q, k, v):
@@ -620,6 +632,7 @@ def attention(q, k, v, variant: str = "mha", cu_seqlens_q=None, cu_seqlens_k=Non
     `attnsim predict -p`, plus `causal` and `scale`). q (B, Hq, Lq, d), k (B, Hkv, Lk, d),
     v (B, Hkv, Lk, dv); varlen: packed (total, H, d) with cu_seqlens_q/k. Differentiable."""
     pb = _Problem(q, k, v, variant, params, cu_seqlens_q, cu_seqlens_k)
+    _launchable(q.device)
     dt = _compute_dtype(q)
     lens = None if not pb.varlen else True
     qp, kp, vp = (pb.permute(_packed(x.to(dt), lens), w) for x, w in ((q, "q"), (k, "k"), (v, "k")))
@@ -634,6 +647,7 @@ def prepared_forward(q, k, v, variant: str = "mha", **params):
     """A zero-argument function that launches only the forward kernel on these inputs, packed and
     planned once: what a benchmark times (the plan is built on the host once per shape and mask)."""
     pb = _Problem(q, k, v, variant, params, None, None)
+    _launchable(q.device)
     dt = _compute_dtype(q)
     qp, kp, vp = (pb.permute(_packed(x.to(dt), None), w) for x, w in ((q, "q"), (k, "k"), (v, "k")))
     return lambda: _fwd(pb, qp, kp, vp)
@@ -648,26 +662,33 @@ def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True
                     rope_dim: int = 0, scale: float | None = None):
     """(launch, output shape): `launch()` runs the split and combine kernels of `decode` on inputs
     validated and packed once (what a benchmark times); see `decode` for the arguments."""
-    if q.dim() != 4 or k_cache.dim() != 4 or (v_cache is not None and v_cache.dim() != 4):
-        raise ValueError("q is (batch, heads_q, step_tokens, head_dim); the caches (batch, heads_kv, context, dim)")
-    B, Hq, n_q, d = q.shape
-    _, Hkv, L, _ = k_cache.shape
-    if k_cache.shape[0] != B or k_cache.shape[3] != d:
-        raise ValueError(f"k_cache {tuple(k_cache.shape)} must be (batch {B}, heads_kv, context, head_dim {d})")
+    v_in_k = v_cache is None
+    size = checks.operands([("q", q, ("batch", "heads_q", "step_tokens", "head_dim")),
+                            ("k_cache", k_cache, ("batch", "heads_kv", "context", "head_dim")),
+                            ("v_cache", v_cache, ("batch", "heads_kv", "context", "head_dim_v"))],
+                           positive={"batch", "heads_q", "heads_kv", "step_tokens", "head_dim", "head_dim_v"})
+    B, Hq, n_q, d, Hkv, L = (size[x] for x in ("batch", "heads_q", "step_tokens", "head_dim", "heads_kv", "context"))
     if Hq % Hkv:
         raise ValueError(f"query heads {Hq} must be a multiple of kv heads {Hkv}")
-    v_in_k = v_cache is None
-    if not 0 <= rope_dim < d or (rope_dim and not v_in_k):
+    causal = checks.flag(causal, "causal")
+    rope_dim = checks.integer(rope_dim, "rope_dim", 0, d - 1)
+    if rope_dim and not v_in_k:
         raise ValueError(f"rope_dim={rope_dim}: 0..{d - 1}, and only for a latent cache (v_cache=None)")
-    if not v_in_k and tuple(v_cache.shape[:3]) != (B, Hkv, L):
-        raise ValueError(f"v_cache {tuple(v_cache.shape)} must match k_cache {tuple(k_cache.shape)} but in head_dim")
-    if ctx_lens is not None:
-        lens_list = [int(x) for x in ctx_lens]
-        if len(lens_list) != B or not all(max(1, n_q if causal else 1) <= x <= L for x in lens_list):
-            raise ValueError(f"ctx_lens: one context length per sequence ({B}), each in {max(1, n_q if causal else 1)}"
-                             f"..{L} (the cache's length); got {lens_list}")
-    if splits is not None and (isinstance(splits, bool) or not isinstance(splits, int) or splits < 1):
-        raise ValueError(f"splits={splits!r} must be a positive integer")
+    shortest = n_q if causal else 1  # every step token sees at least one key (causal: bottom-right aligned)
+    need = f"at least {shortest}" + (f" (causal=True: one key per step token, {n_q} of them)" if causal else "")
+    if ctx_lens is None:
+        if L < shortest:
+            raise ValueError(f"k_cache's context is {L}: it must hold {need}; or pass ctx_lens")
+        lens_list = [L] * B
+    else:
+        lens_list = checks.integers(ctx_lens, "ctx_lens")
+        if len(lens_list) != B or not all(shortest <= x <= L for x in lens_list):
+            raise ValueError(f"ctx_lens: one context length per sequence ({B}), each {need} and at most {L} (the "
+                             f"cache's length); got {lens_list}")
+    if splits is not None:
+        splits = checks.integer(splits, "splits", 1)
+    sc = checks.scale(scale, d)
+    _launchable(q.device)
     dv = (d - rope_dim) if v_in_k else v_cache.shape[-1]
     dt = _compute_dtype(q)
     qs = q.to(dt).transpose(1, 2).reshape(B, n_q * Hq, d).contiguous()  # row = token * Hq + head (small)
@@ -675,8 +696,7 @@ def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True
     vc = kc if v_in_k else v_cache.to(dt).transpose(1, 2)
     if kc.stride(-1) != 1 or vc.stride(-1) != 1:
         raise ValueError("the cache's head_dim must be its innermost, contiguous dimension")
-    lens = torch.full((B,), L, dtype=torch.int32, device=q.device) if ctx_lens is None else \
-        torch.as_tensor(ctx_lens, dtype=torch.int32, device=q.device)
+    lens = torch.tensor(lens_list, dtype=torch.int32, device=q.device)
     group = Hq // Hkv
     rows = n_q * group
     wide = max(d, dv) >= 256  # MLA's latent: fewer rows and keys per program, more warps (registers, smem)
@@ -692,7 +712,6 @@ def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True
     lp = torch.empty(B * n_q * Hq * splits, device=q.device, dtype=torch.float32)
     o = torch.empty(B * n_q * Hq, dv, device=q.device, dtype=q.dtype if not INTERPRET else dt)
     d1, d2 = (d - rope_dim, rope_dim) if rope_dim else (d, 0)
-    sc = 1.0 / math.sqrt(d) if scale is None else float(scale)
 
     def launch():
         _decode_split_kernel[(B, Hkv * n_rb, splits)](
