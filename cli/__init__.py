@@ -146,7 +146,7 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
     from attnsim.simulator.hardware import load_hardware
     from attnsim.simulator.model import predict as run
     from attnsim.simulator.variants import get_variant, parse_param, sample_lengths
-    from attnsim.simulator.workload import Workload
+    from attnsim.simulator.workload import MAX_D_MODEL, Workload, check_limit
 
     var = get_variant(variant)
     notes = []
@@ -226,6 +226,8 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         raise AttnsimError("--d-model applies to --scope layer only")
     if d_model is not None and d_model < 1:
         raise AttnsimError(f"--d-model={d_model} must be a positive integer")
+    if d_model is not None:
+        check_limit("--d-model", d_model, MAX_D_MODEL, "channels (2^20)")
     if rope_dim is not None:
         if scope != "layer":
             raise AttnsimError("--rope-dim applies to --scope layer only")

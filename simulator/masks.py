@@ -820,6 +820,13 @@ class OccupancyMask(Mask):
         return np.diff(c, prepend=0)
 
     def _grid(self, seqlen_q, seqlen_kv, block_m, block_n, axis):
+        cache = self.__dict__.setdefault("_grid_cache", {})  # tile candidates share block shapes
+        key = (seqlen_q, seqlen_kv, block_m, block_n, axis)
+        if key not in cache:
+            cache[key] = self._grid_uncached(seqlen_q, seqlen_kv, block_m, block_n, axis)
+        return cache[key]
+
+    def _grid_uncached(self, seqlen_q, seqlen_kv, block_m, block_n, axis):
         r = np.arange(-(-seqlen_q // block_m))
         lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
         full, ne = self._expected(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_kv, block_n, block_m)
@@ -887,6 +894,14 @@ class HeadMixMask(Mask):
 def mask_sums(mask: Mask, segments, heads_q: int):
     """(live pairs summed over every query head and sequence, live keys per kv head summed over the
     sequences and averaged over the head groups) for segments [(seqlen_q, seqlen_kv, count)]."""
+    cache = mask.__dict__.setdefault("_sums_cache", {})  # a prediction asks several times; masks are immutable
+    key = (tuple(segments), heads_q)
+    if key not in cache:
+        cache[key] = _mask_sums(mask, segments, heads_q)
+    return cache[key]
+
+
+def _mask_sums(mask: Mask, segments, heads_q: int):
     pairs = keys = 0
     for sub, h in mask.head_groups(heads_q):
         pairs += h * sum(sub.live_pairs(q, k) * m for q, k, m in segments)

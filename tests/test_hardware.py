@@ -110,9 +110,14 @@ def write_profile(tmp_path, mutate):
 
 
 def test_user_profile_loads_by_path(tmp_path):
-    p = write_profile(tmp_path, lambda d: d["figures"]["sm_count"].update(value=100))
+    def fewer_sms(d):  # a 100-SM part: its datasheet figures scale with the SMs, or the profile contradicts itself
+        d["figures"]["sm_count"].update(value=100)
+        for t in d["tensor"]:
+            t["datasheet_flops_per_s"] = float(t["datasheet_flops_per_s"]) * 100 / 132  # YAML 1.1 reads 989.4e12 as text
+    p = write_profile(tmp_path, fewer_sms)
     hw = load_hardware(str(p))
     assert hw.sm_count == 100 and hw.key == "my_gpu"
+    assert hw.peak_flops_per_s("bf16", "fp32", 1.83e9) == 4096 * 100 * 1.83e9
 
 
 @pytest.mark.parametrize("mutate,match", [
