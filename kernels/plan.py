@@ -100,7 +100,12 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
                 if not blk.any():
                     continue
                 starts.append(u * bi)
-                if blk.all():
+                # full: in-bounds keys only, and every in-bounds query row sees them all (rows past
+                # the sequence are predicated, not masked: the simulator's rule, masks.py)
+                q_rows = (i_idx if transpose else o_idx) >= 0
+                k_cols = (o_idx if transpose else i_idx) >= 0
+                kb = blk.T if transpose else blk  # [q, k]
+                if k_cols.all() and kb[q_rows].all():
                     parts.append(-1)
                     full_n += 1
                 else:

@@ -5,10 +5,14 @@ the tests brute-force them. Conventions:
 
 * Causal masks align bottom-right when seqlen_q != seqlen_kv (FlashAttention's convention):
   query i sees key j iff j <= i + (seqlen_kv - seqlen_q). torch SDPA's `is_causal` aligns top-left.
-* A tile is the nominal BLOCK_M x BLOCK_N box of the tile grid. It is *full* when every pair in
-  the box is in bounds and live (no mask arithmetic needed), *empty* when no pair is live (never
-  visited), *partial* otherwise — ragged border tiles are partial: their out-of-bounds rows or
-  columns need predication just like masked pairs.
+* A tile is the nominal BLOCK_M x BLOCK_N box of the tile grid. It is *full* when its keys are all
+  in bounds and every in-bounds query row sees all of them (no mask arithmetic needed), *empty*
+  when no pair is live (never visited), *partial* otherwise. Out-of-bounds keys (a ragged last kv
+  tile) need the mask, as they would enter the softmax; out-of-bounds query rows (a ragged last
+  query tile) do not: their loads and stores are predicated and their results discarded, as
+  FlashAttention's kernels do (no masking step for them; the backward sets their LSE to +inf).
+  So a ragged sequence iterates the same tiles with the same masking as the next multiple of the
+  tile, and the time never falls when a sequence grows.
 
 Every mask answers, analytically and vectorized over numpy arrays:
     mask_mod(q_idx, kv_idx, seqlen_q, seqlen_kv)   element predicate (broadcasting)
@@ -41,9 +45,12 @@ class Mask:
         raise NotImplementedError
 
     def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
+        """`complete`: always true for query rows (see the module docstring)."""
         raise NotImplementedError
 
     def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
+        """`complete`: the key range is a whole tile (keys out of bounds need the mask); the last
+        query tile may be ragged and still full."""
         raise NotImplementedError
 
     def live_keys(self, seqlen_q, seqlen_kv):
@@ -53,18 +60,20 @@ class Mask:
     # -- the tile grid (masks with their own tiling, e.g. neighborhood boxes, override these) --
     def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
         """Per query tile: (full, partial) live kv tiles."""
-        return self._grid(self.row_tiles, seqlen_q, block_m, seqlen_q, seqlen_kv, block_n)
+        return self._grid(self.row_tiles, seqlen_q, block_m, True, seqlen_q, seqlen_kv, block_n)
 
     def tile_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
         """Per kv tile: (full, partial) live q tiles."""
-        return self._grid(self.col_tiles, seqlen_kv, block_n, seqlen_q, seqlen_kv, block_m)
+        return self._grid(self.col_tiles, seqlen_kv, block_n, False, seqlen_q, seqlen_kv, block_m)
 
     @staticmethod
-    def _grid(per_range, n, block, *args):
-        """Apply a per-range count (row_tiles or col_tiles) to every tile of an axis of length n."""
+    def _grid(per_range, n, block, ragged_ok, *args):
+        """Apply a per-range count (row_tiles or col_tiles) to every tile of an axis of length n.
+        The range's `complete` flag: a query range always counts as complete (out-of-bounds query
+        rows need no mask), a key range only when it is a whole tile (`ragged_ok` tells which)."""
         r = np.arange(_cdiv(n, block), dtype=np.int64)
         lo = r * block
-        full, nonempty = per_range(lo, np.minimum(lo + block, n) - 1, lo + block <= n, *args)
+        full, nonempty = per_range(lo, np.minimum(lo + block, n) - 1, True if ragged_ok else lo + block <= n, *args)
         full = np.broadcast_to(full, r.shape).astype(np.int64)
         return full, np.broadcast_to(nonempty, r.shape).astype(np.int64) - full
 
@@ -127,7 +136,7 @@ class DenseMask(Mask):
     def col_tiles(self, k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m):
         n_q = _cdiv(seqlen_q, block_m)
         nonempty = np.where(np.asarray(k_hi) >= np.asarray(k_lo), n_q, 0)
-        full = np.where(complete, seqlen_q // block_m, 0)
+        full = np.where(complete, n_q, 0)
         return full, nonempty
 
 
@@ -174,10 +183,10 @@ class CausalMask(Mask):
         # key j is seen by rows i >= j - off; the tile's first key k_lo needs some row i >= k_lo - off
         t = k_lo - off
         nonempty = np.where(t <= seqlen_q - 1, n_q - np.maximum(t, 0) // block_m, 0)
-        # full: complete kv tile, q tile r in bounds ((r+1)*Br <= L_q) whose first row r*Br sees
-        # the tile's last key: r*Br >= k_hi - off
+        # full: complete kv tile, q tile r whose first row r*Br sees the tile's last key:
+        # r*Br >= k_hi - off (a ragged last q tile included: its rows past L_q need no mask)
         r0 = np.maximum(_cdiv(k_hi - off, block_m), 0)
-        full = np.where(complete, np.maximum(seqlen_q // block_m - r0, 0), 0)
+        full = np.where(complete, np.maximum(n_q - r0, 0), 0)
         return full, nonempty
 
 
@@ -221,7 +230,7 @@ class SpreadCausalMask(Mask):
         first = self._first_row(k_lo, seqlen_q, seqlen_kv)
         nonempty = np.where(first <= seqlen_q - 1, n_q - first // block_m, 0)
         r0 = _cdiv(self._first_row(k_hi, seqlen_q, seqlen_kv), block_m)
-        full = np.where(complete, np.maximum(seqlen_q // block_m - r0, 0), 0)
+        full = np.where(complete, np.maximum(n_q - r0, 0), 0)
         return full, nonempty
 
 
@@ -276,8 +285,10 @@ class WindowMask(Mask):
         return int(out) if out.ndim == 0 else out
 
     @staticmethod
-    def _rows(lo_row, hi_row, complete, n_rows, n_keys, left, right, block):
-        """(full, non-empty) key tiles of rows lo_row..hi_row of a window mask (rows n_rows, keys n_keys)."""
+    def _rows(lo_row, hi_row, complete, n_rows, n_keys, left, right, block, ragged_ok=False):
+        """(full, non-empty) key tiles of rows lo_row..hi_row of a window mask (rows n_rows, keys n_keys).
+        `ragged_ok`: the 'keys' are query rows (the transposed view), so a ragged last tile of them
+        is full when its in-bounds entries are all seen."""
         off = n_keys - n_rows
         lo_row, hi_row = np.asarray(lo_row), np.asarray(hi_row)
         a = np.maximum(lo_row, -off - right)  # first row with a non-empty window
@@ -288,7 +299,10 @@ class WindowMask(Mask):
         # full: every row sees the whole tile c: c*B >= hi_row + off - left and
         # c*B + B - 1 <= min(lo_row + off + right, n_keys - 1)
         c_lo = np.maximum(0, -(-(hi_row + off - left) // block))
-        c_hi = (np.minimum(lo_row + off + right, n_keys - 1) + 1) // block - 1
+        reach = lo_row + off + right  # the first row's last key
+        c_hi = (np.minimum(reach, n_keys - 1) + 1) // block - 1
+        if ragged_ok:  # reaching the last entry covers the ragged last tile too
+            c_hi = np.where(reach >= n_keys - 1, _cdiv(n_keys, block) - 1, c_hi)
         full = np.where(complete, np.maximum(c_hi - c_lo + 1, 0), 0)
         return full, nonempty
 
@@ -307,7 +321,7 @@ class WindowMask(Mask):
         # the transposed mask is a window mask too: key j sees queries i with
         # j - off - right <= i <= j - off + left (rows and keys swap, so do left and right)
         left, right = self._bounds(seqlen_kv, seqlen_q)
-        return self._rows(k_lo, k_hi, complete, seqlen_kv, seqlen_q, right, left, block_m)
+        return self._rows(k_lo, k_hi, complete, seqlen_kv, seqlen_q, right, left, block_m, ragged_ok=True)
 
 
 class LocalMask(WindowMask):
@@ -400,7 +414,10 @@ class LocalMask(WindowMask):
             all_w = np.where(split > r_hi, all_s, np.where(split > r_lo, all_s & all_w, all_w))
         # full: all rows' intervals cover the tile: [lo(last row), min over rows of hi]
         f_lo = -(-lo_all[r_hi] // block)
-        f_hi = (np.minimum(hi_all[r_lo], hi_all[np.minimum(split, r_hi)]) + 1) // block - 1
+        reach = np.minimum(hi_all[r_lo], hi_all[np.minimum(split, r_hi)])  # capped at n_keys - 1
+        f_hi = (reach + 1) // block - 1
+        if transposed:  # the 'keys' are query rows: reaching the last one covers a ragged last tile
+            f_hi = np.where(reach >= n_keys - 1, _cdiv(n_keys, block) - 1, f_hi)
         full = np.where(complete & all_w, np.maximum(f_hi - f_lo + 1, 0), 0)
         if self.sink and not transposed:
             s_hi = sink_all[r_hi]  # the sink part grows with the row: the last row's is the union
@@ -678,9 +695,10 @@ def enumerate_tiles(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, blo
     k = np.arange(seqlen_kv)[None, :]
     live[:seqlen_q, :seqlen_kv] = mask.mask_mod(q, k, seqlen_q, seqlen_kv)
     boxes = live.reshape(n_q, block_m, n_k, block_n).transpose(0, 2, 1, 3).reshape(n_q, n_k, -1)
-    n_live = boxes.sum(-1)
-    full = int((n_live == block_m * block_n).sum())
-    empty = int((n_live == 0).sum())
+    empty = int((boxes.sum(-1) == 0).sum())
+    live[seqlen_q:, :seqlen_kv] = True  # out-of-bounds query rows never make a tile partial (keys do)
+    boxes = live.reshape(n_q, block_m, n_k, block_n).transpose(0, 2, 1, 3).reshape(n_q, n_k, -1)
+    full = int((boxes.sum(-1) == block_m * block_n).sum())
     return full, n_q * n_k - full - empty, empty
 
 
@@ -973,7 +991,9 @@ class SegmentComplementMask(Mask):
         b_t0 = np.where(use_b & (e_lo + 1 <= L - 1), (e_lo + 1) // block, n)  # tiles b_t0 .. n - 1
         nonempty = a_t + (n - b_t0) - np.maximum(a_t - b_t0, 0)
         full_a = np.where(use_a, s_lo // block, 0)  # complete tiles ending before every row's segment
-        full_b = np.where(use_b, np.maximum(L // block - -(-(e_hi + 1) // block), 0), 0)
+        # tiles after every row's segment; a ragged last tile counts when the other side is queries
+        whole = n if not first_part else L // block
+        full_b = np.where(use_b, np.maximum(whole - -(-(e_hi + 1) // block), 0), 0)
         full = np.where(complete, full_a + full_b, 0)
         return full, nonempty
 

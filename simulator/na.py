@@ -119,7 +119,7 @@ class NADim:
         lo1, hi1 = self.window(q1, n_g)
         same = qg == kg
         nonempty = same & (lo0 <= k1) & (k0 <= hi1)
-        full = same & qc & kc & (lo1 <= k0) & (k1 <= hi0)
+        full = same & kc & (lo1 <= k0) & (k1 <= hi0)  # a ragged q box's padding rows need no mask
         return full, nonempty
 
     def classify_rowmajor(self, t: int, u: int):
@@ -140,13 +140,13 @@ class NADim:
             nonempty |= has & (lo0 <= yi1) & (yi0 <= hi1)
         # full needs every query to see every key of the tile: with d > 1 only 1 x 1 intervals can be
         full = np.zeros((nq, nk), dtype=bool)
-        qc, kc = (qa * t + t <= self.n), (ka * u + u <= self.n)
+        kc = ka * u + u <= self.n
         if self.d == 1:
             lo1, _ = self.window(x1, self.n)
             _, hi0 = self.window(x0, self.n)
-            full = qc & kc & (lo1 <= y0) & (y1 <= hi0)
+            full = kc & (lo1 <= y0) & (y1 <= hi0)  # rows past the extent need no mask; keys do
         elif t == 1 and u == 1:
-            full = qc & kc & self.live(x0, y0)
+            full = kc & self.live(x0, y0)
         return full, nonempty
 
 

@@ -64,22 +64,26 @@ def causal_row_totals(lq, lk, bm, bn):
     f_lo = np.clip(-(-(-off) // bm), 0, n_qf)  # first r with r*bm + off + 1 >= 1
     f_sat = np.clip(-(-(lk - off - 1) // bm), f_lo, n_qf)  # first r with r*bm + off + 1 >= lk
     full = _affine_sum(f_lo, f_sat, bm, off + 1, bn) + (n_qf - f_sat) * (lk // bn)
-    # the ragged last row (rows n_qf*bm .. lq-1) is all partial
+    # the ragged last row (rows n_qf*bm .. lq-1): its rows past lq need no mask, so it counts like a
+    # complete one (full from its first row, non-empty up to its last row)
     last = np.minimum(lq - 1 + off, lk - 1)
-    ne_rag = np.where((lq % bm != 0) & (last >= 0), last // bn + 1, 0)
-    return full, ne + ne_rag
+    ragged = lq % bm != 0
+    ne_rag = np.where(ragged & (last >= 0), last // bn + 1, 0)
+    m = np.minimum(n_qf * bm + off + 1, lk)
+    full_rag = np.where(ragged & (m > 0), np.maximum(m, 0) // bn, 0)
+    return full + full_rag, ne + ne_rag
 
 
 def dense_row_totals(lq, lk, bm, bn):
     n_kv = -(-lk // bn)
-    return (lq // bm) * (lk // bn), -(-lq // bm) * n_kv
+    return -(-lq // bm) * (lk // bn), -(-lq // bm) * n_kv  # a ragged query tile is full where its keys are
 
 
 def _row(mask, r, lq, lk, bm, bn):
     """(full, partial) kv tiles of query tile r (clipped to the last tile), via the mask's own row_tiles."""
     r = np.minimum(r, -(-lq // bm) - 1)
     q_lo = r * bm
-    f, ne = mask.row_tiles(q_lo, np.minimum(q_lo + bm, lq) - 1, q_lo + bm <= lq, lq, lk, bn)
+    f, ne = mask.row_tiles(q_lo, np.minimum(q_lo + bm, lq) - 1, True, lq, lk, bn)  # query rows: always complete
     return f, ne - f
 
 

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from tile_oracle import classify
+
 from attnsim.simulator import heads
 from attnsim.simulator.bound import unit_times
 from attnsim.simulator.hardware import load_hardware
@@ -47,11 +49,7 @@ def test_spread_causal_mask_tiles_match_brute_force(n, positions, lk, bm, bn):
         for j in range(lk):
             live[i, j] = j <= pos + lk - positions
     assert m.live_pairs(n, lk) == live.sum()
-    nq, nk = -(-n // bm), -(-lk // bn)
-    pad = np.zeros((nq * bm, nk * bn), dtype=bool)
-    pad[:n, :lk] = live
-    cls = np.array([[2 if pad[r*bm:(r+1)*bm, c*bn:(c+1)*bn].all() else int(pad[r*bm:(r+1)*bm, c*bn:(c+1)*bn].any())
-                     for c in range(nk)] for r in range(nq)])
+    cls = classify(live, n, lk, bm, bn)
     f, p = tile_rows(m, n, lk, bm, bn)
     assert (f.tolist(), p.tolist()) == ((cls == 2).sum(1).tolist(), (cls == 1).sum(1).tolist())
     f, p = tile_cols(m, n, lk, bm, bn)

@@ -13,6 +13,8 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
+from tile_oracle import classify
+
 from attnsim.simulator.masks import CausalMask, DenseMask, enumerate_tiles, mask_for, tile_cols, tile_rows
 from attnsim.simulator.vectorized import causal_row_totals, dense_row_totals, floor_sum
 
@@ -42,17 +44,8 @@ def brute_live(causal: bool, lq: int, lk: int) -> np.ndarray:
 
 @lru_cache(maxsize=None)
 def brute_classes(causal: bool, lq: int, lk: int, bm: int, bn: int) -> np.ndarray:
-    """(n_q_tiles, n_kv_tiles) array: 2 = full, 1 = partial, 0 = empty."""
-    n_q, n_k = _cdiv(lq, bm), _cdiv(lk, bn)
-    padded = np.zeros((n_q * bm, n_k * bn), dtype=bool)
-    padded[:lq, :lk] = brute_live(causal, lq, lk)
-    cls = np.zeros((n_q, n_k), dtype=np.int64)
-    for r in range(n_q):
-        for c in range(n_k):
-            box = padded[r * bm:(r + 1) * bm, c * bn:(c + 1) * bn]
-            n_live = int(box.sum())
-            cls[r, c] = 2 if n_live == bm * bn else (0 if n_live == 0 else 1)
-    return cls
+    """(n_q_tiles, n_kv_tiles) array: 2 = full, 1 = partial, 0 = empty (tests/tile_oracle.py's rule)."""
+    return classify(brute_live(causal, lq, lk), lq, lk, bm, bn)
 
 
 MASKS = [pytest.param(False, id="dense"), pytest.param(True, id="causal")]
@@ -126,11 +119,17 @@ def test_hand_worked_bottom_right_alignment():
     assert f.tolist() == [0, 0] and p.tolist() == [0, 1]
 
 
-def test_ragged_border_tiles_are_partial_even_when_dense():
-    """Dense 10 x 10 with 4 x 4 tiles: 2 x 2 interior full tiles, the 5 border tiles are partial."""
+def test_ragged_keys_make_tiles_partial_ragged_query_rows_do_not():
+    """Dense 10 x 10 with 4 x 4 tiles: the last kv tile (keys 8..9, two out of bounds) is partial in
+    every query tile, as the softmax must not see keys 10, 11; the last query tile (rows 8..9) is
+    full where its keys are: rows 10, 11 are predicated, not masked. So 3 x 2 full, 3 partial."""
     f, p = tile_rows(DenseMask(), 10, 10, 4, 4)
-    assert f.tolist() == [2, 2, 0] and p.tolist() == [1, 1, 3]
-    assert enumerate_tiles(DenseMask(), 10, 10, 4, 4) == (4, 5, 0)
+    assert f.tolist() == [2, 2, 2] and p.tolist() == [1, 1, 1]
+    f, p = tile_cols(DenseMask(), 10, 10, 4, 4)
+    assert f.tolist() == [3, 3, 0] and p.tolist() == [0, 0, 3]
+    assert enumerate_tiles(DenseMask(), 10, 10, 4, 4) == (6, 3, 0)
+    # the same tiles, and the same masking, as the next multiple of the tile in the query axis
+    assert tile_rows(DenseMask(), 12, 10, 4, 4)[0].tolist() == [2, 2, 2]
 
 
 # -- live pairs and the predicate ------------------------------------------------------------

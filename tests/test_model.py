@@ -102,8 +102,9 @@ def test_executed_flops_fa3_dense_prefill_by_tiles(h100, b, h, lq, lk, d):
     dp = pad("fa3", d)
     visited = b * h * cdiv(lq, bm) * cdiv(lk, bn)  # dense: every tile of the grid is visited
     assert p.flops == visited * 2 * bm * bn * (dp + dp)
-    # dense tiles: interior full, border partial, none empty
-    full = b * h * (lq // bm) * (lk // bn)
+    # dense tiles: partial where the kv tile is ragged (keys out of bounds), full elsewhere, a ragged
+    # query tile included (its rows past lq are predicated, not masked); none empty
+    full = b * h * cdiv(lq, bm) * (lk // bn)
     assert p.tiles == {"full": full, "partial": visited - full, "empty": 0}
     assert p.flops >= p.useful_flops
 

@@ -7,6 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from attnsim.cli import cli
+from tile_oracle import full_nonempty
+
 from attnsim.simulator.hardware import load_hardware
 from attnsim.simulator.masks import CausalMask, DenseMask, WindowMask, tile_cols, tile_rows, window_mask
 from attnsim.simulator.model import predict
@@ -17,11 +19,9 @@ SIZES = [(1, 1), (3, 16), (7, 5), (16, 16), (29, 47), (40, 5), (33, 33)]
 TILES = [(4, 4), (8, 16), (7, 5), (16, 8)]
 
 
-def boxes(live, bm, bn):
-    """(live, full, non-empty) of the padded live matrix cut into bm x bn tiles."""
-    nq, nk = live.shape[0] // bm, live.shape[1] // bn
-    counts = live.reshape(nq, bm, nk, bn).transpose(0, 2, 1, 3).reshape(nq, nk, -1).sum(-1)
-    return live, counts == bm * bn, counts > 0
+def boxes(live, bm, bn, lq, lk):
+    """(live, full, non-empty) of the padded live matrix cut into bm x bn tiles (tests/tile_oracle.py's rule)."""
+    return (live, *full_nonempty(live, lq, lk, bm, bn))
 
 
 def oracle_local(left, right, sink, chunk, lq, lk, bm, bn):
@@ -33,7 +33,7 @@ def oracle_local(left, right, sink, chunk, lq, lk, bm, bn):
             c = i + lk - lq
             ok = (right < 0 or j <= c + right) and ((left < 0 or j >= c - left) or j < sink)
             live[i, j] = ok and (not chunk or j // chunk == c // chunk)
-    return boxes(live, bm, bn)
+    return boxes(live, bm, bn, lq, lk)
 
 
 def assert_matches_oracle(m, left, right, sink=0, chunk=0):
@@ -150,7 +150,7 @@ def oracle_segments(sizes, left, right, lq, bm, bn):
         for j in range(L):
             live[i, j] = (0 <= c < L and seg[j] == seg[c] and (right < 0 or j <= c + right)
                           and (left < 0 or j >= c - left))
-    return boxes(live, bm, bn)
+    return boxes(live, bm, bn, lq, L)
 
 
 def test_segment_tiles_pairs_and_keys_match_brute_force():
@@ -190,7 +190,7 @@ def oracle_moba(block, k, causal, lq, lk, bm, bn):
         first = max(b - k + 1, 0) if causal else min(max(b - (k - 1) // 2, 0), max(nb - k, 0))
         for j in range(lk):
             live[i, j] = first <= j // block < first + k and (not causal or j <= c)
-    return boxes(live, bm, bn)
+    return boxes(live, bm, bn, lq, lk)
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -246,7 +246,7 @@ def sample_occupancy(m, lq, lk, bm, bn, rng):
         for _ in range(c):
             start = rng.integers(0, max(a - r + 1, 1))
             live[i, start:min(start + r, a)] = True
-    return boxes(live, bm, bn)
+    return boxes(live, bm, bn, lq, lk)
 
 
 @pytest.mark.parametrize("density,clusters,causal", [(0.02, 1, False), (0.01, 4, False), (0.3, 2, True),
@@ -376,7 +376,7 @@ def oracle_complement(sizes, causal, bm, bn):
     for i in range(L):
         for j in range(L):
             live[i, j] = seg[i] != seg[j] and (not causal or j < i)
-    return boxes(live, bm, bn)
+    return boxes(live, bm, bn, L, L)
 
 
 def test_segment_complement_matches_brute_force():
