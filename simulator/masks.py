@@ -93,6 +93,11 @@ class Mask:
         """The tile a kernel runs this mask with (neighborhood masks need box-shaped tiles)."""
         return tile
 
+    def for_lengths(self, seqlen_q, seqlen_kv) -> "Mask":
+        """The same mask in the form a kernel runs it at these lengths: itself, unless a simpler
+        mask is the same set of pairs (a window wider than the keys)."""
+        return self
+
     def extra_kernels(self, w, hw):
         """Kernels the mask itself costs (a gate that picks blocks) and their useful work: ([], None)."""
         return [], None
@@ -266,6 +271,19 @@ class WindowMask(Mask):
     def _bounds(self, n_keys, n_rows):
         big = n_keys + n_rows + 1  # 'unbounded' as a window wider than the problem
         return (self.left if self.left >= 0 else big), (self.right if self.right >= 0 else big)
+
+    def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
+        """FlashAttention's normalization (FA3's flash_api.cpp; FA2's uses seqlen_k for both): a left
+        side >= seqlen_kv - 1 or a right side >= seqlen_q - 1 already reaches every key, so it is
+        unbounded (-1); then (-1, -1) is dense and (-1, 0) causal, and the kernel runs that mask with
+        its own tiles. The same pairs get the same price whatever the mask is called."""
+        if type(self) is not WindowMask:
+            return self
+        left = -1 if self.left >= seqlen_kv - 1 else self.left
+        right = -1 if self.right >= seqlen_q - 1 else self.right
+        if (left, right) == (self.left, self.right):
+            return self
+        return window_mask((left, right), False)
 
     def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
         left, right = self._bounds(seqlen_kv, seqlen_q)

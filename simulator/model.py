@@ -487,7 +487,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, exact=exact, live=live)
 
-    cands = bwd_tile_candidates(fam, hw, dp, dvp, w.causal, w.dtype)
+    cands = bwd_tile_candidates(fam, hw, dp, dvp, w.causal or isinstance(mask, CausalMask), w.dtype)
     main = _choose(fam, cands, evaluate)
     if main is None:
         raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))
@@ -706,7 +706,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         mask = layout.mask or mask
     fam = resolve_family(hw, kernel)
     check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum, w.v_in_k)
-    mask = mask or mask_for(w.causal)
+    mask = (mask or mask_for(w.causal)).for_lengths(w.seqlen_q, w.seqlen_kv)
     if len(mask.passes()) > 1:
         return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model)
     kernels = attention_kernels(w, hw, fam, mask)
