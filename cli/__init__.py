@@ -14,13 +14,21 @@ import click
 from attnsim import __version__
 
 
+# click >= 8.2 raises this (a UsageError) for a group run without a command; 8.1 prints the help itself
+_NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Group(click.Group):
-    """Turns every usage error and AttnsimError into one line on stderr and exit code 2."""
+    """Turns every usage error and AttnsimError into one line on stderr and exit code 2; a group run
+    without a command (`attnsim`, `attnsim hw`) prints its help on stdout and exits 0."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from attnsim.simulator.errors import AttnsimError
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_COMMAND as e:
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as e:
             hint = f" See '{e.ctx.command_path} --help'." if e.ctx is not None else ""
             click.echo(f"error: {' '.join(e.format_message().split())}{hint}", err=True)
@@ -37,7 +45,8 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, invoke_without_command=False, no_args_is_help=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="attnsim")
 def cli():
     """attnsim: what does this attention variant cost on that GPU?
@@ -123,9 +132,12 @@ def _workload_options(f):
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="variant parameter, repeatable (grammar: 'attnsim variants')")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the contract in docs/design.md)")
-def predict(as_json, **opts):
+@click.option("--explain", is_flag=True, help="append a legend of the human output (docs/legend.md)")
+def predict(as_json, explain, **opts):
     """Predict the time of one call of an attention op of one layer (train: forward + backward;
     decode: one step for each of --batch sequences)."""
+    if as_json and explain:
+        raise click.UsageError("--explain explains the human output; with --json see docs/design.md (drop one).")
     pred, resolved = _build(**opts)
     if as_json:
         out = pred.to_json()
@@ -133,6 +145,8 @@ def predict(as_json, **opts):
         click.echo(json.dumps(out, indent=2))
     else:
         click.echo(render(pred))
+        if explain:
+            click.echo("\n" + LEGEND)
 
 
 def _params_json(resolved):
@@ -223,7 +237,9 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         else:
             raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
     if d_model is not None and scope != "layer" and not var.d_model_in_core:
-        raise AttnsimError("--d-model applies to --scope layer only")
+        if d_model != heads * (128 if head_dim is None or var.head_dims_from_params else head_dim):
+            raise AttnsimError("--d-model applies to --scope layer only")
+        d_model = None  # the default (heads x head dim) restated: accepted, no effect at attention scope
     if d_model is not None and d_model < 1:
         raise AttnsimError(f"--d-model={d_model} must be a positive integer")
     if d_model is not None:
@@ -328,6 +344,37 @@ def _fallback(error, hw, run, notes):
     raise error
 
 
+# `predict --explain`. docs/legend.md says the same at more length (tests/test_cli_friction.py checks the terms).
+LEGEND = """\
+legend (docs/legend.md):
+  time           predicted time of one call: every kernel of the op at the sustained clock (clock_sustained_hz),
+                 with launch overhead, tiles, waves and DRAM latency priced
+  bound          speed of light: each unit's useful work at its peak rate at the maximum clock (clock_max_hz),
+                 all units overlapped, no tiles or launches; no implementation beats it. X-limited: the unit
+                 that sets it; time/bound >= 1
+  recompute P    train bound: the backward recomputes S = QK^T and P = softmax(S) (FlashAttention): one more
+                 QK^T matmul and a second exp per live pair, P never stored
+  keep P in HBM  train bound: the forward writes P to HBM and the backward reads it (eager): fewer FLOPs
+                 and exps, more HBM bytes; the bound takes the cheaper of the two and names it
+  achieved       useful FLOPs / predicted time
+  FLOPs          useful: live (query, key) pairs only; executed: every element of every visited tile, head
+                 dims padded
+  tiles          the score matrix of each (batch, head) cut into BLOCK_M x BLOCK_N tiles: full (every pair
+                 live), partial (some live: masked inside), empty (none live: skipped); live tiles = full +
+                 partial; iterated = the tiles the kernel visits (shown when it differs from the live ones);
+                 waves = CTAs / (SMs x CTAs per SM)
+  tile           128x64 w4 s2 = BLOCK_M (query rows per CTA) x BLOCK_N (key/value rows per inner step),
+                 w4 = 4 warps per CTA (32 threads each), s2 = 2 pipeline stages (K/V tiles in flight)
+  speedup        over dense attention, four ways: useful FLOPs (dense's / this), live tiles (all tiles of the
+                 grid / live tiles), iterated tiles (all tiles / iterated tiles), predicted time (dense at its
+                 own best tile / this)
+  limit          what sets a kernel's time: tensor (tensor-core matmuls), exp (exponentials: SFU, or emulated
+                 on the FP32 pipes), fp32 (other FP32 work: a score function, RoPE, norms), smem (shared-memory
+                 traffic), hbm (HBM bandwidth), l2 (L2 bandwidth, where the profile sources one), latency (DRAM
+                 latency not hidden: fill and drain, too few stages in flight); schedule is not a limit label
+                 but a kernel's makespan of its CTAs on the SMs, among its unit times in --json"""
+
+
 def render(pred) -> str:
     """The compact human view of a Prediction."""
     j = pred.to_json()
@@ -338,7 +385,11 @@ def render(pred) -> str:
         f"{j['variant']} on {hw.name} · kernel {j['kernel']} · {w.phase} · {w.dtype}"
         + (f" (KV {w.kv_dtype})" if w.kv_dtype != w.dtype else "") + f" · scope {j['scope']}"
         + (f" (d_model {j['workload']['d_model']})" if "d_model" in j["workload"] else ""),
-        f"  workload   batch {w.batch} · seqlen {w.seqlen_q} -> {w.seqlen_kv} · heads {w.heads_q}/{w.heads_kv} kv"
+        f"  workload   batch {w.batch} · " + (
+            f"seqlen {w.seqlen_q} -> {w.seqlen_kv}" if w.seqlens is None else
+            f"seqlens mean {sum(w.seqlens) / len(w.seqlens):.0f}, max {max(w.seqlens)}"
+            + (f" (contexts; {w.seqlen_q} query token{'s' * (w.seqlen_q != 1)} per step)" if w.phase == "decode"
+               else "")) + f" · heads {w.heads_q}/{w.heads_kv} kv"
         f" · head dim {w.head_dim_qk}/{w.head_dim_v}" + (" · causal" if w.causal else ""),
         f"  time       {_fmt_time(j['time_s'])}  (bound {_fmt_time(j['bound_s'])}, {j['bound']}-limited"
         + (f" with {j['bound_strategy']}" if j.get("bound_strategy") else "")
@@ -371,6 +422,8 @@ def render(pred) -> str:
            f" ({_fmt_capacity(c['memory_bytes'])} fused)"] if (c := j.get("contrast")) else []),
         "  bound by unit (clock_max): "
         + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items() if t > 0),
+        f"  clocks     bound at clock_max {hw.clock_max_hz / 1e9:.3g} GHz; prediction at sustained "
+        f"{hw.clock_sustained_hz / 1e9:.3g} GHz (--explain: a legend)",
         f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",
     ]
     for k in j["kernels"]:
@@ -444,7 +497,7 @@ def compare(cases, as_json, **opts):
                    f"{p.tiles_iterated:>14,}")
 
 
-@cli.group()
+@cli.group(invoke_without_command=False, no_args_is_help=True)
 def hw():
     """Hardware profiles: list them, show one with its sources."""
 
