@@ -172,6 +172,17 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
                  kv_dtype: str | None = None, phase: str = "prefill") -> dict:
     """Vectorized prediction of a fused kernel family over broadcast arrays of configurations.
 
+    The array arguments (batch, seqlen_q, seqlen_kv, heads_q, heads_kv, head_dim_qk, head_dim_v,
+    causal) broadcast against each other with numpy's rules: scalars apply everywhere, arrays of the
+    same shape pair element by element, and axes of length 1 stretch. A grid of every combination:
+
+        predict_many(hw, "fa3", batch=np.array([1, 2, 4])[:, None], seqlen_q=[2048, 4096, 8192],
+                     heads_q=32, head_dim_qk=128)    # results shaped (3, 3): batch x seqlen_q
+
+    whereas batch=[1, 2, 4] with seqlen_q=[2048, 4096, 8192] gives three configurations (shape (3,)).
+    Shapes that do not broadcast (batch=[1, 2, 3] with seqlen_q=[1024, 2048]) raise AttnsimError
+    naming the arguments and their shapes.
+
     Decode: `seqlen_q` is the query tokens of a step (q_per_step) and `seqlen_kv` the context.
     Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
     useful_flops, hbm_bytes, tiles_full, tiles_partial, tiles_empty, ctas and waves (of the main
@@ -186,11 +197,27 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
     kv_dtype = kv_dtype or dtype
     if phase == "train" and kv_dtype != dtype:
         raise AttnsimError("a separate kv_dtype applies to prefill and decode only")
+    defaulted = {k for k, v in (("seqlen_kv", seqlen_kv), ("heads_kv", heads_kv), ("head_dim_v", head_dim_v))
+                 if v is None}  # copies of another argument: not named in a broadcast error
     seqlen_kv = seqlen_q if seqlen_kv is None else seqlen_kv
     heads_kv = heads_q if heads_kv is None else heads_kv
     head_dim_v = head_dim_qk if head_dim_v is None else head_dim_v
-    B, LQ, LK, HQ, HKV, D, DV, CAUSAL = (np.asarray(x) for x in np.broadcast_arrays(
-        batch, seqlen_q, seqlen_kv, heads_q, heads_kv, head_dim_qk, head_dim_v, causal))
+    args = {"batch": batch, "seqlen_q": seqlen_q, "seqlen_kv": seqlen_kv, "heads_q": heads_q, "heads_kv": heads_kv,
+            "head_dim_qk": head_dim_qk, "head_dim_v": head_dim_v, "causal": causal}
+    try:
+        B, LQ, LK, HQ, HKV, D, DV, CAUSAL = (np.asarray(x) for x in np.broadcast_arrays(*args.values()))
+    except ValueError:
+        shapes = {}
+        for k, v in args.items():
+            try:
+                shapes[k] = np.shape(v)
+            except ValueError:  # a nested list of unequal lengths
+                raise AttnsimError(f"predict_many: {k} is a ragged nested list (rows of unequal lengths); "
+                                   f"give an array, a list of numbers or a scalar") from None
+        arrays = ", ".join(f"{k} {shapes[k]}" for k in args if shapes[k] != () and k not in defaulted)
+        raise AttnsimError(f"predict_many: the arguments do not broadcast together (numpy rules): {arrays}; "
+                           f"give arrays of one shape, scalars, or axes of length 1 (e.g. batch[:, None] "
+                           f"against seqlen_q for a grid)") from None
     shape = B.shape  # work on flat arrays, reshape the results at the end
     B, LQ, LK, HQ, HKV, D, DV = (x.astype(np.int64).ravel() for x in (B, LQ, LK, HQ, HKV, D, DV))
     CAUSAL = CAUSAL.astype(bool).ravel()
