@@ -151,7 +151,8 @@ def test_param_only_for_decode():
 
 
 def test_d_model_needs_layer_scope():
-    assert_one_line_error(invoke("predict", "--d-model", "4096"), "--scope layer")
+    # 2048 is not the default model width (32 heads x 128 = 4096, which attention scope accepts)
+    assert_one_line_error(invoke("predict", "--d-model", "2048"), "--scope layer")
 
 
 def _h100_yaml():
