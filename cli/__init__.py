@@ -434,8 +434,8 @@ def render(pred) -> str:
         lines.append("  note: uncalibrated: efficiencies are 1 beyond what the model prices; published FlashAttention-2/3"
                      " runs take 1.3-1.6x such predictions, Triton and eager 2-3x (benchmarks/bench_published.py)")
     if j["kernel"] == "eager" and w.phase == "train":
-        lines.append("  note: useful FLOPs follow the FlashAttention convention (S recomputed in the backward);"
-                     " eager keeps P, so it executes fewer")
+        lines.append("  note: useful FLOPs count the backward eager runs: P kept from the forward (dV, dP, dQ, dK),"
+                     " not FlashAttention's recomputed S (which counts 2 x head_dim_qk more per live pair)")
     for n in j["notes"]:
         lines.append(f"  note: {n}")
     return "\n".join(lines)

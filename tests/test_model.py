@@ -146,15 +146,17 @@ def test_executed_flops_at_least_useful_train_fused(h100, fam):
 
 
 def test_eager_train_executes_the_keep_p_backward(h100):
-    """useful_flops of train follow the FlashAttention convention (S recomputed: 2*(3d+2dv) per live
-    pair in the backward). Eager keeps P instead, so its six GEMMs execute 2*(2d+2dv) per score in the
-    backward: executed equals the keep-P useful count, 12*d per pair when d = dv, below 14*d."""
+    """Fused kernels' useful_flops of train follow the FlashAttention convention (S recomputed:
+    2*(3d+2dv) per live pair in the backward). Eager keeps P instead, so its six GEMMs execute
+    2*(2d+2dv) per score in the backward, and its useful count is that algorithm's: 12*d per pair
+    when d = dv, 2*d below FlashAttention's 14*d (the recompute of S is the only difference)."""
     L, d = 1024, 128
     w = Workload(batch=1, heads_q=1, seqlen_q=L, head_dim_qk=d, phase="train")
     p = predict(w, h100, "eager")
     assert p.flops == 6 * 2 * L * L * d  # every eager GEMM tile is exact at 1024 x 1024 x 128
-    assert p.useful_flops == 14 * d * L * L
-    assert p.flops == p.useful_flops - 2 * d * L * L  # the recompute of S is the only difference
+    assert p.useful_flops == 12 * d * L * L == p.flops  # dense: every executed pair is live
+    fused = predict(w, h100, "fa2")
+    assert fused.useful_flops == 14 * d * L * L == p.useful_flops + 2 * d * L * L
     assert p.time_s >= p.bound.time_s
 
 
