@@ -11,36 +11,14 @@ from pathlib import Path
 import click
 import pytest
 import yaml
-from click.testing import CliRunner
+
+from cli_checks import assert_one_line_error, invoke
 
 from attnsim.cli import cli
 from attnsim.simulator.errors import AttnsimError
 from attnsim.simulator.hardware import load_hardware
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _stderr(result):
-    try:
-        return result.stderr
-    except ValueError:  # older click without separate stderr capture
-        return result.output
-
-
-def assert_one_line_error(result, *needles):
-    """Exit code 2, nothing on stdout, exactly one line 'error: ...' on stderr containing the needles."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    err = _stderr(result)
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in result.output
-    assert result.stdout == ""
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def has_profile(name):

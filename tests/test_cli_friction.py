@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cli_checks import _stderr, assert_one_line_error, invoke
+
 from attnsim.cli import LEGEND, cli
 from attnsim.simulator.errors import AttnsimError
 from attnsim.simulator.hardware import load_hardware
@@ -22,25 +24,6 @@ from attnsim.simulator.hardware import load_hardware
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args))
-
-
-def _stderr(result):
-    try:
-        return result.stderr
-    except ValueError:  # older click without separate stderr capture
-        return ""
-
-
-def assert_one_line_error(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = _stderr(result).strip("\n").split("\n")
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    assert result.stdout == ""
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
 
 
 def _attnsim_cmd():

@@ -12,30 +12,18 @@ import json
 import math
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnsim.cli import cli
+from cli_checks import assert_one_line_error as one_line_error
+from cli_checks import invoke as run
+
 from attnsim.simulator.errors import AttnsimError
 from attnsim.simulator.families import FAMILIES
 from attnsim.simulator.hardware import builtin_profiles, load_hardware
 from attnsim.simulator.masks import CausalMask, DenseMask, WindowMask
 from attnsim.simulator.model import predict
 from attnsim.simulator.workload import MAX_TOKENS, MAX_WORK_FLOPS, Workload
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def one_line_error(result, *needles):
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    lines = result.stderr.strip("\n").split("\n")
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert result.stdout == "" and "Traceback" not in result.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
 
 
 # -- the reproducers -------------------------------------------------------------------------------------
