@@ -60,11 +60,24 @@ class Mask:
     # -- the tile grid (masks with their own tiling, e.g. neighborhood boxes, override these) --
     def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
         """Per query tile: (full, partial) live kv tiles."""
-        return self._grid(self.row_tiles, seqlen_q, block_m, True, seqlen_q, seqlen_kv, block_n)
+        return self._cached(("rows", seqlen_q, seqlen_kv, block_m, block_n), lambda: self._grid(
+            self.row_tiles, seqlen_q, block_m, True, seqlen_q, seqlen_kv, block_n))
 
     def tile_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
         """Per kv tile: (full, partial) live q tiles."""
-        return self._grid(self.col_tiles, seqlen_kv, block_n, False, seqlen_q, seqlen_kv, block_m)
+        return self._cached(("cols", seqlen_q, seqlen_kv, block_m, block_n), lambda: self._grid(
+            self.col_tiles, seqlen_kv, block_n, False, seqlen_q, seqlen_kv, block_m))
+
+    def _cached(self, key, compute):
+        """Per-mask memo of the tile arrays (a tile search prices many tiles of the same block sizes);
+        the arrays are read-only, so no caller can change what the next one reads."""
+        cache = self.__dict__.setdefault("_tile_cache", {})
+        if key not in cache:
+            arrays = compute()
+            for a in arrays:
+                a.flags.writeable = False
+            cache[key] = arrays
+        return cache[key]
 
     @staticmethod
     def _grid(per_range, n, block, ragged_ok, *args):
