@@ -549,6 +549,11 @@ class BlockSelectMask(LocalMask):
     representative choice — the most recent blocks (causal) or the nearest ones (non-causal) — so
     tiles, pairs and the mask are exact for that choice; only the backward's spread of work over
     kv tiles depends on it (totals do not).
+
+    Counted in closed form, never row by row: the rows of a query block share their selection (live
+    pairs are sums of arithmetic series), a key block's holders are a run of query blocks, and the
+    rows with keys are a suffix whose intervals grow with the row, so a range of rows is read from
+    its end rows (_tiles).
     """
 
     def __init__(self, block_size: int, top_k: int = 1, causal: bool = True, density: float | None = None):
@@ -599,20 +604,83 @@ class BlockSelectMask(LocalMask):
             hi = np.where(c < 0, -1, hi)
         else:  # key j -> queries (coordinates i = i' - off) whose selection holds j's block
             off = n_rows - n_keys
-            n_blocks = -(-n_rows // B)
-            starts = self._first_block(np.arange(n_blocks), n_blocks)  # non-decreasing in the query block
-            kb = rows // B
-            b_min = np.searchsorted(starts + self.k - 1, kb, side="left")
-            b_max = np.searchsorted(starts, kb, side="right") - 1
+            b_min, b_max = self._holders(rows // B, -(-n_rows // B))
             lo, hi = b_min * B - off, (b_max + 1) * B - 1 - off
             if self.is_causal:
                 lo = np.maximum(lo, rows - off)
             hi = np.where(b_max < b_min, lo - 1, hi)
         return np.maximum(lo, 0), np.minimum(hi, n_keys - 1), np.full(rows.shape, -1)
 
+    def _holders(self, kb, n_blocks):
+        """(first, last) query block whose selection holds key block kb: selections are top_k contiguous
+        blocks from _first_block, which grows by at most one block per query block."""
+        k = self.k
+        if self.is_causal:  # block b selects max(b - k + 1, 0) .. max(b, k - 1)
+            return np.where(kb <= k - 1, 0, kb), np.minimum(kb + k - 1, n_blocks - 1)
+        h, top = (k - 1) // 2, max(n_blocks - k, 0)  # block b selects from clip(b - h, 0, top)
+        return (np.where(kb <= k - 1, 0, kb - k + 1 + h),
+                np.where(kb >= top, n_blocks - 1, np.minimum(kb + h, n_blocks - 1)))
+
+    def _first_live(self, n_rows, n_keys, transposed):
+        """The first row with a key; every later row has some. Queries: those at coordinate >= 0. Keys:
+        those whose last holder block reaches query coordinate 0 (the holders grow with the key)."""
+        off, B = n_rows - n_keys, self.block
+        if not transposed:  # query i is at coordinate i - off
+            return min(max(off, 0), n_rows)
+        if off <= 0:
+            return 0
+        n_blocks, bq, k = -(-n_rows // B), off // B, self._blocks_kept(n_rows)  # bq: query coordinate 0's block
+        kb = bq - k + 1 if self.is_causal else min(bq - (k - 1) // 2, max(n_blocks - k, 0))
+        return min(max(kb, 0) * B, n_rows)
+
+    def _tiles(self, r_lo, r_hi, complete, n_rows, n_keys, block, transposed):
+        """LocalMask._tiles (no sinks) from the rows at a range's ends instead of every row: the rows
+        with keys are a suffix (_first_live) and both ends of their intervals grow with the row."""
+        r_lo, r_hi = np.broadcast_arrays(np.asarray(r_lo), np.asarray(r_hi))
+        z = self._first_live(n_rows, n_keys, transposed)
+        n_live = n_rows - z
+        i0 = np.clip(r_lo - z, 0, n_live)  # live rows before r_lo
+        i1 = np.clip(r_hi - z + 1, 0, n_live) - 1  # the last live row <= r_hi, as a live-row index
+        any_ = (i0 <= i1) & (i0 < n_live) & (r_lo <= r_hi)
+        a = z + np.clip(i0, 0, max(n_live - 1, 0)) if n_live else r_lo
+        b = z + np.clip(i1, 0, max(n_live - 1, 0)) if n_live else r_hi
+
+        def ends(rows):
+            lo, hi, _ = self._intervals(rows, n_rows, n_keys, transposed)
+            return lo, hi
+        nonempty = np.where(any_, ends(b)[1] // block - ends(a)[0] // block + 1, 0)
+        # full: every row of the range sees the tile: [lo(last row), hi(first row)]
+        all_ = any_ & (i1 - i0 == r_hi - r_lo)
+        f_lo = -(-ends(r_hi)[0] // block)
+        reach = ends(np.minimum(r_lo, r_hi))[1]
+        f_hi = (reach + 1) // block - 1
+        if transposed:  # the 'keys' are query rows: reaching the last one covers a ragged last tile
+            f_hi = np.where(reach >= n_keys - 1, -(-n_keys // block) - 1, f_hi)
+        full = np.where(complete & all_, np.maximum(f_hi - f_lo + 1, 0), 0)
+        return full, nonempty
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        B, k, off = self.block, self._blocks_kept(seqlen_kv), seqlen_kv - seqlen_q
+        n_blocks, c0 = -(-seqlen_kv // B), max(off, 0)  # query coordinates c0 .. L_kv - 1 have keys
+
+        def rows_below(x):  # query coordinates with keys below x
+            return min(max(x, c0), seqlen_kv) - c0
+        if not self.is_causal:  # a row sees k whole blocks, or the last k blocks (L_kv - top * B keys)
+            if n_blocks <= k:
+                return seqlen_kv * rows_below(seqlen_kv)
+            top = n_blocks - k
+            edge = (top + (k - 1) // 2) * B  # the query blocks from here on select the last k
+            return k * B * rows_below(edge) + (seqlen_kv - top * B) * (rows_below(seqlen_kv) - rows_below(edge))
+
+        def dropped(x):  # sum over c < x of max(c // B - k + 1, 0): whole blocks, then the partial one
+            q, rem = divmod(x, B)
+            m = max(q - k, 0)
+            return B * m * (m + 1) // 2 + rem * max(q - k + 1, 0)
+        # causal: coordinate c sees keys max(c // B - k + 1, 0) * B .. c
+        return (c0 + 1 + seqlen_kv) * (seqlen_kv - c0) // 2 - B * (dropped(seqlen_kv) - dropped(c0))
+
     def live_keys(self, seqlen_q, seqlen_kv):
-        lo, hi, _ = self._intervals(np.arange(seqlen_kv), seqlen_kv, seqlen_q, transposed=True)
-        return int((hi >= lo).sum())
+        return seqlen_kv - self._first_live(seqlen_kv, seqlen_q, transposed=True)
 
     def adjust_tile(self, tile, backward=False):
         """Tiles that divide the block: a selected block is then whole tiles (MoBA runs its blocks
@@ -745,6 +813,11 @@ class OccupancyMask(Mask):
     starts in [t1 - r + 1, t0]; c runs touch with 1 - (1 - q)^c. A tile of BLOCK_M rows is non-empty
     unless every row misses it, full when every row covers it (rows are independent; past
     EXACT_ROW_PAIRS a tile's rows are taken at its middle row). Tested against Monte-Carlo samples.
+    Counted per class of rows, never as a (query tile x kv tile) table: non-causal rows are alike,
+    and a causal row is alike at every kv tile away from its runs' edges (_sums). Long runs have long
+    edges: the exact rows' table past ROW_TABLE_PAIRS probabilities takes middle rows instead, and a
+    middle-row grid past EDGE_PAIRS is refused with the length that fits. live_pairs and live_keys
+    sum over the rows in closed form (top_k; a density's rint has none: one pass over the rows).
     """
 
     def __init__(self, density: float | None = None, clusters: int = 1, causal: bool = False, label: str = "sparse",
@@ -786,20 +859,95 @@ class OccupancyMask(Mask):
         from .errors import AttnsimError
         raise AttnsimError(f"mask {self.name} is data-dependent: no element predicate, an occupancy model")
 
-    def live_pairs(self, seqlen_q, seqlen_kv):
-        a = self._allowed(np.arange(seqlen_q), seqlen_q, seqlen_kv)
+    def _kept(self, a):
+        """Keys a row with `a` allowed keys keeps (arrays): its c runs of r keys, capped at a."""
         c, r = self._run(a)
-        return int(np.minimum(c * r, a).sum())
+        return np.minimum(c * r, a)
+
+    def _top_k_run_keys(self):
+        """c x r of a row keeping top_k keys: a row with a allowed keys keeps min(a, this) (a <= top_k:
+        min(clusters, a) runs of ceil(a / runs) keys, at least a)."""
+        c, r = self._run(np.array([self.top_k]))
+        return int(c[0] * r[0])
+
+    CHUNK = 1 << 16  # rows, or (row, kv tile) probabilities, evaluated at once
+
+    @staticmethod
+    def _causal_rows(seqlen_q, seqlen_kv):
+        """Causal rows with keys see a0 .. seqlen_kv keys, one row each; the z rows before them see none."""
+        return max(seqlen_kv - seqlen_q + 1, 1), max(seqlen_q - seqlen_kv, 0)
+
+    def live_pairs(self, seqlen_q, seqlen_kv):
+        # the sum over the rows of min(c x r, a): non-causal rows are alike
+        if not self.is_causal:
+            return seqlen_q * int(self._kept(np.array([seqlen_kv]))[0])
+        a0, _ = self._causal_rows(seqlen_q, seqlen_kv)
+        if self.top_k is not None:  # sum over a = a0 .. L_kv of min(a, cr)
+            cr = self._top_k_run_keys()
+            top = min(seqlen_kv, cr)
+            below = (a0 + top) * (top - a0 + 1) // 2 if top >= a0 else 0
+            return below + cr * max(seqlen_kv - max(a0, cr + 1) + 1, 0)
+        return self._density_rows(seqlen_q, seqlen_kv)[0]
+
+    def _density_rows(self, seqlen_q, seqlen_kv):
+        """Causal rows under a density: rint(density x a) has no closed sum nor order, so every row, a
+        chunk at a time: (the sum of kept keys, every row's kept / allowed keys). Cached: live_pairs and
+        live_keys ask for the same lengths."""
+        cache = self.__dict__.setdefault("_density_cache", {})
+        if (seqlen_q, seqlen_kv) not in cache:
+            a0, z = self._causal_rows(seqlen_q, seqlen_kv)
+            total, ratios = 0, np.zeros(seqlen_q)  # rows without keys: 0
+            for s in range(a0, seqlen_kv + 1, self.CHUNK):
+                a = np.arange(s, min(s + self.CHUNK, seqlen_kv + 1))
+                kept = self._kept(a)
+                total += int(kept.sum())
+                ratios[z + s - a0: z + s - a0 + len(a)] = kept / a
+            cache.clear()  # one length at a time: the ratios take 8 bytes a row
+            cache[seqlen_q, seqlen_kv] = total, ratios
+        return cache[seqlen_q, seqlen_kv]
+
+    def _median_fraction(self, seqlen_q, seqlen_kv):
+        """The median over the query rows of kept / allowed keys (numpy's: the mean of the two middle
+        values when the count is even)."""
+        def ratio(a):
+            a = np.asarray(a)
+            return self._kept(a) / np.maximum(a, 1)
+        if not self.is_causal:
+            return float(ratio([seqlen_kv])[0])
+        a0, z = self._causal_rows(seqlen_q, seqlen_kv)
+        n = seqlen_q
+        if self.top_k is not None:
+            # ascending: z zeros (rows without keys), cr / a for a = L_kv down to cr + 1, then ones
+            cr = self._top_k_run_keys()
+            n_dec = max(seqlen_kv - max(a0, cr + 1) + 1, 0)
+
+            def at(m):
+                if m < z:
+                    return 0.0
+                return float(ratio([seqlen_kv - (m - z)])[0]) if m - z < n_dec else 1.0
+        else:  # density: no order in closed form; every row's, then a partition
+            vals = self._density_rows(seqlen_q, seqlen_kv)[1].copy()
+            vals.partition([(n - 1) // 2, n // 2])
+
+            def at(m):
+                return float(vals[m])
+        return at(n // 2) if n % 2 else float(np.mean([at(n // 2 - 1), at(n // 2)]))
 
     def live_keys(self, seqlen_q, seqlen_kv):
         # expected keys some query keeps: sum over keys of 1 - prod over the queries allowed to see it of
-        # (1 - P kept); P kept of an allowed key ~ kept / allowed for its row (taken at the median row)
-        a = self._allowed(np.arange(seqlen_q), seqlen_q, seqlen_kv)
-        c, r = self._run(a)
-        frac = float(np.median(np.minimum(c * r, a) / np.maximum(a, 1)))
-        seen_by = (np.arange(seqlen_kv, 0, -1) if self.is_causal else np.full(seqlen_kv, seqlen_q))  # queries
-        seen_by = np.minimum(seen_by, seqlen_q)
-        return int(round(float((1 - (1 - frac) ** seen_by).sum())))
+        # (1 - P kept); P kept of an allowed key ~ kept / allowed for its row (the rows' median). Key j is
+        # seen by min(L_kv - j, L_q) queries (causal) or L_q: a geometric sum in q = 1 - P kept
+        q = 1 - self._median_fraction(seqlen_q, seqlen_kv)
+        m, tail = (min(seqlen_kv, seqlen_q), max(seqlen_kv - seqlen_q, 0)) if self.is_causal else (0, seqlen_kv)
+        if q == 1 or q == 0:
+            geo = float(m) if q == 1 else 0.0
+        else:  # q + q^2 + ... + q^m
+            geo = q * -np.expm1(m * np.log(q)) / (1 - q)
+        unseen = float(geo + tail * q ** seqlen_q)
+        whole = math.floor(unseen)  # round L_kv - unseen without adding L_kv's magnitude to its error
+        frac = unseen - whole
+        drop = 1 if frac > 0.5 else 0 if frac < 0.5 else (seqlen_kv - whole) % 2  # a tie goes to the even
+        return seqlen_kv - whole - drop
 
     def extra_kernels(self, w, hw):
         """The selection: 'scores' computes every allowed score first (what top-k needs, a QK^T GEMM
@@ -822,45 +970,287 @@ class OccupancyMask(Mask):
             work = work + Work(tensor=[(flops, w.dtype, "fp32")])
         return kernels, (work if kernels else None)
 
-    def _probabilities(self, rows, seqlen_q, seqlen_kv, block_n):
-        """(P touch, P cover) of a row at each kv tile: arrays (rows x kv tiles)."""
-        a = self._allowed(rows, seqlen_q, seqlen_kv)[:, None].astype(float)
-        c, r = self._run(a)
-        t = np.arange(-(-seqlen_kv // block_n))[None, :]
-        t0, t1 = t * block_n, np.minimum((t + 1) * block_n, a) - 1  # the tile's allowed keys
+    def _terms(self, a, t0, block_n, run=None):
+        """(P touch, P cover) of rows with `a` allowed keys (floats) at the kv tiles starting at keys t0
+        (1-d arrays of one length); `run`: their (runs, run length) when known."""
+        c, r = self._run(a) if run is None else run
+        t1 = np.minimum(t0 + block_n, a) - 1  # the tile's allowed keys
         last = np.maximum(a - r, 0)  # a run starts uniformly in [0, a - r]
         starts = last + 1
         # a run touches the tile when it starts in [t0 - r + 1, t1], covers it when in [t1 - r + 1, t0]
         n_touch = np.clip(np.minimum(t1, last) - np.maximum(t0 - r + 1, 0) + 1, 0, None)
         n_cover = np.clip(np.minimum(t0, last) - np.maximum(t1 - r + 1, 0) + 1, 0, None)
         touch = np.where(t1 >= t0, 1 - (1 - n_touch / starts) ** c, 0.0)
-        cover = np.where(t1 - t0 + 1 == block_n, 1 - (1 - n_cover / starts) ** c, 0.0)
+        cover = np.zeros(len(touch))
+        hit = np.flatnonzero((n_cover > 0) & (t1 - t0 + 1 == block_n))  # elsewhere 1 - (1 - 0)^c = 0
+        cover[hit] = 1 - (1 - n_cover[hit] / starts[hit]) ** c[hit]
         return touch, cover
 
     # beyond this many (row, kv tile) pairs, a tile's rows are taken at its middle row
     EXACT_ROW_PAIRS = 20_000_000
+    # work limits (see _sums): probabilities evaluated for one grid's middle rows (past it: refused with
+    # the length that fits), and for the table of every row at one tile width (past it: middle rows)
+    EDGE_PAIRS = 1_500_000
+    ROW_TABLE_PAIRS = 2_500_000
 
-    def _expected(self, lo, hi, complete, seqlen_q, seqlen_kv, block_n, block_m):
-        lo, hi = np.asarray(lo), np.asarray(hi)
-        n_kv = -(-seqlen_kv // block_n)
-        if int((hi - lo + 1).sum()) * n_kv <= self.EXACT_ROW_PAIRS:
-            # every row: P(tile empty) = prod over rows (1 - P touch); P(full) = prod P cover
-            rows = np.concatenate([np.arange(a, b + 1) for a, b in zip(lo, hi)])
-            touch, cover = self._probabilities(rows, seqlen_q, seqlen_kv, block_n)
-            idx = np.repeat(np.arange(len(lo)), hi - lo + 1)
-            with np.errstate(divide="ignore"):
-                log_miss = np.zeros((len(lo), n_kv))
-                np.add.at(log_miss, idx, np.log1p(-np.minimum(touch, 1 - 1e-300)))
-                log_cov = np.zeros((len(lo), n_kv))
-                np.add.at(log_cov, idx, np.log(np.maximum(cover, 1e-300)))
-            nonempty = 1 - np.exp(log_miss)
-            full = np.where(np.asarray(complete)[:, None] & (cover.max(initial=0) > 0), np.exp(log_cov), 0.0)
-            full = np.where(full < 1e-200, 0.0, full)
-            return full, nonempty
-        mid = (lo + hi) // 2
-        touch, cover = self._probabilities(mid, seqlen_q, seqlen_kv, block_n)
-        nrows = (hi - lo + 1)[:, None]
-        return np.where(np.asarray(complete)[:, None], cover ** block_m, 0.0), 1 - (1 - touch) ** nrows
+    def _sums(self, lo, hi, complete, seqlen_q, seqlen_kv, block_n, block_m):
+        """Expected (full, non-empty) kv tiles of the query-row ranges lo..hi: per range (summed over
+        the kv tiles) and per kv tile (summed over the ranges), as (full, non-empty, full, non-empty).
+        The same numbers as the (range x kv tile) table of expectations, counted per class of rows:
+
+        * exactly (every row, while ranges x kv tiles <= EXACT_ROW_PAIRS): P(empty) = prod over the
+          rows of (1 - P touch), P(full) = prod of P cover; else from each range's middle row.
+        * non-causal rows are alike: one row's probabilities at each kv tile serve every range.
+        * causal rows: a kv tile whose keys a row sees whole, past its runs' first possible start
+          (t0 >= r - 1) and before their last (t0 + B - 1 <= a - r), is touched by B + r - 1 of the
+          a - r + 1 starts and covered by r - B + 1: the same at every such tile. So a row's
+          probabilities are evaluated at one such tile and at the others, its edges (about (r - 1) / B
+          at the start, (r + B) / B at the end), once per tile width for every grid (_row_table); a
+          range's tiles where all its rows are alike get one value, spread as a difference array.
+          Long runs make long edges: past ROW_TABLE_PAIRS the middle rows are used, and middle rows
+          past EDGE_PAIRS are refused with the length that fits."""
+        lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+        comp = np.broadcast_to(np.asarray(complete, dtype=bool), lo.shape)
+        n_kv, nrows = -(-seqlen_kv // block_n), hi - lo + 1
+        exact = int(nrows.sum()) * n_kv <= self.EXACT_ROW_PAIRS
+        if not self.is_causal:
+            return self._sums_alike(nrows, comp, seqlen_kv, n_kv, block_n, block_m, exact)
+        off = seqlen_kv - seqlen_q
+        if exact:  # rows lo..hi see a = lo + off + 1 .. hi + off + 1 keys, the rows before -off none
+            first = np.maximum(lo, -off)
+            a0, a1 = first + off + 1, hi + off + 1
+            live = a1 >= a0
+            if not live.any():
+                return np.zeros(len(lo)), np.zeros(len(lo)), np.zeros(n_kv), np.zeros(n_kv)
+            table = self._row_table(int(a0[live].min()), int(a1[live].max()), block_n)
+            if table is not None:  # a row without keys makes its range's tiles not full
+                return self._sums_table(table, a0, a1, comp & (first == lo), n_kv, block_n)
+        mid = np.clip((lo + hi) // 2 + off + 1, 0, seqlen_kv)
+        plan = self._plan(mid, mid, block_n)
+        if plan[-1] > self.EDGE_PAIRS:
+            self._refuse(seqlen_q, seqlen_kv, block_m, block_n, plan[-1])
+        return self._sums_middle(plan, comp, nrows, n_kv, block_n, block_m)
+
+    def _plan(self, a0, a1, block_n):
+        """Per range whose rows see a0 .. a1 keys (one row per value; none when a1 < 1): (a0, rows with
+        keys, has tiles where all rows are alike, those tiles ta..tb, the other tiles [0, e1) and
+        [e2, t_end) as e1, e2 and their count, the probabilities they take). r and a - r grow with a,
+        so the alike tiles' ends come from the range's first and last rows."""
+        a0, a1 = np.maximum(a0, 1), np.asarray(a1)
+        n_cls = np.maximum(a1 - a0 + 1, 0)
+        live = n_cls > 0
+        r1 = self._run(a1.astype(float))[1].astype(np.int64)
+        r0 = self._run(a0.astype(float))[1].astype(np.int64)
+        t_end = np.where(live, -(-a1 // block_n), 0)  # tiles past every row's keys: never touched
+        ta = -(-np.maximum(r1 - 1, 0) // block_n)  # t0 >= r - 1 for every row
+        tb = (a0 - r0 - block_n + 1) // block_n  # t0 + B - 1 <= a - r for every row
+        inner = live & (ta <= tb)
+        e1 = np.where(inner, ta, t_end)
+        e2 = np.where(inner, tb + 1, t_end)
+        n_edge = e1 + t_end - e2
+        return a0, n_cls, inner, ta, tb, e1, e2, n_edge, int((n_cls * (n_edge + inner)).sum())
+
+    def _row_table(self, a_lo, a_hi, block_n):
+        """Causal rows seeing a = a_lo .. a_hi keys (one row each) at tile width block_n: the tiles where
+        a row is alike, ta..tb (none: tb = ta - 1), with its log P(miss) and log P(cover) there; the
+        tiles it may touch, < t_end; its log-probabilities at its other tiles ([0, ta), then tb + 1 ..
+        t_end - 1), flat from offset `at`, and those tiles. Cached (the grids of one tile width share
+        it); None past ROW_TABLE_PAIRS probabilities."""
+        cache = self.__dict__.setdefault("_row_tables", {})
+        key = (a_lo, a_hi, block_n)
+        if key not in cache:
+            a = np.arange(a_lo, a_hi + 1, dtype=np.int64)
+            af = a.astype(float)
+            runs, run_len = self._run(af)
+            r = run_len.astype(np.int64)
+            t_end = -(-a // block_n)
+            ta = -(-np.maximum(r - 1, 0) // block_n)
+            tb = np.maximum((a - r - block_n + 1) // block_n, ta - 1)
+            n_edge = ta + t_end - tb - 1
+            cache[key] = None
+            if int(n_edge.sum()) + len(a) <= self.ROW_TABLE_PAIRS:
+                lm_in, lc_in = np.zeros(len(a)), np.zeros(len(a))
+                k = np.flatnonzero(tb >= ta)
+                lm_in[k], lc_in[k] = self._logs(*self._terms(af[k], ta[k] * block_n, block_n, (runs[k], run_len[k])))
+                at = np.cumsum(n_edge) - n_edge
+                e_lm, e_lc = np.zeros(int(n_edge.sum())), np.zeros(int(n_edge.sum()))
+                e_t = np.zeros(int(n_edge.sum()), dtype=np.int64)
+                for ks in self._chunks(n_edge):
+                    rows = np.repeat(ks, n_edge[ks])
+                    e = np.arange(len(rows)) - np.repeat(at[ks] - at[ks[0]], n_edge[ks])
+                    t = np.where(e < ta[rows], e, tb[rows] + 1 + e - ta[rows])
+                    got = self._logs(*self._terms(af[rows], t * block_n, block_n, (runs[rows], run_len[rows])))
+                    span = slice(at[ks[0]], at[ks[0]] + len(rows))
+                    (e_lm[span], e_lc[span]), e_t[span] = got, t
+                cache[key] = (a_lo, ta, tb, t_end, lm_in, lc_in, at, e_lm, e_lc, e_t)
+        return cache[key]
+
+    def _chunks(self, per):
+        """The indices with per > 0, in consecutive groups of about CHUNK in total (at least one each)."""
+        ks = np.flatnonzero(per)
+        start = np.cumsum(per[ks]) - per[ks]
+        return np.split(ks, np.flatnonzero(np.diff(start // self.CHUNK)) + 1) if len(ks) else []
+
+    @staticmethod
+    def _logs(touch, cover):
+        """(log P(miss), log P(cover)) of (row, tile) probabilities, as the exact product takes them."""
+        with np.errstate(divide="ignore"):
+            log_miss = np.log1p(-np.minimum(touch, 1 - 1e-300))
+        log_cov = np.full(len(cover), np.log(1e-300))
+        hit = np.flatnonzero(cover > 1e-300)
+        log_cov[hit] = np.log(cover[hit])
+        return log_miss, log_cov
+
+    def _sums_table(self, table, a0, a1, ok, n_kv, block_n):
+        """Exact causal sums (see _sums) from the rows' table: at a range's tile t each of its rows is
+        alike (ta <= t <= tb: a run of rows, summed from prefix sums), at an edge (the table's entry),
+        or past its keys (never touched nor covered)."""
+        a_lo, ta_r, tb_r, te_r, lm_in, lc_in, at, e_lm, e_lc, e_t = table
+        a0, n_cls, inner, ta, tb, e1, e2, n_edge, _ = self._plan(a0, a1, block_n)
+        n, live = len(a0), n_cls > 0
+        i0, i1 = np.where(live, a0 - a_lo, 0), np.where(live, np.asarray(a1) - a_lo, -1)  # table rows
+        fin = np.isfinite(lm_in)  # a row's alike tiles may be certain hits: log P(miss) = -inf
+        sum_m = np.concatenate([[0.0], np.cumsum(np.where(fin, lm_in, 0.0))])
+        n_inf = np.concatenate([[0], np.cumsum(~fin)])
+        sum_c = np.concatenate([[0.0], np.cumsum(lc_in)])
+
+        def alike(lo, hi):  # sums over table rows lo..hi of their alike log-probabilities
+            some = lo <= hi
+            lo, hi = np.where(some, lo, 0), np.where(some, hi, -1)
+            log_miss = np.where(n_inf[hi + 1] > n_inf[lo], -np.inf, sum_m[hi + 1] - sum_m[lo])
+            return log_miss, sum_c[hi + 1] - sum_c[lo]
+
+        rows_f, rows_n = np.zeros(n), np.zeros(n)
+        cols_f, cols_n = np.zeros(n_kv + 1), np.zeros(n_kv + 1)
+        # the tiles where every row of a range is alike: one value, spread over ta..tb
+        k = np.flatnonzero(inner)
+        log_miss, log_cov = alike(i0[k], i1[k])
+        full, ne = self._exact(log_cov, log_miss, ok[k])
+        rows_f[k], rows_n[k] = full * (tb[k] - ta[k] + 1), ne * (tb[k] - ta[k] + 1)
+        for col, v in ((cols_f, full), (cols_n, ne)):  # a difference array: + at ta, - past tb
+            np.add.at(col, ta[k], v)
+            np.add.at(col, tb[k] + 1, -v)
+        cols_f, cols_n = np.cumsum(cols_f)[:n_kv], np.cumsum(cols_n)[:n_kv]
+        # the other tiles of each range: (range, tile) pairs
+        base = np.cumsum(n_edge) - n_edge
+        pk = np.repeat(np.arange(n), n_edge)
+        pe = np.arange(len(pk)) - base[pk]
+        pt = np.where(pe < e1[pk], pe, e2[pk] + pe - e1[pk])
+        lo = np.maximum(np.searchsorted(tb_r, pt, side="left"), i0[pk])  # alike: tb >= t and ta <= t
+        hi = np.minimum(np.searchsorted(ta_r, pt, side="right") - 1, i1[pk])
+        log_miss, log_cov = alike(lo, hi)
+        past = np.clip(np.searchsorted(te_r, pt, side="right") - i0[pk], 0, n_cls[pk])  # t_end <= t
+        log_cov = log_cov + past * np.log(1e-300)
+        # the rows' edge entries: a range's rows' entries are one slice of the table
+        ends = np.where(live, at[np.maximum(i1, 0)] + (ta_r[np.maximum(i1, 0)] + te_r[np.maximum(i1, 0)]
+                                                        - tb_r[np.maximum(i1, 0)] - 1), 0)
+        cnt = np.where(live, ends - at[i0], 0)
+        kr = np.repeat(np.arange(n), cnt)
+        e = np.arange(len(kr)) - np.repeat(np.cumsum(cnt) - cnt - at[i0], cnt)
+        t = e_t[e]
+        pair = base[kr] + np.where(t < e1[kr], t, e1[kr] + t - e2[kr])
+        log_miss += np.bincount(pair, e_lm[e], len(pk))
+        log_cov += np.bincount(pair, e_lc[e], len(pk))
+        full, ne = self._exact(log_cov, log_miss, ok[pk])
+        rows_f += np.bincount(pk, full, n)
+        rows_n += np.bincount(pk, ne, n)
+        np.add.at(cols_f, pt, full)
+        np.add.at(cols_n, pt, ne)
+        return rows_f, rows_n, cols_f, cols_n
+
+    def _refuse(self, seqlen_q, seqlen_kv, block_m, block_n, work):
+        from .errors import AttnsimError
+
+        def work_at(n, stride):  # the middle rows' probabilities of self-attention over n tokens
+            r = np.arange(0, -(-n // block_m), stride, dtype=np.int64) * block_m
+            a = (r + np.minimum(r + block_m, n) - 1) // 2 + 1
+            return self._plan(a, a, block_n)[-1] * stride
+        lo, hi = 1, max(seqlen_q, seqlen_kv)  # the longest that fits, estimated from <= 4096 spread tiles
+        while lo < hi:
+            n = (lo + hi + 1) // 2
+            lo, hi = (n, hi) if work_at(n, max(1, -(-n // block_m) // 4096)) <= self.EDGE_PAIRS else (lo, n - 1)
+        unit = 10 ** max(len(str(lo)) - 3, 0)  # rounded down to three digits, then checked exactly
+        n = lo // unit * unit
+        while n > unit and work_at(n, 1) > self.EDGE_PAIRS:
+            n -= unit
+        keep = f"top-{self.top_k}" if self.top_k is not None else f"density {self.density:g}"
+        got = f"{seqlen_q}" if seqlen_q == seqlen_kv else f"{seqlen_q} queries x {seqlen_kv} keys"
+        raise AttnsimError(
+            f"the occupancy model of {self.name.split('_')[0]} ({keep} in {self.clusters} run(s), causal) prices "
+            f"sequences up to {n} tokens on {block_m}x{block_n} tiles (it evaluates every query tile at each kv "
+            f"tile its runs' edges cross: at most {self.EDGE_PAIRS:,}, here {work:,}); got {got}")
+
+    def _sums_alike(self, nrows, comp, seqlen_kv, n_kv, block_n, block_m, exact):
+        """Non-causal: every row sees every key, so one row's probabilities serve every range."""
+        touch, cover = self._terms(np.full(n_kv, float(seqlen_kv)), np.arange(n_kv) * block_n, block_n)
+        if exact:
+            log_miss, log_cov = self._logs(touch, cover)
+        out = [np.zeros(len(nrows)), np.zeros(len(nrows)), np.zeros(n_kv), np.zeros(n_kv)]
+        kinds, which, count = np.unique(nrows * 2 + comp, return_inverse=True, return_counts=True)
+        for i, kind in enumerate(kinds.tolist()):  # ranges alike in rows and completeness
+            n, ok = kind // 2, bool(kind % 2)
+            if exact:
+                full, ne = self._exact(n * log_cov, n * log_miss, ok)
+            else:
+                full, ne = self._middle(touch, cover, n, ok, block_m)
+            sel = which == i
+            out[0][sel], out[1][sel] = full.sum(), ne.sum()
+            out[2] += int(count[i]) * full
+            out[3] += int(count[i]) * ne
+        return out
+
+    @staticmethod
+    def _exact(log_cov, log_miss, ok):
+        """(P full, P non-empty) of tiles from the sums over their rows of log P(cover), log P(miss)."""
+        full = np.where(ok, np.exp(log_cov), 0.0)
+        return np.where(full < 1e-200, 0.0, full), 1 - np.exp(log_miss)
+
+    @staticmethod
+    def _middle(touch, cover, nrows, ok, block_m):
+        """(P full, P non-empty) of tiles from their middle row's probabilities: block_m rows cover,
+        nrows rows miss."""
+        full = np.zeros(len(cover))
+        hit = np.flatnonzero(ok & (cover > 0))
+        full[hit] = cover[hit] ** block_m
+        return full, 1 - (1 - touch) ** nrows
+
+    def _sums_middle(self, plan, ok, nrows, n_kv, block_n, block_m):
+        """Causal sums (see _sums) from each range's middle row: at one tile where the row is alike (the
+        value spread over ta..tb as a difference array), then at each of its other tiles, a chunk of
+        ranges at a time."""
+        a0, n_cls, inner, ta, tb, e1, e2, n_edge, _ = plan
+        n = len(a0)
+        rows_f, rows_n = np.zeros(n), np.zeros(n)
+        cols_f, cols_n = np.zeros(n_kv + 1), np.zeros(n_kv + 1)
+        a_f = a0.astype(float)
+        runs, run_len = self._run(a_f)
+        for edges in (False, True):
+            tiles = n_edge if edges else inner.astype(np.int64)  # tiles per range (its row: n_cls <= 1)
+            for ks in self._chunks(n_cls * tiles):
+                k_tiles = tiles[ks]
+                pk = np.repeat(ks, k_tiles)  # (range, tile) pairs, a range's tiles in order
+                pt = ta[pk]
+                if edges:
+                    pe = np.arange(len(pk)) - np.repeat(np.cumsum(k_tiles) - k_tiles, k_tiles)
+                    pt = np.where(pe < e1[pk], pe, e2[pk] + pe - e1[pk])
+                touch, cover = self._terms(a_f[pk], pt * block_n, block_n, (runs[pk], run_len[pk]))
+                full, ne = self._middle(touch, cover, nrows[pk], ok[pk], block_m)
+                if edges:
+                    local = np.repeat(np.arange(len(ks)), k_tiles)
+                    rows_f[ks] += np.bincount(local, full, len(ks))
+                    rows_n[ks] += np.bincount(local, ne, len(ks))
+                    np.add.at(cols_f, pt, full)
+                    np.add.at(cols_n, pt, ne)
+                else:
+                    width = tb[pk] - ta[pk] + 1
+                    rows_f[pk] += full * width
+                    rows_n[pk] += ne * width
+                    for col, v in ((cols_f, full), (cols_n, ne)):  # a difference array: + at ta, - past tb
+                        np.add.at(col, pt, v)
+                        np.add.at(col, tb[pk] + 1, -v)
+            if not edges:
+                cols_f, cols_n = np.cumsum(cols_f), np.cumsum(cols_n)
+        return rows_f, rows_n, cols_f[:n_kv], cols_n[:n_kv]
 
     @staticmethod
     def _round(x):
@@ -872,15 +1262,18 @@ class OccupancyMask(Mask):
         cache = self.__dict__.setdefault("_grid_cache", {})  # tile candidates share block shapes
         key = (seqlen_q, seqlen_kv, block_m, block_n, axis)
         if key not in cache:
-            cache[key] = self._grid_uncached(seqlen_q, seqlen_kv, block_m, block_n, axis)
+            sums = cache.get(key[:4])  # one evaluation serves both axes
+            if sums is None:
+                r = np.arange(-(-seqlen_q // block_m))
+                lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
+                sums = cache[key[:4]] = self._sums(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_kv,
+                                                   block_n, block_m)
+            full, ne = sums[:2] if axis == 1 else sums[2:]
+            f, n = self._round(full), self._round(ne)
+            cache[key] = f, np.maximum(n - f, 0)
+            for a in cache[key]:  # shared by every caller: read-only
+                a.flags.writeable = False
         return cache[key]
-
-    def _grid_uncached(self, seqlen_q, seqlen_kv, block_m, block_n, axis):
-        r = np.arange(-(-seqlen_q // block_m))
-        lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
-        full, ne = self._expected(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_kv, block_n, block_m)
-        f, n = self._round(full.sum(axis)), self._round(ne.sum(axis))
-        return f, np.maximum(n - f, 0)
 
     def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
         return self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=1)
@@ -892,8 +1285,8 @@ class OccupancyMask(Mask):
         """Decode: the expected (full, non-empty) tiles of the query rows q_lo..q_hi."""
         lo, hi = np.atleast_1d(q_lo), np.atleast_1d(q_hi)
         comp = np.broadcast_to(complete, lo.shape)
-        full, ne = self._expected(lo, hi, comp, seqlen_q, seqlen_kv, block_n, int((hi - lo).max()) + 1)
-        return self._round(full.sum(1)), self._round(ne.sum(1))
+        full, ne, _, _ = self._sums(lo, hi, comp, seqlen_q, seqlen_kv, block_n, int((hi - lo).max()) + 1)
+        return self._round(full), self._round(ne)
 
 
 class ElasticWindowMask(WindowMask):
