@@ -1207,11 +1207,11 @@ class OccupancyMask(Mask):
 
     @staticmethod
     def _middle(touch, cover, nrows, ok, block_m):
-        """(P full, P non-empty) of tiles from their middle row's probabilities: block_m rows cover,
-        nrows rows miss."""
+        """(P full, P non-empty) of tiles from their middle row's probabilities: their nrows rows
+        (block_m, or fewer in a ragged last query tile) cover, and miss."""
         full = np.zeros(len(cover))
         hit = np.flatnonzero(ok & (cover > 0))
-        full[hit] = cover[hit] ** block_m
+        full[hit] = cover[hit] ** np.broadcast_to(nrows, cover.shape)[hit]
         return full, 1 - (1 - touch) ** nrows
 
     def _sums_middle(self, plan, ok, nrows, n_kv, block_n, block_m):
@@ -1266,8 +1266,8 @@ class OccupancyMask(Mask):
             if sums is None:
                 r = np.arange(-(-seqlen_q // block_m))
                 lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
-                sums = cache[key[:4]] = self._sums(lo, hi, lo + block_m <= seqlen_q, seqlen_q, seqlen_kv,
-                                                   block_n, block_m)
+                # a ragged last query tile may be full: its rows past seqlen_q need no mask (Mask._grid)
+                sums = cache[key[:4]] = self._sums(lo, hi, True, seqlen_q, seqlen_kv, block_n, block_m)
             full, ne = sums[:2] if axis == 1 else sums[2:]
             f, n = self._round(full), self._round(ne)
             cache[key] = f, np.maximum(n - f, 0)
