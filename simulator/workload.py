@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from .errors import AttnsimError
 from .hardware import DTYPE_BYTES
@@ -69,6 +69,8 @@ class Workload:
     # K tile in hand), "per_sequence" (K read again), "per_layer" (one K-wide table for the whole batch, e.g. R)
     score_fp32_ops: float = 0.0  # extra FP32 instructions per score of the forward (a score function's own work)
     score_sfu_ops: float = 0.0  # extra special-function (exp/sin/cos) operations per score of the forward
+    aggregated: bool = field(default=False, repr=False)  # internal: one sequence standing for a batch's tokens
+    # (`aggregate`), so the per-sequence limits do not apply to it (its batch was checked)
 
     def __post_init__(self):
         set_ = object.__setattr__
@@ -95,7 +97,8 @@ class Workload:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise AttnsimError(f"{name}={v!r} must be a positive integer")
-        self._check_size()
+        if not self.aggregated:
+            self._check_size()
         if self.heads_q % self.heads_kv:
             raise AttnsimError(f"heads_q={self.heads_q} is not divisible by heads_kv={self.heads_kv}; "
                                f"allowed kv heads: divisors of {self.heads_q}")
@@ -212,7 +215,7 @@ class Workload:
         quantity linear in batch x length (bytes, tokens, FLOPs of live pairs counted apart) needs."""
         segs = self.segments() if segments is None else segments
         return replace(self, batch=1, seqlen_q=sum(q * m for q, _, m in segs),
-                       seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None)
+                       seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None, aggregated=True)
 
     def kv_cache_bytes(self) -> int:
         """K and V of every sequence's tokens: sum of seqlen_kv * heads_kv * kv_dims * bytes."""

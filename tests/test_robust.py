@@ -80,6 +80,15 @@ def test_the_largest_sequence_answers_with_exact_integers():
     assert isinstance(j["flops"], int) and j["flops"] >= j["useful_flops"]
 
 
+def test_the_limits_are_per_sequence_not_per_batch():
+    """A batch's tokens add up past 2^24 (8 contexts of 2^24 tokens in decode, 64 sequences of 2^20 in
+    prefill): each sequence is within the limit, so the call answers; its decode reads every cache once."""
+    r = run("predict", "--json", "--phase", "decode", "--seqlen-kv", MAX_TOKENS, "--batch", 8, "--heads", 8)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["kv_cache_bytes"] == 8 * MAX_TOKENS * 8 * (128 + 128) * 2
+    assert run("predict", "--seqlen", 1 << 20, "--batch", 64, "--heads", 1).exit_code == 0
+
+
 def test_work_limit_is_exact_at_its_edge():
     """The padded dense work is computed in exact integers: 2^62 FLOPs pass, one head more does not.
     With L = 2^20 tokens (a multiple of 256), d = dv = 128: 2 * (3 * 128 + 2 * 128) = 1280 FLOPs per
