@@ -735,9 +735,12 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         if activations is not None:
             activations += saved
         resolved["d_model"] = layout.d_model
+    # useful work: the FlashAttention convention for fused kernels (works[0]: S recomputed in the
+    # backward); eager's own algorithm (works[-1]: P kept), which is all it executes
+    reported = works[0] if fam.fused else works[-1]
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=kernels, kv_cache_bytes=layout.kv_cache_bytes, memory_bytes=mem,
-                      useful_flops=work_flops(works[-1] if not fam.fused else works[0]), scope=scope, resolved=resolved, mask_name=mask.name,
+                      useful_flops=work_flops(reported), scope=scope, resolved=resolved, mask_name=mask.name,
                       notes=([mask.assumption] if mask.assumption else []) + list(layout.notes), works=works,
                       activation_bytes=activations, layout=None if std else dict(layout.shapes))
     if w.phase == "train" and fam.fused:

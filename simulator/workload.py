@@ -8,6 +8,8 @@ from .errors import AttnsimError
 from .hardware import DTYPE_BYTES
 
 PHASES = ("prefill", "decode", "train")
+COMPUTE_DTYPES = ("bf16", "fp16", "fp8")
+KV_DTYPES = ("bf16", "fp16", "fp8")
 
 # Limits of one prediction, stated in every refusal. Counts are exact integers below them: every
 # count the model forms (pairs, tiles, FLOPs, bytes) stays inside int64 when the padded dense work
@@ -29,8 +31,6 @@ def check_limit(name: str, value, limit: int, what: str):
     """Refuse a count past its limit in one line that states the limit."""
     if value > limit:
         raise AttnsimError(f"{name}={value} exceeds attnsim's limit of {limit:,} {what}")
-COMPUTE_DTYPES = ("bf16", "fp16", "fp8")
-KV_DTYPES = ("bf16", "fp16", "fp8")
 
 
 @dataclass(frozen=True)
