@@ -42,6 +42,17 @@ from .errors import AttnsimError
 from .masks import Mask
 
 MAX_BOX_TOKENS = 1 << 16  # tokens in one explicit q_tile/kv_tile box (a tile, not the grid)
+# Per dimension the tiles are classified as a (#q intervals x #kv intervals) table: past this many
+# cells (a 1D grid of ~260k tokens at 128-token tiles) the problem is refused, not left to run out of memory.
+MAX_DIM_CELLS = 1 << 22
+
+
+def _check_cells(n_q: int, n_k: int, axis_extent: int, t: int, u: int):
+    if n_q * n_k > MAX_DIM_CELLS:
+        raise AttnsimError(f"neighborhood attention classifies each dimension's tiles as a table of q x kv "
+                           f"intervals: extent {axis_extent} with {t}/{u}-token boxes makes {n_q} x {n_k}, past "
+                           f"attnsim's limit of {MAX_DIM_CELLS:,} cells; use larger boxes (-p q_tile/kv_tile), a "
+                           f"smaller extent, or more dimensions (about 2,000 intervals per dimension fit)")
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,8 @@ class NADim:
     def classify(self, q_iv, k_iv):
         """(full, nonempty) boolean matrices (#q intervals x #kv intervals) for intervals in group
         coordinates (group, lo, hi, complete) — see the module docstring for the two facts used."""
+        _check_cells(len(q_iv[0]), len(k_iv[0]), self.n, int(q_iv[2][0] - q_iv[1][0] + 1),
+                     int(k_iv[2][0] - k_iv[1][0] + 1))
         qg, q0, q1, qc = (x[:, None] for x in q_iv)
         kg, k0, k1, kc = (x[None, :] for x in k_iv)
         n_g = self.group_extent(qg)
@@ -126,6 +139,7 @@ class NADim:
         """(full, nonempty) matrices for token-coordinate intervals of lengths t (queries) and u (keys):
         each interval splits into its dilation groups' in-group runs, tested group by group."""
         nq, nk = -(-self.n // t), -(-self.n // u)
+        _check_cells(nq, nk, self.n, t, u)
         qa, ka = np.arange(nq)[:, None], np.arange(nk)[None, :]
         x0, x1 = qa * t, np.minimum(qa * t + t, self.n) - 1
         y0, y1 = ka * u, np.minimum(ka * u + u, self.n) - 1
@@ -331,6 +345,10 @@ class NAMask(Mask):
         def dim_cost(i, t, u):
             if (i, t, u) not in memo:
                 dim = self.dims[i]
+                n_q, n_k = (sum(-(-int(dim.group_extent(g)) // x) for g in range(dim.d)) for x in (t, u))
+                if n_q * n_k > MAX_DIM_CELLS:  # a box too small for this extent: not a candidate
+                    memo[i, t, u] = math.inf
+                    return math.inf
                 _, ne = dim.classify(dim.tiled_intervals(t), dim.tiled_intervals(u))
                 rows = ne.sum(1)
                 memo[i, t, u] = float(rows.sum() if dim.causal or self.iteration == "live"

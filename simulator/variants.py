@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from .errors import AttnsimError, unknown
 from .masks import BlockSelectMask, mask_for, window_mask
-from .workload import MAX_TOKENS
+from .workload import MAX_TOKENS, MAX_VARLEN_SEQUENCES, check_limit
+
+MAX_FLOAT_PARAM = float(1 << 53)  # a number parameter (work per score or per query, a fraction) stays below it
 
 PARAM_GRAMMAR = """\
 -p/--param KEY=VALUE (repeatable). VALUE is one of:
@@ -23,9 +25,21 @@ PARAM_GRAMMAR = """\
   a string          anything else, e.g. -p order=rowmajor"""
 
 
+MAX_DIGITS = 30  # a -p integer past this many digits is refused before it is converted
+
+
+def _short(text, n: int = 40) -> str:
+    """A value as echoed in an error message: at most n characters."""
+    text = str(text)
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
+
+
 def _scalar(text: str):
     t = text.strip()
-    if re.fullmatch(r"[+-]?\d+", t):
+    if len(re.sub(r"\D", "", t)) > MAX_DIGITS and re.fullmatch(r"[+-]?[\d.eE+x-]+", t):
+        raise AttnsimError(f"value {_short(t)!r} has more than {MAX_DIGITS} digits; attnsim's parameters are "
+                           f"counts up to 2^24 and finite numbers up to 2^53")
+    if re.fullmatch(r"[+-]?[0-9]+", t):
         return int(t)
     if t.lower() in ("true", "false"):
         return t.lower() == "true"
@@ -37,10 +51,10 @@ def _scalar(text: str):
         if not math.isfinite(f):
             raise AttnsimError(f"value {text!r} is not a finite number; parameters take finite values")
         return f
-    if re.fullmatch(r"\d+(x\d+)+", t):
+    if re.fullmatch(r"[0-9]+(x[0-9]+)+", t):
         return tuple(int(x) for x in t.split("x"))
     if not re.fullmatch(r"[A-Za-z_][\w.:-]*", t):
-        raise AttnsimError(f"cannot parse value {text!r}; allowed: int, float, true/false, AxBxC, a,b,c, or a name")
+        raise AttnsimError(f"cannot parse value {_short(text)!r}; allowed: int, float, true/false, AxBxC, a,b,c, or a name")
     return t
 
 
@@ -127,14 +141,18 @@ def _check_value(p: Param, v):
     stay within MAX_TOKENS; then the parameter's own check (or, for a plain integer, >= 1)."""
     bad = [x for x in _numbers(v) if isinstance(x, float) and not math.isfinite(x)]
     if bad:
-        raise AttnsimError(f"-p {p.name}={v!r}: not a finite number; parameters take finite values")
+        raise AttnsimError(f"-p {p.name}={_short(v)}: not a finite number; parameters take finite values")
+    huge = [x for x in _numbers(v) if abs(x) > MAX_FLOAT_PARAM]
+    if p.type is float and huge:  # per-score or per-query work this large overflows the times it scales
+        raise AttnsimError(f"-p {p.name}={huge[0]:g} exceeds attnsim's limit of {MAX_FLOAT_PARAM:g} (2^53) "
+                           f"for a number parameter")
     if p.type is int and (isinstance(v, bool) or not isinstance(v, int)):
         raise AttnsimError(f"-p {p.name}={v!r} must be an integer")
     if p.type is not float:
         big = [x for x in _numbers(v) if isinstance(x, int) and abs(x) > MAX_TOKENS]
         if big:
-            raise AttnsimError(f"-p {p.name}={big[0]} exceeds attnsim's limit of {MAX_TOKENS:,} (2^24, the "
-                               f"longest sequence it models)")
+            raise AttnsimError(f"-p {p.name}={_short(big[0])} exceeds attnsim's limit of {MAX_TOKENS:,} (2^24, "
+                               f"the longest sequence it models)")
     if p.check is not None:
         return p.check(v)
     if p.type is int and v < 1:
@@ -186,19 +204,20 @@ def _lengths(v):
         return tuple(v)
     if isinstance(v, str):
         parts = v.split(":")
-        if len(parts) == 3 and parts[0] == "uniform" and all(x.isdigit() for x in parts[1:]) \
-                and 1 <= int(parts[1]) <= int(parts[2]):
-            if int(parts[2]) > MAX_TOKENS:
-                raise AttnsimError(f"-p lengths={v!r}: HI={int(parts[2])} exceeds attnsim's limit of "
-                                   f"{MAX_TOKENS:,} tokens per sequence (2^24)")
+        ok = len(parts) == 3 and parts[0] == "uniform" and all(re.fullmatch(r"[0-9]+", x) for x in parts[1:])
+        if ok and max(len(x) for x in parts[1:]) > MAX_DIGITS or ok and int(parts[2]) > MAX_TOKENS:
+            raise AttnsimError(f"-p lengths={_short(v)}: HI={_short(parts[2])} exceeds attnsim's limit of "
+                               f"{MAX_TOKENS:,} tokens per sequence (2^24)")
+        if ok and 1 <= int(parts[1]) <= int(parts[2]):
             return ("uniform", int(parts[1]), int(parts[2]))
-    raise AttnsimError(f"-p lengths={v!r}: expected positive integers a,b,c (one per sequence) or uniform:LO:HI")
+    raise AttnsimError(f"-p lengths={_short(v)}: expected positive integers a,b,c (one per sequence) or uniform:LO:HI")
 
 
 def sample_lengths(spec, batch: int):
     """A lengths spec -> one length per sequence. Distributions are sampled with a fixed seed (0),
     so a prediction is reproducible; the sampled lengths are echoed in the JSON."""
     if spec and spec[0] == "uniform":
+        check_limit("batch", batch, MAX_VARLEN_SEQUENCES, "sequences of a varlen batch (2^16)")
         import numpy as np
         _, lo, hi = spec
         return tuple(int(x) for x in np.random.default_rng(0).integers(lo, hi + 1, batch))

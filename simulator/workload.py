@@ -17,6 +17,7 @@ KV_DTYPES = ("bf16", "fp16", "fp8")
 # a second (a sequence of MAX_TOKENS tokens is 131,072 tiles of 128).
 MAX_TOKENS = 1 << 24  # tokens per sequence (16,777,216; seqlen_q, seqlen_kv, each varlen length)
 MAX_BATCH = 1 << 24  # sequences per call
+MAX_VARLEN_SEQUENCES = 1 << 16  # sequences of a varlen batch (each priced by its own length)
 MAX_HEADS = 1 << 16  # query or kv heads
 MAX_HEAD_DIM = 1 << 16  # channels per head
 MAX_D_MODEL = 1 << 20  # the model width of --scope layer
@@ -76,6 +77,7 @@ class Workload:
         set_ = object.__setattr__
         if self.seqlens is not None:
             lens = tuple(self.seqlens)
+            check_limit("len(seqlens)", len(lens), MAX_VARLEN_SEQUENCES, "sequences of a varlen batch (2^16)")
             if not lens or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in lens):
                 raise AttnsimError(f"seqlens={self.seqlens!r}: expected positive integers, one per sequence")
             if self.varlen not in ("packed", "padded"):

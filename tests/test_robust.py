@@ -64,6 +64,22 @@ from attnsim.simulator.workload import MAX_TOKENS, MAX_WORK_FLOPS, Workload
     (("predict", "--variant", "varlen", "--seqlens", "uniform:1:99999999999999999999999"), ("HI=", "16,777,216")),
     (("predict", "--variant", "na", "--token-shape", "100000x100000x100000"), ("16,777,216",)),
     (("predict", "--variant", "vmoba", "--token-shape", "64x64", "-p", "block=1099511627776"), ("block",)),
+    # found by a review after the fix: the same classes, other inputs
+    (("predict", "--variant", "na", "--heads", 1, "--token-shape", 16777216, "-p", "kernel_size=7"),
+     ("neighborhood attention", "4,194,304 cells")),
+    (("predict", "--variant", "na", "--heads", 1, "--head-dim", 64, "--token-shape", 16777216, "-p", "kernel_size=7",
+      "-p", "q_tile=64", "-p",
+      "kv_tile=16", "-p", "iteration=live", "-p", "token_order=rowmajor"), ("262144 x 1048576",)),
+    (("predict", "--variant", "na", "--token-shape", 65536, "-p", "kernel_size=65535", "-p", "q_tile=1", "-p",
+      "kv_tile=1", "-p", "iteration=live", "-p", "token_order=rowmajor"), ("65536 x 65536",)),
+    *[(("predict", "--variant", v, "-p", "predictor_flops_per_query=1e308"), ("2^53",)) for v in ("sparse", "topk")],
+    (("predict", "--variant", "complexformer", "-p", "score_sfu_ops=1e308"), ("score_sfu_ops", "2^53")),
+    (("predict", "--variant", "complexformer", "-p", "score_fp32_ops=1e300", "--phase", "decode"), ("2^53",)),
+    (("predict", "-p", "q_per_step=" + "9" * 4301), ("q_per_step", "more than 30 digits", "(4301 characters)")),
+    (("predict", "--variant", "swa", "-p", "window_size=" + "9" * 4301 + ",1"), ("more than 30 digits",)),
+    (("predict", "--variant", "varlen", "--seqlens", "9" * 4301), ("more than 30 digits",)),
+    (("predict", "--variant", "varlen", "--seqlens", "uniform:1:" + "9" * 4301), ("16,777,216", "(4301 characters)")),
+    (("predict", "--variant", "varlen", "--seqlens", "uniform:1:16777216", "--batch", 16777216), ("65,536",)),
 ])
 def test_reproducer_is_refused_in_one_line(args, needles):
     one_line_error(run(*args), *needles)
