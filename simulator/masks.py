@@ -290,13 +290,14 @@ class WindowMask(Mask):
         side >= seqlen_kv - 1 or a right side >= seqlen_q - 1 already reaches every key, so it is
         unbounded (-1); then (-1, -1) is dense and (-1, 0) causal, and the kernel runs that mask with
         its own tiles. The same pairs get the same price whatever the mask is called."""
-        if type(self) is not WindowMask:
+        if type(self) not in (WindowMask, ElasticWindowMask):
             return self
-        left = -1 if self.left >= seqlen_kv - 1 else self.left
-        right = -1 if self.right >= seqlen_q - 1 else self.right
-        if (left, right) == (self.left, self.right):
-            return self
-        return window_mask((left, right), False)
+        left, right = self._bounds(seqlen_kv, seqlen_q)  # an elastic span at these lengths; -1 as 'wider'
+        left = -1 if left >= seqlen_kv - 1 else left
+        right = -1 if right >= seqlen_q - 1 else right
+        if (left, right) in ((-1, -1), (-1, 0)) or type(self) is WindowMask and (left, right) != (self.left, self.right):
+            return window_mask((left, right), False)
+        return self
 
     def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
         left, right = self._bounds(seqlen_kv, seqlen_q)
@@ -375,6 +376,12 @@ class LocalMask(WindowMask):
         self.sink, self.chunk = int(sink), int(chunk)
         self.name += (f"_sink{sink}" if sink else "") + (f"_chunk{chunk}" if chunk else "")
         self.description += (f", {sink} sink tokens" if sink else "") + (f", chunks of {chunk}" if chunk else "")
+
+    def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
+        """A chunk holding every key (and every query: seqlen_q <= seqlen_kv) is no chunk: the window."""
+        if type(self) is LocalMask and self.chunk >= seqlen_kv and not self.sink and seqlen_q <= seqlen_kv:
+            return WindowMask(self.left, self.right).for_lengths(seqlen_q, seqlen_kv)
+        return self
 
     def _group(self, x):
         """(start, end) key coordinates of the chunk holding key coordinate x (arrays)."""
@@ -519,6 +526,12 @@ class SegmentMask(LocalMask):
         kv = np.asarray(kv_idx)
         inside = (i >= 0) & (i <= self.ends[-1])  # a query position outside every segment sees nothing
         return inside & (kv <= i + right) & (kv >= i - left) & (self._group(kv)[0] == self._group(i)[0])
+
+    def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
+        """One segment spanning the keys (every query inside it: seqlen_q <= seqlen_kv) is the window."""
+        if self.sizes == (seqlen_kv,) and seqlen_q <= seqlen_kv:
+            return WindowMask(self.left, self.right).for_lengths(seqlen_q, seqlen_kv)
+        return self
 
     def _check(self, seqlen_kv):
         if int(self.ends[-1]) + 1 != seqlen_kv:
@@ -1322,6 +1335,11 @@ class HeadMixMask(Mask):
 
     def adjust_tile(self, tile, backward=False):
         return self.masks[0].adjust_tile(tile, backward)
+
+    def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
+        """Each group's mask in its kernel form (a span reaching every key is dense or causal)."""
+        masks = [m.for_lengths(seqlen_q, seqlen_kv) for m in self.masks]
+        return self if all(a is b for a, b in zip(masks, self.masks)) else HeadMixMask(masks, self.name)
 
     def n_tiles(self, block_m, block_n, seqlen_q, seqlen_kv):
         return self.masks[0].n_tiles(block_m, block_n, seqlen_q, seqlen_kv)

@@ -423,7 +423,7 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
-    causal = w.causal or isinstance(mask, CausalMask)
+    causal = w.causal or all(isinstance(sub, CausalMask) for sub, _ in mask.head_groups(w.heads_q))
     cands = fwd_tile_candidates(fam, hw, dp, dvp, causal and not local, w.dtype, local)
     best = _choose(fam, cands, evaluate)
     if best is None:
@@ -487,7 +487,8 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, exact=exact, live=live)
 
-    cands = bwd_tile_candidates(fam, hw, dp, dvp, w.causal or isinstance(mask, CausalMask), w.dtype)
+    causal = w.causal or all(isinstance(sub, CausalMask) for sub, _ in mask.head_groups(w.heads_q))
+    cands = bwd_tile_candidates(fam, hw, dp, dvp, causal, w.dtype)
     main = _choose(fam, cands, evaluate)
     if main is None:
         raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))

@@ -280,6 +280,16 @@ def test_same_mask_same_price_whatever_its_name(key, phase):
         a = predict(w, hw, None, WindowMask(*window), variant="swa")
         b = predict(w, hw, None, plain)
         assert (a.time_s, a.flops, a.tiles, a.kernels[0].tile) == (b.time_s, b.flops, b.tiles, b.kernels[0].tile), window
+    # other names of the same pairs: one segment, a chunk holding every key, MoA spans reaching every key
+    from attnsim.simulator.masks import ElasticWindowMask, HeadMixMask, LocalMask, SegmentMask
+    for other, plain in ((SegmentMask((L,), -1, 0), CausalMask()), (SegmentMask((L,)), DenseMask()),
+                         (LocalMask(-1, 0, chunk=L), CausalMask()),
+                         (HeadMixMask([ElasticWindowMask(L, 0.0, True)] * 2), CausalMask()),
+                         (HeadMixMask([ElasticWindowMask(L, 0.0, False)] * 4), DenseMask())):
+        a = predict(w, hw, None, other, variant="other")
+        b = predict(w, hw, None, plain)
+        assert (a.time_s, a.flops, a.tiles, a.kernels[0].tile) == (b.time_s, b.flops, b.tiles, b.kernels[0].tile), \
+            other.name
     # a window one key short of the sequence is a different mask, and is priced as one
     narrow = predict(w, hw, None, WindowMask(L - 2, 0), variant="swa")
     assert narrow.useful_flops < predict(w, hw, None, CausalMask()).useful_flops
