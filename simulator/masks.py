@@ -120,6 +120,17 @@ class Mask:
         return 0
 
     assumption = None  # a sentence the prediction prints when the mask is a model, not a definition
+    # tokens per sequence this mask prices within about a second (None: the workload's limit); masks
+    # counted row by row (O(L) per call, not closed form) state a lower one
+    max_tokens = None
+    max_tokens_why = ""
+
+    def check_lengths_limit(self, seqlen_q, seqlen_kv):
+        """Refuse lengths past `max_tokens` in one line that states the limit."""
+        if self.max_tokens is not None and max(seqlen_q, seqlen_kv) > self.max_tokens:
+            from .errors import AttnsimError
+            raise AttnsimError(f"mask {self.name} prices sequences up to {self.max_tokens:,} tokens "
+                               f"({self.max_tokens_why}); got {max(seqlen_q, seqlen_kv):,}")
 
     def head_groups(self, heads_q: int) -> list:
         """(mask, query heads) pairs: one mask for every head, unless a mixture says otherwise."""
@@ -377,6 +388,9 @@ class LocalMask(WindowMask):
         self.name += (f"_sink{sink}" if sink else "") + (f"_chunk{chunk}" if chunk else "")
         self.description += (f", {sink} sink tokens" if sink else "") + (f", chunks of {chunk}" if chunk else "")
 
+    max_tokens = 1 << 21  # sinks, chunks and segments are counted per row: about a second at 2^21 tokens
+    max_tokens_why = "sink tokens, chunks and segments are counted row by row; 2^21"
+
     def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
         """A chunk holding every key (and every query: seqlen_q <= seqlen_kv) is no chunk: the window."""
         if type(self) is LocalMask and self.chunk >= seqlen_kv and not self.sink and seqlen_q <= seqlen_kv:
@@ -424,9 +438,11 @@ class LocalMask(WindowMask):
 
     def _tiles(self, r_lo, r_hi, complete, n_rows, n_keys, block, transposed):
         r_lo, r_hi = np.broadcast_arrays(np.asarray(r_lo), np.asarray(r_hi))
-        rows = np.arange(n_rows)
-        lo_all, hi_all, sink_all = self._intervals(rows, n_rows, n_keys, transposed)
-        nz = np.flatnonzero(hi_all >= lo_all)
+        cache = self.__dict__.setdefault("_row_intervals", {})  # every tile shape reads the same rows
+        if (n_rows, n_keys, transposed) not in cache:
+            lo_all, hi_all, sink_all = self._intervals(np.arange(n_rows), n_rows, n_keys, transposed)
+            cache[n_rows, n_keys, transposed] = lo_all, hi_all, sink_all, np.flatnonzero(hi_all >= lo_all)
+        lo_all, hi_all, sink_all, nz = cache[n_rows, n_keys, transposed]
 
         def span(lo_r, hi_r):
             """Rows lo_r..hi_r whose intervals have monotone ends: (any non-empty row, first tile,
@@ -568,6 +584,7 @@ class BlockSelectMask(LocalMask):
     rows with keys are a suffix whose intervals grow with the row, so a range of rows is read from
     its end rows (_tiles).
     """
+    max_tokens = None  # counted per block in closed form (no row-by-row pass)
 
     def __init__(self, block_size: int, top_k: int = 1, causal: bool = True, density: float | None = None):
         if block_size < 1 or top_k < 1:

@@ -708,6 +708,9 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     fam = resolve_family(hw, kernel)
     check_family(fam, hw, w.dtype, w.head_dim_qk, w.head_dim_v, w.phase, w.qk_accum, w.pv_accum, w.v_in_k)
     mask = (mask or mask_for(w.causal)).for_lengths(w.seqlen_q, w.seqlen_kv)
+    for part in mask.passes():
+        for sub, _ in part.head_groups(w.heads_q):
+            sub.check_lengths_limit(w.seqlen_q, w.seqlen_kv)
     if len(mask.passes()) > 1:
         return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model)
     kernels = attention_kernels(w, hw, fam, mask)

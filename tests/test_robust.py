@@ -80,6 +80,10 @@ from attnsim.simulator.workload import MAX_TOKENS, MAX_WORK_FLOPS, Workload
     (("predict", "--variant", "varlen", "--seqlens", "9" * 4301), ("more than 30 digits",)),
     (("predict", "--variant", "varlen", "--seqlens", "uniform:1:" + "9" * 4301), ("16,777,216", "(4301 characters)")),
     (("predict", "--variant", "varlen", "--seqlens", "uniform:1:16777216", "--batch", 16777216), ("65,536",)),
+    # masks counted row by row (sinks, chunks, segments) state their own limit instead of taking seconds
+    (("predict", "--variant", "segment", "--seqlen", 16777216, "--heads", 1, "-p", "segments=7"), ("2,097,152",)),
+    (("predict", "--variant", "swa", "--seqlen", 4194304, "-p", "window_size=4096,0", "-p", "sink=4"), ("2^21",)),
+    (("predict", "--variant", "duplex", "--seqlen", 4194304, "-p", "segments=2097152,2097152"), ("2,097,152",)),
 ])
 def test_reproducer_is_refused_in_one_line(args, needles):
     one_line_error(run(*args), *needles)
