@@ -236,8 +236,14 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
             notes.append(f"kv heads: 8 (default for {var.name}; set --kv-heads)")
         else:
             raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
+    if var.head_dims_from_params:
+        for flag, v in (("--head-dim", head_dim), ("--head-dim-v", head_dim_v)):
+            if v is not None:
+                notes.append(f"{flag} {v} not used: {var.name}'s head dims come from its -p parameters")
+        head_dim, head_dim_v = 128, None
+    head_dim = 128 if head_dim is None else head_dim
     if d_model is not None and scope != "layer" and not var.d_model_in_core:
-        if d_model != heads * (128 if head_dim is None or var.head_dims_from_params else head_dim):
+        if d_model != heads * head_dim:
             raise AttnsimError("--d-model applies to --scope layer only")
         d_model = None  # the default (heads x head dim) restated: accepted, no effect at attention scope
     if d_model is not None and d_model < 1:
@@ -251,12 +257,6 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
             raise AttnsimError(f"variant {var.name!r} has no RoPE (its positions come from its own score); drop --rope-dim")
         if var.head_dims_from_params:
             raise AttnsimError(f"variant {var.name!r} sets its RoPE dims with -p qk_rope_head_dim; drop --rope-dim")
-    if var.head_dims_from_params:
-        for flag, v in (("--head-dim", head_dim), ("--head-dim-v", head_dim_v)):
-            if v is not None:
-                notes.append(f"{flag} {v} not used: {var.name}'s head dims come from its -p parameters")
-        head_dim, head_dim_v = 128, None
-    head_dim = 128 if head_dim is None else head_dim
     if var.kernel is not None:
         if kernel is not None and kernel.strip().lower() != var.kernel:
             raise AttnsimError(f"variant {var.name!r} is the {var.kernel} kernel; got --kernel {kernel}: drop --kernel "

@@ -1289,27 +1289,24 @@ class OccupancyMask(Mask):
         return np.diff(c, prepend=0)
 
     def _grid(self, seqlen_q, seqlen_kv, block_m, block_n, axis):
-        cache = self.__dict__.setdefault("_grid_cache", {})  # tile candidates share block shapes
-        key = (seqlen_q, seqlen_kv, block_m, block_n, axis)
-        if key not in cache:
-            sums = cache.get(key[:4])  # one evaluation serves both axes
-            if sums is None:
-                r = np.arange(-(-seqlen_q // block_m))
-                lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
-                # a ragged last query tile may be full: its rows past seqlen_q need no mask (Mask._grid)
-                sums = cache[key[:4]] = self._sums(lo, hi, True, seqlen_q, seqlen_kv, block_n, block_m)
-            full, ne = sums[:2] if axis == 1 else sums[2:]
-            f, n = self._round(full), self._round(ne)
-            cache[key] = f, np.maximum(n - f, 0)
-            for a in cache[key]:  # shared by every caller: read-only
-                a.flags.writeable = False
-        return cache[key]
+        key = (seqlen_q, seqlen_kv, block_m, block_n)
+        sums = self.__dict__.setdefault("_sums_by_grid", {}).get(key)  # one evaluation serves both axes
+        if sums is None:
+            r = np.arange(-(-seqlen_q // block_m))
+            lo, hi = r * block_m, np.minimum(r * block_m + block_m, seqlen_q) - 1
+            # a ragged last query tile may be full: its rows past seqlen_q need no mask (Mask._grid)
+            sums = self._sums_by_grid[key] = self._sums(lo, hi, True, seqlen_q, seqlen_kv, block_n, block_m)
+        full, ne = sums[:2] if axis == 1 else sums[2:]
+        f, n = self._round(full), self._round(ne)
+        return f, np.maximum(n - f, 0)
 
     def tile_rows(self, seqlen_q, seqlen_kv, block_m, block_n):
-        return self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=1)
+        return self._cached(("rows", seqlen_q, seqlen_kv, block_m, block_n),
+                            lambda: self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=1))
 
     def tile_cols(self, seqlen_q, seqlen_kv, block_m, block_n):
-        return self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=0)
+        return self._cached(("cols", seqlen_q, seqlen_kv, block_m, block_n),
+                            lambda: self._grid(seqlen_q, seqlen_kv, block_m, block_n, axis=0))
 
     def row_tiles(self, q_lo, q_hi, complete, seqlen_q, seqlen_kv, block_n):
         """Decode: the expected (full, non-empty) tiles of the query rows q_lo..q_hi."""

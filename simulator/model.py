@@ -382,6 +382,12 @@ def _rows_over_segments(w: Workload, mask: Mask, per_seg, slices_per_seq: int):
     return cat(it_f), cat(it_p), (cat(lv_f), cat(lv_p)), cat(counts)
 
 
+def _causal(w: Workload, mask: Mask) -> bool:
+    """Whether the families' causal tile tables apply: a causal workload, or every head group's mask
+    causal (a window or span reaching every key has become one, `Mask.for_lengths`)."""
+    return w.causal or all(isinstance(sub, CausalMask) for sub, _ in mask.head_groups(w.heads_q))
+
+
 def _segment_sums(w: Workload, mask: Mask, segments=None):
     """(live pairs over every head and sequence, live keys per kv head over the sequences) of the
     real sequences (or of `segments`)."""
@@ -423,8 +429,7 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
-    causal = w.causal or all(isinstance(sub, CausalMask) for sub, _ in mask.head_groups(w.heads_q))
-    cands = fwd_tile_candidates(fam, hw, dp, dvp, causal and not local, w.dtype, local)
+    cands = fwd_tile_candidates(fam, hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
     best = _choose(fam, cands, evaluate)
     if best is None:
         raise _no_tile(fam, hw, w, "forward", _why_illegal(fam, hw, w, [mask.adjust_tile(t) for t in cands]))
@@ -487,8 +492,7 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
         return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, exact=exact, live=live)
 
-    causal = w.causal or all(isinstance(sub, CausalMask) for sub, _ in mask.head_groups(w.heads_q))
-    cands = bwd_tile_candidates(fam, hw, dp, dvp, causal, w.dtype)
+    cands = bwd_tile_candidates(fam, hw, dp, dvp, _causal(w, mask), w.dtype)
     main = _choose(fam, cands, evaluate)
     if main is None:
         raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))
