@@ -19,9 +19,12 @@ def __getattr__(name):  # lazy: `import attnsim` stays cheap
     if name == "Workload":
         from .simulator.workload import Workload
         return Workload
-    if name in ("predict", "predict_many"):
-        from .simulator import model
-        return getattr(model, name)
+    if name == "predict":
+        from .simulator.model import predict
+        return predict
+    if name == "predict_many":
+        from .simulator.vectorized import predict_many
+        return predict_many
     if name == "bound":
         from .simulator.bound import bound
         return bound

@@ -26,33 +26,16 @@ completeness.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .hardware import DTYPE_BYTES, Hardware
+from .dtypes import DTYPE_BYTES
+from .hardware import Hardware
+from .masks import mask_for, mask_sums
+from .ops import Work
+from .rates import Rates, peak_rates
 from .workload import Workload
-
-
-@dataclass
-class Work:
-    """Useful work of an op, per unit. Tensor work is a list of (flops, dtype, accum)."""
-    tensor: list = field(default_factory=list)
-    exp: float = 0.0
-    fp32: float = 0.0
-    smem_bytes: float = 0.0
-    hbm_bytes: float = 0.0
-    piece_tensor: list = field(default_factory=list)  # the largest indivisible piece
-    piece_exp: float = 0.0
-    strategy: str = ""  # train: how the backward gets P ("recompute P" or "keep P in HBM")
-
-    def __add__(self, other: "Work") -> "Work":
-        def piece_flops(p):
-            return sum(f for f, *_ in p)
-        return Work(tensor=self.tensor + other.tensor, exp=self.exp + other.exp, fp32=self.fp32 + other.fp32,
-                    smem_bytes=self.smem_bytes + other.smem_bytes, hbm_bytes=self.hbm_bytes + other.hbm_bytes,
-                    piece_tensor=max(self.piece_tensor, other.piece_tensor, key=piece_flops),
-                    piece_exp=max(self.piece_exp, other.piece_exp), strategy=self.strategy or other.strategy)
 
 
 @dataclass(frozen=True)
@@ -119,29 +102,29 @@ def attention_work_alternatives(w: Workload, live_pairs, live_keys=None, pairs_t
     return [attention_work(w, live_pairs, **kw)]
 
 
-def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None) -> dict:
-    """Time of each unit's useful work at the device's peak rates (`clock_max_hz` by default)."""
-    clk = hw.clock_max_hz if clock_hz is None else clock_hz
-    sm = hw.sm_count
+def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None, r: Rates | None = None) -> dict:
+    """Time of each unit's useful work at the device's peak rates (`peak_rates`: `clock_max_hz` by
+    default, or `clock_hz`; or the rates `r`)."""
+    r = peak_rates(hw, clock_hz) if r is None else r
 
     def tensor_time(items, n_sm):
-        return sum(f / (hw.mma_flops_per_clk_per_sm(dt, acc) * n_sm * clk) for f, dt, acc in items)
+        return sum(f / r.mma_device(dt, acc, n_sm) for f, dt, acc in items)
 
     def exp_time(n_exp, fp32, n_sm):
-        r_sfu = hw.exp_ops_per_clk_per_sm * n_sm * clk
-        r_fp32 = hw.fp32_flops_per_clk_per_sm / 2 * n_sm * clk  # instructions/s: an FMA is 2 FLOPs, 1 op
-        c = hw.exp2_emulation_fp32_ops
+        r_sfu = r.exp_device(n_sm)
+        r_fp32 = r.fp32_ops_device(n_sm)  # instructions/s: an FMA is 2 FLOPs, 1 op
+        c = r.exp2_emulation_fp32_ops
         return np.maximum(fp32 / r_fp32, (n_exp + fp32 / c) / (r_sfu + r_fp32 / c))
 
     t = {
-        "tensor": np.maximum(tensor_time(work.tensor, sm), tensor_time(work.piece_tensor, 1)),
-        "exp": np.maximum(exp_time(work.exp, work.fp32, sm), exp_time(work.piece_exp, 0.0, 1)),
-        "fp32": work.fp32 / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk),
-        "smem": work.smem_bytes / (hw.smem_bytes_per_clk_per_sm * sm * clk),
-        "hbm": work.hbm_bytes / hw.hbm_bandwidth_bytes_per_s,
+        "tensor": np.maximum(tensor_time(work.tensor, r.sm_count), tensor_time(work.piece_tensor, 1)),
+        "exp": np.maximum(exp_time(work.exp, work.fp32, r.sm_count), exp_time(work.piece_exp, 0.0, 1)),
+        "fp32": work.fp32 / r.fp32_ops_device(),
+        "smem": work.smem_bytes / r.smem_device(),
+        "hbm": work.hbm_bytes / r.hbm_bytes_per_s,
     }
-    if hw.l2_bandwidth_bytes_per_s:
-        t["l2"] = work.hbm_bytes / hw.l2_bandwidth_bytes_per_s
+    if r.l2_bytes_per_s:
+        t["l2"] = work.hbm_bytes / r.l2_bytes_per_s
     return t
 
 
@@ -158,7 +141,6 @@ def min_bound(works, hw: Hardware) -> Bound:
 
 def bound(w: Workload, hw: Hardware, mask=None) -> Bound:
     """Speed-of-light time of the attention core of `w` on `hw` (see the module docstring)."""
-    from .masks import mask_for, mask_sums
     mask = mask or mask_for(w.causal)
     pairs, keys = mask_sums(mask, w.real_segments(), w.heads_q)
     return min_bound(attention_work_alternatives(w.aggregate(w.real_segments()), None, keys, pairs_total=pairs), hw)

@@ -11,20 +11,14 @@ choice and the kernels' autotune filter (issue 5) both call it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
 
+from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError, UnsupportedCore, unknown
-from .hardware import DTYPE_BYTES, Hardware
+from .ops import Tile
 
-
-@dataclass(frozen=True)
-class Tile:
-    block_m: int  # query rows per CTA (BLOCK_M)
-    block_n: int  # kv rows per inner iteration (BLOCK_N)
-    num_warps: int  # threads per CTA = 32 * num_warps
-    stages: int  # K/V tiles in flight (pipeline depth)
-
-    def __str__(self):
-        return f"{self.block_m}x{self.block_n} w{self.num_warps} s{self.stages}"
+if TYPE_CHECKING:  # the loader imports this module (a profile's default kernel must be a family)
+    from .hardware import Hardware
 
 
 @dataclass(frozen=True)
@@ -65,6 +59,15 @@ class Family:
     latent_dims: tuple = ()  # V widths it runs with V read as a slice of K (absorbed MLA decode)
     latent_source: str = ""
     latent_exact: bool = False  # True: only the listed latent widths; False: a latent pads up to the next one
+    # tile tables: functions of (hw, dp, dvp, causal, dtype, local) / (hw, dp, dvp, causal, dtype) / (hw, dp, dvp)
+    # returning the family's tiles, its own choice first (None: the family has no such kernel)
+    fwd_tiles: Callable | None = field(default=None, repr=False)
+    bwd_tiles: Callable | None = field(default=None, repr=False)
+    decode_tiles: Callable | None = field(default=None, repr=False)
+    kv_by_tma: bool = False  # K/V tiles arrive by TMA (async proxy): no shared-memory writes priced
+    smem_reader: str = "warp16"  # who reads a K/V tile from shared memory (see SMEM_READERS)
+    smem_reader_by_arch: dict = field(default_factory=dict)  # arch -> reader, where it differs
+    pack_gqa_max_q: int | None = None  # decode packs the GQA group into the rows only up to this many query tokens
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -89,6 +92,118 @@ class Family:
         return self.mma_efficiency.get(arch, 1.0)
 
 
+# -- tile tables (the Family fields point at these) -------------------------------------------------------------------------
+def _fa2_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+    """FA2 forward tiles (flash_fwd_launch_template.h, no dropout): (BLOCK_M, BLOCK_N, warps).
+    sm8x = compute capability 8.6/8.9 (Ada, GA10x)."""
+    return _fa2_table(hw, dp, causal) + _FA2_FALLBACKS
+
+
+# smaller tiles after the table's choice, for devices with less shared memory per block (MI300X's
+# 64 KiB LDS: the CK-based ROCm port's own tile tables are not modeled)
+_FA2_FALLBACKS = [Tile(64, 64, 4, 1), Tile(64, 32, 4, 1), Tile(32, 32, 4, 1)]
+
+
+def _fa2_table(hw: Hardware, dp: int, causal: bool):
+    sm8x = hw.compute_capability in ("8.6", "8.7", "8.9")
+    if dp <= 64:
+        return [Tile(128, 128, 4, 1)]
+    if dp <= 96:
+        return [Tile(64, 64, 4, 1)] if (sm8x and causal) else [Tile(128, 64, 4, 1)]
+    if dp <= 128:
+        if sm8x:
+            return [Tile(64, 64, 4, 1)] if causal else [Tile(128, 32, 4, 1)]
+        return [Tile(128, 64, 4, 1)]
+    if dp <= 192:
+        return [Tile(128, 64, 8, 1)]
+    # hdim 256: 128 x 64 when the block can hold 2*256*(128 + 2*64) B and the SM cannot hold two
+    # 64 x 64 CTAs (A100); else 64 x 64 for 2 CTAs per SM (H100)
+    if hw.smem_per_block_bytes >= 2 * dp * (128 + 2 * 64) and hw.smem_per_sm_bytes < 4 * dp * (64 + 2 * 64):
+        return [Tile(128, 64, 8, 1)]
+    return [Tile(64, 64, 4, 1)]
+
+
+def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+    """FA3 forward tiles: tile_size_fwd_sm90 (hopper/tile_size.h), is_causal and is_local (a sliding
+    window) as FA3 tells them apart. Warps: BLOCK_M/64 consumer warpgroups + 1 producer warpgroup;
+    2 K/V stages."""
+    if DTYPE_BYTES[dtype] == 2:
+        if dp <= 64:
+            bm, bn = ((64, 64) if dvp == 512 else (128, 112) if dvp == 256
+                      else (192, 128 if causal else 160 if local else 192))
+        elif dp <= 96:
+            bm, bn = 192, 128 if local else 144
+        elif dp <= 128:
+            bm, bn = 128, 128 if (causal or local) else 176
+        elif dp <= 192:
+            bm, bn = 128, 96 if local else 128 if dvp <= 128 else 112
+        else:
+            bm, bn = 128, 64 if local else 80
+    else:
+        bm, bn = {64: (192, 160), 96: (192, 128), 128: (128, 224), 192: (128, 160)}.get(
+            dp, (128, 64 if local else 128))
+    # the table's tile first; narrower K/V tiles after it for a kernel whose operands outgrow it (a second
+    # K-wide operand, a wide latent): the fallbacks are attnsim's, not FA3's table
+    return [Tile(bm, bn, 4 * (bm // 64 + 1), 2)] + [Tile(m, n, 4 * (m // 64 + 1), 2) for m, n in
+                                                   ((128, 96), (128, 64), (64, 64)) if n < bn or m < bm]
+
+
+def _fa4_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+    """FA4 (flash_fwd_sm100.py): 128 x 128 MMA tiles, two Q tiles per CTA (BLOCK_M = 2 x 128),
+    16 warps (softmax, correction, MMA, load), 3 K/V stages."""
+    return [Tile(256, 128, 16, 3)]
+
+
+def _triton_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+    return list(_TRITON_SPACE)
+
+
+def _fa_bwd(stages: int):
+    """Backward tiles (BLOCK_M = query rows per inner step, BLOCK_N = kv rows owned by the CTA).
+    FA2 flash_bwd_launch_template.h (sm80): hdim <= 64: 128 x 128, 8 warps; hdim <= 128: 64 x 128,
+    8 warps; larger: 64 x 64, 8 warps. FA3/FA4 use the same shapes with 2 stages (a simplification)."""
+    return lambda hw, dp, dvp, causal, dtype: _fa_bwd_table(stages, dp)
+
+
+def _triton_bwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+    return [Tile(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
+
+
+def _fa_bwd_table(st: int, dp: int):
+    small = [Tile(32, 64, 4, 1), Tile(32, 32, 4, 1), Tile(16, 32, 4, 1)]  # fallbacks (64 KiB LDS)
+    if dp <= 64:
+        return [Tile(128, 128, 8, st), Tile(64, 128, 8, st), Tile(64, 64, 8, st)] + small
+    if dp <= 128:
+        return [Tile(64, 128, 8, st), Tile(64, 64, 8, st)] + small
+    return [Tile(64, 64, 8, st), Tile(32, 64, 8, st)] + small
+
+
+# Split-KV decode tiles, preferred first; the first legal one is used.
+def _fa2_decode(hw: Hardware, dp: int, dvp: int):
+    """FA2 run_mha_fwd_splitkv_dispatch: BLOCK_M = 64, BLOCK_N = 256 / 128 / 64 for hdim <= 64 /
+    <= 128 / larger, 4 warps."""
+    return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1), Tile(64, 64, 4, 1),
+            Tile(64, 32, 4, 1), Tile(16, 32, 4, 1)]
+
+
+def _fa3_decode(hw: Hardware, dp: int, dvp: int):
+    """FA3/FA4 decode: BLOCK_M = 64 rows (one wgmma M), BLOCK_N = 128 shrinking with the head dim as
+    FA3's tile_size_fwd_sm90 does (128 x 80 at hdim 256); MLA's 512-wide latent (FA3's q_v path):
+    tile_size_fwd_sm90's 64 x 64."""
+    if dvp == 512:
+        return [Tile(64, 64, 8, 2)]
+    return _fa4_decode(hw, dp, dvp)
+
+
+def _fa4_decode(hw: Hardware, dp: int, dvp: int):
+    return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
+
+
+def _triton_decode(hw: Hardware, dp: int, dvp: int):
+    """Triton (no split): BLOCK_M = 16, BLOCK_N = 64."""
+    return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]
+
+
 # Triton's tutorial autotune space (python/tutorials/06-fused-attention.py): BLOCK_M in {64, 128},
 # BLOCK_N in {32, 64, 128}, 4 or 8 warps, 2-4 stages; the best legal one is chosen (autotune).
 _TRITON_SPACE = tuple(Tile(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128)
@@ -107,7 +222,8 @@ FAMILIES = {
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
-        mma_efficiency={"hopper": 2 / 3, "blackwell": 2 / 3}, split_style="fa2",
+        mma_efficiency={"hopper": 2 / 3, "blackwell": 2 / 3}, split_style="fa2", pack_gqa_max_q=1,
+        fwd_tiles=_fa2_fwd, bwd_tiles=_fa_bwd(1), decode_tiles=_fa2_decode,
         mma_efficiency_source="FA3 paper (Shah et al. 2024) section 1: mma.sync reaches about 2/3 of the "
                               "Hopper tensor-core peak (wgmma/tcgen05 needed for the rest)",
     ),
@@ -123,6 +239,7 @@ FAMILIES = {
         smem_layout="q_kv",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, mma_m=64,
+        fwd_tiles=_fa3_fwd, bwd_tiles=_fa_bwd(2), decode_tiles=_fa3_decode, kv_by_tma=True, smem_reader="rows64",
         latent_dims=(512,), latent_exact=True,
         latent_source="hopper/tile_size.h: headdim 64 with headdim_v 512 (DeepSeek MLA through the q_v argument), "
                       "64 x 64 tiles",
@@ -139,6 +256,7 @@ FAMILIES = {
         smem_layout="q_kv_tmem",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, mma_m=64,
+        fwd_tiles=_fa4_fwd, bwd_tiles=_fa_bwd(2), decode_tiles=_fa4_decode, kv_by_tma=True, smem_reader="rows128",
     ),
     "triton": Family(
         name="triton",
@@ -153,6 +271,8 @@ FAMILIES = {
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
         pack_gqa_decode=False, split_kv=False, autotune=True, accum_types=("fp32", "fp16"),
+        fwd_tiles=_triton_fwd, bwd_tiles=_triton_bwd, decode_tiles=_triton_decode,
+        smem_reader_by_arch={"hopper": "warpgroups", "blackwell": "warpgroups"},
         latent_dims=(16, 32, 64, 128, 256, 512, 1024),
         latent_source="two tl.dot per tile, latent and rope parts, as sglang's Triton MLA decode kernel "
                       "(BLOCK_DMODEL = next power of two of kv_lora_rank, BLOCK_DPE = 64, BLOCK_H = 16 heads)",
@@ -284,108 +404,41 @@ def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype:
     return Legality(True, smem, regs, int(k))
 
 
-# -- tile tables -------------------------------------------------------------------------
-def _fa2_fwd(hw: Hardware, dp: int, causal: bool):
-    """FA2 forward tiles (flash_fwd_launch_template.h, no dropout): (BLOCK_M, BLOCK_N, warps).
-    sm8x = compute capability 8.6/8.9 (Ada, GA10x)."""
-    return _fa2_table(hw, dp, causal) + _FA2_FALLBACKS
+# Who reads a K/V tile from shared memory, once per use, by reader kind (Family.smem_reader)
+SMEM_READERS = {
+    "warp16": lambda t: max(1, min(t.num_warps, t.block_m // 16)),  # mma.sync: each warp owns a 16-row slice
+    "rows64": lambda t: max(t.block_m // 64, 1),  # wgmma: each warpgroup owns 64 rows (FA3)
+    "rows128": lambda t: max(t.block_m // 128, 1),  # tcgen05: each 128-row Q tile (FA4)
+    "warpgroups": lambda t: max(1, t.num_warps // 4),  # wgmma from Triton: each warpgroup of the CTA
+}
 
 
-# smaller tiles after the table's choice, for devices with less shared memory per block (MI300X's
-# 64 KiB LDS: the CK-based ROCm port's own tile tables are not modeled)
-_FA2_FALLBACKS = [Tile(64, 64, 4, 1), Tile(64, 32, 4, 1), Tile(32, 32, 4, 1)]
-
-
-def _fa2_table(hw: Hardware, dp: int, causal: bool):
-    sm8x = hw.compute_capability in ("8.6", "8.7", "8.9")
-    if dp <= 64:
-        return [Tile(128, 128, 4, 1)]
-    if dp <= 96:
-        return [Tile(64, 64, 4, 1)] if (sm8x and causal) else [Tile(128, 64, 4, 1)]
-    if dp <= 128:
-        if sm8x:
-            return [Tile(64, 64, 4, 1)] if causal else [Tile(128, 32, 4, 1)]
-        return [Tile(128, 64, 4, 1)]
-    if dp <= 192:
-        return [Tile(128, 64, 8, 1)]
-    # hdim 256: 128 x 64 when the block can hold 2*256*(128 + 2*64) B and the SM cannot hold two
-    # 64 x 64 CTAs (A100); else 64 x 64 for 2 CTAs per SM (H100)
-    if hw.smem_per_block_bytes >= 2 * dp * (128 + 2 * 64) and hw.smem_per_sm_bytes < 4 * dp * (64 + 2 * 64):
-        return [Tile(128, 64, 8, 1)]
-    return [Tile(64, 64, 4, 1)]
-
-
-def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
-    """FA3 forward tiles: tile_size_fwd_sm90 (hopper/tile_size.h), is_causal and is_local (a sliding
-    window) as FA3 tells them apart. Warps: BLOCK_M/64 consumer warpgroups + 1 producer warpgroup;
-    2 K/V stages."""
-    if DTYPE_BYTES[dtype] == 2:
-        if dp <= 64:
-            bm, bn = ((64, 64) if dvp == 512 else (128, 112) if dvp == 256
-                      else (192, 128 if causal else 160 if local else 192))
-        elif dp <= 96:
-            bm, bn = 192, 128 if local else 144
-        elif dp <= 128:
-            bm, bn = 128, 128 if (causal or local) else 176
-        elif dp <= 192:
-            bm, bn = 128, 96 if local else 128 if dvp <= 128 else 112
-        else:
-            bm, bn = 128, 64 if local else 80
-    else:
-        bm, bn = {64: (192, 160), 96: (192, 128), 128: (128, 224), 192: (128, 160)}.get(
-            dp, (128, 64 if local else 128))
-    # the table's tile first; narrower K/V tiles after it for a kernel whose operands outgrow it (a second
-    # K-wide operand, a wide latent): the fallbacks are attnsim's, not FA3's table
-    return [Tile(bm, bn, 4 * (bm // 64 + 1), 2)] + [Tile(m, n, 4 * (m // 64 + 1), 2) for m, n in
-                                                   ((128, 96), (128, 64), (64, 64)) if n < bn or m < bm]
-
-
-def _fa4_fwd(hw: Hardware, dp: int, causal: bool):
-    """FA4 (flash_fwd_sm100.py): 128 x 128 MMA tiles, two Q tiles per CTA (BLOCK_M = 2 x 128),
-    16 warps (softmax, correction, MMA, load), 3 K/V stages."""
-    return [Tile(256, 128, 16, 3)]
+def smem_readers(fam: Family, tile: Tile, arch: str) -> int:
+    """How many times the K/V tile is read from shared memory per use: once per warp that owns a
+    16-row slice of the query rows (mma.sync: FA2 everywhere, Triton before Hopper), once per
+    warpgroup (wgmma: FA3, Triton on Hopper and later), once per Q tile (tcgen05: FA4)."""
+    return SMEM_READERS[fam.smem_reader_by_arch.get(arch, fam.smem_reader)](tile)
 
 
 def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str,
                         local: bool = False):
     """`causal`: the causal mask; `local`: a sliding window (FA3 picks other tiles for it)."""
-    if fam.name == "fa2":
-        return _fa2_fwd(hw, dp, causal)
-    if fam.name == "fa3":
-        return _fa3_fwd(hw, dp, dvp, causal, dtype, local)
-    if fam.name == "fa4":
-        return _fa4_fwd(hw, dp, causal)
-    if fam.name == "triton":
-        return list(_TRITON_SPACE)
-    raise AttnsimError(f"kernel family {fam.name!r} has no fused forward tiles")
+    if fam.fwd_tiles is None:
+        raise AttnsimError(f"kernel family {fam.name!r} has no fused forward tiles")
+    return fam.fwd_tiles(hw, dp, dvp, causal, dtype, local)
 
 
 def bwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
-    """Backward tiles (BLOCK_M = query rows per inner step, BLOCK_N = kv rows owned by the CTA).
-    FA2 flash_bwd_launch_template.h (sm80): hdim <= 64: 128 x 128, 8 warps; hdim <= 128: 64 x 128,
-    8 warps; larger: 64 x 64, 8 warps. FA3/FA4 use the same shapes with 2 stages (a simplification)."""
-    if fam.name == "triton":
-        return [Tile(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
-    st = 1 if fam.name == "fa2" else 2
-    small = [Tile(32, 64, 4, 1), Tile(32, 32, 4, 1), Tile(16, 32, 4, 1)]  # fallbacks (64 KiB LDS)
-    if dp <= 64:
-        return [Tile(128, 128, 8, st), Tile(64, 128, 8, st), Tile(64, 64, 8, st)] + small
-    if dp <= 128:
-        return [Tile(64, 128, 8, st), Tile(64, 64, 8, st)] + small
-    return [Tile(64, 64, 8, st), Tile(32, 64, 8, st)] + small
+    return fam.bwd_tiles(hw, dp, dvp, causal, dtype)
 
 
 def decode_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int):
-    """Split-KV decode tiles, preferred first; the first legal one is used.
-    FA2 run_mha_fwd_splitkv_dispatch: BLOCK_M = 64, BLOCK_N = 256 / 128 / 64 for hdim <= 64 / <= 128 /
-    larger, 4 warps. FA3/FA4 decode: BLOCK_M = 64 rows (one wgmma M), BLOCK_N = 128 shrinking with
-    the head dim as FA3's tile_size_fwd_sm90 does (128 x 80 at hdim 256). Triton (no split):
-    BLOCK_M = 16, BLOCK_N = 64."""
-    if fam.name == "fa2":
-        return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1), Tile(64, 64, 4, 1),
-                Tile(64, 32, 4, 1), Tile(16, 32, 4, 1)]
-    if fam.name == "fa3" and dvp == 512:  # MLA (q_v path): tile_size_fwd_sm90's 64 x 64
-        return [Tile(64, 64, 8, 2)]
-    if fam.name in ("fa3", "fa4"):
-        return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
-    return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]
+    return fam.decode_tiles(hw, dp, dvp)
+
+
+def packs_gqa_decode(fam: Family, seqlen_q, v_in_k=False):
+    """Whether decode packs the query heads sharing a kv head into the tile's rows (FA2 only for one
+    query token per step; a latent (absorbed MLA) kernel always: sglang's Triton kernel's BLOCK_H).
+    Elementwise when `seqlen_q` is an array."""
+    few = True if fam.pack_gqa_max_q is None else seqlen_q <= fam.pack_gqa_max_q
+    return (fam.pack_gqa_decode or v_in_k) & few

@@ -22,16 +22,15 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from .errors import AttnsimError
+from .dtypes import ACCUM_TYPES, ARCHS, DTYPE_BYTES
+from .errors import AttnsimError, suggest
+from .families import FAMILIES
 
 try:  # libyaml is ~10x faster than the pure-Python parser; cold start matters
     from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _Loader
 
-DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
-ACCUM_TYPES = ("fp32", "fp16")
-ARCHS = ("ampere", "ada", "hopper", "blackwell", "cdna3")
 
 # name -> (python type, low, high, required). Ranges catch unit slips (GB/s written as B/s).
 FIGURES = {
@@ -334,7 +333,6 @@ def parse_profile(data, path: str, key: str) -> Hardware:
             for k in ("name", "vendor", "compute_capability", "default_kernel")}
     if not isinstance(data["arch"], str) or data["arch"] not in ARCHS:
         raise _fail(f"{path}: arch={_brief(data['arch'])}; allowed: {', '.join(ARCHS)}")
-    from .families import FAMILIES  # families import this module: import here
     fam = FAMILIES.get(text["default_kernel"])
     if fam is None or data["arch"] not in fam.archs:
         ok = sorted(n for n, f in FAMILIES.items() if data["arch"] in f.archs)
@@ -383,7 +381,6 @@ def parse_profile(data, path: str, key: str) -> Hardware:
 
 
 def _near(k):
-    from .errors import suggest
     return suggest(k, FIGURES)
 
 
@@ -636,8 +633,7 @@ def load_hardware(name_or_path: str) -> Hardware:
     table = alias_table()
     key = table.get(s.lower())
     if key is None:
-        from .errors import suggest
-        raise _fail(f"unknown hardware {_brief(s)}{suggest(s, table)}; allowed: "
+            raise _fail(f"unknown hardware {_brief(s)}{suggest(s, table)}; allowed: "
                     f"{', '.join(sorted(builtin_profiles()))} (aliases: {', '.join(sorted(set(table) - set(builtin_profiles())))})"
                     f" or a path to a YAML profile")
     return builtin_profiles()[key]

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .errors import AttnsimError
-from .layouts import (Gemm, Layout, Pointwise, cache_append, depthwise_conv, rmsnorm, rope, standard, tokens)
+from .layouts import Layout, cache_append, depthwise_conv, rmsnorm, rope, standard, tokens
+from .masks import SpreadCausalMask
+from .ops import Gemm, Pointwise
 from .workload import Workload
 
 
@@ -207,7 +209,6 @@ def moh(p, w: Workload, d_model: int, rope_dim: int) -> Layout:
       gathered (q_proj over gathered rows), K and V are projected for every token (any token may
       be a key), outputs are projected per head and scatter-added. Causal: a gathered row keeps
       its position (`SpreadCausalMask`). Decode: the a active heads of each token."""
-    from .masks import SpreadCausalMask
     h = w.heads_q
     shared, act = p["shared_heads"], p["active_heads"]
     if shared + act > h or act < 0 or shared < 0 or (shared + act) < 1:

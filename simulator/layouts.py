@@ -1,4 +1,4 @@
-"""Head layouts and the attention layer around the core (`--scope layer`).
+"""Head layouts and the attention layer around the core (`--scope layer`), as operations (`ops`).
 
 A variant's *layout* turns the model's shape (d_model, heads, head dims: the user's `Workload`)
 into
@@ -7,7 +7,7 @@ into
   score's second QK^T-shaped matmul, a Gaussian score's own work), with its mask;
 * the **ops around it**, in order: `Gemm`s (projections, latent down/up, absorbed projections,
   routers, grouped convolutions) and `Pointwise` ops (RoPE, norms, depthwise convolutions, gates,
-  copies into the cache) — priced by `layer_kernels` for prefill, decode and train;
+  copies into the cache) — priced by `pricing.layer_kernels` for prefill, decode and train;
 * the **KV cache** the layer keeps (the latent of MLA, CCA's compressed K/V plus its conv state);
 * the resolved shapes, echoed in the JSON (`layout` block).
 
@@ -21,40 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .bound import Work
 from .errors import AttnsimError
-from .hardware import Hardware
+from .ops import Gemm, Pointwise
 from .workload import Workload
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """C[m, n] = A[m, k] B[k, n], `batch` independent problems. `weight`: B is learned (one matrix,
-    or one per batch entry when `batch` > 1); `input`: the name of A (for the saved activations)."""
-    name: str
-    m: int
-    n: int
-    k: int
-    batch: int = 1
-    weight: bool = True
-    input: str = ""
-
-    def flops(self) -> float:
-        return 2.0 * self.m * self.n * self.k * self.batch
-
-
-@dataclass(frozen=True)
-class Pointwise:
-    """A memory-streaming op. Bytes read and written, FP32 instructions (an FMA is one), SFU ops
-    (exp, rsqrt, sin, cos), parameters; `saved`: bytes the backward needs (default: what it reads)."""
-    name: str
-    read: float
-    write: float
-    fp32_ops: float = 0.0
-    sfu_ops: float = 0.0
-    params: int = 0
-    saved: float | None = None
-    input: str = ""
 
 
 @dataclass
@@ -127,81 +96,6 @@ def check_rope(rope_dim: int, head_dim: int):
     if rope_dim < 0 or rope_dim > head_dim or rope_dim % 2:
         raise AttnsimError(f"--rope-dim {rope_dim}: expected an even number of channels in 0..{head_dim} "
                            f"(the head dim; 0: no RoPE)")
-
-
-# -- pricing ------------------------------------------------------------------------------------
-def _gemm_kernels(op: Gemm, hw: Hardware, w: Workload, backward: bool):
-    from .gemm import gemm
-    if not backward:
-        return [gemm(op.name, hw, op.m, op.n, op.k, op.batch, w.dtype, "fp32", b_shared=op.batch == 1)]
-    out = [gemm(op.name + "_dx", hw, op.m, op.k, op.n, op.batch, w.dtype, "fp32", b_shared=op.batch == 1)]
-    if op.weight:
-        out.append(gemm(op.name + "_dw", hw, op.k, op.n, op.m, op.batch, w.dtype, "fp32"))
-    return out
-
-
-def _gemm_work(op: Gemm, s: int, backward: bool) -> Work:
-    """Compulsory work: the FLOPs, each operand read once and the result written once."""
-    m, n, k, b = op.m, op.n, op.k, op.batch
-    shapes = [(m, n, k)] if not backward else [(m, k, n)] + ([(k, n, m)] if op.weight else [])
-    return Work(tensor=[(2.0 * x * y * z * b, None, "fp32") for x, y, z in shapes],
-                hbm_bytes=float(sum((x * z + z * y + x * y) * s * b for x, y, z in shapes)))
-
-
-def _point_kernel(op: Pointwise, hw: Hardware, backward: bool):
-    from .model import elementwise
-    if not backward:
-        return elementwise(op.name, hw, read_bytes=op.read, write_bytes=op.write, exps=op.sfu_ops,
-                           fp32_ops=op.fp32_ops)
-    saved = op.read if op.saved is None else op.saved
-    return elementwise(op.name + "_bwd", hw, read_bytes=op.write + saved, write_bytes=op.read,
-                       exps=op.sfu_ops, fp32_ops=2 * op.fp32_ops)
-
-
-def _point_work(op: Pointwise, backward: bool) -> Work:
-    if not backward:
-        return Work(exp=op.sfu_ops, fp32=op.fp32_ops, hbm_bytes=float(op.read + op.write))
-    saved = op.read if op.saved is None else op.saved
-    return Work(exp=op.sfu_ops, fp32=2 * op.fp32_ops, hbm_bytes=float(op.write + saved + op.read))
-
-
-def layer_kernels(layout: Layout, hw: Hardware):
-    """(kernels before the core, kernels after the core, useful Work, saved activation bytes,
-    weight bytes) of the ops around the core. Train lists the backward ops after the forward ones,
-    in reverse order; the time is their sum either way."""
-    w = layout.core
-    s = w.dtype_bytes
-    train = w.phase == "train"
-    work = Work()
-    before, after = [], []
-
-    def price(op, backward, out):
-        nonlocal work
-        if isinstance(op, Gemm):
-            out.extend(_gemm_kernels(op, hw, w, backward))
-            work = work + _gemm_work(op, s, backward)
-        else:
-            out.append(_point_kernel(op, hw, backward))
-            work = work + _point_work(op, backward)
-
-    for op in layout.pre:
-        price(op, False, before)
-    for op in layout.post:
-        price(op, False, after)
-    for op in reversed(layout.pre + layout.post) if train else ():
-        price(op, True, after)
-    work.tensor = [(f, w.dtype, acc) for f, _, acc in work.tensor]
-    saved = {}
-    for op in layout.pre + layout.post:
-        if isinstance(op, Gemm):
-            saved.setdefault(op.input or op.name, op.m * op.k * op.batch * s)
-        else:
-            nbytes = op.read if op.saved is None else op.saved
-            if nbytes:
-                saved.setdefault(op.input or op.name, nbytes)
-    weights = sum(op.k * op.n * op.batch * s for op in layout.pre + layout.post if isinstance(op, Gemm) and op.weight)
-    weights += sum(op.params * s for op in layout.pre + layout.post if isinstance(op, Pointwise))
-    return before, after, work, (int(sum(saved.values())) if train else 0), int(weights)
 
 
 def core_saved_bytes(w: Workload) -> int:

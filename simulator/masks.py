@@ -28,6 +28,9 @@ import math
 
 import numpy as np
 
+from .errors import AttnsimError
+from .ops import Gemm, Matmuls, Pointwise, Tile, Work
+
 
 def _cdiv(a, b):
     return -(-a // b)
@@ -111,8 +114,9 @@ class Mask:
         mask is the same set of pairs (a window wider than the keys)."""
         return self
 
-    def extra_kernels(self, w, hw):
-        """Kernels the mask itself costs (a gate that picks blocks) and their useful work: ([], None)."""
+    def extra_ops(self, w):
+        """Operations the mask itself costs (a gate that picks blocks, a token permutation) and their
+        useful work: ([], None). Descriptions only (`ops`); the pricer prices them."""
         return [], None
 
     def extra_memory(self, w) -> int:
@@ -128,7 +132,6 @@ class Mask:
     def check_lengths_limit(self, seqlen_q, seqlen_kv):
         """Refuse lengths past `max_tokens` in one line that states the limit."""
         if self.max_tokens is not None and max(seqlen_q, seqlen_kv) > self.max_tokens:
-            from .errors import AttnsimError
             raise AttnsimError(f"mask {self.name} prices sequences up to {self.max_tokens:,} tokens "
                                f"({self.max_tokens_why}); got {max(seqlen_q, seqlen_kv):,}")
 
@@ -551,7 +554,6 @@ class SegmentMask(LocalMask):
 
     def _check(self, seqlen_kv):
         if int(self.ends[-1]) + 1 != seqlen_kv:
-            from .errors import AttnsimError
             raise AttnsimError(f"segments sum to {int(self.ends[-1]) + 1} tokens; seqlen_kv is {seqlen_kv}: "
                                f"allowed: segment lengths that add up to the sequence")
 
@@ -715,7 +717,6 @@ class BlockSelectMask(LocalMask):
     def adjust_tile(self, tile, backward=False):
         """Tiles that divide the block: a selected block is then whole tiles (MoBA runs its blocks
         through FlashAttention's varlen kernel)."""
-        from .families import Tile
 
         def fit(size):
             t = 1 << (int(size).bit_length() - 1)
@@ -724,25 +725,22 @@ class BlockSelectMask(LocalMask):
             return t
         return Tile(fit(tile.block_m), fit(tile.block_n), tile.num_warps, tile.stages)
 
-    def extra_kernels(self, w, hw):
+    def extra_ops(self, w):
         """The gate: mean-pool K per block, score every query against every block's mean (a GEMM per
-        head), pick the top k per query block. Returns (kernels, useful Work)."""
-        from .bound import Work
-        from .gemm import gemm
-        from .model import elementwise
+        head), pick the top k per query block. Returns (ops, useful Work)."""
         s, d = w.dtype_bytes, w.head_dim_qk
         n_blocks = -(-w.seqlen_kv // self.block)
         self._blocks_kept(w.seqlen_kv)
         # decode keeps the block means with the cache: a step pools only the newest block
         pooled_tokens = min(self.block, w.seqlen_kv) if w.phase == "decode" else w.seqlen_kv
         kv_heads_tokens = w.batch * w.heads_kv * pooled_tokens
-        pool = elementwise("moba_pool", hw, read_bytes=kv_heads_tokens * d * s,
-                           write_bytes=w.batch * w.heads_kv * n_blocks * d * s, fp32_ops=float(kv_heads_tokens * d))
-        score = gemm("moba_gate_gemm", hw, w.seqlen_q, n_blocks, d, w.batch * w.heads_q, w.dtype, "fp32",
+        pool = Pointwise("moba_pool", read=kv_heads_tokens * d * s, write=w.batch * w.heads_kv * n_blocks * d * s,
+                         fp32_ops=float(kv_heads_tokens * d))
+        score = Gemm("moba_gate_gemm", w.seqlen_q, n_blocks, d, w.batch * w.heads_q, weight=False, b_shared=False,
                      out_dtype="fp32")
         scores = w.batch * w.heads_q * w.seqlen_q * n_blocks
-        topk = elementwise("moba_topk", hw, read_bytes=scores * 4, write_bytes=w.batch * w.heads_q * -(-w.seqlen_q // self.block)
-                           * self.k * 4, fp32_ops=float(scores) * max(1, self.k.bit_length()))
+        topk = Pointwise("moba_topk", read=scores * 4, write=w.batch * w.heads_q * -(-w.seqlen_q // self.block)
+                         * self.k * 4, fp32_ops=float(scores) * max(1, self.k.bit_length()))
         work = Work(tensor=[(2.0 * w.batch * w.heads_q * w.seqlen_q * n_blocks * d, w.dtype, "fp32")])
         return [pool, score, topk], work
 
@@ -761,18 +759,28 @@ class BoxBlockSelectMask(BlockSelectMask):
 
     def live_pairs(self, seqlen_q, seqlen_kv):
         if seqlen_kv != math.prod(self.shape) or seqlen_q != seqlen_kv:
-            from .errors import AttnsimError
             raise AttnsimError(f"token_shape {'x'.join(map(str, self.shape))} holds {math.prod(self.shape)} tokens; "
                                f"got seqlen {seqlen_q} -> {seqlen_kv}")
         return super().live_pairs(seqlen_q, seqlen_kv)
 
-    def extra_kernels(self, w, hw):
-        gate, work = super().extra_kernels(w, hw)
+    def extra_ops(self, w):
+        gate, work = super().extra_ops(w)
         if len(self.shape) == 1:
             return gate, work
-        from .na import NAMask
-        perm, _ = NAMask(self.shape, 1).extra_kernels(w, hw)
-        return perm + gate, work
+        return permutation_ops(w) + gate, work
+
+
+def permutation_ops(w) -> list:
+    """A token permutation into box-major order (NATTEN's token_permute) and back: Q, K, V are copied
+    before the kernel and O after it (train: dO in, dQ, dK, dV back too). Memory-bound copies, no
+    useful work."""
+    s = w.dtype_bytes
+    q = w.batch * w.heads_q * w.seqlen_q * w.head_dim_qk * s
+    o = w.batch * w.heads_q * w.seqlen_q * w.head_dim_v * s
+    kv = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * s
+    moved = (q + kv, o) if w.phase != "train" else (q + kv + o, o + q + kv)  # + dO in; dQ, dK, dV out
+    return [Pointwise("token_permute", read=moved[0], write=moved[0]),
+            Pointwise("token_unpermute", read=moved[1], write=moved[1])]
 
 
 def segment_mask(sizes, window_size=(-1, -1), causal: bool = False) -> Mask:
@@ -790,7 +798,6 @@ def window_mask(window_size, causal: bool, sink: int = 0, chunk: int = 0) -> Mas
     if causal:
         right = 0 if right < 0 else min(right, 0)
     if sink and chunk:
-        from .errors import AttnsimError
         raise AttnsimError(f"sink={sink} with attention_chunk={chunk}: the two together are not modeled; give one")
     if sink or chunk:
         return LocalMask(left, right, sink, chunk)
@@ -886,7 +893,6 @@ class OccupancyMask(Mask):
         return c, np.ceil(kept / c)
 
     def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
-        from .errors import AttnsimError
         raise AttnsimError(f"mask {self.name} is data-dependent: no element predicate, an occupancy model")
 
     def _kept(self, a):
@@ -979,26 +985,24 @@ class OccupancyMask(Mask):
         drop = 1 if frac > 0.5 else 0 if frac < 0.5 else (seqlen_kv - whole) % 2  # a tie goes to the even
         return seqlen_kv - whole - drop
 
-    def extra_kernels(self, w, hw):
+    def extra_ops(self, w):
         """The selection: 'scores' computes every allowed score first (what top-k needs, a QK^T GEMM
         whose output is written, and a top-k pass); a learned predictor costs its FLOPs per query."""
-        from .bound import Work
-        from .gemm import gemm
-        from .model import elementwise, tensor_kernel
-        kernels, work = [], Work()
+        ops, work = [], Work()
         bh = w.batch * w.heads_q
         if self.select == "scores":
-            kernels.append(gemm("select_scores_gemm", hw, w.seqlen_q, w.seqlen_kv, w.head_dim_qk, bh, w.dtype, "fp32"))
+            ops.append(Gemm("select_scores_gemm", w.seqlen_q, w.seqlen_kv, w.head_dim_qk, bh, weight=False,
+                            b_shared=False))
             scores = bh * w.seqlen_q * w.seqlen_kv
-            kernels.append(elementwise("select_topk", hw, read_bytes=scores * w.dtype_bytes,
-                                       write_bytes=bh * w.seqlen_q * min(w.seqlen_kv, self.top_k or w.seqlen_kv) * 4,
-                                       fp32_ops=float(scores) * 2))
+            ops.append(Pointwise("select_topk", read=scores * w.dtype_bytes,
+                                 write=bh * w.seqlen_q * min(w.seqlen_kv, self.top_k or w.seqlen_kv) * 4,
+                                 fp32_ops=float(scores) * 2))
             work = work + Work(tensor=[(2.0 * bh * w.seqlen_q * w.seqlen_kv * w.head_dim_qk, w.dtype, "fp32")])
         if self.predictor_flops_per_query:
             flops = self.predictor_flops_per_query * bh * w.seqlen_q
-            kernels.append(tensor_kernel("predictor", hw, flops, w.dtype))
+            ops.append(Matmuls("predictor", flops))
             work = work + Work(tensor=[(flops, w.dtype, "fp32")])
-        return kernels, (work if kernels else None)
+        return ops, (work if ops else None)
 
     def _terms(self, a, t0, block_n, run=None):
         """(P touch, P cover) of rows with `a` allowed keys (floats) at the kv tiles starting at keys t0
@@ -1189,7 +1193,6 @@ class OccupancyMask(Mask):
         return rows_f, rows_n, cols_f, cols_n
 
     def _refuse(self, seqlen_q, seqlen_kv, block_m, block_n, work):
-        from .errors import AttnsimError
 
         def work_at(n, stride):  # the middle rows' probabilities of self-attention over n tokens
             r = np.arange(0, -(-n // block_m), stride, dtype=np.int64) * block_m
@@ -1342,7 +1345,6 @@ class HeadMixMask(Mask):
     def head_groups(self, heads_q: int) -> list:
         n = len(self.masks)
         if heads_q % n:
-            from .errors import AttnsimError
             raise AttnsimError(f"{n} head groups do not divide --heads {heads_q}; allowed: a number of spans that "
                                f"divides the heads (one per head, or per equal group of heads)")
         return [(m, heads_q // n) for m in self.masks]
@@ -1359,7 +1361,6 @@ class HeadMixMask(Mask):
         return self.masks[0].n_tiles(block_m, block_n, seqlen_q, seqlen_kv)
 
     def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
-        from .errors import AttnsimError
         raise AttnsimError("a per-head mask has no single element predicate: use each group's mask")
 
     live_pairs = live_keys = row_tiles = col_tiles = mask_mod
@@ -1404,7 +1405,6 @@ class SegmentComplementMask(Mask):
         self.description = "the other segments' keys" + (", earlier only" if causal else "")
 
     def _check(self, seqlen_q, seqlen_kv):
-        from .errors import AttnsimError
         if seqlen_kv != self.L:
             raise AttnsimError(f"segments sum to {self.L} tokens; seqlen_kv is {seqlen_kv}: "
                                f"allowed: segment lengths that add up to the sequence")

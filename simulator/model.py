@@ -15,18 +15,22 @@ count live pairs only. Everything is derived from the profile, the family table 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import reduce
 
 import numpy as np
 
 from . import schedule
-from .bound import Bound, Work, attention_work_alternatives, min_bound
+from .bound import Bound, attention_work_alternatives, min_bound
 from .errors import AttnsimError, UnsupportedCore
-from .families import (Family, Legality, Tile, bwd_tile_candidates, can_implement, check_family,
-                       decode_tile_candidates, fwd_tile_candidates, get_family)
+from .families import (Family, Legality, bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
+                       fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
 from .hardware import Hardware
+from .layouts import core_saved_bytes, standard
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
+from .ops import Tile, Work
+from .pricing import KernelCost, elementwise, gemm, layer_kernels, op_kernels
+from .rates import Calibration, Rates, rates
 from .workload import MAX_D_MODEL, Workload, check_limit
 
 
@@ -36,46 +40,6 @@ LPT_MAX_CTAS = 200_000
 
 
 # -- results -----------------------------------------------------------------------------
-@dataclass
-class KernelCost:
-    name: str
-    time_s: float
-    flops: int  # executed
-    useful_flops: int
-    hbm_bytes: int
-    l2_bytes: int = 0
-    bound: str = ""  # the unit that limits this kernel's predicted time
-    unit_times_s: dict = field(default_factory=dict)
-    ctas: int = 0
-    ctas_per_sm: int = 0
-    waves: float = 0.0
-    wave_efficiency: float = 1.0
-    tile: str = ""
-    tiles: dict | None = None
-    smem_bytes: int = 0
-    regs_per_thread: int = 0
-    splits: int = 1
-    tiles_iterated: int = 0  # tiles the kernel visits (live ones, or a fixed box of them per CTA)
-    schedule: str = ""  # how the makespan was computed: "lpt" (exact list schedule) or "closed-form"
-    tile_obj: Tile | None = field(default=None, repr=False)
-
-    def to_json(self):
-        out = {"name": self.name, "time_s": self.time_s, "flops": int(self.flops),
-               "useful_flops": int(self.useful_flops), "hbm_bytes": int(self.hbm_bytes),
-               "l2_bytes": int(self.l2_bytes), "bound": self.bound,
-               "unit_times_s": self.unit_times_s, "ctas": int(self.ctas),
-               "ctas_per_sm": int(self.ctas_per_sm), "waves": self.waves,
-               "wave_efficiency": self.wave_efficiency, "tile": self.tile or None}
-        if self.tiles is not None:
-            out["tiles"] = {k: int(v) for k, v in self.tiles.items()}
-            out["tiles_iterated"] = int(self.tiles_iterated)
-        if self.splits != 1:
-            out["splits"] = self.splits
-        if self.schedule:
-            out["schedule"] = self.schedule
-        return out
-
-
 @dataclass
 class Prediction:
     workload: Workload
@@ -87,7 +51,7 @@ class Prediction:
     kv_cache_bytes: int
     memory_bytes: int
     useful_flops: int
-    calibrated: bool = False
+    rates: Rates | None = field(default=None, repr=False)  # what the family's kernels were priced at
     scope: str = "attention"
     notes: list = field(default_factory=list)
     resolved: dict = field(default_factory=dict)
@@ -111,6 +75,15 @@ class Prediction:
     @property
     def hbm_bytes(self) -> int:
         return sum(int(k.hbm_bytes) for k in self.kernels)
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.rates and self.rates.calibrated)
+
+    @property
+    def clock_hz(self) -> float:
+        """The clock the prediction assumed (the profile's sustained clock, or a calibration's)."""
+        return self.rates.clock_hz
 
     @property
     def fits(self) -> bool:
@@ -157,7 +130,7 @@ class Prediction:
             "speedup": self.speedup, "varlen": self.varlen, "activation_bytes": self.activation_bytes,
             "layout": self.layout, "alternative": self.alternative, "contrast": self.contrast,
             "kernels": [k.to_json() for k in self.kernels],
-            "calibrated": self.calibrated, "clock_hz": self.hardware.clock_sustained_hz,
+            "calibrated": self.calibrated, "clock_hz": self.clock_hz,
             "notes": self.notes,
         }
 
@@ -165,50 +138,33 @@ class Prediction:
 # -- per-SM rates ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SMRates:
-    """Per-SM rates at the sustained clock (per second)."""
+    """Per-SM rates of one tile's units (per second), from the prediction's `Rates`."""
     mma: float  # FLOP/s of the GEMM dtype/accumulate at the family's MMA efficiency
     exp: float
     fp32_ops: float  # FP32 instructions/s (an FMA is one)
     smem: float  # bytes/s
 
     @classmethod
-    def mixed(cls, hw: Hardware, fam: Family, w: Workload, qk_flops: float, pv_flops: float) -> "SMRates":
+    def mixed(cls, r: Rates, w: Workload, qk_flops: float, pv_flops: float) -> "SMRates":
         """One MMA rate for a tile whose GEMMs run at two accumulate types: `qk_flops` at qk_accum
         (QK^T; in the backward also dQ, dK) and `pv_flops` at pv_accum (PV; dP, dV), FLOP-weighted,
         so each GEMM takes the time it takes at its own rate — as the bound prices them."""
-        qk, pv = cls.of(hw, fam, w.dtype, w.qk_accum), cls.of(hw, fam, w.dtype, w.pv_accum)
+        qk, pv = cls.of(r, w.dtype, w.qk_accum), cls.of(r, w.dtype, w.pv_accum)
         return cls(mma=(qk_flops + pv_flops) / (qk_flops / qk.mma + pv_flops / pv.mma), exp=qk.exp,
                    fp32_ops=qk.fp32_ops, smem=qk.smem)
 
     @classmethod
-    def of(cls, hw: Hardware, fam: Family, dtype: str, accum: str) -> "SMRates":
-        clk = hw.clock_sustained_hz
-        return cls(mma=hw.mma_flops_per_clk_per_sm(dtype, accum) * clk * fam.efficiency(hw.arch),
-                   exp=hw.exp_ops_per_clk_per_sm * clk,
-                   fp32_ops=hw.fp32_flops_per_clk_per_sm / 2 * clk,
-                   smem=hw.smem_bytes_per_clk_per_sm * clk)
+    def of(cls, r: Rates, dtype: str, accum: str) -> "SMRates":
+        return cls(mma=r.mma_per_sm(dtype, accum), exp=r.exp_per_sm, fp32_ops=r.fp32_ops_per_sm, smem=r.smem_per_sm)
 
 
 def _smem_tile_bytes(fam: Family, tile: Tile, kv_cols: int, dp: int, s: int, skv: int, arch: str) -> float:
     """Shared-memory traffic of one forward tile: the K and V tiles (`kv_cols` channels per key)
     written once (cp.async; TMA writes of FA3/FA4 go through the async proxy and are taken not to
-    contend with MMA operand reads — an assumption), read once per reader, and the Q tile read as
-    the QK^T operand."""
-    writes = 0 if fam.name in ("fa3", "fa4") else 1
-    return tile.block_n * kv_cols * skv * (writes + _smem_readers(fam, tile, arch)) + tile.block_m * dp * s
-
-
-def _smem_readers(fam: Family, tile: Tile, arch: str) -> int:
-    """How many times the K/V tile is read from shared memory per use: once per warp that owns a
-    16-row slice of the query rows (mma.sync: FA2 everywhere, Triton before Hopper), once per
-    warpgroup (wgmma: FA3, Triton on Hopper and later), once per Q tile (tcgen05: FA4)."""
-    if fam.name == "fa3":
-        return max(tile.block_m // 64, 1)
-    if fam.name == "fa4":
-        return max(tile.block_m // 128, 1)
-    if fam.name == "triton" and arch in ("hopper", "blackwell"):
-        return max(1, tile.num_warps // 4)
-    return max(1, min(tile.num_warps, tile.block_m // 16))  # mma.sync: warps split M in 16-row slices
+    contend with MMA operand reads — an assumption), read once per reader (`families.smem_readers`),
+    and the Q tile read as the QK^T operand."""
+    writes = 0 if fam.kv_by_tma else 1
+    return tile.block_n * kv_cols * skv * (writes + smem_readers(fam, tile, arch)) + tile.block_m * dp * s
 
 
 def _tile_time(t_tensor, t_soft, t_smem, overlap):
@@ -235,7 +191,7 @@ def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
     return w.k_streams * dp + (0 if w.v_in_k else dvp)  # Workload.stream_dims at padded dims
 
 
-def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
+def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
     """One forward tile: qk_matmuls QK^T-shaped matmuls and PV on the tensor cores, one exp per
     score (plus the score function's own SFU work), the softmax's FP32 work (plus the score
     function's), shared-memory operand traffic."""
@@ -248,14 +204,14 @@ def _fwd_tile_costs(hw, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Worklo
     t_fp32 = scores * soft / rates.fp32_ops * k
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     kv_cols = _kv_cols(w, dp, dvp)
-    t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, hw.arch) / rates.smem * k
-    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
-    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
+    t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
+    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, r.overlap))
+    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, r.overlap))
     return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
 
 
-def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
+def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
     """One backward tile: S recomputed, dQ and dK (each once per QK^T-shaped matmul), dP, dV; the
     score function's work recomputed (SFU) and differentiated (twice its FP32 work)."""
     bm, bn = tile.block_m, tile.block_n
@@ -267,26 +223,26 @@ def _bwd_tile_costs(hw, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = 
     t_fp32 = scores * soft / rates.fp32_ops * k
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     # Q and dO tiles written once and read by every reader; dS written and read once
-    t_smem = (bm * (dp + dvp) * s * (1 + _smem_readers(fam, tile, hw.arch)) + 2 * bm * bn * s) / rates.smem * k
-    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, fam.overlap))
-    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, fam.overlap))
+    t_smem = (bm * (dp + dvp) * s * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
+    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, r.overlap))
+    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, r.overlap))
     return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
 
 
-def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
+def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
             useful_flops, total_tiles, stages, exact=True, splits=1, live=None):
     """Kernel time from per-CTA tile counts (`full`, `partial`: the tiles it visits, one entry per
     CTA class, each class repeated `counts` times). `live`: the (full, partial) live tiles, when the
     kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`)."""
-    lat = hw.dram_latency_s
+    lat = r.dram_latency_s
     n_tiles = full + partial
     compute = full * tc.t_full + partial * tc.t_partial
     stream = n_tiles * lat / max(stages, 1)
     fixed = 2 * lat
     dur = fixed + np.maximum(compute, stream)
     k = leg.ctas_per_sm
-    slots = hw.sm_count * k
+    slots = r.sm_count * k
     n_ctas = int(np.sum(counts))
     exact = exact and n_ctas <= LPT_MAX_CTAS
     if exact:
@@ -294,9 +250,9 @@ def _finish(name, hw, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes
     else:
         makespan = float(schedule.closed_makespan(n_ctas, float(np.sum(dur * counts)), float(dur.max()),
                                                   float(dur.min()), slots))
-    t_hbm = hbm_bytes / hw.hbm_bandwidth_bytes_per_s
-    t_l2 = l2_bytes / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0
-    time_s = hw.kernel_launch_overhead_s + max(makespan, t_hbm, t_l2)
+    t_hbm = hbm_bytes / r.hbm_bytes_per_s
+    t_l2 = l2_bytes / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0
+    time_s = r.launch_overhead_s + max(makespan, t_hbm, t_l2)
     tiles_visited = float(np.sum(n_tiles * counts))
     units = {u: v * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
     units["hbm"] = t_hbm
@@ -340,14 +296,14 @@ def _choose(fam: Family, cands, evaluate):
     return min(exact, key=lambda r: (r.time_s, r.flops)) if exact else None
 
 
-def _legal(fam, hw, tile, dp, dvp, w, backward=False, n_ctas=None):
+def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None):
     """The legality check, with CTAs per SM capped by how many CTAs the grid puts on one SM: the
     block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself."""
-    leg = can_implement(fam, hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams)
+    leg = can_implement(fam, r.hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams)
     if not leg.ok:
         return None
     if n_ctas is not None:
-        k = max(1, min(leg.ctas_per_sm, -(-int(n_ctas) // hw.sm_count)))
+        k = max(1, min(leg.ctas_per_sm, -(-int(n_ctas) // r.sm_count)))
         leg = Legality(True, leg.smem_bytes, leg.regs_per_thread, k)
     return leg
 
@@ -394,13 +350,13 @@ def _segment_sums(w: Workload, mask: Mask, segments=None):
     return mask_sums(mask, w.real_segments() if segments is None else segments, w.heads_q)
 
 
-def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
+def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: bool) -> KernelCost:
     """The forward kernel: one CTA per (sequence, query head, query tile); a packed varlen batch
     runs every sequence's tiles in one grid (cu_seqlens), a padded one pads each to the longest."""
     dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
-    rates = SMRates.mixed(hw, fam, w, w.qk_matmuls * dp, dvp)
+    rates = SMRates.mixed(r, w, w.qk_matmuls * dp, dvp)
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
     kvc = _kv_cols(w, d, dv)
@@ -415,48 +371,29 @@ def fused_forward(w: Workload, hw: Hardware, fam: Family, mask: Mask, write_lse:
         tile = mask.adjust_tile(tile)
         grids = [(m, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, m in w.segments()]
         n_ctas = sum(m * w.heads_q * nq for m, (nq, _) in grids)
-        leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=n_ctas)
+        leg = _legal(fam, r, tile, dp, dvp, w, n_ctas=n_ctas)
         if leg is None:
             return None
         full, partial, live, counts = _rows_over_segments(
             w, mask, lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
                                               tile_rows(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
-        tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
+        tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
         visited = float(np.sum((full + partial) * counts))
         l2 = visited * tile.block_n * kvc * skv + q_b + o_b
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
-        return _finish("attn_fwd", hw, tc, tile, leg, full, partial, counts,
+        return _finish("attn_fwd", r, tc, tile, leg, full, partial, counts,
                        q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
-    cands = fwd_tile_candidates(fam, hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
+    cands = fwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
     best = _choose(fam, cands, evaluate)
     if best is None:
-        raise _no_tile(fam, hw, w, "forward", _why_illegal(fam, hw, w, [mask.adjust_tile(t) for t in cands]))
+        raise _no_tile(fam, r.hw, w, "forward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t) for t in cands]))
     return best
 
 
 # -- backward ------------------------------------------------------------------------------
-def elementwise(name, hw: Hardware, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, flops=0) -> KernelCost:
-    """A memory-streaming kernel (softmax, preprocess, convert, combine, reductions)."""
-    clk, sm = hw.clock_sustained_hz, hw.sm_count
-    units = {"hbm": (read_bytes + write_bytes) / hw.hbm_bandwidth_bytes_per_s,
-             "exp": exps / (hw.exp_ops_per_clk_per_sm * sm * clk),
-             "fp32": fp32_ops / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk),
-             "latency": 2 * hw.dram_latency_s}
-    limit = max(units, key=units.get)
-    return KernelCost(name=name, time_s=hw.kernel_launch_overhead_s + units[limit], flops=int(flops),
-                      useful_flops=0, hbm_bytes=int(read_bytes + write_bytes), bound=limit, unit_times_s=units)
-
-
-def tensor_kernel(name, hw: Hardware, flops: float, dtype: str) -> KernelCost:
-    """A kernel of plain tensor-core work (a learned predictor), at the sustained dense rate."""
-    t = flops / hw.peak_flops_per_s(dtype, "fp32", hw.clock_sustained_hz)
-    return KernelCost(name=name, time_s=hw.kernel_launch_overhead_s + t, flops=int(flops), useful_flops=int(flops),
-                      hbm_bytes=0, bound="tensor", unit_times_s={"tensor": t})
-
-
-def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
     gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
     GQA the sum of per-query-head dK/dV (FA2's approach: dk_expanded, then a reduction)."""
@@ -467,39 +404,39 @@ def fused_backward(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
     kv_tokens = kern.seqlen_kv
     m = w.qk_matmuls
-    rates = SMRates.mixed(hw, fam, w, 3 * m * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
+    rates = SMRates.mixed(r, w, 3 * m * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (3 * m * d + 2 * dv) * live_pairs
-    pre = elementwise("bwd_preprocess", hw, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
+    pre = elementwise("bwd_preprocess", r, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
                       fp32_ops=2.0 * rows * dv)
     kv_rows = w.heads_q * kv_tokens  # dK/dV per query head (expanded under GQA)
 
     def evaluate(tile, exact):
         tile = mask.adjust_tile(tile, backward=True)
         grids = [(m, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, m in w.segments()]
-        leg = _legal(fam, hw, tile, dp, dvp, w, backward=True, n_ctas=sum(m * w.heads_q * nk for m, (_, nk) in grids))
+        leg = _legal(fam, r, tile, dp, dvp, w, backward=True, n_ctas=sum(m * w.heads_q * nk for m, (_, nk) in grids))
         if leg is None:
             return None
         full, partial, live, counts = _rows_over_segments(
             w, mask, lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
                                               tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
-        tc = _bwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w)
+        tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w)
         visited = float(np.sum((full + partial) * counts))
         hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * w.seq_dims * s + rows * 8
                + kv_rows * (w.seq_dims) * s + rows * d * 4 + 2 * w.shared_operand_bytes())  # R read, dR written
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
-        return _finish("attn_bwd", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
+        return _finish("attn_bwd", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, exact=exact, live=live)
 
-    cands = bwd_tile_candidates(fam, hw, dp, dvp, _causal(w, mask), w.dtype)
+    cands = bwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask), w.dtype)
     main = _choose(fam, cands, evaluate)
     if main is None:
-        raise _no_tile(fam, hw, w, "backward", _why_illegal(fam, hw, w, [mask.adjust_tile(t, True) for t in cands], True))
-    out = [pre, main, elementwise("bwd_dq_convert", hw, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
+        raise _no_tile(fam, r.hw, w, "backward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))
+    out = [pre, main, elementwise("bwd_dq_convert", r, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
     if w.group > 1:
         kvb = kv_tokens * w.seq_dims * s
-        out.append(elementwise("bwd_dkv_reduce", hw, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
+        out.append(elementwise("bwd_dkv_reduce", r, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
                                fp32_ops=float(kvb // s * w.heads_q)))
     return out
 
@@ -539,7 +476,7 @@ def split_sms(fam: Family, hw: Hardware) -> int:
     return hw.sm_count * (2 if fam.split_style == "fa2" else 1)
 
 
-def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     """One decode step: split-KV attention over the cache plus the combine kernel.
 
     Packed GQA (FA2 when seqlen_q == 1, FA3, FA4): the query heads sharing a kv head fill the rows
@@ -549,16 +486,16 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     s, skv = w.dtype_bytes, w.kv_dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
     # a latent (absorbed MLA) decode kernel packs the heads into the rows too (sglang's Triton kernel: BLOCK_H)
-    pack = (fam.pack_gqa_decode or w.v_in_k) and (fam.name != "fa2" or w.seqlen_q == 1)
+    pack = packs_gqa_decode(fam, w.seqlen_q, w.v_in_k)
     g = w.group if pack else 1
     heads = w.heads_kv if pack else w.heads_q  # CTA row blocks per sequence and query-row block
     rows = w.seqlen_q * g
-    legal = [(t, _legal(fam, hw, t, dp, dvp, w)) for t in decode_tile_candidates(fam, hw, dp, dvp)]
+    legal = [(t, _legal(fam, r, t, dp, dvp, w)) for t in decode_tile_candidates(fam, r.hw, dp, dvp)]
     legal = [(t, leg) for t, leg in legal if leg is not None]
     if not legal:
-        raise _no_tile(fam, hw, w, "decode")
+        raise _no_tile(fam, r.hw, w, "decode")
     tile, leg = legal[0]
-    rates = SMRates.mixed(hw, fam, w, w.qk_matmuls * dp, dvp)
+    rates = SMRates.mixed(r, w, w.qk_matmuls * dp, dvp)
     # query-token range of each row block
     n_m = -(-rows // tile.block_m)
     r0 = np.arange(n_m) * tile.block_m
@@ -569,7 +506,7 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     loaded = max(min(k, sub.live_keys(q, k) + tile.block_m) for sub, _ in mask.head_groups(w.heads_q)
                  for q, k, _ in w.segments())
     n_kv = -(-loaded // tile.block_n)
-    splits = (num_splits_heuristic(w.batch * heads * n_m, split_sms(fam, hw), n_kv, style=fam.split_style)
+    splits = (num_splits_heuristic(w.batch * heads * n_m, split_sms(fam, r.hw), n_kv, style=fam.split_style)
               if fam.split_kv else 1)
     per = -(-n_kv // splits)
     # split s takes kv tiles [s*per, (s+1)*per); partial tiles sit at the end of the row (the ragged
@@ -590,8 +527,8 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
                     parts.append(hi - lo - nf)
                     counts.append(m * heads * h // w.heads_q)
     full, partial, counts = (np.asarray(x, dtype=np.int64) for x in (fulls, parts, counts))
-    leg = _legal(fam, hw, tile, dp, dvp, w, n_ctas=int(counts.sum()))
-    tc = _fwd_tile_costs(hw, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
+    leg = _legal(fam, r, tile, dp, dvp, w, n_ctas=int(counts.sum()))
+    tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
     q_rows = w.batch * w.heads_q * w.seqlen_q
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
@@ -601,21 +538,20 @@ def fused_decode(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / _kv_cols(w, dp, dvp) * _kv_cols(w, d, dv) + hbm
-    main = _finish("attn_decode", hw, tc, tile, leg, full, partial, counts, hbm, l2, useful,
+    main = _finish("attn_decode", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                    total_tiles, tile.stages, splits=splits)
     out = [main]
     if splits > 1:
-        out.append(elementwise("decode_combine", hw, read_bytes=partial_b, write_bytes=q_rows * dv * s,
+        out.append(elementwise("decode_combine", r, read_bytes=partial_b, write_bytes=q_rows * dv * s,
                                fp32_ops=3.0 * q_rows * dv * splits))
     return out
 
 
 # -- eager ------------------------------------------------------------------------------------
-def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+def eager_attention(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     """Scores materialized: S = QK^T (GEMM, written to HBM), P = softmax(S) (a memory-bound kernel
     that also applies the mask), O = PV (GEMM). Train adds dV = P^T dO, dP = dO V^T, dS =
     softmax-backward(P, dP), dQ = dS K, dK = dS^T Q. Every score is computed, live or not."""
-    from .gemm import gemm
     s = w.dtype_bytes
     d, dv, lq, lk = w.head_dim_qk, w.head_dim_v, w.seqlen_q, w.seqlen_kv
     bh = w.batch * w.heads_q
@@ -627,20 +563,20 @@ def eager_attention(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
     rows, slices, cls = lq, bh, mask.head_groups(w.heads_q)[0][0]
     if w.v_in_k:  # a latent shared by the heads: the heads fold into the GEMM rows (DeepSeek's einsum over the cache)
         rows, slices, cls = lq * w.group, w.batch * w.heads_kv, None
-    qk = gemm("qk_gemm", hw, rows, lk, m * d, slices, w.dtype, w.qk_accum, useful_flops=2 * m * d * live, mask=cls)
+    qk = gemm("qk_gemm", r, rows, lk, m * d, slices, w.dtype, w.qk_accum, useful_flops=2 * m * d * live, mask=cls)
     ks.append(qk)
-    ks.append(elementwise("softmax", hw, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
+    ks.append(elementwise("softmax", r, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
                           exps=float(scores) * (1 + w.score_sfu_ops),
                           fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score
                                                     + w.score_fp32_ops)))
-    ks.append(gemm("pv_gemm", hw, rows, dv, lk, slices, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
+    ks.append(gemm("pv_gemm", r, rows, dv, lk, slices, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
     if w.phase == "train":
-        ks.append(gemm("bwd_dv_gemm", hw, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
-        ks.append(gemm("bwd_dp_gemm", hw, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
-        ks.append(elementwise("softmax_bwd", hw, read_bytes=2 * scores * s, write_bytes=scores * s,
+        ks.append(gemm("bwd_dv_gemm", r, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
+        ks.append(gemm("bwd_dp_gemm", r, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
+        ks.append(elementwise("softmax_bwd", r, read_bytes=2 * scores * s, write_bytes=scores * s,
                               fp32_ops=(3.0 + 2 * w.score_fp32_ops) * scores))
-        ks.append(gemm("bwd_dq_gemm", hw, lq, d, lk, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
-        ks.append(gemm("bwd_dk_gemm", hw, lk, d, lq, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
+        ks.append(gemm("bwd_dq_gemm", r, lq, d, lk, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
+        ks.append(gemm("bwd_dk_gemm", r, lk, d, lq, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
     return ks
 
 
@@ -671,14 +607,14 @@ def memory_bytes(w: Workload, fam: Family, kernels: list) -> int:
 
 
 # -- entry points --------------------------------------------------------------------------------
-def attention_kernels(w: Workload, hw: Hardware, fam: Family, mask: Mask) -> list:
+def attention_kernels(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     if not fam.fused:
-        return eager_attention(w, hw, fam, mask)
+        return eager_attention(w, r, fam, mask)
     if w.phase == "decode":
-        return fused_decode(w, hw, fam, mask)
-    fwd = fused_forward(w, hw, fam, mask, write_lse=True)
+        return fused_decode(w, r, fam, mask)
+    fwd = fused_forward(w, r, fam, mask, write_lse=True)
     if w.phase == "train":
-        return [fwd] + fused_backward(w, hw, fam, mask)
+        return [fwd] + fused_backward(w, r, fam, mask)
     return [fwd]
 
 
@@ -688,16 +624,21 @@ def resolve_family(hw: Hardware, kernel: str | None) -> Family:
 
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
             variant: str = "mha", scope: str = "attention", d_model: int | None = None,
-            compare: bool = True, layout=None, rope_dim: int | None = None) -> Prediction:
+            compare: bool = True, layout=None, rope_dim: int | None = None,
+            calibration: Calibration | None = None) -> Prediction:
     """Predicted time of one call of the attention op of one layer (train: forward + backward;
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
+
+    `calibration` (`rates.Calibration`): fitted factors applied through `rates` to the family's
+    kernels and to the library kernels around them (GEMMs, elementwise); None = uncalibrated.
+    `compare`: also price dense attention (the `speedup` block), the other varlen layout and the
+    layout's alternative implementation; False skips them (faster, those blocks stay None).
 
     `layout` (attnsim.simulator.layouts.Layout): the variant's head layout; its core replaces `w`
     and its KV cache is reported. Without one, the standard MHA/GQA layout of `w`.
     scope="layer" adds the ops around the core (projections, RoPE on `rope_dim` channels per head
     [default: the head dim], and the variant's own: latent projections, routers, convolutions);
     d_model defaults to heads_q * head_dim_qk."""
-    from .layouts import core_saved_bytes, layer_kernels, standard
     if scope not in ("attention", "layer"):
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
     if d_model is not None:
@@ -716,12 +657,15 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         for sub, _ in part.head_groups(w.heads_q):
             sub.check_lengths_limit(w.seqlen_q, w.seqlen_kv)
     if len(mask.passes()) > 1:
-        return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model)
-    kernels = attention_kernels(w, hw, fam, mask)
+        return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration)
+    r = rates(hw, fam, calibration)  # the family's kernels
+    lib = rates(hw, None, calibration)  # library kernels: GEMMs (cuBLAS/CUTLASS) and the mask's own ops
+    kernels = attention_kernels(w, r, fam, mask)
     # the op's useful work: the real sequences (a padded varlen batch pads kernels, not the op)
     live, live_keys = _segment_sums(w, mask)
     works = attention_work_alternatives(w.aggregate(w.real_segments()), None, live_keys, pairs_total=live)  # [0]: reported
-    gate, gate_work = mask.extra_kernels(w, hw)
+    gate_ops, gate_work = mask.extra_ops(w)
+    gate = [k for op in gate_ops for k in op_kernels(op, lib, w.dtype)]
     if gate:
         kernels = gate + kernels
         if gate_work is not None:
@@ -735,7 +679,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         resolved.update(varlen=w.varlen, seqlens_count=len(w.seqlens), seqlens_min=min(w.seqlens),
                         seqlens_mean=sum(w.seqlens) / len(w.seqlens), seqlens_max=max(w.seqlens))
     if scope == "layer":
-        before, after, layer_work, saved, weights = layer_kernels(layout, hw)
+        before, after, layer_work, saved, weights = layer_kernels(layout, lib)
         kernels = before + kernels + after
         works = [wk + layer_work for wk in works]
         t = w.aggregate().seqlen_q * layout.d_model * w.dtype_bytes  # the layer's input and output
@@ -747,7 +691,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     # backward); eager's own algorithm (works[-1]: P kept), which is all it executes
     reported = works[0] if fam.fused else works[-1]
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
-                      kernels=kernels, kv_cache_bytes=layout.kv_cache_bytes, memory_bytes=mem,
+                      kernels=kernels, kv_cache_bytes=layout.kv_cache_bytes, memory_bytes=mem, rates=r,
                       useful_flops=work_flops(reported), scope=scope, resolved=resolved, mask_name=mask.name,
                       notes=([mask.assumption] if mask.assumption else []) + list(layout.notes), works=works,
                       activation_bytes=activations, layout=None if std else dict(layout.shapes))
@@ -757,18 +701,19 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     if compare and not isinstance(mask, DenseMask) and layout.mask is None:
         dense = predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant, scope, compare=False,
                         layout=None if std else _with_core(layout, w.with_(causal=False)), rope_dim=rope_dim,
-                        d_model=d_model)
+                        d_model=d_model, calibration=calibration)
         pred.speedup = speedup_over_dense(pred, dense)
     if compare and w.seqlens is not None and fam.fused:
         other = predict(w.with_(varlen="padded" if w.varlen == "packed" else "packed"), hw, fam.name, mask,
-                        variant, scope, d_model, compare=False, rope_dim=rope_dim)
+                        variant, scope, d_model, compare=False, rope_dim=rope_dim, calibration=calibration)
         packed, padded = (pred, other) if w.varlen == "packed" else (other, pred)
         pred.varlen = {"layout": w.varlen, "packed_time_s": packed.time_s, "padded_time_s": padded.time_s,
                        "packed_flops": packed.flops, "padded_flops": padded.flops,
                        "padded_over_packed": padded.time_s / packed.time_s}
     if compare and layout.alternative is not None:
         label, alt = layout.alternative
-        other = predict(alt.core, hw, fam.name, mask_for(alt.core.causal), variant, scope, compare=False, layout=alt)
+        other = predict(alt.core, hw, fam.name, mask_for(alt.core.causal), variant, scope, compare=False, layout=alt,
+                        calibration=calibration)
         pred.alternative = {"impl": label, "time_s": other.time_s, "bound_s": other.bound.time_s,
                             "flops": other.flops, "useful_flops": other.useful_flops, "hbm_bytes": other.hbm_bytes,
                             "memory_bytes": other.memory_bytes, "kernels": [k.name for k in other.kernels]}
@@ -781,29 +726,28 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
 
 
 def _with_core(layout, core):
-    from dataclasses import replace
     return replace(layout, core=core, alternative=None)
 
 
-def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model) -> Prediction:
+def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration) -> Prediction:
     """Attention in several passes (duplex): each pass's kernels, then a merge of the passes'
     outputs (read them all, write one). The bound adds the passes' useful work unit by unit."""
     if scope != "attention":
         raise AttnsimError(f"{mask.name} takes several attention passes: priced for --scope attention only")
-    passes = [predict(w, hw, fam.name, m, variant, compare=False) for m in mask.passes()]
+    passes = [predict(w, hw, fam.name, m, variant, compare=False, calibration=calibration) for m in mask.passes()]
     o = w.aggregate().seqlen_q * w.heads_q * w.head_dim_v * w.dtype_bytes
-    merge = elementwise("merge_passes", hw, read_bytes=len(passes) * o, write_bytes=o,
+    merge = elementwise("merge_passes", passes[0].rates, read_bytes=len(passes) * o, write_bytes=o,
                         fp32_ops=float(len(passes) * o // w.dtype_bytes))
     works = [reduce(lambda a, b: a + b, ws) for ws in zip(*(p.works for p in passes))]
     pred = Prediction(workload=w, hardware=hw, family=fam, variant=variant, bound=min_bound(works, hw),
                       kernels=[k for p in passes for k in p.kernels] + [merge], kv_cache_bytes=w.kv_cache_bytes(),
                       memory_bytes=max(p.memory_bytes for p in passes) + o, useful_flops=work_flops(works[0]),
-                      scope=scope, mask_name=mask.name, works=works,
+                      rates=passes[0].rates, scope=scope, mask_name=mask.name, works=works,
                       notes=[f"{len(passes)} attention passes: " + ", ".join(m.name for m in mask.passes())])
     if compare:  # one dense grid: the passes' grids averaged
         grid = sum(sum(p.tiles.values()) for p in passes) / len(passes)
         pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,
-                                                        compare=False), grid)
+                                                        compare=False, calibration=calibration), grid)
     return pred
 
 
@@ -821,9 +765,3 @@ def speedup_over_dense(pred: "Prediction", dense: "Prediction", grid=None) -> di
 
 def work_flops(work: Work) -> int:
     return int(round(sum(f for f, *_ in work.tensor)))
-
-
-def predict_many(hw: Hardware, kernel: str | None = None, **arrays) -> dict:
-    """Vectorized prediction over numpy arrays of configurations (see attnsim.simulator.vectorized)."""
-    from .vectorized import predict_many as _pm
-    return _pm(hw, kernel, **arrays)

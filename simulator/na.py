@@ -39,7 +39,8 @@ from functools import reduce
 import numpy as np
 
 from .errors import AttnsimError
-from .masks import Mask
+from .masks import Mask, permutation_ops
+from .ops import Tile
 
 MAX_BOX_TOKENS = 1 << 16  # tokens in one explicit q_tile/kv_tile box (a tile, not the grid)
 # Per dimension the tiles are classified as a (#q intervals x #kv intervals) table: past this many
@@ -278,20 +279,12 @@ class NAMask(Mask):
     def live_keys(self, seqlen_q, seqlen_kv):
         return seqlen_kv  # every token is some query's neighbour
 
-    def extra_kernels(self, w, hw):
-        """The token permutation of the tiled order (NATTEN's token_permute): Q, K, V are copied into
-        box-major order before the kernel and O back after it (train: dO in, dQ, dK, dV back too).
-        A 1D grid with no dilation needs none. Memory-bound copies; no useful work."""
+    def extra_ops(self, w):
+        """The token permutation of the tiled order (`masks.permutation_ops`); a 1D grid with no
+        dilation needs none."""
         if self.token_order != "tiled" or (len(self.dims) == 1 and self.dims[0].d == 1):
             return [], None
-        from .model import elementwise
-        s = w.dtype_bytes
-        q = w.batch * w.heads_q * w.seqlen_q * w.head_dim_qk * s
-        o = w.batch * w.heads_q * w.seqlen_q * w.head_dim_v * s
-        kv = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * s
-        moved = (q + kv, o) if w.phase != "train" else (q + kv + o, o + q + kv)  # + dO in; dQ, dK, dV out
-        return [elementwise("token_permute", hw, moved[0], moved[0]),
-                elementwise("token_unpermute", hw, moved[1], moved[1])], None
+        return permutation_ops(w), None
 
     def extra_memory(self, w) -> int:
         """The permuted copies the tiled order keeps beside the originals (Q, K, V, O; train: and
@@ -420,7 +413,6 @@ class NAMask(Mask):
         """Box tiles: the forward runs the explicit q_tile/kv_tile when given; otherwise each side of
         the family's tile is rounded down to a power of two (tiled order, as NATTEN's tiles are) or to
         the longest row-major run that is a box, a multiple of 16 where one exists (rowmajor)."""
-        from .families import Tile
 
         def fit(size, box):
             if box is not None and not backward:

@@ -17,12 +17,14 @@ import numpy as np
 
 from . import schedule
 from .bound import attention_work_alternatives, unit_times
+from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
 from .families import (bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
-                       fwd_tile_candidates)
-from .hardware import DTYPE_BYTES, Hardware
+                       fwd_tile_candidates, packs_gqa_decode)
+from .hardware import Hardware
 from .masks import CausalMask, DenseMask
 from .model import SMRates, _bwd_tile_costs, _fwd_tile_costs, resolve_family, split_sms
+from .rates import Rates, rates
 
 
 def floor_sum(n, m, a, b):
@@ -122,34 +124,32 @@ def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128, style: s
     return np.where(bnm >= 0.8 * num_sms, 1, chosen)
 
 
-def _elementwise(hw: Hardware, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
-    """model.elementwise, elementwise over arrays."""
-    clk, sm = hw.clock_sustained_hz, hw.sm_count
-    terms = np.broadcast_arrays((read_bytes + write_bytes) / hw.hbm_bandwidth_bytes_per_s,
-                                exps / (hw.exp_ops_per_clk_per_sm * sm * clk),
-                                fp32_ops / (hw.fp32_flops_per_clk_per_sm / 2 * sm * clk), 2 * hw.dram_latency_s)
-    return hw.kernel_launch_overhead_s + np.maximum.reduce([np.asarray(t, dtype=float) for t in terms])
+def _elementwise(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
+    """pricing.elementwise, elementwise over arrays."""
+    terms = np.broadcast_arrays((read_bytes + write_bytes) / r.hbm_bytes_per_s, exps / r.exp_device(),
+                                fp32_ops / r.fp32_ops_device(), 2 * r.dram_latency_s)
+    return r.launch_overhead_s + np.maximum.reduce([np.asarray(t, dtype=float) for t in terms])
 
 
 class _Kernel:
     """Closed-form time of one tiled kernel over arrays of configurations (model._finish's twin)."""
 
-    def __init__(self, hw, tc, tile, k, n_ctas, full, part, t_max, t_min, hbm, l2):
-        lat = hw.dram_latency_s
+    def __init__(self, r, tc, tile, k, n_ctas, full, part, t_max, t_min, hbm, l2):
+        lat = r.dram_latency_s
         stream = (full + part) * lat / tile.stages
         total = n_ctas * 2 * lat + np.maximum((full * tc.t_full + part * tc.t_partial) * k, stream)
-        self.slots = hw.sm_count * k
+        self.slots = r.sm_count * k
         makespan = schedule.closed_makespan(n_ctas, total, t_max, t_min, self.slots)
-        t_l2 = l2 / hw.l2_bandwidth_bytes_per_s if hw.l2_bandwidth_bytes_per_s else 0.0
-        self.time_s = hw.kernel_launch_overhead_s + np.maximum(np.maximum(makespan, hbm / hw.hbm_bandwidth_bytes_per_s),
+        t_l2 = l2 / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0
+        self.time_s = r.launch_overhead_s + np.maximum(np.maximum(makespan, hbm / r.hbm_bytes_per_s),
                                                                 t_l2)
         self.flops = (full + part) * int(tc.flops)
         self.hbm = hbm
         self.n_ctas = n_ctas
 
 
-def _duration(hw, tc, tile, k, f, p):
-    lat = hw.dram_latency_s
+def _duration(r, tc, tile, k, f, p):
+    lat = r.dram_latency_s
     return 2 * lat + np.maximum((f * tc.t_full + p * tc.t_partial) * k, (f + p) * lat / tile.stages)
 
 
@@ -231,7 +231,8 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
         raise AttnsimError(f"kv_dtype={kv_dtype!r} is wider than dtype={dtype!r}")
     check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
-    rates = SMRates.of(hw, fam, dtype, "fp32")
+    r = rates(hw, fam)
+    sm_rates = SMRates.of(r, dtype, "fp32")
     n = B.size
     dp_of = np.array([fam.pad_head_dim(int(x)) or 0 for x in range(int(max(D.max(), DV.max())) + 1)])
     DP, DVP = dp_of[D], dp_of[DV]
@@ -258,12 +259,12 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
         g = dict(b=B[sel], lq=LQ[sel], lk=LK[sel], hq=HQ[sel], hkv=HKV[sel], d=D[sel], dv=DV[sel])
         mask = CausalMask() if c else DenseMask()
         if phase == "decode":
-            add(sel, _decode(hw, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, **g), main=True)
+            add(sel, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
             continue
-        add(sel, _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, **g), main=True)
+        add(sel, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
         if phase == "train":
-            for r in _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, **g):
-                add(sel, r, main=False)
+            for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, **g):
+                add(sel, kern, main=False)
 
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
     w = SimpleNamespace(batch=B, heads_q=HQ, heads_kv=HKV, seqlen_q=LQ, seqlen_kv=LK, head_dim_qk=D,
@@ -277,34 +278,34 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
-def _legal_tiles(fam, hw, cands, dp, dvp, dtype, kv_dtype, what):
+def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
     """(tile, legality) of the candidates that `can_implement` accepts, in the family's order."""
-    legal = [(t, can_implement(fam, hw, t, dp, dvp, dtype, kv_dtype, backward=what == "backward")) for t in cands]
+    legal = [(t, can_implement(fam, r.hw, t, dp, dvp, dtype, kv_dtype, backward=what == "backward")) for t in cands]
     legal = [(t, leg) for t, leg in legal if leg.ok]
     if not legal:
-        raise AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} on {hw.name} for head dims {dp}/{dvp}")
+        raise AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} on {r.hw.name} for head dims {dp}/{dvp}")
     return legal
 
 
-def _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
+def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
     sl = b * hq
-    legal = _legal_tiles(fam, hw, fwd_tile_candidates(fam, hw, dp, dvp, c, dtype), dp, dvp, dtype, kv_dtype, "forward")
+    legal = _legal_tiles(fam, r, fwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, kv_dtype, "forward")
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
         n_q, n_kv = -(-lq // bm), -(-lk // bn)
         n_ctas = sl * n_q
-        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
+        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
-        tc = _fwd_tile_costs(hw, fam, tile, 1, dp, dvp, s, skv, rates)  # linear in k: scaled below
+        tc = _fwd_tile_costs(r, fam, tile, 1, dp, dvp, s, skv, rates)  # linear in k: scaled below
         # longest CTA: the last complete query tile or the ragged one; shortest: the first
-        t_max = np.maximum(_duration(hw, tc, tile, k, *_row(mask, lq // bm - 1 + (lq < bm), lq, lk, bm, bn)),
-                           _duration(hw, tc, tile, k, *_row(mask, n_q - 1, lq, lk, bm, bn)))
-        t_min = _duration(hw, tc, tile, k, *_row(mask, 0 * lq, lq, lk, bm, bn))
+        t_max = np.maximum(_duration(r, tc, tile, k, *_row(mask, lq // bm - 1 + (lq < bm), lq, lk, bm, bn)),
+                           _duration(r, tc, tile, k, *_row(mask, n_q - 1, lq, lk, bm, bn)))
+        t_min = _duration(r, tc, tile, k, *_row(mask, 0 * lq, lq, lk, bm, bn))
         hbm = sl * lq * (d + dv) * s + b * hkv * lk * (d + dv) * skv + sl * lq * 4
         visited = ne * sl
         l2 = visited * bn * (d + dv) * skv + sl * lq * (d + dv) * s
-        kern = _Kernel(hw, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
+        kern = _Kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
         return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm, "tiles_full": full * sl,
                 "tiles_partial": (ne - full) * sl, "tiles_empty": (n_q * n_kv - ne) * sl, "ctas": n_ctas,
                 "waves": n_ctas / kern.slots}
@@ -312,56 +313,56 @@ def _forward(hw, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, l
     return _pick(fam, legal, evaluate)
 
 
-def _backward(hw, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, dv):
+def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, dv):
     """model.fused_backward's kernels: preprocess, the main kernel over kv tiles, dQ convert, GQA reduce."""
     sl = b * hq
     rows = sl * lq
-    kernels = [{"time_s": _elementwise(hw, 2 * rows * dv * s, rows * 4 + rows * d * 4, fp32_ops=2.0 * rows * dv),
+    kernels = [{"time_s": _elementwise(r, 2 * rows * dv * s, rows * 4 + rows * d * 4, fp32_ops=2.0 * rows * dv),
                 "flops": 0 * rows, "hbm": 2 * rows * dv * s + rows * 4 + rows * d * 4}]
-    legal = _legal_tiles(fam, hw, bwd_tile_candidates(fam, hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
+    legal = _legal_tiles(fam, r, bwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
         n_kv = -(-lk // bn)
         n_ctas = sl * n_kv
-        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
+        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)  # the same tile set
-        tc = _bwd_tile_costs(hw, fam, tile, 1, dp, dvp, s, rates)
-        cols = [_duration(hw, tc, tile, k, *_col(mask, x, lq, lk, bm, bn)) for x in (0 * lk, lk // bn - 1, n_kv - 1)]
+        tc = _bwd_tile_costs(r, fam, tile, 1, dp, dvp, s, rates)
+        cols = [_duration(r, tc, tile, k, *_col(mask, x, lq, lk, bm, bn)) for x in (0 * lk, lk // bn - 1, n_kv - 1)]
         hbm = (rows * (d + dv) * s + b * hkv * lk * (d + dv) * s + rows * 8 + sl * lk * (d + dv) * s + rows * d * 4)
         visited = ne * sl
         l2 = visited * (tc.kv_bytes + 2 * bm * d * 4) + hbm
-        kern = _Kernel(hw, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, np.maximum.reduce(cols),
+        kern = _Kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, np.maximum.reduce(cols),
                        np.minimum.reduce(cols), hbm, l2)
         return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm}
 
     kernels.append(_pick(fam, legal, evaluate))
-    kernels.append({"time_s": _elementwise(hw, rows * d * 4, rows * d * s), "flops": 0 * rows,
+    kernels.append({"time_s": _elementwise(r, rows * d * 4, rows * d * s), "flops": 0 * rows,
                     "hbm": rows * d * 4 + rows * d * s})
     kvb = lk * (d + dv) * s * b
     gqa = hq > hkv
-    kernels.append({"time_s": np.where(gqa, _elementwise(hw, kvb * hq, kvb * hkv, fp32_ops=kvb // s * hq), 0.0),
+    kernels.append({"time_s": np.where(gqa, _elementwise(r, kvb * hq, kvb * hkv, fp32_ops=kvb // s * hq), 0.0),
                     "flops": 0 * rows, "hbm": np.where(gqa, kvb * hq + kvb * hkv, 0)})
     return kernels
 
 
-def _decode(hw, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
+def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
     """model.fused_decode over arrays: packed GQA rows, split-KV, the combine kernel."""
-    pack = fam.pack_gqa_decode & ((fam.name != "fa2") | (lq == 1))
+    pack = packs_gqa_decode(fam, lq)
     grp = np.where(pack, hq // hkv, 1)
     sl = b * np.where(pack, hkv, hq)
     rows = lq * grp
-    tile, leg = _legal_tiles(fam, hw, decode_tile_candidates(fam, hw, dp, dvp), dp, dvp, dtype, kv_dtype, "decode")[0]
+    tile, leg = _legal_tiles(fam, r, decode_tile_candidates(fam, r.hw, dp, dvp), dp, dvp, dtype, kv_dtype, "decode")[0]
     bm, bn = tile.block_m, tile.block_n
     n_m, n_kv = -(-rows // bm), -(-lk // bn)
-    splits = (num_splits_many(sl * n_m, split_sms(fam, hw), n_kv, style=fam.split_style) if fam.split_kv
+    splits = (num_splits_many(sl * n_m, split_sms(fam, r.hw), n_kv, style=fam.split_style) if fam.split_kv
               else np.ones_like(n_m))
     per = -(-n_kv // splits)
     full = ne = ctas = 0 * rows
     first, last = [], []  # (full, partial) tiles of the first and of the last split of each row block
-    for r in range(int(n_m.max())):
-        on = r < n_m
-        r0 = r * bm
+    for row in range(int(n_m.max())):
+        on = row < n_m
+        r0 = row * bm
         r1 = np.minimum(r0 + bm, rows) - 1
         f_r, ne_r = mask.row_tiles(r0 // grp, np.maximum(r1, r0) // grp, r0 + bm <= rows, lq, lk, bn)
         f_r, ne_r = np.where(on, f_r, 0), np.where(on, ne_r, 0)
@@ -373,9 +374,9 @@ def _decode(hw, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, h
         lf = np.clip(f_r - per * np.maximum(u_r - 1, 0), 0, rem)
         last.append((lf, rem - lf, on & (ne_r > 0)))
     n_ctas = sl * ctas
-    k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // hw.sm_count)))
-    tc = _fwd_tile_costs(hw, fam, tile, 1, dp, dvp, s, skv, rates)
-    durs = [(_duration(hw, tc, tile, k, f, p), on) for f, p, on in first + last]
+    k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
+    tc = _fwd_tile_costs(r, fam, tile, 1, dp, dvp, s, skv, rates)
+    durs = [(_duration(r, tc, tile, k, f, p), on) for f, p, on in first + last]
     t_max = np.maximum.reduce([np.where(on, t, 0.0) for t, on in durs])
     t_min = np.minimum.reduce([np.where(on, t, np.inf) for t, on in durs])
     q_rows = b * hq * lq
@@ -383,8 +384,8 @@ def _decode(hw, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, h
     hbm = b * hkv * lk * (d + dv) * skv + q_rows * d * s + np.where(splits == 1, q_rows * dv * s, 0) + partial_b
     visited = ne * sl
     l2 = visited * bn * (d + dv) * skv + hbm
-    kern = _Kernel(hw, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
-    combine = np.where(splits > 1, _elementwise(hw, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits), 0.0)
+    kern = _Kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
+    combine = np.where(splits > 1, _elementwise(r, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits), 0.0)
     return {"time_s": kern.time_s + combine, "flops": kern.flops,
             "hbm": hbm + np.where(splits > 1, partial_b + q_rows * dv * s, 0), "tiles_full": full * sl,
             "tiles_partial": (ne - full) * sl, "tiles_empty": (n_m * n_kv - ne) * sl, "ctas": n_ctas,

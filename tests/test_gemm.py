@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from attnsim.simulator.gemm import GEMM_TILES, gemm
+from attnsim.simulator.pricing import GEMM_TILES, gemm
+from attnsim.simulator.rates import rates
 from attnsim.simulator.hardware import load_hardware
 from attnsim.simulator.model import predict
 from attnsim.simulator.workload import Workload
@@ -19,7 +20,7 @@ def parse_tile(s):
                                          (300, 200, 100, 7)])
 def test_flops_and_quantization_by_hand(m, n, k, batch):
     hw = load_hardware("h100")
-    g = gemm("g", hw, m, n, k, batch, "bf16")
+    g = gemm("g", rates(hw), m, n, k, batch, "bf16")
     tm, tn, tk = parse_tile(g.tile)
     assert (tm, tn, tk) in {t[:3] for t in GEMM_TILES}
     assert g.useful_flops == 2 * m * n * k * batch
@@ -34,7 +35,7 @@ def test_flops_and_quantization_by_hand(m, n, k, batch):
 
 def test_big_square_gemm_is_tensor_bound_and_one_wave_quantization_shows():
     hw = load_hardware("h100")
-    big = gemm("g", hw, 8192, 8192, 8192, 1, "bf16")
+    big = gemm("g", rates(hw), 8192, 8192, 8192, 1, "bf16")
     assert big.bound == "tensor"
     # 132 SMs: 8192^2 / (128*256) = 2048 CTAs = 15.5 waves; one more column of tiles adds CTAs, not time per CTA
     # Those figures are the 128 x 256 x 64 tile's (3 stages: 3 x (128 + 256) x 64 x 2 B = 147,456 B of shared
@@ -62,8 +63,8 @@ def test_big_square_gemm_is_tensor_bound_and_one_wave_quantization_shows():
 
 def test_weight_shared_across_batch_is_read_once():
     hw = load_hardware("a100")
-    a = gemm("g", hw, 512, 1024, 2048, 4, "bf16", b_shared=False)
-    b = gemm("g", hw, 512, 1024, 2048, 4, "bf16", b_shared=True)
+    a = gemm("g", rates(hw), 512, 1024, 2048, 4, "bf16", b_shared=False)
+    b = gemm("g", rates(hw), 512, 1024, 2048, 4, "bf16", b_shared=True)
     assert a.hbm_bytes - b.hbm_bytes == 3 * 2048 * 1024 * 2
 
 

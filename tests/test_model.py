@@ -18,7 +18,8 @@ from attnsim.simulator.errors import AttnsimError
 from attnsim.simulator.families import get_family, fwd_tile_candidates, can_implement
 from attnsim.simulator.hardware import load_hardware
 from attnsim.simulator.masks import CausalMask, DenseMask, tile_rows
-from attnsim.simulator.model import num_splits_heuristic, predict, predict_many
+from attnsim.simulator.model import num_splits_heuristic, predict
+from attnsim.simulator.vectorized import predict_many
 from attnsim.simulator.workload import Workload
 
 FUSED_H100 = ("fa2", "fa3", "triton")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from attnsim.simulator.hardware import load_hardware
-from attnsim.simulator.model import num_splits_heuristic, predict, predict_many
+from attnsim.simulator.model import num_splits_heuristic, predict
+from attnsim.simulator.vectorized import predict_many
 from attnsim.simulator.vectorized import num_splits_many
 from attnsim.simulator.workload import Workload
 

@@ -357,8 +357,9 @@ def test_fa2_split_heuristic_case_where_twice_the_sms_matters_on_h100():
     "quantization (41.4 -> 42 waves of 3 CTAs/SM vs 15.5 -> 16 waves; 1.151 vs 1.155 ms). On A100, whose "
     "profile has an L2 rate, the same GEMM takes 128x256x64."))
 def test_big_h100_gemm_takes_the_large_tile_its_comment_derives():
-    from attnsim.simulator.gemm import gemm
-    big = gemm("g", H100, 8192, 8192, 8192, 1, "bf16")
+    from attnsim.simulator.pricing import gemm
+    from attnsim.simulator.rates import rates
+    big = gemm("g", rates(H100), 8192, 8192, 8192, 1, "bf16")
     # 8192^2 / (128 x 256) = 2048 CTAs, 1 per SM (147,456 B of shared memory each): 2048 / 132 = 15.5 waves
     assert big.tile in ("128x256x64 w8 s3", "256x128x64 w8 s3") and (big.ctas, big.ctas_per_sm) == (2048, 1)
     assert big.waves == pytest.approx(2048 / 132, rel=1e-12)

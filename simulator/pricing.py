@@ -1,0 +1,201 @@
+"""The pricer: operations and kernels to costs, at the rates of `rates.rates` (no other source).
+
+`KernelCost` is one kernel's predicted cost; `elementwise` prices a memory-streaming kernel,
+`matmuls_kernel` plain tensor-core work, `gemm` a (batched) GEMM over CUTLASS-like output tiles
+(waves, tile quantization), `op_kernels` an operation of `ops` (Gemm, Pointwise, Matmuls) and
+`layer_kernels` the ops a layout puts around the attention core. The attention kernels themselves
+are priced in `model` from the same `Rates`.
+
+GEMM: C[M, N] = A[M, K] B[K, N], `batch` independent problems. One CTA per output tile; the tile is
+chosen among a cuBLAS/CUTLASS-like candidate list by predicted time after the shared legality
+check. FLOPs: useful 2*M*N*K*batch; executed 2*ceil(M/tm)*tm*ceil(N/tn)*tn*ceil(K/tk)*tk*batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .dtypes import DTYPE_BYTES
+from .errors import AttnsimError
+from .masks import _cdiv, tile_rows
+from .ops import Gemm, Matmuls, Pointwise, Tile, Work
+from .rates import Rates
+
+
+# -- results -----------------------------------------------------------------------------
+@dataclass
+class KernelCost:
+    name: str
+    time_s: float
+    flops: int  # executed
+    useful_flops: int
+    hbm_bytes: int
+    l2_bytes: int = 0
+    bound: str = ""  # the unit that limits this kernel's predicted time
+    unit_times_s: dict = field(default_factory=dict)
+    ctas: int = 0
+    ctas_per_sm: int = 0
+    waves: float = 0.0
+    wave_efficiency: float = 1.0
+    tile: str = ""
+    tiles: dict | None = None
+    smem_bytes: int = 0
+    regs_per_thread: int = 0
+    splits: int = 1
+    tiles_iterated: int = 0  # tiles the kernel visits (live ones, or a fixed box of them per CTA)
+    schedule: str = ""  # how the makespan was computed: "lpt" (exact list schedule) or "closed-form"
+    tile_obj: Tile | None = field(default=None, repr=False)
+
+    def to_json(self):
+        out = {"name": self.name, "time_s": self.time_s, "flops": int(self.flops),
+               "useful_flops": int(self.useful_flops), "hbm_bytes": int(self.hbm_bytes),
+               "l2_bytes": int(self.l2_bytes), "bound": self.bound,
+               "unit_times_s": self.unit_times_s, "ctas": int(self.ctas),
+               "ctas_per_sm": int(self.ctas_per_sm), "waves": self.waves,
+               "wave_efficiency": self.wave_efficiency, "tile": self.tile or None}
+        if self.tiles is not None:
+            out["tiles"] = {k: int(v) for k, v in self.tiles.items()}
+            out["tiles_iterated"] = int(self.tiles_iterated)
+        if self.splits != 1:
+            out["splits"] = self.splits
+        if self.schedule:
+            out["schedule"] = self.schedule
+        return out
+
+
+# -- kernels -----------------------------------------------------------------------------
+def elementwise(name, r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, flops=0) -> KernelCost:
+    """A memory-streaming kernel (softmax, preprocess, convert, combine, reductions)."""
+    units = {"hbm": (read_bytes + write_bytes) / r.hbm_bytes_per_s,
+             "exp": exps / r.exp_device(),
+             "fp32": fp32_ops / r.fp32_ops_device(),
+             "latency": 2 * r.dram_latency_s}
+    limit = max(units, key=units.get)
+    return KernelCost(name=name, time_s=r.launch_overhead_s + units[limit], flops=int(flops),
+                      useful_flops=0, hbm_bytes=int(read_bytes + write_bytes), bound=limit, unit_times_s=units)
+
+
+def matmuls_kernel(name, r: Rates, flops: float, dtype: str) -> KernelCost:
+    """A kernel of plain tensor-core work (a learned predictor), at the dense rate."""
+    t = flops / r.mma_device(dtype, "fp32")
+    return KernelCost(name=name, time_s=r.launch_overhead_s + t, flops=int(flops), useful_flops=int(flops),
+                      hbm_bytes=0, bound="tensor", unit_times_s={"tensor": t})
+
+
+# (tile_m, tile_n, tile_k, warps, stages): CUTLASS's default SM80/SM90 threadblock shapes
+# (cutlass/library/scripts/generator.py tile descriptions), largest first.
+GEMM_TILES = ((128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 4, 4),
+              (128, 64, 64, 4, 4), (64, 128, 64, 4, 4), (64, 64, 64, 4, 4))
+
+
+def gemm(name: str, r: Rates, m: int, n: int, k: int, batch: int, dtype: str, accum: str = "fp32",
+         out_dtype: str | None = None, useful_flops: int | None = None, b_shared: bool = False, mask=None):
+    """Cost of a (batched) GEMM at rates `r` (a library kernel's: `rates(hw)`). `b_shared`: B is one
+    matrix for the whole batch (a weight). `mask`: classify the score tiles it computes (eager)."""
+    hw = r.hw
+    s = DTYPE_BYTES[dtype]
+    so = DTYPE_BYTES[out_dtype or dtype]
+    rate = r.mma_per_sm(dtype, accum)
+    lat = r.dram_latency_s
+    hbm = batch * (m * k * s + m * n * so) + (1 if b_shared else batch) * k * n * s
+    useful = 2 * m * n * k * batch if useful_flops is None else useful_flops
+    best = None
+    for tm, tn, tk, warps, stages in GEMM_TILES:
+        smem = stages * (tm + tn) * tk * s
+        if smem > hw.smem_per_block_bytes or 32 * warps > hw.max_threads_per_sm:
+            continue
+        ctas = batch * _cdiv(m, tm) * _cdiv(n, tn)
+        kk = min(hw.smem_per_sm_bytes // smem, hw.max_threads_per_sm // (32 * warps), hw.max_ctas_per_sm,
+                 max(1, _cdiv(ctas, hw.sm_count)))  # a small grid spreads over the SMs first
+        slots = hw.sm_count * kk
+        k_steps = _cdiv(k, tk)
+        t_cta = 2 * lat + max(2.0 * tm * tn * k_steps * tk / rate * kk, k_steps * lat / stages)
+        makespan = np.ceil(ctas / slots) * t_cta
+        l2 = ctas * (tm + tn) * k_steps * tk * s + batch * m * n * so
+        t_hbm = hbm / r.hbm_bytes_per_s
+        t_l2 = l2 / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0
+        time_s = r.launch_overhead_s + max(makespan, t_hbm, t_l2)
+        flops = 2 * ctas * tm * tn * k_steps * tk  # exact: Python integers
+        # fastest first; among equally fast (HBM-bound) tiles, the one that wastes fewer FLOPs
+        if best is None or (time_s, flops) < (best[0], best[1].flops):
+            units = {"tensor": flops / (rate * hw.sm_count), "hbm": t_hbm, "schedule": float(makespan)}
+            if t_l2:
+                units["l2"] = t_l2
+            limit = "hbm" if t_hbm >= max(makespan, t_l2) else "l2" if t_l2 >= makespan else (
+                "tensor" if 2.0 * tm * tn * k_steps * tk / rate * kk >= k_steps * lat / stages else "latency")
+            tiles, n_tiles = None, 0
+            if mask is not None:  # classify the score tiles this GEMM computes (eager attention)
+                f, p = tile_rows(mask, m, n, tm, tn)
+                total = _cdiv(m, tm) * _cdiv(n, tn)
+                tiles = {"full": int(f.sum()) * batch, "partial": int(p.sum()) * batch,
+                         "empty": (total - int(f.sum()) - int(p.sum())) * batch}
+                n_tiles = total * batch  # a GEMM computes every tile, live or not
+            best = (time_s, KernelCost(
+                name=name, time_s=float(time_s), flops=int(flops), useful_flops=int(useful), hbm_bytes=int(hbm),
+                l2_bytes=int(l2), bound=limit, unit_times_s=units, ctas=int(ctas), ctas_per_sm=int(kk),
+                waves=ctas / slots, wave_efficiency=ctas / (np.ceil(ctas / slots) * slots),
+                tile=f"{tm}x{tn}x{tk} w{warps} s{stages}", tiles=tiles, tiles_iterated=n_tiles, smem_bytes=smem))
+    if best is None:
+        raise AttnsimError(f"no GEMM tile fits {hw.name}'s {hw.smem_per_block_bytes} B of shared memory per block")
+    return best[1]
+
+
+# -- operations -----------------------------------------------------------------------
+def op_kernels(op, r: Rates, dtype: str, backward: bool = False) -> list:
+    """The kernels of one operation at rates `r`: a Gemm (train: dX and, for a weight, dW), a
+    Pointwise op (train: its backward), plain Matmuls."""
+    if isinstance(op, Gemm):
+        shared = op.batch == 1 if op.b_shared is None else op.b_shared
+        if not backward:
+            return [gemm(op.name, r, op.m, op.n, op.k, op.batch, dtype, op.accum, out_dtype=op.out_dtype,
+                         b_shared=shared)]
+        out = [gemm(op.name + "_dx", r, op.m, op.k, op.n, op.batch, dtype, op.accum, b_shared=op.batch == 1)]
+        if op.weight:
+            out.append(gemm(op.name + "_dw", r, op.k, op.n, op.m, op.batch, dtype, op.accum))
+        return out
+    if isinstance(op, Pointwise):
+        if not backward:
+            return [elementwise(op.name, r, read_bytes=op.read, write_bytes=op.write, exps=op.sfu_ops,
+                                fp32_ops=op.fp32_ops)]
+        saved = op.read if op.saved is None else op.saved
+        return [elementwise(op.name + "_bwd", r, read_bytes=op.write + saved, write_bytes=op.read,
+                            exps=op.sfu_ops, fp32_ops=2 * op.fp32_ops)]
+    if isinstance(op, Matmuls):
+        return [matmuls_kernel(op.name, r, op.flops, dtype)]
+    raise TypeError(f"not an operation: {op!r}")
+
+
+def layer_kernels(layout, r: Rates):
+    """(kernels before the core, kernels after the core, useful Work, saved activation bytes,
+    weight bytes) of the ops around the core. Train lists the backward ops after the forward ones,
+    in reverse order; the time is their sum either way."""
+    w = layout.core
+    s = w.dtype_bytes
+    train = w.phase == "train"
+    work = Work()
+    before, after = [], []
+
+    def price(op, backward, out):
+        nonlocal work
+        out.extend(op_kernels(op, r, w.dtype, backward))
+        work = work + (op.work(s, backward) if isinstance(op, Gemm) else op.work(backward))
+
+    for op in layout.pre:
+        price(op, False, before)
+    for op in layout.post:
+        price(op, False, after)
+    for op in reversed(layout.pre + layout.post) if train else ():
+        price(op, True, after)
+    work.tensor = [(f, w.dtype, acc) for f, _, acc in work.tensor]
+    saved = {}
+    for op in layout.pre + layout.post:
+        if isinstance(op, Gemm):
+            saved.setdefault(op.input or op.name, op.m * op.k * op.batch * s)
+        else:
+            nbytes = op.read if op.saved is None else op.saved
+            if nbytes:
+                saved.setdefault(op.input or op.name, nbytes)
+    weights = sum(op.k * op.n * op.batch * s for op in layout.pre + layout.post if isinstance(op, Gemm) and op.weight)
+    weights += sum(op.params * s for op in layout.pre + layout.post if isinstance(op, Pointwise))
+    return before, after, work, (int(sum(saved.values())) if train else 0), int(weights)

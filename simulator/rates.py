@@ -1,0 +1,134 @@
+"""The rates a prediction runs at: the single place where peaks, clocks, efficiencies and overheads
+are read from a hardware profile.
+
+    rates(hw, family=None, calibration=None) -> Rates   a prediction's rates (the sustained clock)
+    peak_rates(hw) -> Rates                              the bound's rates (the maximum clock, efficiencies 1)
+
+`family`: the kernel family whose MMA efficiency applies (FA2's mma.sync reaches about 2/3 of a
+Hopper's tensor peak); None for library kernels (cuBLAS/CUTLASS GEMMs, elementwise kernels).
+`calibration`: fitted factors (`Calibration`) that multiply each unit's rate and may replace the
+clock, the launch overhead and the family's overlap; None = uncalibrated. Everything that prices
+(`pricing`, `model`, `vectorized`, `bound`) takes its numbers from a `Rates`, so a calibration is
+one object passed here and a cluster will be hardware plus links.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .families import Family
+from .hardware import Hardware
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Fitted factors for one (hardware, kernel family); 1 / None = the profile's own figure.
+
+    Each efficiency multiplies the rate of its unit (tensor: the MMA rate after the family's own
+    efficiency; hbm, l2: bandwidths); `clock_hz` replaces the sustained clock, `launch_overhead_s`
+    the per-kernel overhead, `overlap` the family's softmax/MMA overlap. `source` says what it was
+    fitted on (device, dates, rows)."""
+    tensor: float = 1.0
+    exp: float = 1.0
+    fp32: float = 1.0
+    smem: float = 1.0
+    hbm: float = 1.0
+    l2: float = 1.0
+    clock_hz: float | None = None
+    launch_overhead_s: float | None = None
+    overlap: float | None = None
+    source: str = ""
+
+    def __post_init__(self):
+        for k in ("tensor", "exp", "fp32", "smem", "hbm", "l2"):
+            v = getattr(self, k)
+            if not (isinstance(v, (int, float)) and 0 < v <= 1e3):
+                raise ValueError(f"Calibration.{k}={v!r}: expected a factor in (0, 1000]")
+        if self.overlap is not None and not 0 <= self.overlap <= 1:
+            raise ValueError(f"Calibration.overlap={self.overlap!r}: expected 0..1")
+        for k in ("clock_hz", "launch_overhead_s"):
+            v = getattr(self, k)
+            if v is not None and not (isinstance(v, (int, float)) and v >= 0 and v == v and v != float("inf")):
+                raise ValueError(f"Calibration.{k}={v!r}: expected a finite non-negative number")
+        if self.clock_hz is not None and self.clock_hz <= 0:
+            raise ValueError(f"Calibration.clock_hz={self.clock_hz!r}: expected a positive clock")
+
+    @property
+    def identity(self) -> bool:
+        return self == Calibration(source=self.source)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Per-SM and device rates at one clock. Per-SM rates are per second; `fp32_ops` counts FP32
+    instructions (an FMA is one, two FLOPs)."""
+    hw: Hardware  # the device, for its capacities (shared memory, registers, threads, SMs)
+    clock_hz: float
+    sm_count: int
+    mma_efficiency: float  # the family's (and the calibration's) fraction of the tensor peak
+    exp_efficiency: float
+    fp32_efficiency: float
+    smem_efficiency: float
+    hbm_bytes_per_s: float
+    l2_bytes_per_s: float  # 0: the profile sources no L2 bandwidth (L2 left out)
+    dram_latency_s: float
+    launch_overhead_s: float
+    overlap: float  # the family's fraction of min(tensor, softmax) hidden behind the other
+    exp2_emulation_fp32_ops: float
+    calibrated: bool
+
+    # -- per SM ------------------------------------------------------------------------------
+    def mma_per_sm(self, dtype: str, accum: str = "fp32") -> float:
+        return self.hw.mma_flops_per_clk_per_sm(dtype, accum) * self.clock_hz * self.mma_efficiency
+
+    @property
+    def exp_per_sm(self) -> float:
+        return self.hw.exp_ops_per_clk_per_sm * self.clock_hz * self.exp_efficiency
+
+    @property
+    def fp32_ops_per_sm(self) -> float:
+        return self.hw.fp32_flops_per_clk_per_sm / 2 * self.clock_hz * self.fp32_efficiency
+
+    @property
+    def smem_per_sm(self) -> float:
+        return self.hw.smem_bytes_per_clk_per_sm * self.clock_hz * self.smem_efficiency
+
+    # -- the whole device ------------------------------------------------------------------------
+    def mma_device(self, dtype: str, accum: str = "fp32", sms: int | None = None) -> float:
+        return (self.hw.mma_flops_per_clk_per_sm(dtype, accum) * (self.sm_count if sms is None else sms)
+                * self.clock_hz * self.mma_efficiency)
+
+    def exp_device(self, sms: int | None = None) -> float:
+        return self.hw.exp_ops_per_clk_per_sm * (self.sm_count if sms is None else sms) * self.clock_hz \
+            * self.exp_efficiency
+
+    def fp32_ops_device(self, sms: int | None = None) -> float:
+        return self.hw.fp32_flops_per_clk_per_sm / 2 * (self.sm_count if sms is None else sms) * self.clock_hz \
+            * self.fp32_efficiency
+
+    def smem_device(self) -> float:
+        return self.hw.smem_bytes_per_clk_per_sm * self.sm_count * self.clock_hz * self.smem_efficiency
+
+
+def rates(hw: Hardware, family: Family | None = None, calibration: Calibration | None = None) -> Rates:
+    """A prediction's rates: the sustained clock, the family's MMA efficiency, the calibration's factors."""
+    cal = calibration or Calibration()
+    eff = family.efficiency(hw.arch) if family is not None else 1.0
+    l2 = hw.l2_bandwidth_bytes_per_s or 0.0
+    return Rates(hw=hw, clock_hz=hw.clock_sustained_hz if cal.clock_hz is None else float(cal.clock_hz),
+                 sm_count=hw.sm_count, mma_efficiency=eff * cal.tensor, exp_efficiency=cal.exp,
+                 fp32_efficiency=cal.fp32, smem_efficiency=cal.smem,
+                 hbm_bytes_per_s=hw.hbm_bandwidth_bytes_per_s * cal.hbm, l2_bytes_per_s=l2 * cal.l2,
+                 dram_latency_s=hw.dram_latency_s,
+                 launch_overhead_s=hw.kernel_launch_overhead_s if cal.launch_overhead_s is None
+                 else float(cal.launch_overhead_s),
+                 overlap=(family.overlap if family is not None else 0.0) if cal.overlap is None else cal.overlap,
+                 exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=not cal.identity)
+
+
+def peak_rates(hw: Hardware, clock_hz: float | None = None) -> Rates:
+    """The bound's rates: every unit at its peak, at `clock_max_hz` (or `clock_hz`), efficiencies 1."""
+    return Rates(hw=hw, clock_hz=hw.clock_max_hz if clock_hz is None else clock_hz, sm_count=hw.sm_count,
+                 mma_efficiency=1.0, exp_efficiency=1.0, fp32_efficiency=1.0, smem_efficiency=1.0,
+                 hbm_bytes_per_s=hw.hbm_bandwidth_bytes_per_s, l2_bytes_per_s=hw.l2_bandwidth_bytes_per_s or 0.0,
+                 dram_latency_s=hw.dram_latency_s, launch_overhead_s=hw.kernel_launch_overhead_s, overlap=1.0,
+                 exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=False)
