@@ -1,16 +1,18 @@
-"""The prediction: a tile-level model of a named kernel family, and its vectorized twin for sweeps.
+"""The prediction: a tile-level model of a named kernel family (the vectorized path, `vectorized`,
+prices arrays of configurations with these same functions).
 
 time_s of a kernel = launch overhead + max(makespan of its CTAs on the SM slots,
                                             HBM bytes / HBM bandwidth, L2 bytes / L2 bandwidth if sourced)
 
-A CTA's duration = 2 x DRAM latency (fill and drain) + max(compute, streaming), where
-  compute   = sum over its tiles of t_tile; t_tile = max(t_smem, combine(t_tensor, t_softmax))
-              combine(a, b) = max(a, b) + (1 - overlap) * min(a, b)   (overlap: the family's)
-              each unit at the SM's rate at clock_sustained_hz, shared by the k resident CTAs;
-  streaming = tiles x DRAM latency / stages   (Little's law: `stages` tiles in flight per CTA,
-              the per-SM bandwidth ceiling that makes split-KV pay in decode).
+A CTA's duration = 2 x DRAM latency (fill and drain) + sum over its tiles of max(t_tile, latency / stages):
+  t_tile = max(t_smem, combine(t_tensor, t_softmax)), combine(a, b) = max(a, b) + (1 - overlap) min(a, b)
+           (overlap: the family's), each unit at the SM's rate (`rates`), shared by the k resident CTAs;
+  latency / stages: a tile cannot arrive faster than the DRAM latency over the `stages` tiles in flight
+           (Little's law: the per-SM ceiling that makes split-KV pay in decode).
+The makespan of n CTAs on `slots` = SMs x k slots is the closed form max(longest CTA, total / slots +
+shortest x (ceil(n / slots) - n / slots)) (`schedule.closed_makespan`).
 Executed FLOPs count every element of every visited tile with padded head dims; useful FLOPs
-count live pairs only. Everything is derived from the profile, the family table and the mask.
+count live pairs only. Every rate comes from `rates.rates(hw, family, calibration)`.
 """
 from __future__ import annotations
 
@@ -32,11 +34,6 @@ from .ops import Tile, Work
 from .pricing import KernelCost, elementwise, gemm, layer_kernels, op_kernels
 from .rates import Calibration, Rates, rates
 from .workload import MAX_D_MODEL, Workload, check_limit
-
-
-# Above this many CTAs the makespan uses the closed form: LPT's imbalance is then below the
-# shortest CTA, a fraction of a percent of the makespan, and the exact schedule costs seconds.
-LPT_MAX_CTAS = 200_000
 
 
 # -- results -----------------------------------------------------------------------------
@@ -174,7 +171,8 @@ def _tile_time(t_tensor, t_soft, t_smem, overlap):
 
 @dataclass
 class TileCosts:
-    """Cost of one full and one partial tile on one slot, and the bytes each streams."""
+    """Cost of one full and one partial tile on one slot, and the bytes each streams (times are
+    arrays when the CTAs per SM `k` are: the vectorized path prices many configurations at once)."""
     t_full: float
     t_partial: float
     flops: float  # executed FLOPs per tile
@@ -205,8 +203,8 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     kv_cols = _kv_cols(w, dp, dvp)
     t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
-    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, r.overlap))
-    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, r.overlap))
+    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap)
+    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap)
     return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
 
@@ -224,48 +222,67 @@ def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workl
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     # Q and dO tiles written once and read by every reader; dS written and read once
     t_smem = (bm * (dp + dvp) * s * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
-    t_full = float(_tile_time(t_tensor, max(t_exp, t_fp32), t_smem, r.overlap))
-    t_part = float(_tile_time(t_tensor, max(t_exp, t_fp32_p), t_smem, r.overlap))
+    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap)
+    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap)
     return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
 
 
+def slot_tile_times(tc: TileCosts, r: Rates, stages):
+    """(a, b): the time one full / one partial tile holds a CTA slot — its compute, or its share of
+    the DRAM latency when `stages` tiles in flight cannot hide it (Little's law, the per-SM streaming
+    ceiling that makes split-KV pay in decode)."""
+    share = r.dram_latency_s / np.maximum(stages, 1)
+    return np.maximum(tc.t_full, share), np.maximum(tc.t_partial, share)
+
+
+def kernel_time(r: Rates, n_ctas, tiles_full, tiles_partial, d_max, d_min, a, b, slots, hbm_bytes, l2_bytes):
+    """Time of a tiled kernel: its CTAs last 2 x DRAM latency (fill and drain) plus a per full and b
+    per partial tile; the makespan of n CTAs on `slots` slots is the closed form
+    max(longest, total / slots + shortest x (ceil(n / slots) - n / slots)) (`schedule.closed_makespan`);
+    the kernel takes the launch overhead plus the larger of the makespan and its HBM (and L2, where
+    sourced) traffic time. Scalars or arrays (one configuration or many: the same arithmetic).
+    Returns (time, makespan, t_hbm, t_l2)."""
+    total = n_ctas * (2 * r.dram_latency_s) + tiles_full * a + tiles_partial * b
+    makespan = schedule.closed_makespan(n_ctas, total, d_max, d_min, slots)
+    t_hbm = hbm_bytes / r.hbm_bytes_per_s
+    t_l2 = l2_bytes / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0 * t_hbm
+    return r.launch_overhead_s + np.maximum(np.maximum(makespan, t_hbm), t_l2), makespan, t_hbm, t_l2
+
+
+def cta_duration(r: Rates, a, b, full, partial):
+    """One CTA's duration: fill and drain (2 x DRAM latency) plus its tiles."""
+    return 2 * r.dram_latency_s + full * a + partial * b
+
+
 def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
-            useful_flops, total_tiles, stages, exact=True, splits=1, live=None):
+            useful_flops, total_tiles, stages, splits=1, live=None):
     """Kernel time from per-CTA tile counts (`full`, `partial`: the tiles it visits, one entry per
     CTA class, each class repeated `counts` times). `live`: the (full, partial) live tiles, when the
     kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`)."""
     lat = r.dram_latency_s
-    n_tiles = full + partial
-    compute = full * tc.t_full + partial * tc.t_partial
-    stream = n_tiles * lat / max(stages, 1)
-    fixed = 2 * lat
-    dur = fixed + np.maximum(compute, stream)
     k = leg.ctas_per_sm
     slots = r.sm_count * k
+    on = counts > 0
     n_ctas = int(np.sum(counts))
-    exact = exact and n_ctas <= LPT_MAX_CTAS
-    if exact:
-        makespan = schedule.lpt_makespan(dur, counts, slots)
-    else:
-        makespan = float(schedule.closed_makespan(n_ctas, float(np.sum(dur * counts)), float(dur.max()),
-                                                  float(dur.min()), slots))
-    t_hbm = hbm_bytes / r.hbm_bytes_per_s
-    t_l2 = l2_bytes / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0
-    time_s = r.launch_overhead_s + max(makespan, t_hbm, t_l2)
-    tiles_visited = float(np.sum(n_tiles * counts))
-    units = {u: v * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
-    units["hbm"] = t_hbm
+    it_full, it_part = int(np.sum(full * counts)), int(np.sum(partial * counts))
+    a, b = slot_tile_times(tc, r, stages)
+    dur = cta_duration(r, a, b, full[on], partial[on])
+    d_max, d_min = (float(dur.max()), float(dur.min())) if dur.size else (0.0, 0.0)
+    time_s, makespan, t_hbm, t_l2 = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, a, b, slots,
+                                                hbm_bytes, l2_bytes)
+    tiles_visited = float(it_full + it_part)
+    units = {u: float(v) * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
+    units["hbm"] = float(t_hbm)
     if t_l2:
-        units["l2"] = t_l2
-    units["schedule"] = makespan
+        units["l2"] = float(t_l2)
+    units["schedule"] = float(makespan)
     if t_hbm >= makespan or t_l2 >= makespan:
         limit = "hbm" if t_hbm >= t_l2 else "l2"
-    elif float(np.sum((fixed + stream) * counts)) > float(np.sum(compute * counts)):
+    elif n_ctas * 2 * lat + tiles_visited * lat / max(stages, 1) > it_full * tc.t_full + it_part * tc.t_partial:
         limit = "latency"
     else:
         limit = max(tc.parts, key=tc.parts.get)
-    it_full, it_part = int(np.sum(full * counts)), int(np.sum(partial * counts))
     if live is not None:
         full_n, part_n = int(np.sum(live[0] * counts)), int(np.sum(live[1] * counts))
     else:
@@ -277,23 +294,22 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
         tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
         tiles_iterated=it_full + it_part,
         smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits,
-        schedule="lpt" if exact else "closed-form", tile_obj=tile)
+        schedule="closed-form", tile_obj=tile)
 
 
 def _choose(fam: Family, cands, evaluate):
     """The family's tile: the first legal entry of its table (FA2/FA3/FA4 tables list their own
     choice first and smaller fallbacks after it), or for an autotuned family (Triton) the legal
-    candidate with the smallest time — ranked by the closed-form makespan, the best three then
-    scheduled exactly."""
+    candidate with the smallest time, then the fewest executed FLOPs, then the earliest in its list
+    (`vectorized` breaks ties the same way)."""
     if not fam.autotune:
         for c in cands:
-            r = evaluate(c, True)
+            r = evaluate(c)
             if r is not None:
                 return r
         return None
-    ranked = sorted((r for r in (evaluate(c, False) for c in cands) if r is not None), key=lambda r: r.time_s)
-    exact = [evaluate(c, True) for c in [r.tile_obj for r in ranked[:3]]]
-    return min(exact, key=lambda r: (r.time_s, r.flops)) if exact else None
+    legal = [r for r in (evaluate(c) for c in cands) if r is not None]
+    return min(legal, key=lambda r: (r.time_s, r.flops)) if legal else None
 
 
 def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None):
@@ -367,7 +383,7 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
     kv_b = w.heads_kv * keys * w.seq_dims * skv + w.shared_operand_bytes(min(keys, w.seqlen_kv))
     lse_b = w.heads_q * kern.seqlen_q * 4 if write_lse else 0
 
-    def evaluate(tile, exact):
+    def evaluate(tile):
         tile = mask.adjust_tile(tile)
         grids = [(m, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, m in w.segments()]
         n_ctas = sum(m * w.heads_q * nq for m, (nq, _) in grids)
@@ -382,7 +398,7 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
         l2 = visited * tile.block_n * kvc * skv + q_b + o_b
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_fwd", r, tc, tile, leg, full, partial, counts,
-                       q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, exact=exact, live=live)
+                       q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, live=live)
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
     cands = fwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
@@ -411,7 +427,7 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
                       fp32_ops=2.0 * rows * dv)
     kv_rows = w.heads_q * kv_tokens  # dK/dV per query head (expanded under GQA)
 
-    def evaluate(tile, exact):
+    def evaluate(tile):
         tile = mask.adjust_tile(tile, backward=True)
         grids = [(m, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, m in w.segments()]
         leg = _legal(fam, r, tile, dp, dvp, w, backward=True, n_ctas=sum(m * w.heads_q * nk for m, (_, nk) in grids))
@@ -427,7 +443,7 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
-                       total_tiles, tile.stages, exact=exact, live=live)
+                       total_tiles, tile.stages, live=live)
 
     cands = bwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask), w.dtype)
     main = _choose(fam, cands, evaluate)

@@ -1,4 +1,5 @@
-"""Makespan of CTAs on SM slots: an exact list schedule (longest first) and the closed forms for sweeps.
+"""Makespan of CTAs on SM slots: the closed form every prediction uses, and the exact list schedule
+(longest first) it is checked against.
 
 The machine is `slots = SMs x CTAs-per-SM` identical slots; a CTA's duration already accounts
 for sharing its SM with the other resident CTAs. Longest-processing-time-first is how

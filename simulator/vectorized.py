@@ -11,11 +11,11 @@ Covers every phase of the fused families (fa2/fa3/fa4/triton) for dense and caus
 """
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
 
-from . import schedule
 from .bound import attention_work_alternatives, unit_times
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
@@ -23,7 +23,8 @@ from .families import (bwd_tile_candidates, can_implement, check_family, decode_
                        fwd_tile_candidates, packs_gqa_decode)
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask
-from .model import SMRates, _bwd_tile_costs, _fwd_tile_costs, resolve_family, split_sms
+from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, cta_duration, kernel_time, resolve_family,
+                    slot_tile_times, split_sms)
 from .rates import Rates, rates
 
 
@@ -131,39 +132,66 @@ def _elementwise(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
     return r.launch_overhead_s + np.maximum.reduce([np.asarray(t, dtype=float) for t in terms])
 
 
-class _Kernel:
-    """Closed-form time of one tiled kernel over arrays of configurations (model._finish's twin)."""
-
-    def __init__(self, r, tc, tile, k, n_ctas, full, part, t_max, t_min, hbm, l2):
-        lat = r.dram_latency_s
-        stream = (full + part) * lat / tile.stages
-        total = n_ctas * 2 * lat + np.maximum((full * tc.t_full + part * tc.t_partial) * k, stream)
-        self.slots = r.sm_count * k
-        makespan = schedule.closed_makespan(n_ctas, total, t_max, t_min, self.slots)
-        t_l2 = l2 / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0
-        self.time_s = r.launch_overhead_s + np.maximum(np.maximum(makespan, hbm / r.hbm_bytes_per_s),
-                                                                t_l2)
-        self.flops = (full + part) * int(tc.flops)
-        self.hbm = hbm
-        self.n_ctas = n_ctas
+def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
+    """One tiled kernel over arrays of configurations: `model.kernel_time` (the scalar path's own
+    function) on the totals of full and partial tiles and the longest and shortest CTA."""
+    a, b = slot_tile_times(tc, r, tile.stages)
+    time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2)[0]
+    return {"time_s": time_s, "flops": (full + part) * int(tc.flops), "hbm": hbm, "ctas": n_ctas,
+            "waves": n_ctas / (r.sm_count * k)}
 
 
-def _duration(r, tc, tile, k, f, p):
-    lat = r.dram_latency_s
-    return 2 * lat + np.maximum((f * tc.t_full + p * tc.t_partial) * k, (f + p) * lat / tile.stages)
+def _extremes(r, tc, tile, per_index, n, boundaries, period):
+    """(longest, shortest) CTA over indices 0..n-1 (query tiles, or kv tiles in the backward), exact:
+    a CTA's duration is 2 x latency + f a + p b with (f, p) its full and partial tiles. Between the
+    indices where a clip of the mask's counts starts or ends (`boundaries`), f and f + p are floors of
+    affine functions of the index, so f a + p b is an increasing line plus a term of period `period`:
+    its maximum lies in a region's last `period` indices and its minimum in its first. Evaluating
+    `per_index` (the mask's own row_tiles / col_tiles) there finds both."""
+    a, b = slot_tile_times(tc, r, tile.stages)
+    offsets = range(-period - 1, period + 1)
+    cands = [0 * n + j for j in range(period + 1)] + [n - 1 - j for j in range(period + 1)]
+    cands += [bd + j for bd in boundaries for j in offsets]
+    d_max = d_min = None
+    for c in cands:
+        f, p = per_index(np.clip(c, 0, n - 1))
+        d = cta_duration(r, a, b, f, p)
+        d_max = d if d_max is None else np.maximum(d_max, d)
+        d_min = d if d_min is None else np.minimum(d_min, d)
+    return d_max, d_min
+
+
+def _row_boundaries(causal, lq, lk, bm, bn):
+    """Query tiles where the causal counts' clipping changes (none for dense: every query tile alike)."""
+    if not causal:
+        return []
+    off = lk - lq
+    cd = lambda x, m: -(-x // m)  # noqa: E731  (ceil division, negative numerators included)
+    return [cd(1 - bm - off, bm), cd(lk - bm - off, bm), cd(-off - 1, bm), cd(lk - off - 1, bm), lq // bm]
+
+
+def _col_boundaries(causal, lq, lk, bm, bn):
+    """Kv tiles where the causal counts' clipping changes (dense: the ragged last kv tile only)."""
+    if not causal:
+        return [lk // bn]
+    off = lk - lq
+    n_q = -(-lq // bm)
+    cd = lambda x, m: -(-x // m)  # noqa: E731
+    return [cd(off, bn), cd(lq + off, bn), cd(2 + off - bn, bn), cd((n_q - 1) * bm + 2 + off - bn, bn), lk // bn]
 
 
 def _pick(fam, legal, evaluate):
     """The family's tile policy over arrays (model._choose's twin): its table's first legal tile, or
-    (autotune) per configuration the candidate with the smallest time."""
+    (autotune) per configuration the candidate with the smallest time, then the fewest executed
+    FLOPs, then the earliest in the list."""
     best = None
     for tile, leg in (legal if fam.autotune else legal[:1]):
-        r = evaluate(tile, leg)
+        res = evaluate(tile, leg)
         if best is None:
-            best = r
+            best = res
             continue
-        better = r["time_s"] < best["time_s"]
-        best = {key: np.where(better, r[key], best[key]) for key in best}
+        better = (res["time_s"] < best["time_s"]) | ((res["time_s"] == best["time_s"]) & (res["flops"] < best["flops"]))
+        best = {key: np.where(better, res[key], best[key]) for key in best}
     return best
 
 
@@ -297,18 +325,15 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
         n_ctas = sl * n_q
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
-        tc = _fwd_tile_costs(r, fam, tile, 1, dp, dvp, s, skv, rates)  # linear in k: scaled below
-        # longest CTA: the last complete query tile or the ragged one; shortest: the first
-        t_max = np.maximum(_duration(r, tc, tile, k, *_row(mask, lq // bm - 1 + (lq < bm), lq, lk, bm, bn)),
-                           _duration(r, tc, tile, k, *_row(mask, n_q - 1, lq, lk, bm, bn)))
-        t_min = _duration(r, tc, tile, k, *_row(mask, 0 * lq, lq, lk, bm, bn))
+        tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
+        d_max, d_min = _extremes(r, tc, tile, lambda x: _row(mask, x, lq, lk, bm, bn), n_q,
+                                 _row_boundaries(c, lq, lk, bm, bn), bn // math.gcd(bm, bn) if c else 0)
         hbm = sl * lq * (d + dv) * s + b * hkv * lk * (d + dv) * skv + sl * lq * 4
         visited = ne * sl
         l2 = visited * bn * (d + dv) * skv + sl * lq * (d + dv) * s
-        kern = _Kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
-        return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm, "tiles_full": full * sl,
-                "tiles_partial": (ne - full) * sl, "tiles_empty": (n_q * n_kv - ne) * sl, "ctas": n_ctas,
-                "waves": n_ctas / kern.slots}
+        out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
+        out.update(tiles_full=full * sl, tiles_partial=(ne - full) * sl, tiles_empty=(n_q * n_kv - ne) * sl)
+        return out
 
     return _pick(fam, legal, evaluate)
 
@@ -327,14 +352,14 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
         n_ctas = sl * n_kv
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)  # the same tile set
-        tc = _bwd_tile_costs(r, fam, tile, 1, dp, dvp, s, rates)
-        cols = [_duration(r, tc, tile, k, *_col(mask, x, lq, lk, bm, bn)) for x in (0 * lk, lk // bn - 1, n_kv - 1)]
+        tc = _bwd_tile_costs(r, fam, tile, k, dp, dvp, s, rates)
+        d_max, d_min = _extremes(r, tc, tile, lambda x: _col(mask, x, lq, lk, bm, bn), n_kv,
+                                 _col_boundaries(c, lq, lk, bm, bn), bm // math.gcd(bm, bn) if c else 0)
         hbm = (rows * (d + dv) * s + b * hkv * lk * (d + dv) * s + rows * 8 + sl * lk * (d + dv) * s + rows * d * 4)
         visited = ne * sl
         l2 = visited * (tc.kv_bytes + 2 * bm * d * 4) + hbm
-        kern = _Kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, np.maximum.reduce(cols),
-                       np.minimum.reduce(cols), hbm, l2)
-        return {"time_s": kern.time_s, "flops": kern.flops, "hbm": hbm}
+        out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
+        return {key: out[key] for key in ("time_s", "flops", "hbm")}
 
     kernels.append(_pick(fam, legal, evaluate))
     kernels.append({"time_s": _elementwise(r, rows * d * 4, rows * d * s), "flops": 0 * rows,
@@ -359,7 +384,7 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
               else np.ones_like(n_m))
     per = -(-n_kv // splits)
     full = ne = ctas = 0 * rows
-    first, last = [], []  # (full, partial) tiles of the first and of the last split of each row block
+    splits_of = []  # per row block: (f, ne, u, on): its tiles and how many splits hold some
     for row in range(int(n_m.max())):
         on = row < n_m
         r0 = row * bm
@@ -368,25 +393,31 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
         f_r, ne_r = np.where(on, f_r, 0), np.where(on, ne_r, 0)
         u_r = -(-ne_r // per)
         full, ne, ctas = full + f_r, ne + ne_r, ctas + u_r
-        nf = np.minimum(per, ne_r)
-        first.append((np.minimum(per, f_r), nf - np.minimum(per, f_r), on & (ne_r > 0)))
-        rem = ne_r - per * np.maximum(u_r - 1, 0)
-        lf = np.clip(f_r - per * np.maximum(u_r - 1, 0), 0, rem)
-        last.append((lf, rem - lf, on & (ne_r > 0)))
+        splits_of.append((f_r, ne_r, u_r, on & (ne_r > 0)))
     n_ctas = sl * ctas
     k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-    tc = _fwd_tile_costs(r, fam, tile, 1, dp, dvp, s, skv, rates)
-    durs = [(_duration(r, tc, tile, k, f, p), on) for f, p, on in first + last]
-    t_max = np.maximum.reduce([np.where(on, t, 0.0) for t, on in durs])
-    t_min = np.minimum.reduce([np.where(on, t, np.inf) for t, on in durs])
+    tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
+    a, b_ = slot_tile_times(tc, r, tile.stages)
+    # split j of a row block takes kv tiles [j per, (j + 1) per): its partial tiles grow with j (they sit
+    # at the row's end), so the longest CTA is the second-to-last or the last split, the shortest the
+    # first or the last one
+    t_max = t_min = None
+    for f_r, ne_r, u_r, live in splits_of:
+        for j in (0 * u_r, np.maximum(u_r - 2, 0), np.maximum(u_r - 1, 0)):
+            length = np.clip(ne_r - j * per, 0, per)
+            nf = np.clip(f_r - j * per, 0, length)
+            dur = cta_duration(r, a, b_, nf, length - nf)
+            t_max = np.where(live, dur, 0.0) if t_max is None else np.maximum(t_max, np.where(live, dur, 0.0))
+            t_min = np.where(live, dur, np.inf) if t_min is None else np.minimum(t_min, np.where(live, dur, np.inf))
+    t_min = np.where(np.isfinite(t_min), t_min, 0.0)
     q_rows = b * hq * lq
     partial_b = np.where(splits > 1, q_rows * (dv + 1) * 4 * splits, 0)
     hbm = b * hkv * lk * (d + dv) * skv + q_rows * d * s + np.where(splits == 1, q_rows * dv * s, 0) + partial_b
     visited = ne * sl
     l2 = visited * bn * (d + dv) * skv + hbm
-    kern = _Kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
+    kern = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
     combine = np.where(splits > 1, _elementwise(r, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits), 0.0)
-    return {"time_s": kern.time_s + combine, "flops": kern.flops,
+    return {"time_s": kern["time_s"] + combine, "flops": kern["flops"],
             "hbm": hbm + np.where(splits > 1, partial_b + q_rows * dv * s, 0), "tiles_full": full * sl,
             "tiles_partial": (ne - full) * sl, "tiles_empty": (n_m * n_kv - ne) * sl, "ctas": n_ctas,
-            "waves": n_ctas / kern.slots, "splits": splits}
+            "waves": kern["waves"], "splits": splits}
