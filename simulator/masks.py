@@ -25,11 +25,30 @@ Every mask answers, analytically and vectorized over numpy arrays:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 
 import numpy as np
 
 from .errors import AttnsimError
 from .ops import Gemm, Matmuls, Pointwise, Tile, Work
+
+
+MEMO_ENTRIES = 512  # per mask and per kind: a sweep over many lengths keeps the most recent ones
+
+
+def _memo(mask, kind: str, key, compute):
+    """A mask's bounded memo (least recently used out): masks are immutable values, so what they
+    computed for some lengths holds for the next call with the same lengths."""
+    cache = mask.__dict__.get(kind)
+    if cache is None:
+        cache = mask.__dict__[kind] = OrderedDict()
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    value = cache[key] = compute()
+    if len(cache) > MEMO_ENTRIES:
+        cache.popitem(last=False)
+    return value
 
 
 def _cdiv(a, b):
@@ -74,13 +93,12 @@ class Mask:
     def _cached(self, key, compute):
         """Per-mask memo of the tile arrays (a tile search prices many tiles of the same block sizes);
         the arrays are read-only, so no caller can change what the next one reads."""
-        cache = self.__dict__.setdefault("_tile_cache", {})
-        if key not in cache:
+        def frozen():
             arrays = compute()
             for a in arrays:
                 a.flags.writeable = False
-            cache[key] = arrays
-        return cache[key]
+            return arrays
+        return _memo(self, "_tile_cache", key, frozen)
 
     @staticmethod
     def _grid(per_range, n, block, ragged_ok, *args):
@@ -183,6 +201,12 @@ class CausalMask(Mask):
     def live_pairs(self, seqlen_q, seqlen_kv):
         # Row i sees clip(i + off + 1, 0, L_kv) keys, off = L_kv - L_q. Rows with i + off + 1 <= 0 see
         # none; rows with i + off + 1 >= L_kv see all. Sum the arithmetic run in between.
+        if isinstance(seqlen_q, int) and isinstance(seqlen_kv, int):  # one pair of lengths: Python integers
+            off = seqlen_kv - seqlen_q
+            first = min(max(-off, 0), seqlen_q)
+            sat = max(min(max(seqlen_kv - off - 1, 0), seqlen_q), first)
+            n = sat - first
+            return ((first + off + 1 + sat + off) * n // 2 if n > 0 else 0) + (seqlen_q - sat) * seqlen_kv
         lq, lk = np.asarray(seqlen_q), np.asarray(seqlen_kv)
         off = lk - lq
         first = np.clip(-off, 0, lq)  # first row that sees >= 1 key: i + off + 1 >= 1
@@ -809,7 +833,11 @@ def window_mask(window_size, causal: bool, sink: int = 0, chunk: int = 0) -> Mas
 
 
 def mask_for(causal: bool) -> Mask:
-    return CausalMask() if causal else DenseMask()
+    """The plain mask: one shared instance each, so its memo serves every prediction."""
+    return _CAUSAL if causal else _DENSE
+
+
+_DENSE, _CAUSAL = DenseMask(), CausalMask()
 
 
 def tile_rows(mask: Mask, seqlen_q: int, seqlen_kv: int, block_m: int, block_n: int):
@@ -1369,11 +1397,7 @@ class HeadMixMask(Mask):
 def mask_sums(mask: Mask, segments, heads_q: int):
     """(live pairs summed over every query head and sequence, live keys per kv head summed over the
     sequences and averaged over the head groups) for segments [(seqlen_q, seqlen_kv, count)]."""
-    cache = mask.__dict__.setdefault("_sums_cache", {})  # a prediction asks several times; masks are immutable
-    key = (tuple(segments), heads_q)
-    if key not in cache:
-        cache[key] = _mask_sums(mask, segments, heads_q)
-    return cache[key]
+    return _memo(mask, "_sums_cache", (tuple(segments), heads_q), lambda: _mask_sums(mask, segments, heads_q))
 
 
 def _mask_sums(mask: Mask, segments, heads_q: int):

@@ -28,7 +28,7 @@ from .errors import AttnsimError, UnsupportedCore
 from .families import (Family, Legality, bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
                        fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
 from .hardware import Hardware
-from .layouts import core_saved_bytes, standard
+from .layouts import Layout, core_saved_bytes, standard
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
 from .ops import Tile, Work
 from .pricing import KernelCost, elementwise, gemm, layer_kernels, op_kernels
@@ -264,8 +264,8 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
     k = leg.ctas_per_sm
     slots = r.sm_count * k
     on = counts > 0
-    n_ctas = int(np.sum(counts))
-    it_full, it_part = int(np.sum(full * counts)), int(np.sum(partial * counts))
+    n_ctas = int(counts.sum())
+    it_full, it_part = int((full * counts).sum()), int((partial * counts).sum())
     a, b = slot_tile_times(tc, r, stages)
     dur = cta_duration(r, a, b, full[on], partial[on])
     d_max, d_min = (float(dur.max()), float(dur.min())) if dur.size else (0.0, 0.0)
@@ -284,7 +284,7 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
     else:
         limit = max(tc.parts, key=tc.parts.get)
     if live is not None:
-        full_n, part_n = int(np.sum(live[0] * counts)), int(np.sum(live[1] * counts))
+        full_n, part_n = int((live[0] * counts).sum()), int((live[1] * counts).sum())
     else:
         full_n, part_n = it_full, it_part
     return KernelCost(
@@ -640,15 +640,17 @@ def resolve_family(hw: Hardware, kernel: str | None) -> Family:
 
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
             variant: str = "mha", scope: str = "attention", d_model: int | None = None,
-            compare: bool = True, layout=None, rope_dim: int | None = None,
+            compare: bool = False, layout=None, rope_dim: int | None = None,
             calibration: Calibration | None = None) -> Prediction:
     """Predicted time of one call of the attention op of one layer (train: forward + backward;
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
 
     `calibration` (`rates.Calibration`): fitted factors applied through `rates` to the family's
     kernels and to the library kernels around them (GEMMs, elementwise); None = uncalibrated.
-    `compare`: also price dense attention (the `speedup` block), the other varlen layout and the
-    layout's alternative implementation; False skips them (faster, those blocks stay None).
+    `compare=True`: also price dense attention (the `speedup` block of a non-dense mask), the other
+    varlen layout (`varlen`) and the layout's alternative implementation (`alternative`; MoH: its
+    useful FLOPs and bound are the alternative's). The default skips them: one pricing, those blocks
+    None (the CLI and `problem.predict_problem` ask for them).
 
     `layout` (attnsim.simulator.layouts.Layout): the variant's head layout; its core replaces `w`
     and its KV cache is reported. Without one, the standard MHA/GQA layout of `w`.
@@ -660,8 +662,10 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     if d_model is not None:
         check_limit("d_model", d_model, MAX_D_MODEL, "channels (2^20)")
     if layout is None:
-        layout = standard(w, d_model or w.heads_q * w.head_dim_qk, w.head_dim_qk if rope_dim is None else rope_dim)
         std = True
+        d_model = d_model or w.heads_q * w.head_dim_qk
+        layout = (standard(w, d_model, w.head_dim_qk if rope_dim is None else rope_dim) if scope == "layer"
+                  else Layout(core=w, pre=[], post=[], kv_cache_bytes=w.kv_cache_bytes(), d_model=d_model))
     else:
         std = False
         w = layout.core
@@ -726,7 +730,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         pred.varlen = {"layout": w.varlen, "packed_time_s": packed.time_s, "padded_time_s": padded.time_s,
                        "packed_flops": packed.flops, "padded_flops": padded.flops,
                        "padded_over_packed": padded.time_s / packed.time_s}
-    if compare and layout.alternative is not None:
+    if layout.alternative is not None and (compare or layout.useful_from_alternative):
         label, alt = layout.alternative
         other = predict(alt.core, hw, fam.name, mask_for(alt.core.causal), variant, scope, compare=False, layout=alt,
                         calibration=calibration)

@@ -57,6 +57,9 @@ class Calibration:
         return self == Calibration(source=self.source)
 
 
+_UNCALIBRATED = Calibration()
+
+
 @dataclass(frozen=True)
 class Rates:
     """Per-SM and device rates at one clock. Per-SM rates are per second; `fp32_ops` counts FP32
@@ -110,8 +113,19 @@ class Rates:
 
 
 def rates(hw: Hardware, family: Family | None = None, calibration: Calibration | None = None) -> Rates:
-    """A prediction's rates: the sustained clock, the family's MMA efficiency, the calibration's factors."""
-    cal = calibration or Calibration()
+    """A prediction's rates: the sustained clock, the family's MMA efficiency, the calibration's factors.
+    Memoized on the (immutable) hardware object per family and calibration."""
+    memo = hw.__dict__.setdefault("_rates", {})
+    key = (None if family is None else (family.name, id(family)), calibration)
+    r = memo.get(key)
+    if r is None or (family is not None and memo.get(("family", key)) is not family):
+        r = memo[key] = _rates(hw, family, calibration)
+        memo[("family", key)] = family  # holds the family, so its id is not reused while the entry lives
+    return r
+
+
+def _rates(hw: Hardware, family: Family | None, calibration: Calibration | None) -> Rates:
+    cal = calibration or _UNCALIBRATED
     eff = family.efficiency(hw.arch) if family is not None else 1.0
     l2 = hw.l2_bandwidth_bytes_per_s or 0.0
     return Rates(hw=hw, clock_hz=hw.clock_sustained_hz if cal.clock_hz is None else float(cal.clock_hz),

@@ -215,9 +215,12 @@ class Workload:
     def aggregate(self, segments=None) -> "Workload":
         """One sequence holding all the segments' tokens (batch 1, lengths summed): what every
         quantity linear in batch x length (bytes, tokens, FLOPs of live pairs counted apart) needs."""
-        segs = self.segments() if segments is None else segments
-        return replace(self, batch=1, seqlen_q=sum(q * m for q, _, m in segs),
-                       seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None, aggregated=True)
+        segs = tuple(self.segments() if segments is None else segments)
+        memo = self.__dict__.setdefault("_aggregates", {})  # a frozen value: its aggregates never change
+        if segs not in memo:
+            memo[segs] = replace(self, batch=1, seqlen_q=sum(q * m for q, _, m in segs),
+                                 seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None, aggregated=True)
+        return memo[segs]
 
     def kv_cache_bytes(self) -> int:
         """K and V of every sequence's tokens: sum of seqlen_kv * heads_kv * kv_dims * bytes."""

@@ -166,7 +166,7 @@ def test_model_prices_iterated_tiles_and_reports_speedups():
     hw = load_hardware("h100")
     m = NAMask((64, 64), (16, 16))
     w = Workload(batch=1, seqlen_q=4096, heads_q=8, head_dim_qk=128, phase="train")
-    p = predict(w, hw, "fa3", mask=m)
+    p = predict(w, hw, "fa3", mask=m, compare=True)
     assert [k.name for k in p.kernels][:2] == ["token_permute", "token_unpermute"]  # 2D: tokens permuted to boxes
     fwd = next(k for k in p.kernels if k.name == "attn_fwd")
     assert p.tiles_iterated >= p.tiles["full"] + p.tiles["partial"]
@@ -206,7 +206,7 @@ def test_causal_dimensions_iterate_their_own_range():
     box's own kv range in a causal dimension (it grows at the start), not the largest box."""
     hw = load_hardware("h100")
     w = Workload(seqlen_q=8192, heads_q=8, head_dim_qk=128)
-    na = predict(w, hw, "fa3", mask=NAMask((8192,), (8192,), is_causal=True))
+    na = predict(w, hw, "fa3", mask=NAMask((8192,), (8192,), is_causal=True), compare=True)
     assert na.tiles_iterated == na.tiles["full"] + na.tiles["partial"]
     assert na.speedup["iterated_tiles"] == pytest.approx(na.speedup["live_tiles"])
     assert na.useful_flops == 4 * 128 * 8 * 8192 * 8193 // 2
@@ -226,7 +226,7 @@ def test_small_grids_and_rowmajor_with_fa3():
                  mask=NAMask((256, 256), (9, 9), token_order="rowmajor"))
     assert rm.kernels[0].tile.startswith("128x128")  # fa3's 128 x 176 as row-major box runs
     grid = NAMask((30, 48, 80), (30, 48, 80))  # a kernel as large as the grid is dense: the box divides the grid
-    p = predict(Workload(seqlen_q=30 * 48 * 80, heads_q=8, head_dim_qk=128), hw, "fa3", mask=grid)
+    p = predict(Workload(seqlen_q=30 * 48 * 80, heads_q=8, head_dim_qk=128), hw, "fa3", mask=grid, compare=True)
     assert p.tiles["partial"] == 0 and p.speedup["time"] == pytest.approx(1.0, abs=0.01)
 
 

@@ -272,7 +272,7 @@ def test_unstructured_sparsity_rarely_pays_on_tiles():
     """5% density scattered at random keeps almost every tile live: executed FLOPs barely drop."""
     hw = load_hardware("h100")
     from attnsim.simulator.masks import OccupancyMask
-    p = predict(Workload(seqlen_q=8192, heads_q=8, head_dim_qk=128), hw, mask=OccupancyMask(0.05, 1))
+    p = predict(Workload(seqlen_q=8192, heads_q=8, head_dim_qk=128), hw, mask=OccupancyMask(0.05, 1), compare=True)
     assert p.speedup["useful_flops"] == pytest.approx(20, rel=0.01)
     assert p.speedup["live_tiles"] < 1.2 and p.flops > 10 * p.useful_flops
     assert any("occupancy model" in n for n in p.notes)
@@ -395,7 +395,7 @@ def test_duplex_is_both_passes_and_a_merge():
     hw = load_hardware("h100")
     sizes = (1024, 1024, 2048)
     w = Workload(seqlen_q=4096, heads_q=8, head_dim_qk=128)
-    d = predict(w, hw, "fa3", mask=DuplexMask(sizes))
+    d = predict(w, hw, "fa3", mask=DuplexMask(sizes), compare=True)
     within, across = predict(w, hw, "fa3", mask=SegmentMask(sizes)), predict(w, hw, "fa3", mask=SegmentComplementMask(sizes))
     assert d.useful_flops == within.useful_flops + across.useful_flops == 4 * 128 * 8 * 4096 ** 2  # together: dense
     merge = d.kernels[-1]
