@@ -297,12 +297,12 @@ def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_sh
         resolved.update({k: v for k, v in layout.shapes.items() if k in resolved})  # the values used, not placeholders
     try:
         pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model, layout=layout,
-                   rope_dim=rope_dim)
+                   rope_dim=rope_dim, compare=True)
     except UnsupportedCore as e:  # the default family has no kernel for this core: the next family that has one
         if kernel is not None or layout is None:
             raise
         pred = _fallback(e, hw, lambda k: run(w, hw, k, mask=mask, variant=var.name, scope=scope, d_model=d_model,
-                                                layout=layout, rope_dim=rope_dim), notes)
+                                                layout=layout, rope_dim=rope_dim, compare=True), notes)
     if var.kernel is not None:  # eager attention: the fused kernel on the same problem, side by side
         try:
             fused = run(w, hw, None, mask=mask, variant=var.name, scope=scope, d_model=d_model, compare=False,
