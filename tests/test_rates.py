@@ -1,0 +1,103 @@
+"""rates(hw, family, calibration): the figures a prediction runs at, written out by hand from the H100
+profile (hardware_profiles/h100_sxm5.yaml), and a calibration reaching every price through them."""
+import math
+
+import pytest
+
+from attnsim.simulator.families import FAMILIES
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.masks import CausalMask
+from attnsim.simulator.model import predict
+from attnsim.simulator.rates import Calibration, peak_rates, rates
+from attnsim.simulator.workload import Workload
+
+H100 = load_hardware("h100")
+REL = 1e-12
+
+
+def test_uncalibrated_rates_by_hand():
+    r = rates(H100, FAMILIES["fa3"])
+    assert r.clock_hz == 1.83e9 and r.sm_count == 132 and not r.calibrated
+    assert r.mma_per_sm("bf16") == pytest.approx(4096 * 1.83e9, rel=REL)  # FA3's wgmma: efficiency 1
+    assert r.mma_device("bf16") == pytest.approx(989.4e12, rel=1e-3)  # the datasheet's dense BF16 figure
+    assert r.exp_per_sm == pytest.approx(16 * 1.83e9, rel=REL)
+    assert r.fp32_ops_per_sm == pytest.approx(256 / 2 * 1.83e9, rel=REL)  # FMA = one instruction, two FLOPs
+    assert r.smem_per_sm == pytest.approx(128 * 1.83e9, rel=REL)
+    assert (r.hbm_bytes_per_s, r.dram_latency_s, r.launch_overhead_s) == (3.35e12, 2.73e-7, 3.0e-6)
+    assert r.overlap == 1.0 and r.l2_bytes_per_s == 0.0  # no sourced L2 bandwidth for the H100
+
+
+def test_family_efficiency_and_library_rates():
+    """FA2's mma.sync reaches 2/3 of Hopper's tensor peak (FA3 paper); library kernels (GEMMs) do not."""
+    assert rates(H100, FAMILIES["fa2"]).mma_per_sm("bf16") == pytest.approx(4096 * 1.83e9 * 2 / 3, rel=REL)
+    assert rates(H100).mma_per_sm("bf16") == pytest.approx(4096 * 1.83e9, rel=REL)
+    assert rates(H100, FAMILIES["fa2"]).overlap == 0.0 and rates(H100).overlap == 0.0
+
+
+def test_peak_rates_are_the_bounds():
+    p = peak_rates(H100)
+    assert p.clock_hz == 1.98e9 and p.mma_efficiency == 1.0
+    assert p.exp_device() == pytest.approx(16 * 132 * 1.98e9, rel=REL)
+
+
+def test_identity_calibration_changes_nothing():
+    w = Workload(batch=2, seqlen_q=4096, heads_q=16, causal=True, phase="train")
+    a, b = predict(w, H100), predict(w, H100, calibration=Calibration(source="identity"))
+    assert a.time_s == b.time_s and not b.calibrated and b.to_json()["calibrated"] is False
+
+
+def test_calibration_reaches_every_unit():
+    """Each factor multiplies its unit's rate: a compute-bound forward slows by the tensor factor
+    (FA3 overlaps the softmax, so the tile time is the MMA time); a memory-bound decode by the HBM
+    factor; the clock and the launch overhead are replaced. The bound (speed of light) never moves."""
+    prefill = Workload(batch=8, seqlen_q=8192, heads_q=32, head_dim_qk=128)
+    base = predict(prefill, H100, "fa3")
+    slow = predict(prefill, H100, "fa3", calibration=Calibration(tensor=0.5))
+    assert slow.calibrated and slow.to_json()["calibrated"] is True
+    assert slow.bound.time_s == base.bound.time_s
+    (kb,), (ks,) = base.kernels, slow.kernels
+    assert kb.bound == "tensor" and ks.unit_times_s["tensor"] == pytest.approx(2 * kb.unit_times_s["tensor"], rel=REL)
+    assert slow.time_s == pytest.approx(2 * base.time_s, rel=0.02)  # launch and fill/drain do not scale
+    decode = Workload(batch=64, seqlen_q=1, seqlen_kv=32768, heads_q=32, heads_kv=8, phase="decode")
+    d0 = predict(decode, H100, "fa3")
+    d1 = predict(decode, H100, "fa3", calibration=Calibration(hbm=0.8))
+    assert d0.kernels[0].bound == "hbm"
+    assert d1.kernels[0].unit_times_s["hbm"] == pytest.approx(d0.kernels[0].unit_times_s["hbm"] / 0.8, rel=REL)
+    clocked = predict(prefill, H100, "fa3", calibration=Calibration(clock_hz=1.6e9))
+    assert clocked.clock_hz == 1.6e9 and clocked.to_json()["clock_hz"] == 1.6e9
+    assert clocked.kernels[0].unit_times_s["tensor"] == pytest.approx(kb.unit_times_s["tensor"] * 1.83 / 1.6, rel=REL)
+    tiny = Workload(batch=1, seqlen_q=128, heads_q=1, head_dim_qk=64)
+    t0 = predict(tiny, H100, "fa3")
+    t1 = predict(tiny, H100, "fa3", calibration=Calibration(launch_overhead_s=10e-6))
+    assert t1.time_s - t0.time_s == pytest.approx(7e-6, rel=1e-9)  # one kernel: 3 us -> 10 us
+
+
+def test_calibration_applies_to_the_ops_around_the_core():
+    """A layer's GEMMs are library kernels: the calibration's tensor factor slows them too."""
+    w = Workload(batch=4, seqlen_q=4096, heads_q=32, causal=True)
+    a = predict(w, H100, "fa3", scope="layer")
+    b = predict(w, H100, "fa3", scope="layer", calibration=Calibration(tensor=0.5))
+    qa, qb = (next(k for k in p.kernels if k.name == "qkv_proj") for p in (a, b))
+    assert qb.time_s > qa.time_s * 1.5
+
+
+@pytest.mark.parametrize("bad", [dict(tensor=0.0), dict(hbm=-1.0), dict(exp=math.nan), dict(overlap=1.5),
+                                 dict(clock_hz=0.0), dict(launch_overhead_s=math.inf), dict(smem=1e9)])
+def test_calibration_refuses_nonsense(bad):
+    with pytest.raises(ValueError):
+        Calibration(**bad)
+
+
+def test_rates_are_memoized_per_family_and_calibration():
+    fam = FAMILIES["fa2"]
+    assert rates(H100, fam) is rates(H100, fam)
+    assert rates(H100, fam, Calibration(tensor=0.9)) is not rates(H100, fam)
+    assert rates(H100, fam, Calibration(tensor=0.9)).mma_efficiency == pytest.approx(0.9 * 2 / 3, rel=REL)
+    assert rates(H100, FAMILIES["fa3"]) is not rates(H100, fam)
+
+
+def test_masks_are_shared_values():
+    """The plain masks are shared instances (their memo serves every prediction); a prediction over
+    a fresh CausalMask equals one over the shared one."""
+    w = Workload(batch=2, seqlen_q=3000, heads_q=8, causal=True)
+    assert predict(w, H100).time_s == predict(w, H100, mask=CausalMask()).time_s
