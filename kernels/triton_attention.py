@@ -341,14 +341,14 @@ def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward):
     ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=backward).ok]
     if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
         from attnsim.simulator.model import predict
-        name, w = ("attn_bwd", workload.with_(phase="train")) if backward else ("attn_fwd", workload)
+        role, w = ("backward", workload.with_(phase="train")) if backward else ("forward", workload)
         try:
-            t = next(k for k in predict(w, hw, "triton", mask, compare=False).kernels if k.name == name).tile_obj
+            t = predict(w, hw, "triton", mask).kernels_for(role)[0].tile_obj
             best = (t.block_m, t.block_n, t.num_warps, t.stages)
             if best in ok:
                 ok.remove(best)
                 ok.insert(0, best)
-        except (AttnsimError, StopIteration):
+        except (AttnsimError, IndexError):
             pass  # a mask the simulator prices with other tiles (boxes): the legal order stands
     return ok
 

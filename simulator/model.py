@@ -37,6 +37,9 @@ from .workload import MAX_D_MODEL, Workload, check_limit
 
 
 # -- results -----------------------------------------------------------------------------
+MAIN_ROLES = ("forward", "decode", "scores")  # the kernels whose tiles a prediction reports
+
+
 @dataclass
 class Prediction:
     workload: Workload
@@ -86,23 +89,31 @@ class Prediction:
     def fits(self) -> bool:
         return self.memory_bytes <= self.hardware.hbm_capacity_bytes
 
+    def kernels_for(self, role: str) -> list:
+        """The kernels of one role: "forward", "backward", "decode" or "scores" (eager's QK^T)."""
+        return [k for k in self.kernels if k.role == role]
+
+    @property
+    def main_kernels(self) -> list:
+        """The attention op's main kernels (a pass each): the forward, the decode step or eager's QK^T."""
+        return [k for k in self.kernels if k.role in MAIN_ROLES]
+
     @property
     def tiles(self) -> dict:
         out = {"full": 0, "partial": 0, "empty": 0}
-        for k in self.kernels:
-            if k.tiles and k.name in ("attn_fwd", "attn_decode", "qk_gemm"):
+        for k in self.main_kernels:
+            if k.tiles:
                 for key in out:
                     out[key] += int(k.tiles[key])
         return out
 
     @property
     def tiles_iterated(self) -> int:
-        return sum(int(k.tiles_iterated) for k in self.kernels if k.name in ("attn_fwd", "attn_decode", "qk_gemm")
-                   and k.tiles is not None)
+        return sum(int(k.tiles_iterated) for k in self.main_kernels if k.tiles is not None)
 
     @property
     def waves(self) -> float:
-        main = [k for k in self.kernels if k.name in ("attn_fwd", "attn_decode", "qk_gemm")]
+        main = self.main_kernels
         return main[0].waves if main else 0.0
 
     def to_json(self) -> dict:
@@ -256,7 +267,7 @@ def cta_duration(r: Rates, a, b, full, partial):
 
 
 def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
-            useful_flops, total_tiles, stages, splits=1, live=None):
+            useful_flops, total_tiles, stages, splits=1, live=None, role=""):
     """Kernel time from per-CTA tile counts (`full`, `partial`: the tiles it visits, one entry per
     CTA class, each class repeated `counts` times). `live`: the (full, partial) live tiles, when the
     kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`)."""
@@ -294,7 +305,7 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
         tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
         tiles_iterated=it_full + it_part,
         smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits,
-        schedule="closed-form", tile_obj=tile)
+        schedule="closed-form", tile_obj=tile, role=role)
 
 
 def _choose(fam: Family, cands, evaluate):
@@ -398,7 +409,7 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
         l2 = visited * tile.block_n * kvc * skv + q_b + o_b
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_fwd", r, tc, tile, leg, full, partial, counts,
-                       q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, live=live)
+                       q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, live=live, role="forward")
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
     cands = fwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
@@ -443,7 +454,7 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
-                       total_tiles, tile.stages, live=live)
+                       total_tiles, tile.stages, live=live, role="backward")
 
     cands = bwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask), w.dtype)
     main = _choose(fam, cands, evaluate)
@@ -555,7 +566,7 @@ def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / _kv_cols(w, dp, dvp) * _kv_cols(w, d, dv) + hbm
     main = _finish("attn_decode", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
-                   total_tiles, tile.stages, splits=splits)
+                   total_tiles, tile.stages, splits=splits, role="decode")
     out = [main]
     if splits > 1:
         out.append(elementwise("decode_combine", r, read_bytes=partial_b, write_bytes=q_rows * dv * s,
@@ -579,7 +590,8 @@ def eager_attention(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     rows, slices, cls = lq, bh, mask.head_groups(w.heads_q)[0][0]
     if w.v_in_k:  # a latent shared by the heads: the heads fold into the GEMM rows (DeepSeek's einsum over the cache)
         rows, slices, cls = lq * w.group, w.batch * w.heads_kv, None
-    qk = gemm("qk_gemm", r, rows, lk, m * d, slices, w.dtype, w.qk_accum, useful_flops=2 * m * d * live, mask=cls)
+    qk = gemm("qk_gemm", r, rows, lk, m * d, slices, w.dtype, w.qk_accum, useful_flops=2 * m * d * live, mask=cls,
+              role="scores")
     ks.append(qk)
     ks.append(elementwise("softmax", r, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
                           exps=float(scores) * (1 + w.score_sfu_ops),

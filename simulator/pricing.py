@@ -46,6 +46,7 @@ class KernelCost:
     tiles_iterated: int = 0  # tiles the kernel visits (live ones, or a fixed box of them per CTA)
     schedule: str = ""  # how the makespan was computed: "lpt" (exact list schedule) or "closed-form"
     tile_obj: Tile | None = field(default=None, repr=False)
+    role: str = ""  # the attention op's kernels: "forward", "backward", "decode", "scores" (eager's QK^T)
 
     def to_json(self):
         out = {"name": self.name, "time_s": self.time_s, "flops": int(self.flops),
@@ -90,7 +91,8 @@ GEMM_TILES = ((128, 256, 64, 8, 3), (256, 128, 64, 8, 3), (128, 128, 64, 4, 4),
 
 
 def gemm(name: str, r: Rates, m: int, n: int, k: int, batch: int, dtype: str, accum: str = "fp32",
-         out_dtype: str | None = None, useful_flops: int | None = None, b_shared: bool = False, mask=None):
+         out_dtype: str | None = None, useful_flops: int | None = None, b_shared: bool = False, mask=None,
+         role: str = ""):
     """Cost of a (batched) GEMM at rates `r` (a library kernel's: `rates(hw)`). `b_shared`: B is one
     matrix for the whole batch (a weight). `mask`: classify the score tiles it computes (eager)."""
     hw = r.hw
@@ -135,7 +137,8 @@ def gemm(name: str, r: Rates, m: int, n: int, k: int, batch: int, dtype: str, ac
                 name=name, time_s=float(time_s), flops=int(flops), useful_flops=int(useful), hbm_bytes=int(hbm),
                 l2_bytes=int(l2), bound=limit, unit_times_s=units, ctas=int(ctas), ctas_per_sm=int(kk),
                 waves=ctas / slots, wave_efficiency=ctas / (np.ceil(ctas / slots) * slots),
-                tile=f"{tm}x{tn}x{tk} w{warps} s{stages}", tiles=tiles, tiles_iterated=n_tiles, smem_bytes=smem))
+                tile=f"{tm}x{tn}x{tk} w{warps} s{stages}", tiles=tiles, tiles_iterated=n_tiles, smem_bytes=smem,
+                role=role))
     if best is None:
         raise AttnsimError(f"no GEMM tile fits {hw.name}'s {hw.smem_per_block_bytes} B of shared memory per block")
     return best[1]
