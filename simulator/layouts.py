@@ -7,7 +7,7 @@ into
   score's second QK^T-shaped matmul, a Gaussian score's own work), with its mask;
 * the **ops around it**, in order: `Gemm`s (projections, latent down/up, absorbed projections,
   routers, grouped convolutions) and `Pointwise` ops (RoPE, norms, depthwise convolutions, gates,
-  copies into the cache) — priced by `pricing.layer_kernels` for prefill, decode and train;
+  copies into the cache) — listed by `layer_ops` around the core for prefill, decode and train;
 * the **KV cache** the layer keeps (the latent of MLA, CCA's compressed K/V plus its conv state);
 * the resolved shapes, echoed in the JSON (`layout` block).
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import AttnsimError
-from .ops import Gemm, Pointwise
+from .ops import Gemm, Pointwise, Work
 from .workload import Workload
 
 
@@ -96,6 +96,40 @@ def check_rope(rope_dim: int, head_dim: int):
     if rope_dim < 0 or rope_dim > head_dim or rope_dim % 2:
         raise AttnsimError(f"--rope-dim {rope_dim}: expected an even number of channels in 0..{head_dim} "
                            f"(the head dim; 0: no RoPE)")
+
+
+def layer_ops(layout: Layout, core: list) -> list:
+    """(op, backward) pairs of the layer in kernel order: the ops before the core, the `core` pairs,
+    the ops after it; train then lists the backward of every op around the core in reverse order
+    (the time is their sum either way)."""
+    train = layout.core.phase == "train"
+    return ([(op, False) for op in layout.pre] + core + [(op, False) for op in layout.post]
+            + [(op, True) for op in (reversed(layout.pre + layout.post) if train else ())])
+
+
+def layer_accounting(layout: Layout):
+    """(useful Work, saved activation bytes, weight bytes) of the ops around the core: each Gemm's
+    FLOPs and compulsory bytes (train: dX and, for a weight, dW), each Pointwise op's (train: its
+    backward); train saves each op's input once per tensor name (RoPE nothing); weights are the
+    learned matrices and a Pointwise op's parameters."""
+    w = layout.core
+    s = w.dtype_bytes
+    train = w.phase == "train"
+    work = Work()
+    for op, backward in layer_ops(layout, []):
+        work = work + (op.work(s, backward) if isinstance(op, Gemm) else op.work(backward))
+    work.tensor = [(f, w.dtype, acc) for f, _, acc in work.tensor]
+    saved = {}
+    for op in layout.pre + layout.post:
+        if isinstance(op, Gemm):
+            saved.setdefault(op.input or op.name, op.m * op.k * op.batch * s)
+        else:
+            nbytes = op.read if op.saved is None else op.saved
+            if nbytes:
+                saved.setdefault(op.input or op.name, nbytes)
+    weights = sum(op.k * op.n * op.batch * s for op in layout.pre + layout.post if isinstance(op, Gemm) and op.weight)
+    weights += sum(op.params * s for op in layout.pre + layout.post if isinstance(op, Pointwise))
+    return work, (int(sum(saved.values())) if train else 0), int(weights)
 
 
 def core_saved_bytes(w: Workload) -> int:

@@ -28,10 +28,10 @@ from .errors import AttnsimError, UnsupportedCore
 from .families import (Family, Legality, bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
                        fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
 from .hardware import Hardware
-from .layouts import Layout, core_saved_bytes, standard
+from .layouts import Layout, core_saved_bytes, layer_accounting, layer_ops, standard
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
-from .ops import Tile, Work
-from .pricing import KernelCost, elementwise, gemm, layer_kernels, op_kernels
+from .ops import Attention, Tile, Work
+from .pricing import KernelCost, elementwise, gemm, op_kernels
 from .rates import Calibration, Rates, rates
 from .workload import MAX_D_MODEL, Workload, check_limit
 
@@ -692,16 +692,13 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration)
     r = rates(hw, fam, calibration)  # the family's kernels
     lib = rates(hw, None, calibration)  # library kernels: GEMMs (cuBLAS/CUTLASS) and the mask's own ops
-    kernels = attention_kernels(w, r, fam, mask)
+    ops, gate_work = lower(w, mask, layout, scope)
+    kernels = price(ops, r, lib, fam, w.dtype)
     # the op's useful work: the real sequences (a padded varlen batch pads kernels, not the op)
     live, live_keys = _segment_sums(w, mask)
     works = attention_work_alternatives(w.aggregate(w.real_segments()), None, live_keys, pairs_total=live)  # [0]: reported
-    gate_ops, gate_work = mask.extra_ops(w)
-    gate = [k for op in gate_ops for k in op_kernels(op, lib, w.dtype)]
-    if gate:
-        kernels = gate + kernels
-        if gate_work is not None:
-            works = [wk + gate_work for wk in works]
+    if gate_work is not None:
+        works = [wk + gate_work for wk in works]
     mem = memory_bytes(w, fam, kernels) + mask.extra_memory(w)
     # the layer's cache: the core's K/V (plus any state), or apart from them (MLA's up-projected K/V)
     mem += layout.kv_cache_bytes - (w.kv_cache_bytes() if layout.cache_is_core_kv else 0)
@@ -711,8 +708,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
         resolved.update(varlen=w.varlen, seqlens_count=len(w.seqlens), seqlens_min=min(w.seqlens),
                         seqlens_mean=sum(w.seqlens) / len(w.seqlens), seqlens_max=max(w.seqlens))
     if scope == "layer":
-        before, after, layer_work, saved, weights = layer_kernels(layout, lib)
-        kernels = before + kernels + after
+        layer_work, saved, weights = layer_accounting(layout)
         works = [wk + layer_work for wk in works]
         t = w.aggregate().seqlen_q * layout.d_model * w.dtype_bytes  # the layer's input and output
         mem += weights * (2 if w.phase == "train" else 1) + saved + 2 * t
@@ -755,6 +751,27 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
             pred.notes.append(f"useful FLOPs and the bound are the {label} implementation's: the {label} work is "
                               f"what the op needs, the rest is dropped")
     return pred
+
+
+def lower(w: Workload, mask: Mask, layout: Layout, scope: str):
+    """The problem as operations, in kernel order: [(op, backward)] — the mask's own ops (a gate, a
+    token permutation) and the `Attention` core; with scope "layer" the layout's ops around them
+    (train: their backward after). Also the useful Work of the mask's own ops (None: none counts)."""
+    gate_ops, gate_work = mask.extra_ops(w)
+    core = [(op, False) for op in gate_ops] + [(Attention("attention", w, mask), False)]
+    return (layer_ops(layout, core) if scope == "layer" else core), gate_work
+
+
+def price(ops, r: Rates, lib: Rates, fam: Family, dtype: str) -> list:
+    """Kernel costs of lowered operations: the attention core at the family's rates `r`, everything
+    else (GEMMs, pointwise ops, predictors) as library kernels at `lib`."""
+    out = []
+    for op, backward in ops:
+        if isinstance(op, Attention):
+            out.extend(attention_kernels(op.workload, r, fam, op.mask))
+        else:
+            out.extend(op_kernels(op, lib, dtype, backward))
+    return out
 
 
 def _with_core(layout, core):

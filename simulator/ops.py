@@ -1,7 +1,8 @@
-"""Operations as plain descriptions: what a variant lowers to, before anything is priced.
+"""Operations as plain descriptions: what a problem lowers to, before anything is priced.
 
-A layout or a mask describes the work around the attention core with these (projections, gates,
-permutations, predictors); `pricing` turns them into kernel costs through `rates`. `Tile` is a
+`model.lower` turns a problem into a list of these: the `Attention` core and the work around it that
+a layout or a mask describes (projections, gates, permutations, predictors: `Gemm`, `Pointwise`,
+`Matmuls`); `model.price` turns each into kernel costs through `rates` (later: `Collective`). `Tile` is a
 kernel's tile configuration and `Work` the useful work of an op per unit (what the bound prices).
 Nothing here reads a hardware figure.
 """
@@ -89,6 +90,16 @@ class Pointwise:
             return Work(exp=self.sfu_ops, fp32=self.fp32_ops, hbm_bytes=float(self.read + self.write))
         saved = self.read if self.saved is None else self.saved
         return Work(exp=self.sfu_ops, fp32=2 * self.fp32_ops, hbm_bytes=float(self.write + saved + self.read))
+
+
+@dataclass(frozen=True)
+class Attention:
+    """The attention core: its workload (shapes, phase, score function) and mask (which pairs and
+    tiles are live). A kernel family prices it as its forward (and backward), decode step or eager
+    kernels (`model.attention_kernels`)."""
+    name: str
+    workload: object  # workload.Workload
+    mask: object  # masks.Mask
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,8 @@
 
 `KernelCost` is one kernel's predicted cost; `elementwise` prices a memory-streaming kernel,
 `matmuls_kernel` plain tensor-core work, `gemm` a (batched) GEMM over CUTLASS-like output tiles
-(waves, tile quantization), `op_kernels` an operation of `ops` (Gemm, Pointwise, Matmuls) and
-`layer_kernels` the ops a layout puts around the attention core. The attention kernels themselves
-are priced in `model` from the same `Rates`.
+(waves, tile quantization), `op_kernels` an operation of `ops` (Gemm, Pointwise, Matmuls); the
+attention core is priced in `model` (`model.price` walks a lowered problem) from the same `Rates`.
 
 GEMM: C[M, N] = A[M, K] B[K, N], `batch` independent problems. One CTA per output tile; the tile is
 chosen among a cuBLAS/CUTLASS-like candidate list by predicted time after the shared legality
@@ -19,7 +18,7 @@ import numpy as np
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
 from .masks import _cdiv, tile_rows
-from .ops import Gemm, Matmuls, Pointwise, Tile, Work
+from .ops import Gemm, Matmuls, Pointwise, Tile
 from .rates import Rates
 
 
@@ -167,38 +166,3 @@ def op_kernels(op, r: Rates, dtype: str, backward: bool = False) -> list:
     if isinstance(op, Matmuls):
         return [matmuls_kernel(op.name, r, op.flops, dtype)]
     raise TypeError(f"not an operation: {op!r}")
-
-
-def layer_kernels(layout, r: Rates):
-    """(kernels before the core, kernels after the core, useful Work, saved activation bytes,
-    weight bytes) of the ops around the core. Train lists the backward ops after the forward ones,
-    in reverse order; the time is their sum either way."""
-    w = layout.core
-    s = w.dtype_bytes
-    train = w.phase == "train"
-    work = Work()
-    before, after = [], []
-
-    def price(op, backward, out):
-        nonlocal work
-        out.extend(op_kernels(op, r, w.dtype, backward))
-        work = work + (op.work(s, backward) if isinstance(op, Gemm) else op.work(backward))
-
-    for op in layout.pre:
-        price(op, False, before)
-    for op in layout.post:
-        price(op, False, after)
-    for op in reversed(layout.pre + layout.post) if train else ():
-        price(op, True, after)
-    work.tensor = [(f, w.dtype, acc) for f, _, acc in work.tensor]
-    saved = {}
-    for op in layout.pre + layout.post:
-        if isinstance(op, Gemm):
-            saved.setdefault(op.input or op.name, op.m * op.k * op.batch * s)
-        else:
-            nbytes = op.read if op.saved is None else op.saved
-            if nbytes:
-                saved.setdefault(op.input or op.name, nbytes)
-    weights = sum(op.k * op.n * op.batch * s for op in layout.pre + layout.post if isinstance(op, Gemm) and op.weight)
-    weights += sum(op.params * s for op in layout.pre + layout.post if isinstance(op, Pointwise))
-    return before, after, work, (int(sum(saved.values())) if train else 0), int(weights)
