@@ -3,6 +3,7 @@
 Prints, per (GPU, kernel, direction): bound/measured (must stay <= 1: no real kernel beats the bound)
 and predicted/measured for the kernels attnsim models (fa2, fa3, triton, eager), uncalibrated.
 Run: python benchmarks/bench_published.py [path/to/published_flashattention.csv]
+(without a path: $ATTNSIM_PUBLISHED_CSV, else the checkout's ../shared/reference/; see validation/published.py)
 """
 import statistics
 import sys

@@ -62,11 +62,8 @@ def cli():
 
 
 def _fmt_time(t):
-    if t >= 1:
-        return f"{t:.3f} s"
-    if t >= 1e-3:
-        return f"{t * 1e3:.3f} ms"
-    return f"{t * 1e6:.2f} us"
+    from attnsim.simulator.problem import fmt_time  # one format for the CLI and the notes the simulator writes
+    return fmt_time(t)
 
 
 def _fmt_bytes(b):
@@ -138,7 +135,7 @@ def predict(as_json, explain, **opts):
     decode: one step for each of --batch sequences)."""
     if as_json and explain:
         raise click.UsageError("--explain explains the human output; with --json see docs/design.md (drop one).")
-    pred, resolved = _build(**opts)
+    pred, resolved = _predict(**opts)
     if as_json:
         out = pred.to_json()
         out["params"] = _params_json(resolved)
@@ -153,195 +150,12 @@ def _params_json(resolved):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
 
 
-def _build(variant, hw_name, kernel, batch, seqlen, seqlen_kv, seqlens, token_shape, heads, kv_heads, head_dim,
-           head_dim_v, dtype, kv_dtype, qk_accum, pv_accum, phase, causal, params, scope, d_model, rope_dim):
-    """The options of `predict` -> (Prediction, the variant's resolved parameters)."""
-    from attnsim.simulator.errors import AttnsimError, UnsupportedCore
-    from attnsim.simulator.hardware import load_hardware
-    from attnsim.simulator.model import predict as run
-    from attnsim.simulator.variants import get_variant, parse_param, sample_lengths
-    from attnsim.simulator.workload import MAX_D_MODEL, Workload, check_limit
-
-    var = get_variant(variant)
-    notes = []
-    given = {}
-    for text in params:
-        key, value = parse_param(text)
-        if key in given:
-            raise AttnsimError(f"-p {key} given twice ({given[key]!r} and {value!r}); give it once")
-        given[key] = value
-    if token_shape is not None:
-        if "token_shape" not in {p.name for p in var.params}:
-            raise AttnsimError(f"--token-shape applies to the grid variants (na, gna, vmoba), not {var.name!r}")
-        if "token_shape" in given:
-            raise AttnsimError("give the token grid once: --token-shape or -p token_shape")
-        try:
-            given["token_shape"] = tuple(int(x) for x in token_shape.lower().split("x"))
-        except ValueError:
-            raise AttnsimError(f"--token-shape {token_shape!r}: expected integers joined by 'x' (e.g. 256x256)") from None
-    if seqlens is not None:
-        if var.name != "varlen":
-            raise AttnsimError(f"--seqlens applies to --variant varlen, not {var.name!r}")
-        if "lengths" in given:
-            raise AttnsimError("give the lengths once: --seqlens or -p lengths")
-        given["lengths"] = parse_param(f"lengths={seqlens}")[1]
-    resolved = var.resolve(given)
-    lengths = None
-    if var.name == "varlen":
-        if resolved["lengths"] is None:
-            raise AttnsimError("variant 'varlen' needs --seqlens a,b,c (or uniform:LO:HI with --batch)")
-        if resolved["lengths"][0] == "uniform":
-            if batch < 1:
-                raise AttnsimError(f"batch={batch} must be a positive integer")
-            if batch == 1:
-                notes.append("one sequence sampled: give --batch for a batch of lengths")
-            lengths = sample_lengths(resolved["lengths"], batch)
-            notes.append(f"lengths sampled from {':'.join(map(str, resolved['lengths']))} with seed 0")
-        else:
-            lengths = resolved["lengths"]
-            if batch not in (1, len(lengths)):
-                raise AttnsimError(f"--batch {batch} does not match the {len(lengths)} lengths given; "
-                                   f"drop --batch or give {batch} lengths")
-        for flag, v in (("--seqlen", seqlen), ("--seqlen-kv", seqlen_kv)):
-            if v is not None:
-                raise AttnsimError(f"{flag} does not apply with per-sequence lengths (--seqlens)")
-        resolved["lengths"] = list(lengths)
-    if resolved.get("token_shape") is not None:
-        n_tokens = 1
-        for x in resolved["token_shape"]:
-            n_tokens *= x
-        for flag, v in (("--seqlen", seqlen), ("--seqlen-kv", seqlen_kv)):
-            if v is not None and v != n_tokens:
-                raise AttnsimError(f"{flag} {v} differs from the {n_tokens} tokens of token shape "
-                                   f"{'x'.join(map(str, resolved['token_shape']))}; drop {flag}")
-        seqlen = n_tokens
-        if causal and given.get("is_causal") is not None:
-            raise AttnsimError("--causal and -p is_causal both given: give causality once (-p is_causal per dimension)")
-    if "q_per_step" in given and phase != "decode":
-        raise AttnsimError("-p q_per_step applies to --phase decode only")
-    if var.heads_kv_rule == "mha":
-        if kv_heads not in (None, heads):
-            raise AttnsimError(f"variant {var.name!r} has --kv-heads = --heads ({heads}); got {kv_heads}: "
-                               f"{var.kv_heads_hint}")
-        kv_heads = heads
-    elif var.heads_kv_rule == "mqa":
-        if kv_heads not in (None, 1):
-            raise AttnsimError(f"variant 'mqa' has one kv head; got --kv-heads {kv_heads}: {var.kv_heads_hint}")
-        kv_heads = 1
-    elif kv_heads is None and var.heads_kv_rule == "any":
-        kv_heads = heads
-    elif kv_heads is None:
-        if heads > 8 and heads % 8 == 0:
-            kv_heads = 8
-            notes.append(f"kv heads: 8 (default for {var.name}; set --kv-heads)")
-        else:
-            raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
-    if var.head_dims_from_params:
-        for flag, v in (("--head-dim", head_dim), ("--head-dim-v", head_dim_v)):
-            if v is not None:
-                notes.append(f"{flag} {v} not used: {var.name}'s head dims come from its -p parameters")
-        head_dim, head_dim_v = 128, None
-    head_dim = 128 if head_dim is None else head_dim
-    if d_model is not None and scope != "layer" and not var.d_model_in_core:
-        if d_model != heads * head_dim:
-            raise AttnsimError("--d-model applies to --scope layer only")
-        d_model = None  # the default (heads x head dim) restated: accepted, no effect at attention scope
-    if d_model is not None and d_model < 1:
-        raise AttnsimError(f"--d-model={d_model} must be a positive integer")
-    if d_model is not None:
-        check_limit("--d-model", d_model, MAX_D_MODEL, "channels (2^20)")
-    if rope_dim is not None:
-        if scope != "layer":
-            raise AttnsimError("--rope-dim applies to --scope layer only")
-        if not var.rope:
-            raise AttnsimError(f"variant {var.name!r} has no RoPE (its positions come from its own score); drop --rope-dim")
-        if var.head_dims_from_params:
-            raise AttnsimError(f"variant {var.name!r} sets its RoPE dims with -p qk_rope_head_dim; drop --rope-dim")
-    if var.kernel is not None:
-        if kernel is not None and kernel.strip().lower() != var.kernel:
-            raise AttnsimError(f"variant {var.name!r} is the {var.kernel} kernel; got --kernel {kernel}: drop --kernel "
-                               f"(the output contrasts it with the fused kernel)")
-        kernel = var.kernel
-    if lengths is not None:
-        seqlen_q, context = (resolved.get("q_per_step", 1), None) if phase == "decode" else (None, None)
-    elif phase == "decode":
-        if seqlen is not None and seqlen_kv is not None:
-            raise AttnsimError(f"in decode --seqlen-kv is the context and the query tokens of a step are "
-                               f"-p q_per_step (default 1); got --seqlen {seqlen} as well: drop it")
-        context = seqlen_kv if seqlen_kv is not None else (4096 if seqlen is None else seqlen)
-        seqlen_q = resolved.get("q_per_step", 1)
-        if context < 1:
-            raise AttnsimError(f"the decode context (--seqlen-kv) is {context}: it must be a positive integer")
-        if seqlen_q > context:
-            raise AttnsimError(f"-p q_per_step={seqlen_q} exceeds the context of {context} tokens")
-    else:
-        seqlen_q, context = (4096 if seqlen is None else seqlen), seqlen_kv
-    dtype, kv_dtype = dtype.lower(), kv_dtype.lower() if kv_dtype else None
-    if kernel is not None and not kernel.strip():
-        raise AttnsimError("--kernel is empty; allowed: eager, fa2, fa3, fa4, triton")
-    if lengths is not None and phase == "decode" and seqlen_q > min(lengths):
-        raise AttnsimError(f"-p q_per_step={seqlen_q} exceeds the shortest context ({min(lengths)} tokens)")
-    w = Workload(batch=batch, seqlen_q=seqlen_q, seqlen_kv=context, heads_q=heads, heads_kv=kv_heads,
-                 head_dim_qk=head_dim, head_dim_v=head_dim_v, dtype=dtype, kv_dtype=kv_dtype, qk_accum=qk_accum,
-                 pv_accum=pv_accum, causal=causal, phase=phase, seqlens=lengths,
-                 varlen=resolved.get("layout", "packed"))
-    hw = load_hardware(hw_name)
-    mask = var.make_mask(resolved, causal)
-    layout = None
-    rd = head_dim if rope_dim is None else rope_dim
-    if var.layout is not None or rope_dim is not None:
-        from attnsim.simulator.layouts import check_rope
-        check_rope(rd, head_dim)
-    if var.layout is not None:
-        layout = var.layout(resolved, w, d_model or heads * head_dim, rd)
-        resolved.update({k: v for k, v in layout.shapes.items() if k in resolved})  # the values used, not placeholders
-    try:
-        pred = run(w, hw, kernel, mask=mask, variant=var.name, scope=scope, d_model=d_model, layout=layout,
-                   rope_dim=rope_dim, compare=True)
-    except UnsupportedCore as e:  # the default family has no kernel for this core: the next family that has one
-        if kernel is not None or layout is None:
-            raise
-        pred = _fallback(e, hw, lambda k: run(w, hw, k, mask=mask, variant=var.name, scope=scope, d_model=d_model,
-                                                layout=layout, rope_dim=rope_dim, compare=True), notes)
-    if var.kernel is not None:  # eager attention: the fused kernel on the same problem, side by side
-        try:
-            fused = run(w, hw, None, mask=mask, variant=var.name, scope=scope, d_model=d_model, compare=False,
-                        rope_dim=rope_dim)
-        except AttnsimError as e:
-            fused = None
-            notes.append(f"no fused contrast: {e}")
-    if var.kernel is not None and fused is not None:
-        pred.contrast = {"kernel": fused.family.name, "time_s": fused.time_s, "hbm_bytes": fused.hbm_bytes,
-                         "memory_bytes": fused.memory_bytes, "eager_over_fused_time": pred.time_s / fused.time_s,
-                         "eager_over_fused_hbm": pred.hbm_bytes / fused.hbm_bytes,
-                         "eager_over_fused_memory": pred.memory_bytes / fused.memory_bytes,
-                         "eager_hbm_floor_s": pred.hbm_bytes / hw.hbm_bandwidth_bytes_per_s}
-        notes.append(f"bound_s is the op's speed of light (what a fused kernel could reach); eager's own traffic "
-                     f"alone takes {_fmt_time(pred.contrast['eager_hbm_floor_s'])} at full HBM bandwidth")
-    pred.notes.extend(notes)
-    if hasattr(mask, "resolved"):  # neighborhood attention: per-dimension values and the boxes used
-        fwd = next((k.tile_obj for k in pred.kernels if k.name == "attn_fwd"), None)
-        resolved = {**resolved, **mask.resolved(fwd)}
-    if var.name == "varlen" and pred.family.name == "eager":
-        pred.notes.append("eager attention pads every sequence to the longest: the varlen layout does not apply")
-    return pred, resolved
-
-
-def _fallback(error, hw, run, notes):
-    """Run with the families after the hardware's default, in order (fa3, fa2, triton, eager); the first
-    that runs wins and a note says why; none: the default's error."""
-    from attnsim.simulator.errors import AttnsimError
-    from attnsim.simulator.families import FAMILIES
-    for name in ("fa3", "fa2", "triton", "eager"):
-        if name == hw.default_kernel or hw.arch not in FAMILIES[name].archs:
-            continue
-        try:
-            pred = run(name)
-        except AttnsimError:
-            continue
-        notes.append(f"kernel {name}: the default {hw.default_kernel} cannot run this core ({error})")
-        return pred
-    raise error
+def _predict(variant, params, hw_name, kernel, **shapes):
+    """Option plumbing: the options of `predict` -> (Prediction, the variant's resolved parameters);
+    the resolution itself is attnsim.simulator.problem's."""
+    from attnsim.simulator.problem import predict_problem, resolve
+    pred = predict_problem(resolve(variant, params, kernel=kernel, hw=hw_name, **shapes))
+    return pred, pred.params
 
 
 # `predict --explain`. docs/legend.md says the same at more length (tests/test_cli_friction.py checks the terms).
@@ -477,7 +291,7 @@ def compare(cases, as_json, **opts):
             o["seqlens"] = None
             if lengths:
                 o.update(batch=len(lengths), seqlen=max(lengths))
-        pred, resolved = _build(variant=words[0], params=tuple(words[1:]), **o)
+        pred, resolved = _predict(variant=words[0], params=tuple(words[1:]), **o)
         results.append((case, pred, resolved))
     base = results[0][1].time_s
     if as_json:
@@ -539,10 +353,16 @@ def hw_show(name, as_json):
 
 
 @cli.command()
-def variants():
+@click.option("--json", "as_json", is_flag=True,
+              help="print a JSON list, one object per variant: name, description, paper, params (name, type, "
+                   "default, help, phases), kernel, kv_heads, head_layout, rope, head_dims_from_params")
+def variants(as_json):
     """List the attention variants, their papers and parameters, and the -p grammar."""
     from attnsim.simulator.families import FAMILIES
     from attnsim.simulator.variants import PARAM_GRAMMAR, VARIANTS
+    if as_json:
+        click.echo(json.dumps([v.to_json() for v in VARIANTS.values()], indent=2))
+        return
     for v in VARIANTS.values():
         click.echo(f"{v.name:<6} {v.description}")
         click.echo(f"       paper: {v.paper}")

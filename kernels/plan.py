@@ -184,6 +184,7 @@ def mask_of(variant: str, params: dict, causal: bool, seqlen_q: int, seqlen_kv: 
         mask = BlockListMask(given.get("block_q", 64), given.get("block_k", 64), given["kv_blocks"], causal)
         mask.live_pairs(seqlen_q, seqlen_kv)
         return mask
+    from attnsim.simulator.problem import resolve
     from attnsim.simulator.variants import get_variant
     var = get_variant(variant)
     given = {k: v for k, v in params.items() if k != "causal"}
@@ -192,16 +193,14 @@ def mask_of(variant: str, params: dict, causal: bool, seqlen_q: int, seqlen_kv: 
                    ("q_per_step", "use attnsim.kernels.decode, whose q holds the step's tokens")):
         if k in given:
             raise AttnsimError(f"-p {k} does not apply to a kernel call: {why}")
-    for k in ("kernel_size", "stride", "dilation", "token_shape", "q_tile", "kv_tile", "block"):
-        if isinstance(given.get(k), int):
-            given[k] = (given[k],)
-    if isinstance(given.get("window_size"), tuple):
-        given["window_size"] = list(given["window_size"])
-    resolved = var.resolve(given)
+    if var.name == "varlen":
+        raise AttnsimError("variant 'varlen' is a batch of lengths, not a mask: pass packed tensors with "
+                           "cu_seqlens_q / cu_seqlens_k (variant 'mha')")
     if var.layout is not None or var.kernel is not None:
         raise AttnsimError(f"variant {variant!r} changes the head layout or the kernel, not the mask: run its core "
                            f"(e.g. the query/kv heads it uses) through variant 'mha'/'gqa'")
-    mask = var.make_mask(resolved, causal)
+    # the CLI's resolution (defaults, presets, refusals); the lengths are the call's, checked by the mask below
+    mask = resolve(var, given, causal=causal, heads=1, kv_heads=1).mask
     if len(mask.passes()) > 1 or len(mask.head_groups(2)) > 1:
         raise AttnsimError(f"variant {variant!r} needs several passes or per-head masks: not a single-kernel mask")
     mask.live_pairs(seqlen_q, seqlen_kv)  # the mask's own checks: a token grid's size, segments' sum

@@ -85,6 +85,12 @@ class Param:
     phases: tuple = ("prefill", "decode", "train")
     check: object = None  # value -> normalized value, raising AttnsimError; for non-int types
 
+    def to_json(self) -> dict:
+        """`attnsim variants --json`: name, type (the Python type's name), default (tuples as lists), help."""
+        default = list(self.default) if isinstance(self.default, tuple) else self.default
+        return {"name": self.name, "type": self.type.__name__, "default": default, "help": self.help,
+                "phases": list(self.phases)}
+
 
 def _window_size(v):
     """window_size: 'L,R' (FlashAttention's (left, right); -1 = unbounded) or one int W for (W, W)."""
@@ -112,6 +118,13 @@ class Variant:
     rope: bool = True  # the layer has RoPE (--rope-dim applies)
     head_dims_from_params: bool = False  # -p parameters set the head dims (MLA): --head-dim does not apply
     d_model_in_core: bool = False  # the core's shape follows --d-model (SHViT): --d-model applies to either scope
+
+    def to_json(self) -> dict:
+        """`attnsim variants --json`: what the variant is, its parameters and how it resolves."""
+        return {"name": self.name, "description": self.description, "paper": self.paper,
+                "params": [p.to_json() for p in self.params], "kernel": self.kernel, "kv_heads": self.heads_kv_rule,
+                "head_layout": self.layout is not None, "rope": self.rope,
+                "head_dims_from_params": self.head_dims_from_params}
 
     def make_mask(self, params: dict, causal: bool):
         return self.mask(params, causal) if self.mask else mask_for(causal)
