@@ -12,6 +12,7 @@ Covers every phase of the fused families (fa2/fa3/fa4/triton) for dense and caus
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +26,7 @@ from .hardware import Hardware
 from .masks import CausalMask, DenseMask
 from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, cta_duration, kernel_time, resolve_family,
                     slot_tile_times, split_sms)
+from .problem import DEFAULT_SEQLEN, predict_problem, resolve
 from .rates import Rates, rates
 
 
@@ -144,20 +146,25 @@ def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
 def _extremes(r, tc, tile, per_index, n, boundaries, period):
     """(longest, shortest) CTA over indices 0..n-1 (query tiles, or kv tiles in the backward), exact:
     a CTA's duration is 2 x latency + f a + p b with (f, p) its full and partial tiles. Between the
-    indices where a clip of the mask's counts starts or ends (`boundaries`), f and f + p are floors of
-    affine functions of the index, so f a + p b is an increasing line plus a term of period `period`:
-    its maximum lies in a region's last `period` indices and its minimum in its first. Evaluating
-    `per_index` (the mask's own row_tiles / col_tiles) there finds both."""
+    indices where a clip of the mask's counts starts or ends (`boundaries`, plus 0 and n), f and f + p
+    are floors of affine functions of the index, so f a + p b is an increasing line plus a term of
+    period `period`: its maximum lies in a region's last `period` indices and its minimum in its first
+    (a monotone region: at its ends). Evaluating `per_index` (the mask's own row_tiles / col_tiles) at
+    the `period` indices on each side of every boundary finds both."""
     a, b = slot_tile_times(tc, r, tile.stages)
-    offsets = range(-period - 1, period + 1)
-    cands = [0 * n + j for j in range(period + 1)] + [n - 1 - j for j in range(period + 1)]
-    cands += [bd + j for bd in boundaries for j in offsets]
+    span = max(period, 1)
     d_max = d_min = None
-    for c in cands:
-        f, p = per_index(np.clip(c, 0, n - 1))
-        d = cta_duration(r, a, b, f, p)
-        d_max = d if d_max is None else np.maximum(d_max, d)
-        d_min = d if d_min is None else np.minimum(d_min, d)
+    points = []
+    for bd in [0 * n, n, *boundaries]:  # beyond the ends a boundary is an end; the same boundary once
+        bd = np.clip(bd, 0, n)
+        if not any(np.array_equal(bd, q) for q in points):
+            points.append(bd)
+    for bd in points:
+        for j in range(-span, span):
+            f, p = per_index(np.clip(bd + j, 0, n - 1))
+            d = cta_duration(r, a, b, f, p)
+            d_max = d if d_max is None else np.maximum(d_max, d)
+            d_min = d if d_min is None else np.minimum(d_min, d)
     return d_max, d_min
 
 
@@ -195,10 +202,18 @@ def _pick(fam, legal, evaluate):
     return best
 
 
-def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
-                 heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
-                 kv_dtype: str | None = None, phase: str = "prefill") -> dict:
-    """Vectorized prediction of a fused kernel family over broadcast arrays of configurations.
+FAST_VARIANTS = ("mha", "gqa", "mqa")  # dense or causal attention with the standard layout: closed forms
+KEYS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
+        "ctas", "waves", "splits")
+
+
+def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None = None, params=None,
+                 scope: str = "attention", batch=1, seqlen_q=None, seqlen_kv=None, heads_q=32, heads_kv=None,
+                 head_dim_qk=128, head_dim_v=None, causal=False, dtype: str = "bf16", kv_dtype: str | None = None,
+                 phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32", d_model=None,
+                 rope_dim=None) -> dict:
+    """The prediction over broadcast arrays of configurations: what `predict` returns for each, tie-breaks
+    included (time, bound, FLOPs, bytes, tiles, CTAs, waves, splits).
 
     The array arguments (batch, seqlen_q, seqlen_kv, heads_q, heads_kv, head_dim_qk, head_dim_v,
     causal) broadcast against each other with numpy's rules: scalars apply everywhere, arrays of the
@@ -211,29 +226,47 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
     Shapes that do not broadcast (batch=[1, 2, 3] with seqlen_q=[1024, 2048]) raise AttnsimError
     naming the arguments and their shapes.
 
-    Decode: `seqlen_q` is the query tokens of a step (q_per_step) and `seqlen_kv` the context.
+    `variant` (a name of `attnsim variants`) and `params` (its -p values, as strings exactly as after
+    `-p key=` or typed: {"window_size": "1024,0"}; the same for every configuration; `token_shape` there
+    sets the sequence length, `lengths` a varlen batch) resolve as the CLI resolves them
+    (`problem.resolve`): defaults, presets and refusals included. Without a variant the heads decide
+    (MHA, GQA or MQA). `seqlen_q` defaults to 4096 (decode: 1). Decode: `seqlen_q` is the query tokens of
+    a step (q_per_step) and `seqlen_kv` the context.
+
+    Dense and causal attention (no variant, or mha/gqa/mqa without parameters) with the standard
+    layout at attention scope, fused families and fp32 accumulation run on closed forms over the
+    arrays (millions of configurations per second); everything else resolves and predicts each
+    configuration in turn (the scalar path: about a thousand per second).
+
     Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
     useful_flops, hbm_bytes, tiles_full, tiles_partial, tiles_empty, ctas and waves (of the main
-    attention kernel: the forward, or the decode kernel), splits (decode).
+    attention kernel: the forward, the decode kernel or eager's QK^T), splits (decode).
     """
-    fam = resolve_family(hw, kernel)
-    if not fam.fused:
-        raise AttnsimError("predict_many covers the fused kernel families (fa2, fa3, fa4, triton); "
-                           "use predict() for eager")
     if phase not in ("prefill", "decode", "train"):
         raise AttnsimError(f"phase={phase!r}; allowed: prefill, decode, train")
-    kv_dtype = kv_dtype or dtype
-    if phase == "train" and kv_dtype != dtype:
-        raise AttnsimError("a separate kv_dtype applies to prefill and decode only")
-    defaulted = {k for k, v in (("seqlen_kv", seqlen_kv), ("heads_kv", heads_kv), ("head_dim_v", head_dim_v))
-                 if v is None}  # copies of another argument: not named in a broadcast error
-    seqlen_kv = seqlen_q if seqlen_kv is None else seqlen_kv
-    heads_kv = heads_q if heads_kv is None else heads_kv
-    head_dim_v = head_dim_qk if head_dim_v is None else head_dim_v
-    args = {"batch": batch, "seqlen_q": seqlen_q, "seqlen_kv": seqlen_kv, "heads_q": heads_q, "heads_kv": heads_kv,
-            "head_dim_qk": head_dim_qk, "head_dim_v": head_dim_v, "causal": causal}
+    if seqlen_q is None and not (params and any(k in params for k in ("token_shape", "lengths"))):
+        seqlen_q = 1 if phase == "decode" else DEFAULT_SEQLEN
+    fast = (not params and scope == "attention" and d_model is None and rope_dim is None
+            and (variant is None or variant in FAST_VARIANTS) and qk_accum == pv_accum == "fp32"
+            and resolve_family(hw, kernel).fused)
+    if fast:
+        if variant is not None:
+            heads_kv = _variant_heads_kv(variant, heads_q, heads_kv)
+        return _closed_forms(hw, kernel, batch=batch, seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q,
+                             heads_kv=heads_kv, head_dim_qk=head_dim_qk, head_dim_v=head_dim_v, causal=causal,
+                             dtype=dtype, kv_dtype=kv_dtype, phase=phase)
+    if variant is None:  # the heads decide: MHA, GQA or MQA (no kv heads given: MHA)
+        variant, heads_kv = "gqa", heads_q if heads_kv is None else heads_kv
+    return _each(hw, kernel, variant, params, scope, d_model, rope_dim,
+                 dict(batch=batch, seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q, heads_kv=heads_kv,
+                      head_dim_qk=head_dim_qk, head_dim_v=head_dim_v, causal=causal),
+                 dict(dtype=dtype, kv_dtype=kv_dtype, phase=phase, qk_accum=qk_accum, pv_accum=pv_accum))
+
+
+def _broadcast(args: dict, defaulted=()):
+    """The array arguments broadcast together (numpy rules), or one AttnsimError line naming them."""
     try:
-        B, LQ, LK, HQ, HKV, D, DV, CAUSAL = (np.asarray(x) for x in np.broadcast_arrays(*args.values()))
+        return [np.asarray(x) for x in np.broadcast_arrays(*args.values())]
     except ValueError:
         shapes = {}
         for k, v in args.items():
@@ -246,6 +279,86 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, se
         raise AttnsimError(f"predict_many: the arguments do not broadcast together (numpy rules): {arrays}; "
                            f"give arrays of one shape, scalars, or axes of length 1 (e.g. batch[:, None] "
                            f"against seqlen_q for a grid)") from None
+
+
+def _variant_heads_kv(variant, heads_q, heads_kv):
+    """The kv heads of mha/gqa/mqa as `resolve` sets them (mha: = heads_q; mqa: 1; gqa: given, or 8 when
+    8 divides heads_q), with resolve's refusals; once per distinct (heads_q, heads_kv) pair."""
+    hq, hkv = (np.asarray(x) for x in np.broadcast_arrays(heads_q, -1 if heads_kv is None else heads_kv))
+    out = np.empty(hq.shape, dtype=np.int64)
+    for a, b in set(zip(hq.ravel().tolist(), hkv.ravel().tolist())):
+        got = resolve(variant, heads=a, kv_heads=None if b == -1 else b).workload.heads_kv
+        out[(hq == a) & (hkv == b)] = got
+    return out
+
+
+def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars) -> dict:
+    """Every configuration through `problem.resolve` and `problem.predict_problem` (compare=False),
+    one at a time: exactly `predict`'s answers, for every variant."""
+    defaulted = {k for k in ("seqlen_q", "seqlen_kv", "heads_kv", "head_dim_v") if arrays[k] is None}
+    given = {k: v for k, v in arrays.items() if v is not None}
+    cols = dict(zip(given, _broadcast(given, defaulted)))
+    shape = next(iter(cols.values())).shape
+    n = int(np.prod(shape, dtype=np.int64))
+    flat = {k: v.ravel() for k, v in cols.items()}
+    params = dict(params or {})
+    out = {k: np.zeros(n, dtype=np.int64 if k in ("flops", "useful_flops", "tiles_full", "tiles_partial",
+                                                   "tiles_empty", "ctas", "splits") else float) for k in KEYS}
+    decode = scalars["phase"] == "decode"
+    masks = {}  # one mask per (resolved parameters, causality): its memo of tiles serves every batch and head count
+    for i in range(n):
+        c = {k: v[i].item() for k, v in flat.items()}
+        p = dict(params)
+        if decode and "seqlen_q" in c:
+            p.setdefault("q_per_step", c["seqlen_q"])
+        try:
+            prob = resolve(variant, p, batch=c["batch"], heads=c["heads_q"], kv_heads=c.get("heads_kv"),
+                           seqlen=None if decode else c.get("seqlen_q"),
+                           seqlen_kv=c.get("seqlen_kv"),
+                           head_dim=c["head_dim_qk"], head_dim_v=c.get("head_dim_v"), causal=bool(c["causal"]),
+                           scope=scope, d_model=d_model, rope_dim=rope_dim, kernel=kernel, **scalars)
+            key = (repr(sorted(prob.params.items())), prob.workload.causal)
+            prob = replace(prob, mask=masks.setdefault(key, prob.mask))
+            pred = predict_problem(prob, hw, compare=False)
+        except AttnsimError as e:
+            raise AttnsimError(f"predict_many: configuration {i} ({_describe(c)}): {e}") from None
+        for k, v in row_of(pred).items():
+            out[k][i] = v
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def _describe(c: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in c.items())
+
+
+def row_of(pred) -> dict:
+    """One prediction as predict_many's row: time, bound, FLOPs, bytes, the main kernel's tiles, CTAs,
+    waves and splits."""
+    main = pred.main_kernels
+    t = pred.tiles
+    return {"time_s": pred.time_s, "bound_s": pred.bound.time_s, "flops": pred.flops,
+            "useful_flops": pred.useful_flops, "hbm_bytes": pred.hbm_bytes, "tiles_full": t["full"],
+            "tiles_partial": t["partial"], "tiles_empty": t["empty"], "ctas": main[0].ctas if main else 0,
+            "waves": pred.waves, "splits": next((k.splits for k in pred.kernels_for("decode")), 1)}
+
+
+def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
+                  heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
+                  kv_dtype: str | None = None, phase: str = "prefill") -> dict:
+    """Dense and causal attention of a fused family over arrays: closed-form tile totals, the longest
+    and shortest CTA among candidate tiles (`_extremes`), the same kernel-time functions as `model`."""
+    fam = resolve_family(hw, kernel)
+    kv_dtype = kv_dtype or dtype
+    if phase == "train" and kv_dtype != dtype:
+        raise AttnsimError("a separate kv_dtype applies to prefill and decode only")
+    defaulted = {k for k, v in (("seqlen_kv", seqlen_kv), ("heads_kv", heads_kv), ("head_dim_v", head_dim_v))
+                 if v is None}  # copies of another argument: not named in a broadcast error
+    seqlen_kv = seqlen_q if seqlen_kv is None else seqlen_kv
+    heads_kv = heads_q if heads_kv is None else heads_kv
+    head_dim_v = head_dim_qk if head_dim_v is None else head_dim_v
+    args = {"batch": batch, "seqlen_q": seqlen_q, "seqlen_kv": seqlen_kv, "heads_q": heads_q, "heads_kv": heads_kv,
+            "head_dim_qk": head_dim_qk, "head_dim_v": head_dim_v, "causal": causal}
+    B, LQ, LK, HQ, HKV, D, DV, CAUSAL = _broadcast(args, defaulted)
     shape = B.shape  # work on flat arrays, reshape the results at the end
     B, LQ, LK, HQ, HKV, D, DV = (x.astype(np.int64).ravel() for x in (B, LQ, LK, HQ, HKV, D, DV))
     CAUSAL = CAUSAL.astype(bool).ravel()
@@ -326,8 +439,12 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
         tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
-        d_max, d_min = _extremes(r, tc, tile, lambda x: _row(mask, x, lq, lk, bm, bn), n_q,
-                                 _row_boundaries(c, lq, lk, bm, bn), bn // math.gcd(bm, bn) if c else 0)
+        if c:
+            d_max, d_min = _extremes(r, tc, tile, lambda x: _row(mask, x, lq, lk, bm, bn), n_q,
+                                     _row_boundaries(c, lq, lk, bm, bn), bn // math.gcd(bm, bn))
+        else:  # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
+            a, b_ = slot_tile_times(tc, r, tile.stages)
+            d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn)
         hbm = sl * lq * (d + dv) * s + b * hkv * lk * (d + dv) * skv + sl * lq * 4
         visited = ne * sl
         l2 = visited * bn * (d + dv) * skv + sl * lq * (d + dv) * s
@@ -353,8 +470,15 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)  # the same tile set
         tc = _bwd_tile_costs(r, fam, tile, k, dp, dvp, s, rates)
-        d_max, d_min = _extremes(r, tc, tile, lambda x: _col(mask, x, lq, lk, bm, bn), n_kv,
-                                 _col_boundaries(c, lq, lk, bm, bn), bm // math.gcd(bm, bn) if c else 0)
+        if c:
+            d_max, d_min = _extremes(r, tc, tile, lambda x: _col(mask, x, lq, lk, bm, bn), n_kv,
+                                     _col_boundaries(c, lq, lk, bm, bn), bm // math.gcd(bm, bn))
+        else:  # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
+            a, b_ = slot_tile_times(tc, r, tile.stages)
+            n_q = -(-lq // bm)
+            whole = cta_duration(r, a, b_, n_q, 0 * n_q)
+            ragged = np.where(lk % bn != 0, cta_duration(r, a, b_, 0 * n_q, n_q), whole)
+            d_max, d_min = np.maximum(whole, ragged), np.where(lk >= bn, np.minimum(whole, ragged), ragged)
         hbm = (rows * (d + dv) * s + b * hkv * lk * (d + dv) * s + rows * 8 + sl * lk * (d + dv) * s + rows * d * 4)
         visited = ne * sl
         l2 = visited * (tc.kv_bytes + 2 * bm * d * 4) + hbm

@@ -509,8 +509,6 @@ def test_predict_many_broadcasts_and_rejects_bad_input(h100):
     with pytest.raises(AttnsimError):
         predict_many(h100, "fa3", batch=1, seqlen_q=10, heads_q=8, heads_kv=3, head_dim_qk=64)
     with pytest.raises(AttnsimError):
-        predict_many(h100, "eager", batch=1, seqlen_q=10, heads_q=8, head_dim_qk=64)
-    with pytest.raises(AttnsimError):
         predict_many(h100, "fa3", batch=1, seqlen_q=10, heads_q=8, head_dim_qk=64, phase="inference")
 
 

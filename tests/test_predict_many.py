@@ -1,0 +1,111 @@
+"""predict_many takes every variant and returns what `attnsim predict --json` prints for each
+configuration: time, bound, FLOPs, bytes, tiles, CTAs, waves, splits (to 1e-9), refusals included.
+Random configurations per variant (seeded), through two independent doors: the CLI's option parsing
+and predict_many's arrays."""
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from attnsim.simulator.errors import AttnsimError
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.variants import VARIANTS
+from attnsim.simulator.vectorized import predict_many
+from cli_checks import invoke
+
+# each variant's -p values (strings as on the command line) and a token grid where it needs one
+PARAMS = {
+    "swa": {"window_size": "512,0", "sink": "4"}, "segment": {"segments": "1024"}, "moba": {"block_size": "256"},
+    "vmoba": {"token_shape": "16x16x8", "block": "4x4x8"}, "moa": {"spans": "256,1024"},
+    "sparse": {"density": "0.2", "clusters": "3"}, "topk": {"top_k": "32"}, "dma": {"top_k": "256"},
+    "duplex": {"segments": "512,512,1024"}, "varlen": {"lengths": "100,900,2048"},
+    "na": {"token_shape": "32x32", "kernel_size": "7x7"}, "gna": {"token_shape": "64x32", "kernel_size": "16x8",
+                                                                "stride": "4x4"},
+    "prune": {"pruned_heads": "4"}, "kvcompress": {"rank": "64"}, "shvit": {"qk_dim": "16"},
+}
+CLI_FLAG = {"seqlen_q": "--seqlen", "seqlen_kv": "--seqlen-kv", "heads_q": "--heads", "heads_kv": "--kv-heads",
+            "head_dim_qk": "--head-dim", "batch": "--batch"}
+KEYS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "ctas", "waves")
+
+
+def configs(variant, rng, n=6):
+    grid = "token_shape" in PARAMS.get(variant, {}) or variant == "varlen"
+    for _ in range(n):
+        phase = str(rng.choice(["prefill", "train", "decode"]))
+        heads = int(rng.choice([8, 16, 32]))
+        c = {"batch": int(rng.integers(1, 4)), "heads_q": heads, "head_dim_qk": int(rng.choice([64, 128])),
+             "causal": bool(rng.integers(0, 2)), "phase": phase}
+        if variant in ("gqa", "kvcompress", "ccgqa"):
+            c["heads_kv"] = int(rng.choice([x for x in (1, 2, 4, 8) if heads % x == 0]))
+        if not grid:
+            if phase == "decode":
+                c.update(seqlen_q=int(rng.integers(1, 3)), seqlen_kv=int(rng.integers(512, 8192)))
+            else:
+                c["seqlen_q"] = 2048 if variant in ("segment", "duplex") else int(rng.integers(256, 4097))
+        yield c
+
+
+def cli_args(variant, c):
+    args = ["predict", "--json", "--variant", variant, "--hw", "h100", "--phase", c["phase"]]
+    args += ["--causal"] if c["causal"] else []
+    for k, flag in CLI_FLAG.items():
+        if k in c and not (k == "seqlen_q" and c["phase"] == "decode"):
+            args += [flag, str(c[k])]
+    p = dict(PARAMS.get(variant, {}))
+    if c["phase"] == "decode" and "seqlen_q" in c:
+        p["q_per_step"] = str(c["seqlen_q"])
+    for k, v in p.items():
+        args += (["--token-shape", v] if k == "token_shape" else ["--seqlens", v] if k == "lengths"
+                 else ["-p", f"{k}={v}"])
+    return args
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_predict_many_equals_the_cli_for_every_variant(variant):
+    hw = load_hardware("h100")
+    rng = np.random.default_rng(zlib.crc32(variant.encode()))
+    cs = list(configs(variant, rng))
+    answered = 0
+    for c in cs:
+        r = invoke(*cli_args(variant, c))
+        arrays = {k: np.array([v]) for k, v in c.items() if k != "phase"}
+        try:
+            m = predict_many(hw, None, variant=variant, params=PARAMS.get(variant), phase=c["phase"], **arrays)
+        except AttnsimError as e:
+            assert r.exit_code == 2, (variant, c, str(e), r.stdout[:200])
+            cli_line = r.stderr.strip().removeprefix("error: ")
+            assert cli_line.split(";")[0] in str(e), (cli_line, str(e))
+            continue
+        assert r.exit_code == 0, (variant, c, r.stderr)
+        j = json.loads(r.stdout)
+        main = next((k for k in j["kernels"] if k["name"] in ("attn_fwd", "attn_decode", "qk_gemm")), None)
+        want = {"time_s": j["time_s"], "bound_s": j["bound_s"], "flops": j["flops"], "useful_flops": j["useful_flops"],
+                "hbm_bytes": j["hbm_bytes"], "ctas": main["ctas"] if main else 0, "waves": j["waves"]}
+        for k in KEYS:
+            assert float(m[k][0]) == pytest.approx(want[k], rel=1e-9, abs=0), (variant, c, k)
+        assert (m["tiles_full"][0], m["tiles_partial"][0], m["tiles_empty"][0]) == tuple(j["tiles"].values())
+        answered += 1
+    assert answered >= 3, f"{variant}: {answered} of 6 random configurations answered"
+
+
+def test_closed_forms_take_mha_gqa_mqa_as_resolve_does():
+    hw = load_hardware("h100")
+    mqa = predict_many(hw, None, variant="mqa", batch=2, seqlen_q=[1024, 4096], heads_q=16)
+    gqa1 = predict_many(hw, None, heads_kv=1, batch=2, seqlen_q=[1024, 4096], heads_q=16)
+    assert (mqa["time_s"] == gqa1["time_s"]).all()
+    gqa = predict_many(hw, None, variant="gqa", batch=1, seqlen_q=2048, heads_q=32)  # resolve's default: 8 kv heads
+    assert gqa["time_s"] == predict_many(hw, None, heads_kv=8, batch=1, seqlen_q=2048, heads_q=32)["time_s"]
+    with pytest.raises(AttnsimError, match="kv-heads"):
+        predict_many(hw, None, variant="mha", heads_kv=8, heads_q=32)
+    with pytest.raises(AttnsimError, match="configuration 1"):
+        predict_many(hw, None, variant="swa", params={"window_size": "64,0"}, seqlen_q=[4096, 0], heads_q=8)
+
+
+def test_predict_many_over_a_grid_of_a_sparse_variant():
+    """A grid (batch x length) of sliding windows: shaped like the broadcast inputs, time growing along both."""
+    hw = load_hardware("h100")
+    m = predict_many(hw, None, variant="swa", params={"window_size": "1024,0"}, batch=np.array([1, 4])[:, None],
+                     seqlen_q=[4096, 16384], heads_q=16)
+    assert m["time_s"].shape == (2, 2)
+    assert (np.diff(m["time_s"], axis=0) > 0).all() and (np.diff(m["time_s"], axis=1) > 0).all()
