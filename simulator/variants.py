@@ -9,8 +9,11 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from . import heads
 from .errors import AttnsimError, unknown
-from .masks import BlockSelectMask, mask_for, window_mask
+from .masks import (BlockSelectMask, BoxBlockSelectMask, DuplexMask, ElasticWindowMask, HeadMixMask, OccupancyMask,
+                    mask_for, segment_mask, window_mask)
+from .na import NAMask
 from .workload import MAX_TOKENS, MAX_VARLEN_SEQUENCES, check_limit
 
 MAX_FLOAT_PARAM = float(1 << 53)  # a number parameter (work per score or per query, a fraction) stays below it
@@ -267,7 +270,6 @@ def _fractions(name):
 
 
 def _moa(p, causal):
-    from .masks import ElasticWindowMask, HeadMixMask
     spans, betas = p["spans"], p["betas"] or (0.0,) * len(p["spans"])
     if len(betas) != len(spans):
         raise AttnsimError(f"-p betas has {len(betas)} values and -p spans {len(spans)}; give one each per head group")
@@ -276,7 +278,6 @@ def _moa(p, causal):
 
 
 def _vmoba(p, causal):
-    from .masks import BoxBlockSelectMask
     if p["token_shape"] is None or p["block"] is None:
         raise AttnsimError("variant 'vmoba' needs --token-shape and -p block=AxBxC (a block box per dimension)")
     if len(p["block"]) not in (1, len(p["token_shape"])):
@@ -298,7 +299,6 @@ def _selection(default):
 
 
 def _occupancy(p, causal, label):
-    from .masks import OccupancyMask
     top_k = p.get("top_k")
     clusters = p["clusters"] or (max(1, top_k // 64) if label == "dma" else top_k)
     return OccupancyMask(p.get("density"), int(clusters), causal, label, top_k=top_k, select=p["select"],
@@ -306,14 +306,12 @@ def _occupancy(p, causal, label):
 
 
 def _duplex(p, causal):
-    from .masks import DuplexMask
     if p["segments"] is None:
         raise AttnsimError("variant 'duplex' needs -p segments=a,b,c (lengths adding up to the sequence)")
     return DuplexMask(p["segments"], causal)
 
 
 def _segment_mask(p, causal):
-    from .masks import HeadMixMask, segment_mask
     if p["levels"] is not None:
         if p["segments"] is not None:
             raise AttnsimError("give -p segments or -p levels, not both")
@@ -328,7 +326,6 @@ def _segment_mask(p, causal):
 
 
 def _na_mask(p, causal):
-    from .na import NAMask
     if p["token_shape"] is None:
         raise AttnsimError("neighborhood attention needs the token grid: --token-shape 256x256 (or -p token_shape=...)")
     return NAMask(p["token_shape"], p["kernel_size"], p["stride"], p["dilation"],
@@ -358,7 +355,6 @@ def _na_params(with_stride: bool):
 
 
 def _heads():
-    from . import heads
     return heads
 
 

@@ -50,9 +50,20 @@ def floor_sum(n, m, a, b):
 
 
 def _affine_sum(r0, r1, step, base, div):
-    """sum over r in [r0, r1) of floor((step*r + base) / div), for step*r + base >= 0 on the range."""
+    """sum over r in [r0, r1) of floor((step*r + base) / div), for step*r + base >= 0 on the range.
+    Tiles whose sizes divide one another (most tables) have plain arithmetic sums; `floor_sum` else."""
     n = np.maximum(r1 - r0, 0)
-    return floor_sum(n, div, step, step * np.maximum(r0, 0) + base)
+    b = step * np.maximum(r0, 0) + base  # sum_{i < n} floor((step i + b) / div)
+    if step % div == 0:  # floor((q div i + b) / div) = q i + floor(b / div)
+        return step // div * (n * (n - 1) // 2) + n * (b // div)
+    if div % step == 0:  # floor((step i + b) / (q step)) = floor((i + c) / q), c = floor(b / step)
+        q, c = div // step, b // step
+
+        def prefix(m):  # sum_{x < m} floor(x / q)
+            t = m // q
+            return q * (t * (t - 1) // 2) + t * (m - q * t)
+        return prefix(n + c) - prefix(c)
+    return floor_sum(n, div, step, b)
 
 
 def causal_row_totals(lq, lk, bm, bn):
@@ -154,17 +165,17 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     a, b = slot_tile_times(tc, r, tile.stages)
     span = max(period, 1)
     d_max = d_min = None
-    points = []
-    for bd in [0 * n, n, *boundaries]:  # beyond the ends a boundary is an end; the same boundary once
-        bd = np.clip(bd, 0, n)
-        if not any(np.array_equal(bd, q) for q in points):
-            points.append(bd)
-    for bd in points:
+    cands = []
+    for bd in [0 * n, n, *boundaries]:
         for j in range(-span, span):
-            f, p = per_index(np.clip(bd + j, 0, n - 1))
-            d = cta_duration(r, a, b, f, p)
-            d_max = d if d_max is None else np.maximum(d_max, d)
-            d_min = d if d_min is None else np.minimum(d_min, d)
+            idx = np.clip(bd + j, 0, n - 1)
+            if not any(np.array_equal(idx, c) for c in cands):  # each index array once (ends, coinciding clips)
+                cands.append(idx)
+    for idx in cands:
+        f, p = per_index(idx)
+        d = cta_duration(r, a, b, f, p)
+        d_max = d if d_max is None else np.maximum(d_max, d)
+        d_min = d if d_min is None else np.minimum(d_min, d)
     return d_max, d_min
 
 
@@ -382,30 +393,39 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
            "tiles_empty": np.zeros(n, dtype=np.int64), "ctas": np.zeros(n, dtype=np.int64),
            "waves": np.zeros(n), "splits": np.ones(n, dtype=np.int64)}
 
-    def add(sel, r, main):
-        idx = np.flatnonzero(sel)
-        out["time_s"][idx] += r["time_s"]
-        out["flops"][idx] += r["flops"]
-        out["hbm_bytes"][idx] += r["hbm"]
-        if main:
-            for key in ("tiles_full", "tiles_partial", "tiles_empty", "ctas", "waves", "splits"):
-                if key in r:
-                    out[key][idx] = r[key]
-
     span = int(dp_of.max()) + 1
-    key = (DP * span + DVP) * 2 + CAUSAL  # few distinct values: bincount beats a sort
-    for kv in np.flatnonzero(np.bincount(key)):
-        dp, dvp, c = int(kv // 2 // span), int(kv // 2 % span), bool(kv % 2)
-        sel = key == kv
-        g = dict(b=B[sel], lq=LQ[sel], lk=LK[sel], hq=HQ[sel], hkv=HKV[sel], d=D[sel], dv=DV[sel])
+    key = (DP * span + DVP) * 2 + CAUSAL
+    order = np.argsort(key, kind="stable")  # groups of one (head dims, causality) as contiguous runs
+    cols = {name: x[order] for name, x in (("b", B), ("lq", LQ), ("lk", LK), ("hq", HQ), ("hkv", HKV), ("d", D),
+                                            ("dv", DV))}
+    sorted_key = key[order]
+    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if n else np.array([], dtype=np.int64)
+    ends = np.r_[starts[1:], n]
+
+    def add(lo, hi, res, main):
+        out["time_s"][lo:hi] += res["time_s"]
+        out["flops"][lo:hi] += res["flops"]
+        out["hbm_bytes"][lo:hi] += res["hbm"]
+        if main:
+            for k in ("tiles_full", "tiles_partial", "tiles_empty", "ctas", "waves", "splits"):
+                if k in res:
+                    out[k][lo:hi] = res[k]
+
+    for lo, hi in zip(starts.tolist(), ends.tolist()):
+        kv = int(sorted_key[lo])
+        dp, dvp, c = kv // 2 // span, kv // 2 % span, bool(kv % 2)
+        g = {name: x[lo:hi] for name, x in cols.items()}
         mask = CausalMask() if c else DenseMask()
         if phase == "decode":
-            add(sel, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
+            add(lo, hi, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
             continue
-        add(sel, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
+        add(lo, hi, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
         if phase == "train":
             for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, **g):
-                add(sel, kern, main=False)
+                add(lo, hi, kern, main=False)
+    unsorted = np.empty_like(order)
+    unsorted[order] = np.arange(n)
+    out = {k: v[unsorted] for k, v in out.items()}  # back to the callers' order
 
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
     w = SimpleNamespace(batch=B, heads_q=HQ, heads_kv=HKV, seqlen_q=LQ, seqlen_kv=LK, head_dim_qk=D,
