@@ -12,6 +12,7 @@ Covers every phase of the fused families (fa2/fa3/fa4/triton) for dense and caus
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -27,6 +28,7 @@ from .masks import CausalMask, DenseMask
 from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, cta_duration, kernel_time, resolve_family,
                     slot_tile_times, split_sms)
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
+from .workload import MAX_BATCH, MAX_HEAD_DIM, MAX_HEADS, MAX_TOKENS, MAX_WORK_FLOPS, Workload, check_limit
 from .rates import Rates, rates
 
 
@@ -216,6 +218,7 @@ def _pick(fam, legal, evaluate):
 FAST_VARIANTS = ("mha", "gqa", "mqa")  # dense or causal attention with the standard layout: closed forms
 KEYS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
         "ctas", "waves", "splits")
+_INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits")
 
 
 def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None = None, params=None,
@@ -242,7 +245,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
     sets the sequence length, `lengths` a varlen batch) resolve as the CLI resolves them
     (`problem.resolve`): defaults, presets and refusals included. Without a variant the heads decide
     (MHA, GQA or MQA). `seqlen_q` defaults to 4096 (decode: 1). Decode: `seqlen_q` is the query tokens of
-    a step (q_per_step) and `seqlen_kv` the context.
+    a step (q_per_step) and `seqlen_kv` the context (default 4096).
 
     Dense and causal attention (no variant, or mha/gqa/mqa without parameters) with the standard
     layout at attention scope, fused families and fp32 accumulation run on closed forms over the
@@ -255,8 +258,14 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
     """
     if phase not in ("prefill", "decode", "train"):
         raise AttnsimError(f"phase={phase!r}; allowed: prefill, decode, train")
-    if seqlen_q is None and not (params and any(k in params for k in ("token_shape", "lengths"))):
+    if params is not None and not isinstance(params, Mapping):
+        raise AttnsimError(f"predict_many: params must be a dict of -p names to values (e.g. {{'window_size': "
+                           f"'1024,0'}}), got {type(params).__name__}")
+    grid = bool(params) and any(params.get(k) is not None for k in ("token_shape", "lengths"))  # lengths set there
+    if seqlen_q is None and not grid:
         seqlen_q = 1 if phase == "decode" else DEFAULT_SEQLEN
+    if phase == "decode" and seqlen_kv is None and not grid:
+        seqlen_kv = DEFAULT_SEQLEN  # the context, as `attnsim predict --phase decode` defaults it
     fast = (not params and scope == "attention" and d_model is None and rope_dim is None
             and (variant is None or variant in FAST_VARIANTS) and qk_accum == pv_accum == "fp32"
             and resolve_family(hw, kernel).fused)
@@ -292,6 +301,28 @@ def _broadcast(args: dict, defaulted=()):
                            f"against seqlen_q for a grid)") from None
 
 
+def _ints(name, x):
+    """A flat int64 array of positive whole numbers, or one AttnsimError line (floats must be whole,
+    booleans and values past int64 are refused)."""
+    x = np.asarray(x)
+    if x.dtype.kind == "b" or x.dtype.kind not in "iuf":
+        raise AttnsimError(f"predict_many: {name} must hold integers below 2^63 (got {x.dtype} values)")
+    if x.dtype.kind == "u" and x.size and x.max() > MAX_TOKENS * MAX_BATCH:
+        check_limit(name, int(x.max()), MAX_TOKENS, "(2^24)")
+    if x.dtype.kind == "f":
+        if not np.isfinite(x).all() or (x != np.floor(x)).any():
+            bad = x[~np.isfinite(x) | (x != np.floor(x))].ravel()[0]
+            raise AttnsimError(f"predict_many: {name}={float(bad)!r} must be a whole number")
+        if x.size and np.abs(x).max() > MAX_TOKENS * MAX_BATCH:
+            check_limit(name, int(np.abs(x).max()), MAX_TOKENS, "(2^24)")
+    return x.astype(np.int64).ravel()
+
+
+def _pow2(x):
+    """The next power of two of each element (>= 1)."""
+    return np.left_shift(1, np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64)).astype(float)
+
+
 def _variant_heads_kv(variant, heads_q, heads_kv):
     """The kv heads of mha/gqa/mqa as `resolve` sets them (mha: = heads_q; mqa: 1; gqa: given, or 8 when
     8 divides heads_q), with resolve's refusals; once per distinct (heads_q, heads_kv) pair."""
@@ -313,8 +344,7 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
     n = int(np.prod(shape, dtype=np.int64))
     flat = {k: v.ravel() for k, v in cols.items()}
     params = dict(params or {})
-    out = {k: np.zeros(n, dtype=np.int64 if k in ("flops", "useful_flops", "tiles_full", "tiles_partial",
-                                                   "tiles_empty", "ctas", "splits") else float) for k in KEYS}
+    out = {k: np.zeros(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
     decode = scalars["phase"] == "decode"
     masks = {}  # one mask per (resolved parameters, causality): its memo of tiles serves every batch and head count
     for i in range(n):
@@ -371,12 +401,27 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
             "head_dim_qk": head_dim_qk, "head_dim_v": head_dim_v, "causal": causal}
     B, LQ, LK, HQ, HKV, D, DV, CAUSAL = _broadcast(args, defaulted)
     shape = B.shape  # work on flat arrays, reshape the results at the end
-    B, LQ, LK, HQ, HKV, D, DV = (x.astype(np.int64).ravel() for x in (B, LQ, LK, HQ, HKV, D, DV))
+    if B.size == 0:  # no configuration: empty answers of the same shape
+        return {k: np.zeros(shape, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+    B, LQ, LK, HQ, HKV, D, DV = (_ints(name, x) for name, x in zip(
+        ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"), (B, LQ, LK, HQ, HKV, D, DV)))
     CAUSAL = CAUSAL.astype(bool).ravel()
-    for name, x in (("batch", B), ("seqlen_q", LQ), ("seqlen_kv", LK), ("heads_q", HQ), ("heads_kv", HKV),
-                    ("head_dim_qk", D), ("head_dim_v", DV)):
+    for name, x, limit, what in (("batch", B, MAX_BATCH, "sequences (2^24)"),
+                                 ("seqlen_q", LQ, MAX_TOKENS, "tokens per sequence (2^24)"),
+                                 ("seqlen_kv", LK, MAX_TOKENS, "tokens per sequence (2^24)"),
+                                 ("heads_q", HQ, MAX_HEADS, "heads (2^16)"), ("heads_kv", HKV, MAX_HEADS, "heads (2^16)"),
+                                 ("head_dim_qk", D, MAX_HEAD_DIM, "(2^16)"), ("head_dim_v", DV, MAX_HEAD_DIM, "(2^16)")):
         if x.size and x.min() < 1:
             raise AttnsimError(f"{name} must be positive everywhere; min is {x.min()}")
+        if x.size:
+            check_limit(name, int(x.max()), limit, what)
+    # the work limit of Workload, in floats; configurations near it are checked exactly (the same message)
+    pad = lambda x: -(-x // 256) * 256.0  # noqa: E731
+    work = B * pad(LQ) * pad(LK) * HQ * 2.0 * (3 * _pow2(D) + 2 * _pow2(DV))
+    if (work > MAX_WORK_FLOPS / 2).any():
+        for i in np.flatnonzero(work > MAX_WORK_FLOPS / 2):  # Workload's exact check (its message)
+            Workload(batch=int(B[i]), seqlen_q=int(LQ[i]), seqlen_kv=int(LK[i]), heads_q=int(HQ[i]),
+                     heads_kv=int(HKV[i]), head_dim_qk=int(D[i]), head_dim_v=int(DV[i]), phase=phase, dtype=dtype)
     if (HQ % HKV).any():
         raise AttnsimError("heads_q must be divisible by heads_kv everywhere")
     if DTYPE_BYTES.get(kv_dtype, 99) > DTYPE_BYTES.get(dtype, 0):

@@ -109,3 +109,62 @@ def test_predict_many_over_a_grid_of_a_sparse_variant():
                      seqlen_q=[4096, 16384], heads_q=16)
     assert m["time_s"].shape == (2, 2)
     assert (np.diff(m["time_s"], axis=0) > 0).all() and (np.diff(m["time_s"], axis=1) > 0).all()
+
+
+# -- property: any input answers consistently or is refused in one line ---------------------------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from attnsim.simulator.problem import predict_problem, resolve  # noqa: E402
+
+PARAM_POOL = [("window_size", "512,0"), ("window_size", "nan"), ("sink", "4"), ("segments", "512"),
+              ("block_size", "128"), ("top_k", "2.5"), ("density", "0.3"), ("kernel_size", "7"), ("stride", "2"),
+              ("token_shape", "16x16"), ("token_shape", "0x4"), ("lengths", "100,300"), ("kv_lora_rank", "256"),
+              ("pruned_heads", "8"), ("bogus", "1"), ("window_size", 7), ("density", None)]
+INTS = st.integers(0, 9).flatmap(lambda i: st.sampled_from([0, -3, 2 ** 40, 4096.5]) if i == 9
+                                 else st.integers(1, 3000))
+
+
+@st.composite
+def many_args(draw):
+    n = draw(st.integers(1, 3))
+    arrays = {"batch": st.integers(1, 4), "seqlen_q": INTS, "heads_q": st.sampled_from([8, 16, 12]),
+              "head_dim_qk": st.sampled_from([64, 128, 100])}
+    kw = {k: draw(st.lists(s, min_size=n, max_size=n)) for k, s in arrays.items() if draw(st.booleans()) or k == "heads_q"}
+    kw["variant"] = draw(st.sampled_from([None, *sorted(VARIANTS)]))
+    kw["params"] = dict(draw(st.lists(st.sampled_from(PARAM_POOL), max_size=2)))
+    kw["phase"] = draw(st.sampled_from(["prefill", "train", "decode", "inference"]))
+    kw["causal"] = draw(st.booleans())
+    kw["kernel"] = draw(st.sampled_from([None, None, "fa2", "triton", "eager", "cudnn"]))
+    return kw
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+@given(many_args())
+def test_predict_many_answers_consistently_or_refuses_in_one_line(kw):
+    hw = load_hardware("h100")
+    kernel = kw.pop("kernel")
+    try:
+        m = predict_many(hw, kernel, **kw)
+    except AttnsimError as e:
+        assert "\n" not in str(e) and str(e), str(e)
+        return
+    shape = np.shape(kw.get("seqlen_q", kw["heads_q"]))
+    assert all(np.shape(v) == shape for v in m.values()), {k: np.shape(v) for k, v in m.items()}
+    assert np.isfinite(m["time_s"]).all() and (m["time_s"] >= m["bound_s"]).all() and (m["bound_s"] > 0).all()
+    assert (m["flops"] >= m["useful_flops"]).all() and (m["useful_flops"] >= 0).all()
+    # the first configuration, resolved and predicted on its own, gives the same numbers
+    c = {k: v[0] for k, v in kw.items() if isinstance(v, list)}
+    decode = kw["phase"] == "decode"
+    params = dict(kw["params"])
+    if decode:
+        params.setdefault("q_per_step", c.get("seqlen_q", 1))
+    variant = kw["variant"] or "gqa"
+    prob = resolve(variant, params, batch=c.get("batch", 1), heads=c["heads_q"],
+                   kv_heads=c["heads_q"] if kw["variant"] is None else None,
+                   seqlen=None if decode else c.get("seqlen_q", 4096 if not {"token_shape", "lengths"} & set(params)
+                                                   else None),
+                   head_dim=c.get("head_dim_qk", 128), causal=kw["causal"], phase=kw["phase"], kernel=kernel)
+    p = predict_problem(prob, hw, compare=False)
+    assert float(m["time_s"][0]) == pytest.approx(p.time_s, rel=1e-9)
+    assert int(m["flops"][0]) == p.flops and int(m["hbm_bytes"][0]) == p.hbm_bytes
