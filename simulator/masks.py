@@ -394,49 +394,24 @@ class WindowMask(Mask):
         return self._rows(k_lo, k_hi, complete, seqlen_kv, seqlen_q, right, left, block_m, ragged_ok=True)
 
 
-class LocalMask(WindowMask):
-    """A sliding window with FlashAttention's extras: `sink` tokens every query also sees (keys
-    j < sink, still capped by the right side: sink_token_length) or an `attention_chunk` C (a query
-    sees only keys of its own chunk, j div C == i' div C, AND the window). Not both at once.
+class IntervalMask(WindowMask):
+    """A sliding window whose rows' keys are intervals (and, with sink tokens, a second interval
+    [0, sink)), optionally cut by a grouping of the keys (`grouped`: a query sees only keys of its own
+    group, `_group(x)` -> (start, end)). The tile counts of every such mask come from the per-row
+    intervals (`_intervals`, `_tiles`): LocalMask (FlashAttention's sinks and chunks) and SegmentMask
+    (segments of any lengths) are the two groupings.
 
-    Tiles come from per-row key intervals: with chunks a row's keys are one interval whose ends are
-    monotone in the row (the union of a tile's rows is [lo(first), hi(last)], the intersection
-    [lo(last), hi(first)]); rows with no key are found by evaluating every row (O(L), never O(L^2)).
-    With sinks a row's keys are two intervals, [0, sink) and the window, counted as two tile ranges.
-    """
-
-    def __init__(self, left: int = -1, right: int = -1, sink: int = 0, chunk: int = 0):
-        super().__init__(left, right)
-        if sink < 0 or chunk < 0:
-            raise ValueError(f"{sink=}, {chunk=} must be >= 0")
-        if sink and chunk:
-            raise ValueError("sink tokens and attention chunks together are not modeled")
-        self.sink, self.chunk = int(sink), int(chunk)
-        self.name += (f"_sink{sink}" if sink else "") + (f"_chunk{chunk}" if chunk else "")
-        self.description += (f", {sink} sink tokens" if sink else "") + (f", chunks of {chunk}" if chunk else "")
-
+    With a grouping a row's keys are one interval whose ends are monotone in the row (the union of a
+    tile's rows is [lo(first), hi(last)], the intersection [lo(last), hi(first)]); rows with no key are
+    found by evaluating every row (O(L), never O(L^2))."""
+    sink = 0  # keys 0 .. sink - 1 every query also sees
+    grouped = False  # keys grouped (chunks, segments): `_group` says each key's group
     max_tokens = 1 << 21  # sinks, chunks and segments are counted per row: about a second at 2^21 tokens
     max_tokens_why = "sink tokens, chunks and segments are counted row by row; 2^21"
 
-    def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
-        """A chunk holding every key (and every query: seqlen_q <= seqlen_kv) is no chunk: the window."""
-        if type(self) is LocalMask and self.chunk >= seqlen_kv and not self.sink and seqlen_q <= seqlen_kv:
-            return WindowMask(self.left, self.right).for_lengths(seqlen_q, seqlen_kv)
-        return self
-
     def _group(self, x):
-        """(start, end) key coordinates of the chunk holding key coordinate x (arrays)."""
-        start = np.asarray(x) // self.chunk * self.chunk
-        return start, start + self.chunk - 1
-
-    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
-        left, right = self._bounds(seqlen_kv, seqlen_q)
-        i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
-        kv = np.asarray(kv_idx)
-        live = (kv <= i + right) & ((kv >= i - left) | (kv < self.sink))
-        if self.chunk:
-            live &= self._group(kv)[0] == self._group(i)[0]
-        return live
+        """(start, end) key coordinates of the group holding key coordinate x (arrays)."""
+        raise NotImplementedError
 
     # -- per-row key intervals (rows: queries, or keys for the transposed view) -------------
     def _intervals(self, rows, n_rows, n_keys, transposed):
@@ -448,14 +423,14 @@ class LocalMask(WindowMask):
             off = n_keys - n_rows
             c = rows + off
             lo, hi = c - left, c + right
-            if self.chunk:
+            if self.grouped:
                 start, end = self._group(c)
                 lo, hi = np.maximum(lo, start), np.minimum(hi, end)
             sink_hi = np.where(self.sink > 0, np.minimum(self.sink - 1, c + right), -1)
         else:  # row = key j, 'keys' = queries i with i' = i + off: j - right <= i' <= j + left
             off = n_rows - n_keys  # the forward's seqlen_kv - seqlen_q
             lo, hi = rows - right - off, rows + left - off
-            if self.chunk:
+            if self.grouped:
                 start, end = self._group(rows)
                 lo, hi = np.maximum(lo, start - off), np.minimum(hi, end - off)
             # a sink key j < sink is seen by every query with i' >= j - right
@@ -536,7 +511,49 @@ class LocalMask(WindowMask):
         return int((hi >= lo).sum())
 
 
-class SegmentMask(LocalMask):
+class LocalMask(IntervalMask):
+    """A sliding window with FlashAttention's extras: `sink` tokens every query also sees (keys
+    j < sink, still capped by the right side: sink_token_length) or an `attention_chunk` C (a query
+    sees only keys of its own chunk, j div C == i' div C, AND the window). Not both at once.
+
+    Tiles come from per-row key intervals: with chunks a row's keys are one interval whose ends are
+    monotone in the row (the union of a tile's rows is [lo(first), hi(last)], the intersection
+    [lo(last), hi(first)]); rows with no key are found by evaluating every row (O(L), never O(L^2)).
+    With sinks a row's keys are two intervals, [0, sink) and the window, counted as two tile ranges.
+    """
+
+    def __init__(self, left: int = -1, right: int = -1, sink: int = 0, chunk: int = 0):
+        super().__init__(left, right)
+        if sink < 0 or chunk < 0:
+            raise ValueError(f"{sink=}, {chunk=} must be >= 0")
+        if sink and chunk:
+            raise ValueError("sink tokens and attention chunks together are not modeled")
+        self.sink, self.chunk = int(sink), int(chunk)
+        self.grouped = self.chunk > 0
+        self.name += (f"_sink{sink}" if sink else "") + (f"_chunk{chunk}" if chunk else "")
+        self.description += (f", {sink} sink tokens" if sink else "") + (f", chunks of {chunk}" if chunk else "")
+
+    def for_lengths(self, seqlen_q, seqlen_kv) -> Mask:
+        """A chunk holding every key (and every query: seqlen_q <= seqlen_kv) is no chunk: the window."""
+        if type(self) is LocalMask and self.chunk >= seqlen_kv and not self.sink and seqlen_q <= seqlen_kv:
+            return WindowMask(self.left, self.right).for_lengths(seqlen_q, seqlen_kv)
+        return self
+
+    def _group(self, x):
+        """(start, end) key coordinates of the chunk holding key coordinate x (arrays)."""
+        start = np.asarray(x) // self.chunk * self.chunk
+        return start, start + self.chunk - 1
+
+    def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
+        left, right = self._bounds(seqlen_kv, seqlen_q)
+        i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
+        kv = np.asarray(kv_idx)
+        live = (kv <= i + right) & ((kv >= i - left) | (kv < self.sink))
+        if self.chunk:
+            live &= self._group(kv)[0] == self._group(i)[0]
+        return live
+
+class SegmentMask(IntervalMask):
     """Block-diagonal attention over segments of the key axis (region / identity / group attention,
     packed documents): a query sees keys of its own segment only, optionally also within a window
     and causal. `sizes` are the segment lengths (summing to seqlen_kv); query i belongs to the
@@ -546,11 +563,11 @@ class SegmentMask(LocalMask):
         sizes = tuple(int(x) for x in sizes)
         if not sizes or min(sizes) < 1:
             raise ValueError(f"{sizes=}: positive segment lengths")
-        super().__init__(left, right, chunk=1)  # chunk=1 only switches the grouping on; _group overrides it
+        super().__init__(left, right)
+        self.grouped = True
         self.sizes = sizes
         self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         self.ends = np.cumsum(sizes) - 1
-        self.chunk = max(sizes)
         n = len(sizes)
         self.name = (f"segment_{n}x{sizes[0]}" if len(set(sizes)) == 1 else f"segment_{n}_{min(sizes)}-{max(sizes)}") \
             + (f"_l{left}_r{right}" if (left, right) != (-1, -1) else "")
@@ -594,7 +611,7 @@ class SegmentMask(LocalMask):
         return super().col_tiles(k_lo, k_hi, complete, seqlen_q, seqlen_kv, block_m)
 
 
-class BlockSelectMask(LocalMask):
+class BlockSelectMask(IntervalMask):
     """Mixture of block attention (MoBA, Lu et al. 2025): keys are cut into blocks of `block_size`;
     each query block attends to `top_k` blocks chosen by a gate — with `causal`, its own block
     (causally) and top_k - 1 earlier ones.
@@ -627,50 +644,49 @@ class BlockSelectMask(LocalMask):
         self.description = f"top-{top_k} blocks of {block_size} keys per query block"
 
     def _blocks_kept(self, n_keys):
-        """top_k, or under threshold selection the expected density x number of blocks (at least 1)."""
+        """Blocks each query block keeps over `n_keys` keys: top_k, or under threshold selection the
+        expected density x number of blocks (at least 1). A function of the lengths: the mask never changes."""
         if self.density is not None:
-            self.k = max(1, int(round(self.density * -(-n_keys // self.block))))
+            return max(1, int(round(self.density * -(-n_keys // self.block))))
         return self.k
 
-    def _first_block(self, b, n_blocks):
-        """The first selected block of query block b (the selection is top_k contiguous blocks)."""
+    def _first_block(self, b, n_blocks, k):
+        """The first selected block of query block b (the selection is k contiguous blocks)."""
         if self.is_causal:
-            return np.maximum(b - self.k + 1, 0)
-        return np.clip(b - (self.k - 1) // 2, 0, np.maximum(n_blocks - self.k, 0))
+            return np.maximum(b - k + 1, 0)
+        return np.clip(b - (k - 1) // 2, 0, np.maximum(n_blocks - k, 0))
 
     def mask_mod(self, q_idx, kv_idx, seqlen_q, seqlen_kv):
         i = np.asarray(q_idx) + (seqlen_kv - seqlen_q)
         kv = np.asarray(kv_idx)
-        n_blocks = -(-seqlen_kv // self.block)
-        self._blocks_kept(seqlen_kv)
-        first = self._first_block(i // self.block, n_blocks)
-        live = (i >= 0) & (kv // self.block >= first) & (kv // self.block < first + self.k)
+        n_blocks, k = -(-seqlen_kv // self.block), self._blocks_kept(seqlen_kv)
+        first = self._first_block(i // self.block, n_blocks, k)
+        live = (i >= 0) & (kv // self.block >= first) & (kv // self.block < first + k)
         return live & (kv <= i) if self.is_causal else live
 
     def _intervals(self, rows, n_rows, n_keys, transposed):
         rows, B = np.asarray(rows), self.block
-        self._blocks_kept(n_rows if transposed else n_keys)  # the key axis' length
+        k = self._blocks_kept(n_rows if transposed else n_keys)  # the key axis' length
         if not transposed:  # query i -> keys of its selected blocks (causally capped)
             c = rows + n_keys - n_rows
             n_blocks = -(-n_keys // B)
-            first = self._first_block(np.maximum(c, 0) // B, n_blocks)
-            lo, hi = first * B, (first + self.k) * B - 1
+            first = self._first_block(np.maximum(c, 0) // B, n_blocks, k)
+            lo, hi = first * B, (first + k) * B - 1
             if self.is_causal:
                 hi = np.minimum(hi, c)
             hi = np.where(c < 0, -1, hi)
         else:  # key j -> queries (coordinates i = i' - off) whose selection holds j's block
             off = n_rows - n_keys
-            b_min, b_max = self._holders(rows // B, -(-n_rows // B))
+            b_min, b_max = self._holders(rows // B, -(-n_rows // B), k)
             lo, hi = b_min * B - off, (b_max + 1) * B - 1 - off
             if self.is_causal:
                 lo = np.maximum(lo, rows - off)
             hi = np.where(b_max < b_min, lo - 1, hi)
         return np.maximum(lo, 0), np.minimum(hi, n_keys - 1), np.full(rows.shape, -1)
 
-    def _holders(self, kb, n_blocks):
-        """(first, last) query block whose selection holds key block kb: selections are top_k contiguous
+    def _holders(self, kb, n_blocks, k):
+        """(first, last) query block whose selection holds key block kb: selections are k contiguous
         blocks from _first_block, which grows by at most one block per query block."""
-        k = self.k
         if self.is_causal:  # block b selects max(b - k + 1, 0) .. max(b, k - 1)
             return np.where(kb <= k - 1, 0, kb), np.minimum(kb + k - 1, n_blocks - 1)
         h, top = (k - 1) // 2, max(n_blocks - k, 0)  # block b selects from clip(b - h, 0, top)
@@ -753,8 +769,7 @@ class BlockSelectMask(LocalMask):
         """The gate: mean-pool K per block, score every query against every block's mean (a GEMM per
         head), pick the top k per query block. Returns (ops, useful Work)."""
         s, d = w.dtype_bytes, w.head_dim_qk
-        n_blocks = -(-w.seqlen_kv // self.block)
-        self._blocks_kept(w.seqlen_kv)
+        n_blocks, k = -(-w.seqlen_kv // self.block), self._blocks_kept(w.seqlen_kv)
         # decode keeps the block means with the cache: a step pools only the newest block
         pooled_tokens = min(self.block, w.seqlen_kv) if w.phase == "decode" else w.seqlen_kv
         kv_heads_tokens = w.batch * w.heads_kv * pooled_tokens
@@ -764,7 +779,7 @@ class BlockSelectMask(LocalMask):
                      out_dtype="fp32")
         scores = w.batch * w.heads_q * w.seqlen_q * n_blocks
         topk = Pointwise("moba_topk", read=scores * 4, write=w.batch * w.heads_q * -(-w.seqlen_q // self.block)
-                         * self.k * 4, fp32_ops=float(scores) * max(1, self.k.bit_length()))
+                         * k * 4, fp32_ops=float(scores) * max(1, k.bit_length()))
         work = Work(tensor=[(2.0 * w.batch * w.heads_q * w.seqlen_q * n_blocks * d, w.dtype, "fp32")])
         return [pool, score, topk], work
 

@@ -297,10 +297,14 @@ class NAMask(Mask):
         return copies * (2 if w.phase == "train" else 1)
 
     def row_tiles(self, *args):
+        """Query-row ranges are not this mask's tiles (boxes of the grid are: `tile_rows`); decode, the
+        only caller of ranges, is refused here."""
         raise AttnsimError("neighborhood attention is priced for --phase prefill and train (its tiles are boxes "
                            "of the token grid, not query-row ranges)")
 
-    col_tiles = row_tiles
+    def col_tiles(self, *args):
+        """Key ranges are not this mask's tiles either (`tile_cols` gives the boxes)."""
+        return self.row_tiles(*args)
 
     # -- tiles -------------------------------------------------------------------------------
     def boxes(self, block_m, block_n):
