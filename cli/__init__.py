@@ -237,7 +237,7 @@ def render(pred) -> str:
         "  bound by unit (clock_max): "
         + " · ".join(f"{u} {_fmt_time(t)}" for u, t in j["unit_times_s"].items() if t > 0),
         f"  clocks     bound at clock_max {hw.clock_max_hz / 1e9:.3g} GHz; prediction at sustained "
-        f"{hw.clock_sustained_hz / 1e9:.3g} GHz (--explain: a legend)",
+        f"{pred.clock_hz / 1e9:.3g} GHz (--explain: a legend)",
         f"  {'kernel':<16}{'time':>12}  {'limit':<9}{'tile':<18}{'CTAs':>9}{'/SM':>5}{'waves':>8}",
     ]
     for k in j["kernels"]:

@@ -17,6 +17,7 @@ count live pairs only. Every rate comes from `rates.rates(hw, family, calibratio
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 from functools import reduce
 
@@ -25,10 +26,10 @@ import numpy as np
 from . import schedule
 from .bound import Bound, attention_work_alternatives, min_bound
 from .errors import AttnsimError, UnsupportedCore
-from .families import (Family, Legality, bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
-                       fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
-from .hardware import Hardware
-from .layouts import Layout, core_saved_bytes, layer_accounting, layer_ops, standard
+from .families import (FAMILIES, Family, Legality, bwd_tile_candidates, can_implement, check_family,
+                       decode_tile_candidates, fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
+from .hardware import Hardware, load_hardware
+from .layouts import Layout, check_rope, core_saved_bytes, layer_accounting, layer_ops, standard
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
 from .ops import Attention, Tile, Work
 from .pricing import KernelCost, elementwise, gemm, op_kernels
@@ -647,7 +648,10 @@ def attention_kernels(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
 
 
 def resolve_family(hw: Hardware, kernel: str | None) -> Family:
-    return get_family(kernel or hw.default_kernel)
+    """The named family, or the hardware's default when `kernel` is None."""
+    if kernel is not None and not str(kernel).strip():
+        raise AttnsimError("kernel is empty; allowed: " + ", ".join(sorted(FAMILIES)) + " (None: the hardware's default)")
+    return get_family(hw.default_kernel if kernel is None else kernel)
 
 
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
@@ -671,8 +675,20 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     d_model defaults to heads_q * head_dim_qk."""
     if scope not in ("attention", "layer"):
         raise AttnsimError(f"scope={scope!r}; allowed: attention, layer")
+    if isinstance(hw, str):
+        hw = load_hardware(hw)
+    if not isinstance(hw, Hardware):
+        raise AttnsimError(f"hw={hw!r}: expected a Hardware (load_hardware) or a profile name or path")
+    if mask is not None and not isinstance(mask, Mask):
+        raise AttnsimError(f"mask={mask!r}: expected a Mask (attnsim.simulator.masks); variants by name: "
+                           f"attnsim.predict_variant")
+    for name, v in (("d_model", d_model), ("rope_dim", rope_dim)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (name == "d_model")):
+            raise AttnsimError(f"{name}={v!r} must be a {'positive' if name == 'd_model' else 'non-negative'} integer")
     if d_model is not None:
         check_limit("d_model", d_model, MAX_D_MODEL, "channels (2^20)")
+    if rope_dim is not None and scope == "layer" and layout is None:
+        check_rope(rope_dim, w.head_dim_qk)
     if layout is None:
         std = True
         d_model = d_model or w.heads_q * w.head_dim_qk

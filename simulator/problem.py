@@ -12,8 +12,11 @@ the simulator imports this module: it sits on top of variants, workload, layouts
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import numpy as np
 
 from .errors import AttnsimError, UnsupportedCore
 from .hardware import Hardware, load_hardware
@@ -57,6 +60,24 @@ def fmt_time(t: float) -> str:
     return f"{t * 1e6:.2f} us"
 
 
+def _integer(name: str, v):
+    """An integer argument (numpy integers too) as a Python int; None stays None."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise AttnsimError(f"{name}={v!r} must be an integer")
+    return int(v)
+
+
+def _text(name: str, v, optional: bool):
+    """A name argument (a dtype, phase, scope, family): a string; None only where it has a default."""
+    if v is None and optional:
+        return None
+    if not isinstance(v, str):
+        raise AttnsimError(f"{name}={v!r} must be a name (a string)")
+    return v
+
+
 def _given(var: Variant, params) -> dict:
     """The caller's -p values by name. `params`: None, a mapping name -> value (a string as after
     `-p name=`, parsed by the -p grammar, or a typed value; None = not given), or an iterable of
@@ -77,6 +98,10 @@ def _given(var: Variant, params) -> dict:
     for key, value in params.items():
         if value is None:
             continue
+        if isinstance(value, np.ndarray):  # numpy values as the Python values they hold
+            value = tuple(value.tolist()) if value.ndim else value.item()
+        elif isinstance(value, np.generic):
+            value = value.item()
         if isinstance(value, str):
             key, value = parse_param(f"{key}={value}")
         elif isinstance(value, tuple) and types.get(key) is list:  # a,b,c parameters parse to lists
@@ -114,6 +139,17 @@ def resolve(variant="mha", params=None, *, batch=1, seqlen=None, seqlen_kv=None,
     `hw` (optional: a name, a YAML path or a Hardware) is loaded where the CLI loads it — after the
     workload validates, before the mask and layout — so refusals come in the CLI's order; it is
     kept as `Problem.hardware`. Nothing of the resolution depends on it."""
+    batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v, d_model, rope_dim = (
+        _integer(name, v) for name, v in (("batch", batch), ("seqlen", seqlen), ("seqlen_kv", seqlen_kv), ("heads", heads),
+                                          ("kv_heads", kv_heads), ("head_dim", head_dim), ("head_dim_v", head_dim_v),
+                                          ("d_model", d_model), ("rope_dim", rope_dim)))
+    dtype, kv_dtype, qk_accum, pv_accum, phase, scope, kernel = (
+        _text(name, v, optional) for name, v, optional in (
+            ("dtype", dtype, False), ("kv_dtype", kv_dtype, True), ("qk_accum", qk_accum, False),
+            ("pv_accum", pv_accum, False), ("phase", phase, False), ("scope", scope, False), ("kernel", kernel, True)))
+    if causal is None or isinstance(causal, str) or causal not in (True, False):
+        raise AttnsimError(f"causal={causal!r} must be true or false")
+    causal = bool(causal)
     var = variant if isinstance(variant, Variant) else get_variant(variant)
     notes = []
     given = _given(var, params)
@@ -250,10 +286,11 @@ def _kv_heads(var: Variant, heads, kv_heads, notes: list):
     raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
 
 
-def predict_problem(problem: Problem, hw=None, compare: bool = True) -> Prediction:
+def predict_problem(problem: Problem, hw=None, compare: bool = True, calibration=None) -> Prediction:
     """Run a resolved problem on a device: `model.predict`, falling back over FALLBACK_FAMILIES when
     the hardware's default family cannot run the core; the eager variant's fused contrast; the
-    notes. `hw`: a Hardware, a name or a path; None: `problem.hardware`. The Prediction carries
+    notes. `hw`: a Hardware, a name or a path; None: `problem.hardware`. `calibration`: a
+    rates.Calibration applied to every kernel (the fused contrast's too). The Prediction carries
     `params`: the resolved -p values (neighborhood attention adds its per-dimension values and the
     boxes used), what `predict --json` prints as "params"."""
     if hw is None:
@@ -267,7 +304,7 @@ def predict_problem(problem: Problem, hw=None, compare: bool = True) -> Predicti
 
     def attempt(family, **kw):
         return run(w, hw, family, mask=mask, variant=var.name, scope=problem.scope, d_model=problem.d_model,
-                   rope_dim=problem.rope_dim, **kw)
+                   rope_dim=problem.rope_dim, calibration=calibration, **kw)
 
     try:
         pred = attempt(kernel, layout=layout, compare=compare)
@@ -316,7 +353,8 @@ def _fallback(error: UnsupportedCore, hw: Hardware, attempt, notes: list):
     raise error
 
 
-def predict_variant(hw, variant="mha", params=None, kernel=None, **shapes) -> Prediction:
+def predict_variant(hw, variant="mha", params=None, kernel=None, calibration=None, **shapes) -> Prediction:
     """resolve() and predict_problem() in one call: `hw` a name, a path or a Hardware; `shapes` the
-    workload keywords of resolve() (seqlen=8192, phase="decode", causal=True, ...)."""
-    return predict_problem(resolve(variant, params, kernel=kernel, hw=hw, **shapes))
+    workload keywords of resolve() (seqlen=8192, phase="decode", causal=True, ...); `calibration`: a
+    rates.Calibration (None: uncalibrated)."""
+    return predict_problem(resolve(variant, params, kernel=kernel, hw=hw, **shapes), calibration=calibration)

@@ -13,8 +13,11 @@ one object passed here and a cluster will be hardware plus links.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
+from .errors import AttnsimError
 from .families import Family
 from .hardware import Hardware
 
@@ -39,18 +42,22 @@ class Calibration:
     source: str = ""
 
     def __post_init__(self):
+        def number(v):
+            return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
         for k in ("tensor", "exp", "fp32", "smem", "hbm", "l2"):
             v = getattr(self, k)
-            if not (isinstance(v, (int, float)) and 0 < v <= 1e3):
-                raise ValueError(f"Calibration.{k}={v!r}: expected a factor in (0, 1000]")
-        if self.overlap is not None and not 0 <= self.overlap <= 1:
-            raise ValueError(f"Calibration.overlap={self.overlap!r}: expected 0..1")
+            if not (number(v) and 0 < v <= 1e3):
+                raise AttnsimError(f"Calibration.{k}={v!r}: expected a factor in (0, 1000]")
+        if self.overlap is not None and not (number(self.overlap) and 0 <= self.overlap <= 1):
+            raise AttnsimError(f"Calibration.overlap={self.overlap!r}: expected a fraction 0..1")
         for k in ("clock_hz", "launch_overhead_s"):
             v = getattr(self, k)
-            if v is not None and not (isinstance(v, (int, float)) and v >= 0 and v == v and v != float("inf")):
-                raise ValueError(f"Calibration.{k}={v!r}: expected a finite non-negative number")
+            if v is not None and not (number(v) and v >= 0):
+                raise AttnsimError(f"Calibration.{k}={v!r}: expected a finite non-negative number")
         if self.clock_hz is not None and self.clock_hz <= 0:
-            raise ValueError(f"Calibration.clock_hz={self.clock_hz!r}: expected a positive clock")
+            raise AttnsimError(f"Calibration.clock_hz={self.clock_hz!r}: expected a positive clock")
+        if not isinstance(self.source, str):
+            raise AttnsimError(f"Calibration.source={self.source!r}: expected words (a string)")
 
     @property
     def identity(self) -> bool:
@@ -115,6 +122,8 @@ class Rates:
 def rates(hw: Hardware, family: Family | None = None, calibration: Calibration | None = None) -> Rates:
     """A prediction's rates: the sustained clock, the family's MMA efficiency, the calibration's factors.
     Memoized on the (immutable) hardware object per family and calibration."""
+    if calibration is not None and not isinstance(calibration, Calibration):
+        raise AttnsimError(f"calibration={calibration!r}: expected a rates.Calibration (or None)")
     memo = hw.__dict__.setdefault("_rates", {})
     key = (None if family is None else (family.name, id(family)), calibration)
     r = memo.get(key)

@@ -1,13 +1,10 @@
-"""The vectorized prediction for sweeps: the same model as `model.predict`, over numpy arrays.
+"""predict_many: the prediction over arrays of configurations, for every variant.
 
-Differences from the single prediction, both tested against it:
-* tile counts come from closed forms (dense: two row classes; causal: sums of floors of
-  arithmetic progressions), exact;
-* the makespan is the closed form max(longest CTA, waves x mean CTA) instead of the LPT list
-  schedule, and a CTA class's duration sums compute and streaming before taking the larger.
-Covers every phase of the fused families (fa2/fa3/fa4/triton) for dense and causal masks
-(mha/gqa/mqa): prefill (the forward kernel), train (forward + the backward kernels), decode
-(split-KV with FlashAttention's heuristic, vectorized, and the combine kernel).
+Dense and causal attention run on closed forms with `model`'s own kernel-time functions (tile totals
+as sums of floors of arithmetic progressions; the longest and shortest CTA found exactly among a few
+candidate tiles; FlashAttention's split heuristic elementwise in decode). Every other variant, scope
+or family resolves (`problem.resolve`) and predicts each configuration in turn. Both return what
+`predict` returns, to 1e-9 (tests/test_vectorized.py, tests/test_predict_many.py).
 """
 from __future__ import annotations
 
@@ -27,7 +24,9 @@ from .hardware import Hardware
 from .masks import CausalMask, DenseMask
 from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, cta_duration, kernel_time, resolve_family,
                     slot_tile_times, split_sms)
+from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
+from .variants import get_variant
 from .workload import MAX_BATCH, MAX_HEAD_DIM, MAX_HEADS, MAX_TOKENS, MAX_WORK_FLOPS, Workload, check_limit
 from .rates import Rates, rates
 
@@ -167,12 +166,13 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     a, b = slot_tile_times(tc, r, tile.stages)
     span = max(period, 1)
     d_max = d_min = None
-    cands = []
-    for bd in [0 * n, n, *boundaries]:
-        for j in range(-span, span):
-            idx = np.clip(bd + j, 0, n - 1)
-            if not any(np.array_equal(idx, c) for c in cands):  # each index array once (ends, coinciding clips)
-                cands.append(idx)
+    points = []  # the boundaries, each once (a clip past an end is that end; coinciding clips are one)
+    for bd in [np.clip(b, 0, n) for b in boundaries]:
+        if not any(np.array_equal(bd, q) for q in points):
+            points.append(bd)
+    cands = [np.clip(0 * n + j, 0, n - 1) for j in range(span)]  # the first tiles
+    cands += [np.clip(n - 1 - j, 0, n - 1) for j in range(span)]  # the last tiles
+    cands += [np.clip(bd + j, 0, n - 1) for bd in points for j in range(-span, span)]
     for idx in cands:
         f, p = per_index(idx)
         d = cta_duration(r, a, b, f, p)
@@ -225,7 +225,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
                  scope: str = "attention", batch=1, seqlen_q=None, seqlen_kv=None, heads_q=32, heads_kv=None,
                  head_dim_qk=128, head_dim_v=None, causal=False, dtype: str = "bf16", kv_dtype: str | None = None,
                  phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32", d_model=None,
-                 rope_dim=None) -> dict:
+                 rope_dim=None, calibration=None) -> dict:
     """The prediction over broadcast arrays of configurations: what `predict` returns for each, tie-breaks
     included (time, bound, FLOPs, bytes, tiles, CTAs, waves, splits).
 
@@ -249,20 +249,38 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
 
     Dense and causal attention (no variant, or mha/gqa/mqa without parameters) with the standard
     layout at attention scope, fused families and fp32 accumulation run on closed forms over the
-    arrays (millions of configurations per second); everything else resolves and predicts each
-    configuration in turn (the scalar path: about a thousand per second).
+    arrays (about 1.5 million configurations per second on one core); everything else resolves and
+    predicts each configuration in turn (one mask per parameter set: about 1,700 GNA configurations/s).
+    `calibration` (rates.Calibration) applies to every configuration, as in `predict`.
 
     Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
     useful_flops, hbm_bytes, tiles_full, tiles_partial, tiles_empty, ctas and waves (of the main
     attention kernel: the forward, the decode kernel or eager's QK^T), splits (decode).
     """
-    if phase not in ("prefill", "decode", "train"):
-        raise AttnsimError(f"phase={phase!r}; allowed: prefill, decode, train")
+    if isinstance(hw, str):
+        hw = load_hardware(hw)
+    for name, v in (("dtype", dtype), ("kv_dtype", kv_dtype), ("phase", phase), ("scope", scope),
+                    ("qk_accum", qk_accum), ("pv_accum", pv_accum), ("kernel", kernel), ("variant", variant)):
+        if v is not None and not isinstance(v, str) or (v is None and name in ("dtype", "phase", "scope")):
+            raise AttnsimError(f"predict_many: {name}={v!r} must be a name (a string)")
+    dtype, kv_dtype = dtype.lower(), kv_dtype.lower() if kv_dtype else None
+    # the names and their combinations as a Workload checks them (its messages)
+    Workload(dtype=dtype, kv_dtype=kv_dtype, phase=phase, qk_accum=qk_accum, pv_accum=pv_accum)
+    for name, v in (("d_model", d_model), ("rope_dim", rope_dim)):
+        if v is not None and np.ndim(v):
+            raise AttnsimError(f"predict_many: {name} is one number for every configuration; got an array")
     if params is not None and not isinstance(params, Mapping):
         raise AttnsimError(f"predict_many: params must be a dict of -p names to values (e.g. {{'window_size': "
                            f"'1024,0'}}), got {type(params).__name__}")
-    grid = bool(params) and any(params.get(k) is not None for k in ("token_shape", "lengths"))  # lengths set there
-    if seqlen_q is None and not grid:
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    causal = False if causal is None else causal
+    bad = np.asarray(causal)
+    if bad.dtype.kind not in "biu" or not np.isin(bad, (0, 1)).all():
+        raise AttnsimError(f"predict_many: causal must be true or false (booleans); got {causal!r}")
+    grid = any(k in params for k in ("token_shape", "lengths"))  # the lengths are set there
+    if "q_per_step" in params and phase == "decode" and seqlen_q is not None:
+        raise AttnsimError("predict_many: give a decode step's query tokens once: seqlen_q or params['q_per_step']")
+    if seqlen_q is None and not grid and "q_per_step" not in params:
         seqlen_q = 1 if phase == "decode" else DEFAULT_SEQLEN
     if phase == "decode" and seqlen_kv is None and not grid:
         seqlen_kv = DEFAULT_SEQLEN  # the context, as `attnsim predict --phase decode` defaults it
@@ -274,13 +292,13 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
             heads_kv = _variant_heads_kv(variant, heads_q, heads_kv)
         return _closed_forms(hw, kernel, batch=batch, seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q,
                              heads_kv=heads_kv, head_dim_qk=head_dim_qk, head_dim_v=head_dim_v, causal=causal,
-                             dtype=dtype, kv_dtype=kv_dtype, phase=phase)
+                             dtype=dtype, kv_dtype=kv_dtype, phase=phase, calibration=calibration)
     if variant is None:  # the heads decide: MHA, GQA or MQA (no kv heads given: MHA)
         variant, heads_kv = "gqa", heads_q if heads_kv is None else heads_kv
     return _each(hw, kernel, variant, params, scope, d_model, rope_dim,
                  dict(batch=batch, seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q, heads_kv=heads_kv,
                       head_dim_qk=head_dim_qk, head_dim_v=head_dim_v, causal=causal),
-                 dict(dtype=dtype, kv_dtype=kv_dtype, phase=phase, qk_accum=qk_accum, pv_accum=pv_accum))
+                 dict(dtype=dtype, kv_dtype=kv_dtype, phase=phase, qk_accum=qk_accum, pv_accum=pv_accum), calibration)
 
 
 def _broadcast(args: dict, defaulted=()):
@@ -326,15 +344,21 @@ def _pow2(x):
 def _variant_heads_kv(variant, heads_q, heads_kv):
     """The kv heads of mha/gqa/mqa as `resolve` sets them (mha: = heads_q; mqa: 1; gqa: given, or 8 when
     8 divides heads_q), with resolve's refusals; once per distinct (heads_q, heads_kv) pair."""
-    hq, hkv = (np.asarray(x) for x in np.broadcast_arrays(heads_q, -1 if heads_kv is None else heads_kv))
+    if heads_kv is None:
+        hq = np.asarray(heads_q)
+        out = np.empty(hq.shape, dtype=np.int64)
+        for a in set(_ints("heads_q", hq).tolist()):
+            out[hq == a] = resolve(variant, heads=a).workload.heads_kv
+        return out
+    hq, hkv = (_ints(name, x).reshape(np.shape(x)) for name, x in zip(("heads_q", "heads_kv"),
+                                                                      np.broadcast_arrays(heads_q, heads_kv)))
     out = np.empty(hq.shape, dtype=np.int64)
     for a, b in set(zip(hq.ravel().tolist(), hkv.ravel().tolist())):
-        got = resolve(variant, heads=a, kv_heads=None if b == -1 else b).workload.heads_kv
-        out[(hq == a) & (hkv == b)] = got
+        out[(hq == a) & (hkv == b)] = resolve(variant, heads=a, kv_heads=b).workload.heads_kv
     return out
 
 
-def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars) -> dict:
+def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars, calibration=None) -> dict:
     """Every configuration through `problem.resolve` and `problem.predict_problem` (compare=False),
     one at a time: exactly `predict`'s answers, for every variant."""
     defaulted = {k for k in ("seqlen_q", "seqlen_kv", "heads_kv", "head_dim_v") if arrays[k] is None}
@@ -342,25 +366,26 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
     cols = dict(zip(given, _broadcast(given, defaulted)))
     shape = next(iter(cols.values())).shape
     n = int(np.prod(shape, dtype=np.int64))
-    flat = {k: v.ravel() for k, v in cols.items()}
+    flat = {k: v.ravel().astype(bool) if k == "causal" else _ints(k, v) for k, v in cols.items()}  # whole numbers
     params = dict(params or {})
     out = {k: np.zeros(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
     decode = scalars["phase"] == "decode"
+    takes_steps = "q_per_step" in {p.name for p in get_variant(variant).params}
     masks = {}  # one mask per (resolved parameters, causality): its memo of tiles serves every batch and head count
     for i in range(n):
         c = {k: v[i].item() for k, v in flat.items()}
         p = dict(params)
-        if decode and "seqlen_q" in c:
-            p.setdefault("q_per_step", c["seqlen_q"])
+        if decode and "seqlen_q" in c and (takes_steps or c["seqlen_q"] != 1):
+            p["q_per_step"] = c["seqlen_q"]  # a variant without steps refuses more than one token, in its words
         try:
             prob = resolve(variant, p, batch=c["batch"], heads=c["heads_q"], kv_heads=c.get("heads_kv"),
                            seqlen=None if decode else c.get("seqlen_q"),
                            seqlen_kv=c.get("seqlen_kv"),
-                           head_dim=c["head_dim_qk"], head_dim_v=c.get("head_dim_v"), causal=bool(c["causal"]),
+                           head_dim=c["head_dim_qk"], head_dim_v=c.get("head_dim_v"), causal=c["causal"],
                            scope=scope, d_model=d_model, rope_dim=rope_dim, kernel=kernel, **scalars)
             key = (repr(sorted(prob.params.items())), prob.workload.causal)
             prob = replace(prob, mask=masks.setdefault(key, prob.mask))
-            pred = predict_problem(prob, hw, compare=False)
+            pred = predict_problem(prob, hw, compare=False, calibration=calibration)
         except AttnsimError as e:
             raise AttnsimError(f"predict_many: configuration {i} ({_describe(c)}): {e}") from None
         for k, v in row_of(pred).items():
@@ -385,7 +410,7 @@ def row_of(pred) -> dict:
 
 def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
                   heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
-                  kv_dtype: str | None = None, phase: str = "prefill") -> dict:
+                  kv_dtype: str | None = None, phase: str = "prefill", calibration=None) -> dict:
     """Dense and causal attention of a fused family over arrays: closed-form tile totals, the longest
     and shortest CTA among candidate tiles (`_extremes`), the same kernel-time functions as `model`."""
     fam = resolve_family(hw, kernel)
@@ -424,11 +449,15 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
                      heads_kv=int(HKV[i]), head_dim_qk=int(D[i]), head_dim_v=int(DV[i]), phase=phase, dtype=dtype)
     if (HQ % HKV).any():
         raise AttnsimError("heads_q must be divisible by heads_kv everywhere")
+    if phase == "decode" and (LQ > LK).any():
+        i = int(np.flatnonzero(LQ > LK)[0])
+        raise AttnsimError(f"predict_many: configuration {i}: decode: {LQ[i]} query tokens per step exceed the "
+                           f"context of {LK[i]} tokens; a step's tokens are part of its context")
     if DTYPE_BYTES.get(kv_dtype, 99) > DTYPE_BYTES.get(dtype, 0):
         raise AttnsimError(f"kv_dtype={kv_dtype!r} is wider than dtype={dtype!r}")
     check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
-    r = rates(hw, fam)
+    r = rates(hw, fam, calibration)
     sm_rates = SMRates.of(r, dtype, "fp32")
     n = B.size
     dp_of = np.array([fam.pad_head_dim(int(x)) or 0 for x in range(int(max(D.max(), DV.max())) + 1)])

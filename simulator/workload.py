@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 
 from .errors import AttnsimError
@@ -97,8 +98,16 @@ class Workload:
             set_(self, "kv_dtype", self.dtype)
         for name in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "qk_matmuls"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 raise AttnsimError(f"{name}={v!r} must be a positive integer")
+            set_(self, name, int(v))  # numpy integers too, as Python integers (exact, unbounded)
+        if isinstance(self.causal, str) or self.causal not in (True, False):
+            raise AttnsimError(f"causal={self.causal!r} must be true or false")
+        set_(self, "causal", bool(self.causal))
+        if self.phase == "decode" and self.seqlen_q > (min(self.seqlens) if self.seqlens else self.seqlen_kv):
+            raise AttnsimError(f"decode: {self.seqlen_q} query tokens per step exceed the context of "
+                               f"{min(self.seqlens) if self.seqlens else self.seqlen_kv} tokens; a step's tokens are "
+                               f"part of its context")
         if not self.aggregated:
             self._check_size()
         if self.heads_q % self.heads_kv:

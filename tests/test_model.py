@@ -529,8 +529,9 @@ def workloads(draw):
     # a KV cache is stored at the compute precision or below (a wider one is refused, tested in test_cli)
     narrower = [dtype, "fp8"] + (["bf16", "fp16"] if dtype != "fp8" else [])
     kv_dtype = dtype if phase == "train" else draw(st.sampled_from(narrower))
-    seqlen_q = draw(st.integers(1, 4) if phase == "decode" else st.integers(1, 4096))
     seqlen_kv = draw(st.integers(1, 4096))
+    # a decode step's tokens are part of its context (more is refused: tests/test_predict_many.py)
+    seqlen_q = draw(st.integers(1, min(4, seqlen_kv)) if phase == "decode" else st.integers(1, 4096))
     return Workload(batch=draw(st.integers(1, 8)), seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q,
                     heads_kv=heads_kv, head_dim_qk=d, head_dim_v=dv, dtype=dtype, kv_dtype=kv_dtype,
                     causal=draw(st.booleans()), phase=phase)

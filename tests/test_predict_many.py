@@ -53,7 +53,8 @@ def cli_args(variant, c):
         if k in c and not (k == "seqlen_q" and c["phase"] == "decode"):
             args += [flag, str(c[k])]
     p = dict(PARAMS.get(variant, {}))
-    if c["phase"] == "decode" and "seqlen_q" in c:
+    takes_steps = "q_per_step" in {x.name for x in VARIANTS[variant].params}
+    if c["phase"] == "decode" and "seqlen_q" in c and (takes_steps or c["seqlen_q"] != 1):
         p["q_per_step"] = str(c["seqlen_q"])
     for k, v in p.items():
         args += (["--token-shape", v] if k == "token_shape" else ["--seqlens", v] if k == "lengths"
@@ -168,3 +169,58 @@ def test_predict_many_answers_consistently_or_refuses_in_one_line(kw):
     p = predict_problem(prob, hw, compare=False)
     assert float(m["time_s"][0]) == pytest.approx(p.time_s, rel=1e-9)
     assert int(m["flops"][0]) == p.flops and int(m["hbm_bytes"][0]) == p.hbm_bytes
+
+
+# -- review findings: each input answers as the single prediction would, or is refused in one line -----------
+from attnsim.simulator.rates import Calibration  # noqa: E402
+
+H100 = load_hardware("h100")
+
+
+@pytest.mark.parametrize("call,words", [
+    (dict(variant="gqa", heads_q=32, heads_kv=-1), "heads_kv"),
+    (dict(variant="swa", params={"window_size": "512,0", "q_per_step": "2"}, phase="decode", seqlen_q=[4, 1],
+          seqlen_kv=1000), "once"),
+    (dict(phase="decode", seqlen_q=4, seqlen_kv=2), "exceed the context"),
+    (dict(variant="swa", params={"window_size": "64,0"}, phase="decode", seqlen_q=4, seqlen_kv=2), "exceed"),
+    (dict(causal="no"), "causal"), (dict(causal=[0.5]), "causal"),
+    (dict(scope="layer", d_model=[4096, 8192]), "d_model"),
+    (dict(dtype="fp64"), "fp64"), (dict(kv_dtype="int4"), "int4"), (dict(dtype=None), "dtype"),
+    (dict(variant="swa", params={"window_size": "64,0"}, seqlen_q=[4096.5]), "whole number"),
+])
+def test_bad_calls_are_refused_in_one_line(call, words):
+    with pytest.raises(AttnsimError, match=words) as e:
+        predict_many(H100, call.pop("kernel", None), **call)
+    assert "\n" not in str(e.value)
+
+
+def test_the_two_paths_read_the_same_inputs_the_same_way():
+    """Whole floats, upper-case dtypes, causal=None and a hardware named by a string: the closed
+    forms and the per-configuration path give the same numbers."""
+    fast = predict_many("h100", None, seqlen_q=[4096.0, 1000], heads_q=16, dtype="BF16", causal=None)
+    slow = predict_many(H100, None, variant="swa", params={"window_size": "-1,-1"}, seqlen_q=[4096, 1000],
+                        heads_q=16, dtype="bf16", causal=False)  # a window reaching every key is dense
+    assert fast["time_s"] == pytest.approx(slow["time_s"], rel=1e-9)
+
+
+def test_a_variant_without_steps_decodes_one_token():
+    """shvit declares no q_per_step: one token per step answers (as the CLI does), more is refused."""
+    one = predict_many(H100, None, variant="shvit", params={"qk_dim": "16"}, phase="decode", heads_q=1,
+                       scope="layer", d_model=512)
+    assert one["time_s"] > 0
+    with pytest.raises(AttnsimError, match="q_per_step"):
+        predict_many(H100, None, variant="shvit", params={"qk_dim": "16"}, phase="decode", seqlen_q=2, heads_q=1,
+                     scope="layer", d_model=512)
+
+
+def test_a_calibration_reaches_both_paths():
+    cal = Calibration(tensor=0.5, launch_overhead_s=1e-5)
+    for kw in (dict(), dict(variant="swa", params={"window_size": "512,0"})):
+        base = predict_many(H100, "fa3", seqlen_q=[4096, 8192], heads_q=32, **kw)
+        slow = predict_many(H100, "fa3", seqlen_q=[4096, 8192], heads_q=32, calibration=cal, **kw)
+        assert (slow["time_s"] > base["time_s"]).all() and (slow["bound_s"] == base["bound_s"]).all()
+    from attnsim.simulator.problem import predict_variant
+    p = predict_variant("h100", "swa", {"window_size": "512,0"}, kernel="fa3", calibration=cal, seqlen=8192, heads=32)
+    m = predict_many(H100, "fa3", variant="swa", params={"window_size": "512,0"}, seqlen_q=8192, heads_q=32,
+                     calibration=cal)
+    assert p.calibrated and float(m["time_s"]) == pytest.approx(p.time_s, rel=1e-9)

@@ -344,3 +344,15 @@ def test_published_path_not_found_says_where_it_looked(tmp_path, monkeypatch):
 def test_published_path_from_the_checkout():
     path = published.published_path()
     assert path.name == "published_flashattention.csv" and path.parent.parent.name == "shared"
+
+
+def test_resolve_takes_numpy_integers_and_refuses_wrong_types():
+    import numpy as np
+    assert resolve("gqa", heads=np.int64(32)).workload.heads_kv == 8
+    assert resolve("swa", {"window_size": np.array([512, 0])}, seqlen=4096).mask.name == "swa_l512_r0"
+    assert resolve("gna", {"token_shape": np.array([16, 16]), "kernel_size": np.int64(7)}).workload.seqlen_q == 256
+    for kw, words in ((dict(batch=2.5), "batch=2.5 must be an integer"), (dict(batch="2"), "must be an integer"),
+                      (dict(dtype=None), "dtype=None"), (dict(kernel=3), "kernel=3"),
+                      (dict(scope="layer", d_model="4096"), "d_model"), (dict(causal="no"), "causal")):
+        with pytest.raises(AttnsimError, match=words):
+            resolve("mha", **kw)

@@ -101,3 +101,22 @@ def test_masks_are_shared_values():
     a fresh CausalMask equals one over the shared one."""
     w = Workload(batch=2, seqlen_q=3000, heads_q=8, causal=True)
     assert predict(w, H100).time_s == predict(w, H100, mask=CausalMask()).time_s
+
+
+@pytest.mark.parametrize("call", [lambda: Calibration(tensor=True), lambda: Calibration(overlap="a"),
+                                  lambda: Calibration(source=3),
+                                  lambda: predict(Workload(), H100, calibration={"tensor": 0.5}),
+                                  lambda: predict(Workload(), H100, scope="layer", rope_dim=-2000),
+                                  lambda: predict(Workload(), H100, scope="layer", d_model=-5),
+                                  lambda: predict(Workload(), H100, scope="layer", rope_dim=7),
+                                  lambda: predict(Workload(), H100, mask="causal"),
+                                  lambda: predict(Workload(), H100, kernel="")])
+def test_bad_python_calls_are_attnsim_errors(call):
+    from attnsim.simulator.errors import AttnsimError
+    with pytest.raises(AttnsimError):
+        call()
+
+
+def test_predict_takes_a_hardware_name():
+    w = Workload(batch=2, seqlen_q=2048, heads_q=8)
+    assert predict(w, "h100").time_s == predict(w, H100).time_s
