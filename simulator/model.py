@@ -351,6 +351,41 @@ def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
     return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams).reason
 
 
+# -- bytes and helper kernels: one configuration or arrays of them (`vectorized` reads these too) -----
+def forward_bytes(q_rows, kv_keys, d, dv, kv_dims, s, skv, write_lse, shared=0):
+    """(HBM bytes, L2 bytes besides the K/V re-reads) of a forward kernel: Q read, the keys' K/V read
+    (`kv_keys` = kv heads x keys read, `kv_dims` channels each; `shared`: a per-layer operand), O
+    written, the fp32 LSE written when the backward needs it. `q_rows` = query heads x tokens."""
+    q_b, o_b = q_rows * d * s, q_rows * dv * s
+    return q_b + kv_keys * kv_dims * skv + shared + o_b + (q_rows * 4 if write_lse else 0), q_b + o_b
+
+
+def backward_bytes(q_rows, kv_keys, kv_rows, d, dv, kv_dims, s, shared=0):
+    """HBM bytes of the main backward kernel: Q and dO read, K/V read, LSE and D read (8 B a row),
+    dK/dV written per query head (`kv_rows`: expanded under GQA), the fp32 dQ accumulator written;
+    a per-layer operand read and its gradient written (`shared`)."""
+    return (q_rows * (d + dv) * s + kv_keys * kv_dims * s + q_rows * 8 + kv_rows * kv_dims * s + q_rows * d * 4
+            + 2 * shared)
+
+
+def backward_helpers(q_rows, kv_bytes, heads_q, heads_kv, d, dv, s):
+    """The backward's memory-streaming kernels as (name, read, write, fp32 ops, runs?): the preprocess
+    D = rowsum(dO * O) (zeroing the dQ accumulator), the dQ convert, and under GQA the sum of the
+    expanded dK/dV over each group (`kv_bytes`: one head's K/V of every sequence)."""
+    return [("bwd_preprocess", 2 * q_rows * dv * s, q_rows * 4 + q_rows * d * 4, 2.0 * q_rows * dv, True),
+            ("bwd_dq_convert", q_rows * d * 4, q_rows * d * s, 0.0, True),
+            ("bwd_dkv_reduce", kv_bytes * heads_q, kv_bytes * heads_kv, kv_bytes // s * heads_q, heads_q > heads_kv)]
+
+
+def decode_bytes(kv_read, q_rows, d, dv, s, splits):
+    """(HBM bytes of the decode kernel, bytes of its fp32 partial outputs and LSEs): the cache read, Q
+    read, O written (by the kernel itself when unsplit, by the combine kernel when split)."""
+    partial = np.where(splits > 1, q_rows * (dv + 1) * 4 * splits, 0) if np.ndim(splits) else (
+        q_rows * (dv + 1) * 4 * splits if splits > 1 else 0)
+    unsplit_o = np.where(splits == 1, q_rows * dv * s, 0) if np.ndim(splits) else (q_rows * dv * s if splits == 1 else 0)
+    return kv_read + q_rows * d * s + unsplit_o + partial, partial
+
+
 # -- fused forward -------------------------------------------------------------------------
 def _rows_over_segments(w: Workload, mask: Mask, per_seg, slices_per_seq: int):
     """Concatenate, over the workload's segments and the mask's head groups, each one's per-tile
@@ -389,11 +424,9 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
     useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
     kvc = _kv_cols(w, d, dv)
     kern = w.aggregate()  # the tokens the kernel reads and writes (padding included when padded)
-    q_b = w.heads_q * kern.seqlen_q * d * s
-    o_b = w.heads_q * kern.seqlen_q * dv * s
     keys = _segment_sums(w, mask, w.segments())[1]
-    kv_b = w.heads_kv * keys * w.seq_dims * skv + w.shared_operand_bytes(min(keys, w.seqlen_kv))
-    lse_b = w.heads_q * kern.seqlen_q * 4 if write_lse else 0
+    hbm, l2_q_o = forward_bytes(w.heads_q * kern.seqlen_q, w.heads_kv * keys, d, dv, w.seq_dims, s, skv, write_lse,
+                                w.shared_operand_bytes(min(keys, w.seqlen_kv)))
 
     def evaluate(tile):
         tile = mask.adjust_tile(tile)
@@ -407,10 +440,10 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
                                               tile_rows(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
         visited = float(np.sum((full + partial) * counts))
-        l2 = visited * tile.block_n * kvc * skv + q_b + o_b
+        l2 = visited * tile.block_n * kvc * skv + l2_q_o
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_fwd", r, tc, tile, leg, full, partial, counts,
-                       q_b + kv_b + o_b + lse_b, l2, useful, total_tiles, tile.stages, live=live, role="forward")
+                       hbm, l2, useful, total_tiles, tile.stages, live=live, role="forward")
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
     cands = fwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
@@ -435,9 +468,11 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     rates = SMRates.mixed(r, w, 3 * m * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (3 * m * d + 2 * dv) * live_pairs
-    pre = elementwise("bwd_preprocess", r, read_bytes=2 * rows * dv * s, write_bytes=rows * 4 + rows * d * 4,
-                      fp32_ops=2.0 * rows * dv)
-    kv_rows = w.heads_q * kv_tokens  # dK/dV per query head (expanded under GQA)
+    helpers = [elementwise(name, r, read_bytes=rd, write_bytes=wr, fp32_ops=ops)
+               for name, rd, wr, ops, runs in backward_helpers(rows, kv_tokens * w.seq_dims * s, w.heads_q, w.heads_kv,
+                                                                d, dv, s) if runs]
+    hbm = backward_bytes(rows, w.heads_kv * kv_tokens, w.heads_q * kv_tokens, d, dv, w.seq_dims, s,
+                         w.shared_operand_bytes())  # R read, dR written
 
     def evaluate(tile):
         tile = mask.adjust_tile(tile, backward=True)
@@ -450,8 +485,6 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
                                               tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
         tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w)
         visited = float(np.sum((full + partial) * counts))
-        hbm = (rows * (d + dv) * s + w.heads_kv * kv_tokens * w.seq_dims * s + rows * 8
-               + kv_rows * (w.seq_dims) * s + rows * d * 4 + 2 * w.shared_operand_bytes())  # R read, dR written
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
@@ -461,12 +494,7 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     main = _choose(fam, cands, evaluate)
     if main is None:
         raise _no_tile(fam, r.hw, w, "backward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))
-    out = [pre, main, elementwise("bwd_dq_convert", r, read_bytes=rows * d * 4, write_bytes=rows * d * s)]
-    if w.group > 1:
-        kvb = kv_tokens * w.seq_dims * s
-        out.append(elementwise("bwd_dkv_reduce", r, read_bytes=kvb * w.heads_q, write_bytes=kvb * w.heads_kv,
-                               fp32_ops=float(kvb // s * w.heads_q)))
-    return out
+    return helpers[:1] + [main] + helpers[1:]
 
 
 # -- decode ----------------------------------------------------------------------------------
@@ -560,10 +588,9 @@ def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     q_rows = w.batch * w.heads_q * w.seqlen_q
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (w.qk_matmuls * d + dv) * live_pairs
-    partial_b = q_rows * (dv + 1) * 4 * splits if splits > 1 else 0
     keys = _segment_sums(w, mask, w.segments())[1]
     kv_read = w.heads_kv * keys * w.seq_dims * skv + w.shared_operand_bytes(min(keys, w.seqlen_kv))
-    hbm = kv_read + q_rows * d * s + (q_rows * dv * s if splits == 1 else 0) + partial_b
+    hbm, partial_b = decode_bytes(kv_read, q_rows, d, dv, s, splits)
     visited = float(np.sum((full + partial) * counts))
     l2 = visited * tc.kv_bytes / _kv_cols(w, dp, dvp) * _kv_cols(w, d, dv) + hbm
     main = _finish("attn_decode", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,

@@ -65,12 +65,23 @@ class KernelCost:
 
 
 # -- kernels -----------------------------------------------------------------------------
+def elementwise_units(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0) -> dict:
+    """A memory-streaming kernel's unit times (scalars or arrays): HBM traffic, exps, FP32 work, and
+    the fill-and-drain latency; the kernel takes the launch overhead plus the largest."""
+    return {"hbm": (read_bytes + write_bytes) / r.hbm_bytes_per_s, "exp": exps / r.exp_device(),
+            "fp32": fp32_ops / r.fp32_ops_device(), "latency": 2 * r.dram_latency_s}
+
+
+def elementwise_time(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
+    """`elementwise`'s time over arrays of configurations."""
+    units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops)
+    return r.launch_overhead_s + np.maximum.reduce(np.broadcast_arrays(*(np.asarray(u, dtype=float)
+                                                                         for u in units.values())))
+
+
 def elementwise(name, r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, flops=0) -> KernelCost:
     """A memory-streaming kernel (softmax, preprocess, convert, combine, reductions)."""
-    units = {"hbm": (read_bytes + write_bytes) / r.hbm_bytes_per_s,
-             "exp": exps / r.exp_device(),
-             "fp32": fp32_ops / r.fp32_ops_device(),
-             "latency": 2 * r.dram_latency_s}
+    units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops)
     limit = max(units, key=units.get)
     return KernelCost(name=name, time_s=r.launch_overhead_s + units[limit], flops=int(flops),
                       useful_flops=0, hbm_bytes=int(read_bytes + write_bytes), bound=limit, unit_times_s=units)

@@ -22,13 +22,14 @@ from .families import (bwd_tile_candidates, can_implement, check_family, decode_
                        fwd_tile_candidates, packs_gqa_decode)
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask
-from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, cta_duration, kernel_time, resolve_family,
-                    slot_tile_times, split_sms)
+from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, backward_bytes, backward_helpers, cta_duration,
+                    decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times, split_sms)
+from .pricing import elementwise_time
 from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
 from .variants import get_variant
 from .workload import MAX_BATCH, MAX_HEAD_DIM, MAX_HEADS, MAX_TOKENS, MAX_WORK_FLOPS, Workload, check_limit
-from .rates import Rates, rates
+from .rates import rates
 
 
 def floor_sum(n, m, a, b):
@@ -137,13 +138,6 @@ def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128, style: s
     if style == "fa3":
         chosen = np.where(n_blocks <= 4, 1, chosen)
     return np.where(bnm >= 0.8 * num_sms, 1, chosen)
-
-
-def _elementwise(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
-    """pricing.elementwise, elementwise over arrays."""
-    terms = np.broadcast_arrays((read_bytes + write_bytes) / r.hbm_bytes_per_s, exps / r.exp_device(),
-                                fp32_ops / r.fp32_ops_device(), 2 * r.dram_latency_s)
-    return r.launch_overhead_s + np.maximum.reduce([np.asarray(t, dtype=float) for t in terms])
 
 
 def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
@@ -539,9 +533,8 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
         else:  # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
             a, b_ = slot_tile_times(tc, r, tile.stages)
             d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn)
-        hbm = sl * lq * (d + dv) * s + b * hkv * lk * (d + dv) * skv + sl * lq * 4
-        visited = ne * sl
-        l2 = visited * bn * (d + dv) * skv + sl * lq * (d + dv) * s
+        hbm, l2_q_o = forward_bytes(sl * lq, b * hkv * lk, d, dv, d + dv, s, skv, True)
+        l2 = ne * sl * bn * (d + dv) * skv + l2_q_o
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
         out.update(tiles_full=full * sl, tiles_partial=(ne - full) * sl, tiles_empty=(n_q * n_kv - ne) * sl)
         return out
@@ -553,8 +546,10 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
     """model.fused_backward's kernels: preprocess, the main kernel over kv tiles, dQ convert, GQA reduce."""
     sl = b * hq
     rows = sl * lq
-    kernels = [{"time_s": _elementwise(r, 2 * rows * dv * s, rows * 4 + rows * d * 4, fp32_ops=2.0 * rows * dv),
-                "flops": 0 * rows, "hbm": 2 * rows * dv * s + rows * 4 + rows * d * 4}]
+    helpers = [{"time_s": np.where(runs, elementwise_time(r, rd, wr, fp32_ops=ops), 0.0), "flops": 0 * rows,
+                "hbm": np.where(runs, rd + wr, 0)}
+               for _, rd, wr, ops, runs in backward_helpers(rows, lk * (d + dv) * s * b, hq, hkv, d, dv, s)]
+    hbm = backward_bytes(rows, b * hkv * lk, sl * lk, d, dv, d + dv, s)
     legal = _legal_tiles(fam, r, bwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
 
     def evaluate(tile, leg):
@@ -573,20 +568,11 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
             whole = cta_duration(r, a, b_, n_q, 0 * n_q)
             ragged = np.where(lk % bn != 0, cta_duration(r, a, b_, 0 * n_q, n_q), whole)
             d_max, d_min = np.maximum(whole, ragged), np.where(lk >= bn, np.minimum(whole, ragged), ragged)
-        hbm = (rows * (d + dv) * s + b * hkv * lk * (d + dv) * s + rows * 8 + sl * lk * (d + dv) * s + rows * d * 4)
-        visited = ne * sl
-        l2 = visited * (tc.kv_bytes + 2 * bm * d * 4) + hbm
+        l2 = ne * sl * (tc.kv_bytes + 2 * bm * d * 4) + hbm
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
         return {key: out[key] for key in ("time_s", "flops", "hbm")}
 
-    kernels.append(_pick(fam, legal, evaluate))
-    kernels.append({"time_s": _elementwise(r, rows * d * 4, rows * d * s), "flops": 0 * rows,
-                    "hbm": rows * d * 4 + rows * d * s})
-    kvb = lk * (d + dv) * s * b
-    gqa = hq > hkv
-    kernels.append({"time_s": np.where(gqa, _elementwise(r, kvb * hq, kvb * hkv, fp32_ops=kvb // s * hq), 0.0),
-                    "flops": 0 * rows, "hbm": np.where(gqa, kvb * hq + kvb * hkv, 0)})
-    return kernels
+    return helpers[:1] + [_pick(fam, legal, evaluate)] + helpers[1:]
 
 
 def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
@@ -629,12 +615,11 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
             t_min = np.where(live, dur, np.inf) if t_min is None else np.minimum(t_min, np.where(live, dur, np.inf))
     t_min = np.where(np.isfinite(t_min), t_min, 0.0)
     q_rows = b * hq * lq
-    partial_b = np.where(splits > 1, q_rows * (dv + 1) * 4 * splits, 0)
-    hbm = b * hkv * lk * (d + dv) * skv + q_rows * d * s + np.where(splits == 1, q_rows * dv * s, 0) + partial_b
-    visited = ne * sl
-    l2 = visited * bn * (d + dv) * skv + hbm
+    hbm, partial_b = decode_bytes(b * hkv * lk * (d + dv) * skv, q_rows, d, dv, s, splits)
+    l2 = ne * sl * bn * (d + dv) * skv + hbm
     kern = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
-    combine = np.where(splits > 1, _elementwise(r, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits), 0.0)
+    combine = np.where(splits > 1, elementwise_time(r, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits),
+                       0.0)
     return {"time_s": kern["time_s"] + combine, "flops": kern["flops"],
             "hbm": hbm + np.where(splits > 1, partial_b + q_rows * dv * s, 0), "tiles_full": full * sl,
             "tiles_partial": (ne - full) * sl, "tiles_empty": (n_m * n_kv - ne) * sl, "ctas": n_ctas,
