@@ -2,9 +2,11 @@
 
 Dense and causal attention run on closed forms with `model`'s own kernel-time functions (tile totals
 as sums of floors of arithmetic progressions; the longest and shortest CTA found exactly among a few
-candidate tiles; FlashAttention's split heuristic elementwise in decode). Every other variant, scope
-or family resolves (`problem.resolve`) and predicts each configuration in turn. Both return what
-`predict` returns, to 1e-9 (tests/test_vectorized.py, tests/test_predict_many.py).
+candidate tiles; FlashAttention's split heuristic elementwise in decode). Mask variants (prefill, train,
+standard layout) resolve once per distinct geometry and are priced over the array of their batches
+(`_by_geometry`). Every other variant, scope or family resolves (`problem.resolve`) and predicts each
+configuration in turn. All return what `predict` returns, to 1e-9 (tests/test_vectorized.py,
+tests/test_predict_many.py).
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from .errors import AttnsimError
 from .families import (bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
                        fwd_tile_candidates, packs_gqa_decode)
 from .hardware import Hardware
-from .masks import CausalMask, DenseMask
-from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, backward_bytes, backward_helpers, cta_duration,
-                    decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times, split_sms)
+from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
+from .ops import Matmuls, Pointwise
+from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, backward_bytes, backward_helpers,
+                    cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times, split_sms)
 from .pricing import elementwise_time
 from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
@@ -243,8 +246,10 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
 
     Dense and causal attention (no variant, or mha/gqa/mqa without parameters) with the standard
     layout at attention scope, fused families and fp32 accumulation run on closed forms over the
-    arrays (about 1.5 million configurations per second on one core); everything else resolves and
-    predicts each configuration in turn (one mask per parameter set: about 1,700 GNA configurations/s).
+    arrays (about 1.5 million configurations per second on one core); mask variants of prefill and train
+    at attention scope are priced once per distinct geometry over their batches (over 100,000 GNA
+    configurations per second in large sweeps); everything else resolves and predicts each
+    configuration in turn (one mask per parameter set: about 1,000-1,700 configurations/s).
     `calibration` (rates.Calibration) applies to every configuration, as in `predict`.
 
     Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
@@ -330,6 +335,27 @@ def _ints(name, x):
     return x.astype(np.int64).ravel()
 
 
+def _check_limits(B, LQ, LK, HQ, HKV, D, DV, phase, dtype):
+    """Workload's limits over arrays (positive sizes; 2^24 tokens and sequences, 2^16 heads and head
+    dims; the 2^62-FLOP padded work, configurations near it checked exactly by Workload, its message)."""
+    B, LQ, LK, HQ, HKV, D, DV = np.broadcast_arrays(*(np.asarray(x, dtype=np.int64) for x in (B, LQ, LK, HQ, HKV, D, DV)))
+    for name, x, limit, what in (("batch", B, MAX_BATCH, "sequences (2^24)"),
+                                 ("seqlen_q", LQ, MAX_TOKENS, "tokens per sequence (2^24)"),
+                                 ("seqlen_kv", LK, MAX_TOKENS, "tokens per sequence (2^24)"),
+                                 ("heads_q", HQ, MAX_HEADS, "heads (2^16)"), ("heads_kv", HKV, MAX_HEADS, "heads (2^16)"),
+                                 ("head_dim_qk", D, MAX_HEAD_DIM, "(2^16)"), ("head_dim_v", DV, MAX_HEAD_DIM, "(2^16)")):
+        if x.size and x.min() < 1:
+            raise AttnsimError(f"{name} must be positive everywhere; min is {x.min()}")
+        if x.size:
+            check_limit(name, int(x.max()), limit, what)
+    pad = lambda x: -(-x // 256) * 256.0  # noqa: E731
+    work = B * pad(LQ) * pad(LK) * HQ * 2.0 * (3 * _pow2(D) + 2 * _pow2(DV))
+    for i in np.flatnonzero(work > MAX_WORK_FLOPS / 2):  # Workload's exact check (its message)
+        Workload(batch=int(B.flat[i]), seqlen_q=int(LQ.flat[i]), seqlen_kv=int(LK.flat[i]), heads_q=int(HQ.flat[i]),
+                 heads_kv=int(HKV.flat[i]), head_dim_qk=int(D.flat[i]), head_dim_v=int(DV.flat[i]), phase=phase,
+                 dtype=dtype)
+
+
 def _pow2(x):
     """The next power of two of each element (>= 1)."""
     return np.left_shift(1, np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64)).astype(float)
@@ -365,6 +391,10 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
     out = {k: np.zeros(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
     decode = scalars["phase"] == "decode"
     takes_steps = "q_per_step" in {p.name for p in get_variant(variant).params}
+    if not decode and scope == "attention" and n:
+        grouped = _by_geometry(hw, kernel, variant, params, flat, n, scalars, calibration)
+        if grouped is not None:
+            return {k: v.reshape(shape) for k, v in grouped.items()}
     masks = {}  # one mask per (resolved parameters, causality): its memo of tiles serves every batch and head count
     for i in range(n):
         c = {k: v[i].item() for k, v in flat.items()}
@@ -385,6 +415,169 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
         for k, v in row_of(pred).items():
             out[k][i] = v
     return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def _by_geometry(hw, kernel, variant, params, flat, n, scalars, calibration):
+    """Prefill and train of a mask variant with the standard layout, vectorized over the batch: each
+    distinct (heads, lengths, head dims, causality) resolves once at batch 1, its mask's tile arrays are
+    read once, and the kernels are priced over the array of batches with `model`'s own functions (tile
+    costs, kernel time, bytes, the helper kernels, the mask's own ops). None when a configuration needs
+    what this path does not price (a head layout, varlen, several head groups or passes, a GEMM among
+    the mask's ops, an autotuned family, fp16 accumulation, a per-layer operand): the caller then
+    predicts each configuration in turn."""
+    cols = ("heads_q", "heads_kv", "seqlen_q", "seqlen_kv", "head_dim_qk", "head_dim_v", "causal")
+    keys = np.stack([flat[k].astype(np.int64) if k in flat else np.full(n, -1) for k in cols], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    if len(uniq) > max(64, n // 8):  # few configurations per geometry: the plain loop is as fast
+        return None
+    batch = flat["batch"]
+    out = {k: np.zeros(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+    masks = {}  # one mask per (resolved parameters, causality), as in the per-configuration loop
+    for g, key in enumerate(uniq):
+        c = {k: int(v) for k, v in zip(cols, key) if v != -1 or k == "causal"}
+        sel = np.flatnonzero(inverse == g)
+        i0 = int(sel[0])
+        try:
+            prob = resolve(variant, dict(params), batch=1, heads=c["heads_q"], kv_heads=c.get("heads_kv"),
+                           seqlen=c.get("seqlen_q"), seqlen_kv=c.get("seqlen_kv"), head_dim=c["head_dim_qk"],
+                           head_dim_v=c.get("head_dim_v"), causal=bool(c["causal"]), kernel=kernel, **scalars)
+            prob = replace(prob, mask=masks.setdefault((repr(sorted(prob.params.items())), prob.workload.causal),
+                                                       prob.mask))
+            w1 = prob.workload
+            _check_limits(batch[sel], w1.seqlen_q, w1.seqlen_kv, w1.heads_q, w1.heads_kv, w1.head_dim_qk, w1.head_dim_v,
+                          w1.phase, w1.dtype)
+        except AttnsimError as e:
+            bad = {"batch": int(batch[i0]), **c}
+            raise AttnsimError(f"predict_many: configuration {i0} ({_describe(bad)}): {e}") from None
+        try:
+            rows = _grouped_rows(hw, prob, batch[sel], calibration)
+        except AttnsimError as e:
+            bad = {"batch": int(batch[i0]), **c}
+            raise AttnsimError(f"predict_many: configuration {i0} ({_describe(bad)}): {e}") from None
+        if rows is None:
+            return None
+        for k, v in rows.items():
+            out[k][sel] = v
+    return out
+
+
+def _grouped_rows(hw, prob, B, calibration):
+    """predict_many's rows for one resolved problem (at batch 1) over the batches `B`, or None when
+    the problem is outside what `_by_geometry` prices (see there)."""
+    w1 = prob.workload
+    if prob.layout is not None or w1.seqlens is not None or prob.kernel == "eager":
+        return None
+    fam = resolve_family(hw, prob.kernel)
+    if (not fam.fused or fam.autotune or w1.qk_accum != "fp32" or w1.pv_accum != "fp32"
+            or w1.shared_operand_bytes() or w1.v_in_k):
+        return None
+    mask = prob.mask.for_lengths(w1.seqlen_q, w1.seqlen_kv)
+    if len(mask.passes()) > 1 or len(mask.head_groups(w1.heads_q)) > 1:
+        return None
+    check_family(fam, hw, w1.dtype, w1.head_dim_qk, w1.head_dim_v, w1.phase, w1.qk_accum, w1.pv_accum, w1.v_in_k)
+    mask.check_lengths_limit(w1.seqlen_q, w1.seqlen_kv)
+    B = np.asarray(B, dtype=np.int64)
+    ns = SimpleNamespace(**{f: getattr(w1, f) for f in ("heads_q", "heads_kv", "seqlen_q", "seqlen_kv", "head_dim_qk",
+                                                        "head_dim_v", "dtype", "kv_dtype", "phase", "dtype_bytes")},
+                         batch=B)
+    extra_ops, gate_work = mask.extra_ops(ns)
+    if any(not isinstance(op, (Pointwise, Matmuls)) for op in extra_ops):
+        return None
+    r, lib = rates(hw, fam, calibration), rates(hw, None, calibration)
+    lq, lk, hq, hkv, d, dv = w1.seqlen_q, w1.seqlen_kv, w1.heads_q, w1.heads_kv, w1.head_dim_qk, w1.head_dim_v
+    s, skv = w1.dtype_bytes, w1.kv_dtype_bytes
+    dp, dvp = fam.pad_dims(d, dv)
+    live_pairs, live_keys = mask_sums(mask, [(lq, lk, 1)], hq)  # one sequence, every head
+    slices = B * hq
+    time = 0.0 * B
+    hbm = 0 * B
+    flops = 0 * B
+    for op in extra_ops:  # the mask's own ops (a token permutation, a predictor): library kernels
+        if isinstance(op, Pointwise):
+            time = time + elementwise_time(lib, op.read, op.write, exps=op.sfu_ops, fp32_ops=op.fp32_ops)
+            hbm = hbm + np.asarray(op.read + op.write).astype(np.int64)
+        else:
+            time = time + lib.launch_overhead_s + op.flops / lib.mma_device(w1.dtype, "fp32")
+            flops = flops + np.asarray(op.flops).astype(np.int64)
+    local = isinstance(mask, WindowMask)
+    causal = w1.causal or isinstance(mask, CausalMask)
+    # the forward: the family's first legal tile (its table's own choice first)
+    tile, leg = _first_legal(fam, r, [mask.adjust_tile(t) for t in fwd_tile_candidates(
+        fam, hw, dp, dvp, causal and not local, w1.dtype, local)], dp, dvp, w1, backward=False)
+    if tile is None:
+        return None  # the single prediction names the reason
+    bm, bn = tile.block_m, tile.block_n
+    f_it, p_it = mask.iterated_rows(lq, lk, bm, bn)
+    f_lv, p_lv = tile_rows(mask, lq, lk, bm, bn)
+    nq, nk = mask.n_tiles(bm, bn, lq, lk)
+    k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-(slices * nq) // r.sm_count)))  # as model._legal caps it
+    n_ctas = slices * len(f_it)
+    tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, SMRates.mixed(r, w1, w1.qk_matmuls * dp, dvp), w1)
+    d_max, d_min = _class_extremes(r, tc, tile, f_it, p_it)
+    it_full, it_part = slices * int(f_it.sum()), slices * int(p_it.sum())
+    fwd_hbm, l2_q_o = forward_bytes(hq * B * lq, hkv * B * live_keys, d, dv, w1.seq_dims, s, skv, True)
+    l2 = (it_full + it_part) * bn * _kv_cols(w1, d, dv) * skv + l2_q_o
+    t_fwd = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, *slot_tile_times(tc, r, tile.stages),
+                        r.sm_count * k, fwd_hbm, l2)[0]
+    out = {"tiles_full": slices * int(f_lv.sum()), "tiles_partial": slices * int(p_lv.sum()), "ctas": n_ctas,
+           "waves": n_ctas / (r.sm_count * k), "splits": 0 * B + 1}
+    out["tiles_empty"] = slices * nq * nk - out["tiles_full"] - out["tiles_partial"]
+    time, hbm = time + t_fwd, hbm + fwd_hbm
+    flops = flops + np.rint((it_full + it_part) * tc.flops).astype(np.int64)
+    if w1.phase == "train":
+        btile, bleg = _first_legal(fam, r, [mask.adjust_tile(t, backward=True) for t in bwd_tile_candidates(
+            fam, hw, dp, dvp, causal, w1.dtype)], dp, dvp, w1, backward=True)
+        if btile is None:
+            return None
+        bm, bn = btile.block_m, btile.block_n
+        f_it, p_it = mask.iterated_cols(lq, lk, bm, bn)
+        k = np.maximum(1, np.minimum(bleg.ctas_per_sm, -(-(slices * mask.n_tiles(bm, bn, lq, lk)[1]) // r.sm_count)))
+        n_ctas = slices * len(f_it)
+        tc = _bwd_tile_costs(r, fam, btile, k, dp, dvp, s, SMRates.mixed(r, w1, 3 * w1.qk_matmuls * dp, 2 * dvp), w1)
+        d_max, d_min = _class_extremes(r, tc, btile, f_it, p_it)
+        it_full, it_part = slices * int(f_it.sum()), slices * int(p_it.sum())
+        q_rows = hq * B * lq
+        bwd_hbm = backward_bytes(q_rows, hkv * B * lk, hq * B * lk, d, dv, w1.seq_dims, s)
+        l2 = (it_full + it_part) * (tc.kv_bytes + 2 * bm * d * 4) + bwd_hbm
+        time = time + kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, *slot_tile_times(tc, r, btile.stages),
+                                  r.sm_count * k, bwd_hbm, l2)[0]
+        hbm = hbm + bwd_hbm
+        flops = flops + np.rint((it_full + it_part) * tc.flops).astype(np.int64)
+        for _, rd, wr, ops, runs in backward_helpers(q_rows, B * lk * w1.seq_dims * s, hq, hkv, d, dv, s):
+            if runs:
+                time = time + elementwise_time(r, rd, wr, fp32_ops=ops)
+                hbm = hbm + rd + wr
+    agg = SimpleNamespace(batch=1, heads_q=hq, heads_kv=hkv, seqlen_q=B * lq, seqlen_kv=B * lk, head_dim_qk=d,
+                          head_dim_v=dv, dtype=w1.dtype, kv_dtype=w1.kv_dtype, qk_accum="fp32", pv_accum="fp32",
+                          phase=w1.phase, qk_matmuls=w1.qk_matmuls, seq_dims=w1.seq_dims, score_sfu_ops=w1.score_sfu_ops,
+                          score_fp32_ops=w1.score_fp32_ops, shared_operand_bytes=lambda *a: 0)
+    works = attention_work_alternatives(agg, None, B * live_keys, pairs_total=B * live_pairs)
+    if gate_work is not None:
+        works = [wk + gate_work for wk in works]
+    out["bound_s"] = np.minimum.reduce([np.maximum.reduce([np.broadcast_to(v, B.shape) for v in unit_times(wk, hw).values()])
+                                        for wk in works])
+    out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
+    out.update(time_s=time, hbm_bytes=hbm, flops=flops)
+    return out
+
+
+def _first_legal(fam, r, tiles, dp, dvp, w, backward):
+    """The first tile `can_implement` accepts (model._choose's rule for the families' tables)."""
+    for t in tiles:
+        leg = can_implement(fam, r.hw, t, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams)
+        if leg.ok:
+            return t, leg
+    return None, None
+
+
+def _class_extremes(r, tc, tile, full, partial):
+    """(longest, shortest) CTA over the CTA classes (full, partial tiles each): each distinct class
+    evaluated over the configurations' rates."""
+    a, b = slot_tile_times(tc, r, tile.stages)
+    pairs = np.unique(np.stack([full, partial], axis=1), axis=0)
+    d = [cta_duration(r, a, b, int(f), int(p)) for f, p in pairs]
+    return np.maximum.reduce(d), np.minimum.reduce(d)
 
 
 def _describe(c: dict) -> str:
@@ -425,22 +618,7 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     B, LQ, LK, HQ, HKV, D, DV = (_ints(name, x) for name, x in zip(
         ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"), (B, LQ, LK, HQ, HKV, D, DV)))
     CAUSAL = CAUSAL.astype(bool).ravel()
-    for name, x, limit, what in (("batch", B, MAX_BATCH, "sequences (2^24)"),
-                                 ("seqlen_q", LQ, MAX_TOKENS, "tokens per sequence (2^24)"),
-                                 ("seqlen_kv", LK, MAX_TOKENS, "tokens per sequence (2^24)"),
-                                 ("heads_q", HQ, MAX_HEADS, "heads (2^16)"), ("heads_kv", HKV, MAX_HEADS, "heads (2^16)"),
-                                 ("head_dim_qk", D, MAX_HEAD_DIM, "(2^16)"), ("head_dim_v", DV, MAX_HEAD_DIM, "(2^16)")):
-        if x.size and x.min() < 1:
-            raise AttnsimError(f"{name} must be positive everywhere; min is {x.min()}")
-        if x.size:
-            check_limit(name, int(x.max()), limit, what)
-    # the work limit of Workload, in floats; configurations near it are checked exactly (the same message)
-    pad = lambda x: -(-x // 256) * 256.0  # noqa: E731
-    work = B * pad(LQ) * pad(LK) * HQ * 2.0 * (3 * _pow2(D) + 2 * _pow2(DV))
-    if (work > MAX_WORK_FLOPS / 2).any():
-        for i in np.flatnonzero(work > MAX_WORK_FLOPS / 2):  # Workload's exact check (its message)
-            Workload(batch=int(B[i]), seqlen_q=int(LQ[i]), seqlen_kv=int(LK[i]), heads_q=int(HQ[i]),
-                     heads_kv=int(HKV[i]), head_dim_qk=int(D[i]), head_dim_v=int(DV[i]), phase=phase, dtype=dtype)
+    _check_limits(B, LQ, LK, HQ, HKV, D, DV, phase, dtype)
     if (HQ % HKV).any():
         raise AttnsimError("heads_q must be divisible by heads_kv everywhere")
     if phase == "decode" and (LQ > LK).any():

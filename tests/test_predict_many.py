@@ -224,3 +224,30 @@ def test_a_calibration_reaches_both_paths():
     m = predict_many(H100, "fa3", variant="swa", params={"window_size": "512,0"}, seqlen_q=8192, heads_q=32,
                      calibration=cal)
     assert p.calibrated and float(m["time_s"]) == pytest.approx(p.time_s, rel=1e-9)
+
+
+GROUPED = {"swa": {"window_size": "300,100", "sink": "4"}, "segment": {"segments": "512"},
+           "gna": {"token_shape": "64x32", "kernel_size": "16x8", "stride": "4x4"},
+           "na": {"token_shape": "8x16x16", "kernel_size": "4x8x8", "dilation": "1x2x1"},
+           "sparse": {"density": "0.2", "clusters": "3", "predictor_flops_per_query": "1e6"}}
+
+
+@pytest.mark.parametrize("hw_name", ["h100", "a100", "b200"])
+@pytest.mark.parametrize("variant", sorted(GROUPED))
+@pytest.mark.parametrize("phase", ["prefill", "train"])
+def test_grouped_geometries_equal_the_per_configuration_loop(hw_name, variant, phase, monkeypatch):
+    """Mask variants priced once per geometry over their batches equal the configurations priced one
+    at a time (the loop's own answers are `predict`'s: test_predict_many_equals_the_cli_for_every_variant)."""
+    from attnsim.simulator import vectorized
+    hw = load_hardware(hw_name)
+    rng = np.random.default_rng(zlib.crc32(f"{hw_name}{variant}{phase}".encode()))
+    n = 40
+    kw = dict(batch=rng.integers(1, 17, n), heads_q=rng.choice([8, 16], n), head_dim_qk=rng.choice([64, 128], n),
+              causal=rng.integers(0, 2, n).astype(bool))
+    if "token_shape" not in GROUPED[variant]:
+        kw["seqlen_q"] = rng.choice([1000, 2048], n)
+    grouped = predict_many(hw, None, variant=variant, params=GROUPED[variant], phase=phase, **kw)
+    monkeypatch.setattr(vectorized, "_by_geometry", lambda *a, **k: None)  # the loop
+    loop = predict_many(hw, None, variant=variant, params=GROUPED[variant], phase=phase, **kw)
+    for k in grouped:
+        np.testing.assert_allclose(grouped[k], loop[k], rtol=1e-9, atol=0, err_msg=k)
