@@ -6,19 +6,17 @@ family's own launch code, schedule traits (does softmax overlap the matmuls?) fr
 Efficiency factors that nobody publishes are left at 1 and are what calibration fits later.
 
 `can_implement(family, hw, tile, ...)` is the single legality function: the simulator's tile
-choice and the kernels' autotune filter (issue 5) both call it.
+choice and the kernels' autotune filter (issue 5) both call it. `hw` is a `hardware.Hardware`
+throughout (not imported here: the loader imports this table to check a profile's default kernel).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError, UnsupportedCore, unknown
 from .ops import Tile
-
-if TYPE_CHECKING:  # the loader imports this module (a profile's default kernel must be a family)
-    from .hardware import Hardware
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ class Family:
 
 
 # -- tile tables (the Family fields point at these) -------------------------------------------------------------------------
-def _fa2_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+def _fa2_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
     """FA2 forward tiles (flash_fwd_launch_template.h, no dropout): (BLOCK_M, BLOCK_N, warps).
     sm8x = compute capability 8.6/8.9 (Ada, GA10x)."""
     return _fa2_table(hw, dp, causal) + _FA2_FALLBACKS
@@ -104,7 +102,7 @@ def _fa2_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: b
 _FA2_FALLBACKS = [Tile(64, 64, 4, 1), Tile(64, 32, 4, 1), Tile(32, 32, 4, 1)]
 
 
-def _fa2_table(hw: Hardware, dp: int, causal: bool):
+def _fa2_table(hw, dp: int, causal: bool):
     sm8x = hw.compute_capability in ("8.6", "8.7", "8.9")
     if dp <= 64:
         return [Tile(128, 128, 4, 1)]
@@ -123,7 +121,7 @@ def _fa2_table(hw: Hardware, dp: int, causal: bool):
     return [Tile(64, 64, 4, 1)]
 
 
-def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+def _fa3_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
     """FA3 forward tiles: tile_size_fwd_sm90 (hopper/tile_size.h), is_causal and is_local (a sliding
     window) as FA3 tells them apart. Warps: BLOCK_M/64 consumer warpgroups + 1 producer warpgroup;
     2 K/V stages."""
@@ -148,13 +146,13 @@ def _fa3_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: b
                                                    ((128, 96), (128, 64), (64, 64)) if n < bn or m < bm]
 
 
-def _fa4_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+def _fa4_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
     """FA4 (flash_fwd_sm100.py): 128 x 128 MMA tiles, two Q tiles per CTA (BLOCK_M = 2 x 128),
     16 warps (softmax, correction, MMA, load), 3 K/V stages."""
     return [Tile(256, 128, 16, 3)]
 
 
-def _triton_fwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+def _triton_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
     return list(_TRITON_SPACE)
 
 
@@ -165,7 +163,7 @@ def _fa_bwd(stages: int):
     return lambda hw, dp, dvp, causal, dtype: _fa_bwd_table(stages, dp)
 
 
-def _triton_bwd(hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+def _triton_bwd(hw, dp: int, dvp: int, causal: bool, dtype: str):
     return [Tile(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
 
 
@@ -179,14 +177,14 @@ def _fa_bwd_table(st: int, dp: int):
 
 
 # Split-KV decode tiles, preferred first; the first legal one is used.
-def _fa2_decode(hw: Hardware, dp: int, dvp: int):
+def _fa2_decode(hw, dp: int, dvp: int):
     """FA2 run_mha_fwd_splitkv_dispatch: BLOCK_M = 64, BLOCK_N = 256 / 128 / 64 for hdim <= 64 /
     <= 128 / larger, 4 warps."""
     return [Tile(64, 256 if dp <= 64 else 128 if dp <= 128 else 64, 4, 1), Tile(64, 64, 4, 1),
             Tile(64, 32, 4, 1), Tile(16, 32, 4, 1)]
 
 
-def _fa3_decode(hw: Hardware, dp: int, dvp: int):
+def _fa3_decode(hw, dp: int, dvp: int):
     """FA3/FA4 decode: BLOCK_M = 64 rows (one wgmma M), BLOCK_N = 128 shrinking with the head dim as
     FA3's tile_size_fwd_sm90 does (128 x 80 at hdim 256); MLA's 512-wide latent (FA3's q_v path):
     tile_size_fwd_sm90's 64 x 64."""
@@ -195,11 +193,11 @@ def _fa3_decode(hw: Hardware, dp: int, dvp: int):
     return _fa4_decode(hw, dp, dvp)
 
 
-def _fa4_decode(hw: Hardware, dp: int, dvp: int):
+def _fa4_decode(hw, dp: int, dvp: int):
     return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
 
 
-def _triton_decode(hw: Hardware, dp: int, dvp: int):
+def _triton_decode(hw, dp: int, dvp: int):
     """Triton (no split): BLOCK_M = 16, BLOCK_N = 64."""
     return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]
 
@@ -299,7 +297,7 @@ def get_family(name: str) -> Family:
     return fam
 
 
-def check_family(fam: Family, hw: Hardware, dtype: str, head_dim_qk: int, head_dim_v: int,
+def check_family(fam: Family, hw, dtype: str, head_dim_qk: int, head_dim_v: int,
                  phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32", v_in_k: bool = False):
     """Raise AttnsimError when the family cannot run this problem on this hardware."""
     if hw.arch not in fam.archs:
@@ -371,7 +369,7 @@ def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d:
     return -(-acc // threads) + fam.reg_overhead_per_thread
 
 
-def can_implement(fam: Family, hw: Hardware, tile: Tile, d: int, dv: int, dtype: str,
+def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
                   kv_dtype: str | None = None, backward: bool = False, v_in_k: bool = False,
                   qk_matmuls: int = 1) -> Legality:
     """Whether `tile` fits this hardware: shared memory per block, registers per thread and per SM,
@@ -420,7 +418,7 @@ def smem_readers(fam: Family, tile: Tile, arch: str) -> int:
     return SMEM_READERS[fam.smem_reader_by_arch.get(arch, fam.smem_reader)](tile)
 
 
-def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str,
+def fwd_tile_candidates(fam: Family, hw, dp: int, dvp: int, causal: bool, dtype: str,
                         local: bool = False):
     """`causal`: the causal mask; `local`: a sliding window (FA3 picks other tiles for it)."""
     if fam.fwd_tiles is None:
@@ -428,11 +426,11 @@ def fwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bo
     return fam.fwd_tiles(hw, dp, dvp, causal, dtype, local)
 
 
-def bwd_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int, causal: bool, dtype: str):
+def bwd_tile_candidates(fam: Family, hw, dp: int, dvp: int, causal: bool, dtype: str):
     return fam.bwd_tiles(hw, dp, dvp, causal, dtype)
 
 
-def decode_tile_candidates(fam: Family, hw: Hardware, dp: int, dvp: int):
+def decode_tile_candidates(fam: Family, hw, dp: int, dvp: int):
     return fam.decode_tiles(hw, dp, dvp)
 
 
