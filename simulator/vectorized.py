@@ -178,6 +178,14 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     return d_max, d_min
 
 
+def _distinct(lq, lk, k):
+    """The distinct (seqlen_q, seqlen_kv, CTAs per SM) triples and each configuration's index into them
+    (lengths below 2^25 and k below 2^6: one int64 key)."""
+    key = (np.asarray(lq, dtype=np.int64) << 37) | (np.asarray(lk, dtype=np.int64) << 6) | np.asarray(k, dtype=np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    return (uniq >> 37, (uniq >> 6) & ((1 << 31) - 1), uniq & 63), inv.ravel()
+
+
 def _row_boundaries(causal, lq, lk, bm, bn):
     """Query tiles where the causal counts' clipping changes (none for dense: every query tile alike)."""
     if not causal:
@@ -705,9 +713,12 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
         tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
-        if c:
-            d_max, d_min = _extremes(r, tc, tile, lambda x: _row(mask, x, lq, lk, bm, bn), n_q,
-                                     _row_boundaries(c, lq, lk, bm, bn), bn // math.gcd(bm, bn))
+        if c:  # the extremes depend on (lengths, k) only: once per distinct triple, then gathered
+            (ulq, ulk, uk), inv = _distinct(lq, lk, k)
+            utc = _fwd_tile_costs(r, fam, tile, uk, dp, dvp, s, skv, rates)
+            d_max, d_min = (x[inv] for x in _extremes(r, utc, tile, lambda x: _row(mask, x, ulq, ulk, bm, bn),
+                                                      -(-ulq // bm), _row_boundaries(c, ulq, ulk, bm, bn),
+                                                      bn // math.gcd(bm, bn)))
         else:  # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
             a, b_ = slot_tile_times(tc, r, tile.stages)
             d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn)
@@ -738,8 +749,11 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
         full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)  # the same tile set
         tc = _bwd_tile_costs(r, fam, tile, k, dp, dvp, s, rates)
         if c:
-            d_max, d_min = _extremes(r, tc, tile, lambda x: _col(mask, x, lq, lk, bm, bn), n_kv,
-                                     _col_boundaries(c, lq, lk, bm, bn), bm // math.gcd(bm, bn))
+            (ulq, ulk, uk), inv = _distinct(lq, lk, k)
+            utc = _bwd_tile_costs(r, fam, tile, uk, dp, dvp, s, rates)
+            d_max, d_min = (x[inv] for x in _extremes(r, utc, tile, lambda x: _col(mask, x, ulq, ulk, bm, bn),
+                                                      -(-ulk // bn), _col_boundaries(c, ulq, ulk, bm, bn),
+                                                      bm // math.gcd(bm, bn)))
         else:  # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
             a, b_ = slot_tile_times(tc, r, tile.stages)
             n_q = -(-lq // bm)
