@@ -178,12 +178,23 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     return d_max, d_min
 
 
-def _distinct(lq, lk, k):
-    """The distinct (seqlen_q, seqlen_kv, CTAs per SM) triples and each configuration's index into them
-    (lengths below 2^25 and k below 2^6: one int64 key)."""
-    key = (np.asarray(lq, dtype=np.int64) << 37) | (np.asarray(lk, dtype=np.int64) << 6) | np.asarray(k, dtype=np.int64)
+def _distinct_lengths(lq, lk):
+    """The distinct (seqlen_q, seqlen_kv) pairs and each configuration's index into them (lengths below
+    2^31: one int64 key)."""
+    key = (np.asarray(lq, dtype=np.int64) << 31) | np.asarray(lk, dtype=np.int64)
     uniq, inv = np.unique(key, return_inverse=True)
-    return (uniq >> 37, (uniq >> 6) & ((1 << 31) - 1), uniq & 63), inv.ravel()
+    return (uniq >> 31, uniq & ((1 << 31) - 1)), inv.ravel()
+
+
+def _per_length(k, inv, extremes_at):
+    """Per configuration, the (longest, shortest) CTA that `extremes_at(kv)` gives over the distinct
+    lengths for the configurations whose CTAs per SM are kv (a handful of values)."""
+    d_max, d_min = np.empty(k.shape), np.empty(k.shape)
+    for kv in np.flatnonzero(np.bincount(k)):
+        on = k == kv
+        hi, lo = extremes_at(int(kv))  # arrays over the distinct lengths
+        d_max[on], d_min[on] = hi[inv[on]], lo[inv[on]]
+    return d_max, d_min
 
 
 def _row_boundaries(causal, lq, lk, bm, bn):
@@ -648,38 +659,32 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
            "waves": np.zeros(n), "splits": np.ones(n, dtype=np.int64)}
 
     span = int(dp_of.max()) + 1
-    key = (DP * span + DVP) * 2 + CAUSAL
-    order = np.argsort(key, kind="stable")  # groups of one (head dims, causality) as contiguous runs
-    cols = {name: x[order] for name, x in (("b", B), ("lq", LQ), ("lk", LK), ("hq", HQ), ("hkv", HKV), ("d", D),
-                                            ("dv", DV))}
-    sorted_key = key[order]
-    starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]]) if n else np.array([], dtype=np.int64)
-    ends = np.r_[starts[1:], n]
+    key = (DP * span + DVP) * 2 + CAUSAL  # few distinct values: one pass each, no sort
+    kinds = np.flatnonzero(np.bincount(key)) if n else []
 
-    def add(lo, hi, res, main):
-        out["time_s"][lo:hi] += res["time_s"]
-        out["flops"][lo:hi] += res["flops"]
-        out["hbm_bytes"][lo:hi] += res["hbm"]
+    def add(idx, res, main):
+        sel = slice(None) if idx is None else idx  # distinct indices: += is exact
+        out["time_s"][sel] += res["time_s"]
+        out["flops"][sel] += res["flops"]
+        out["hbm_bytes"][sel] += res["hbm"]
         if main:
             for k in ("tiles_full", "tiles_partial", "tiles_empty", "ctas", "waves", "splits"):
                 if k in res:
-                    out[k][lo:hi] = res[k]
+                    out[k][sel] = res[k]
 
-    for lo, hi in zip(starts.tolist(), ends.tolist()):
-        kv = int(sorted_key[lo])
-        dp, dvp, c = kv // 2 // span, kv // 2 % span, bool(kv % 2)
-        g = {name: x[lo:hi] for name, x in cols.items()}
+    for kv in kinds:
+        idx = None if len(kinds) == 1 else np.flatnonzero(key == kv)  # one kind: the arrays as they are
+        dp, dvp, c = int(kv) // 2 // span, int(kv) // 2 % span, bool(kv % 2)
+        g = {name: (x if idx is None else x[idx]) for name, x in (("b", B), ("lq", LQ), ("lk", LK), ("hq", HQ),
+                                                                   ("hkv", HKV), ("d", D), ("dv", DV))}
         mask = CausalMask() if c else DenseMask()
         if phase == "decode":
-            add(lo, hi, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
+            add(idx, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
             continue
-        add(lo, hi, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
+        add(idx, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
         if phase == "train":
             for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, **g):
-                add(lo, hi, kern, main=False)
-    unsorted = np.empty_like(order)
-    unsorted[order] = np.arange(n)
-    out = {k: v[unsorted] for k, v in out.items()}  # back to the callers' order
+                add(idx, kern, main=False)
 
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
     w = SimpleNamespace(batch=B, heads_q=HQ, heads_kv=HKV, seqlen_q=LQ, seqlen_kv=LK, head_dim_qk=D,
@@ -705,21 +710,24 @@ def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
 def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
     sl = b * hq
     legal = _legal_tiles(fam, r, fwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, kv_dtype, "forward")
+    if c:
+        (ulq, ulk), inv = _distinct_lengths(lq, lk)
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
         n_q, n_kv = -(-lq // bm), -(-lk // bn)
         n_ctas = sl * n_q
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-        full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)
         tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
-        if c:  # the extremes depend on (lengths, k) only: once per distinct triple, then gathered
-            (ulq, ulk, uk), inv = _distinct(lq, lk, k)
-            utc = _fwd_tile_costs(r, fam, tile, uk, dp, dvp, s, skv, rates)
-            d_max, d_min = (x[inv] for x in _extremes(r, utc, tile, lambda x: _row(mask, x, ulq, ulk, bm, bn),
-                                                      -(-ulq // bm), _row_boundaries(c, ulq, ulk, bm, bn),
-                                                      bn // math.gcd(bm, bn)))
-        else:  # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
+        if c:  # counts and extremes depend on the lengths (and k) only: once per distinct pair, then gathered
+            fu, neu = causal_row_totals(ulq, ulk, bm, bn)
+            full, ne = fu[inv], neu[inv]
+            d_max, d_min = _per_length(k, inv, lambda kv: _extremes(
+                r, _fwd_tile_costs(r, fam, tile, kv, dp, dvp, s, skv, rates), tile,
+                lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(c, ulq, ulk, bm, bn),
+                bn // math.gcd(bm, bn)))
+        else:
+            full, ne = dense_row_totals(lq, lk, bm, bn)  # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
             a, b_ = slot_tile_times(tc, r, tile.stages)
             d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn)
         hbm, l2_q_o = forward_bytes(sl * lq, b * hkv * lk, d, dv, d + dv, s, skv, True)
@@ -740,21 +748,24 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
                for _, rd, wr, ops, runs in backward_helpers(rows, lk * (d + dv) * s * b, hq, hkv, d, dv, s)]
     hbm = backward_bytes(rows, b * hkv * lk, sl * lk, d, dv, d + dv, s)
     legal = _legal_tiles(fam, r, bwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
+    if c:
+        (ulq, ulk), inv = _distinct_lengths(lq, lk)
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
         n_kv = -(-lk // bn)
         n_ctas = sl * n_kv
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-        full, ne = (causal_row_totals if c else dense_row_totals)(lq, lk, bm, bn)  # the same tile set
         tc = _bwd_tile_costs(r, fam, tile, k, dp, dvp, s, rates)
-        if c:
-            (ulq, ulk, uk), inv = _distinct(lq, lk, k)
-            utc = _bwd_tile_costs(r, fam, tile, uk, dp, dvp, s, rates)
-            d_max, d_min = (x[inv] for x in _extremes(r, utc, tile, lambda x: _col(mask, x, ulq, ulk, bm, bn),
-                                                      -(-ulk // bn), _col_boundaries(c, ulq, ulk, bm, bn),
-                                                      bm // math.gcd(bm, bn)))
-        else:  # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
+        if c:  # the same tile set as the forward's grid
+            fu, neu = causal_row_totals(ulq, ulk, bm, bn)
+            full, ne = fu[inv], neu[inv]
+            d_max, d_min = _per_length(k, inv, lambda kv: _extremes(
+                r, _bwd_tile_costs(r, fam, tile, kv, dp, dvp, s, rates), tile,
+                lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(c, ulq, ulk, bm, bn),
+                bm // math.gcd(bm, bn)))
+        else:
+            full, ne = dense_row_totals(lq, lk, bm, bn)  # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
             a, b_ = slot_tile_times(tc, r, tile.stages)
             n_q = -(-lq // bm)
             whole = cta_duration(r, a, b_, n_q, 0 * n_q)
