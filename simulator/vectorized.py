@@ -178,6 +178,12 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     return d_max, d_min
 
 
+def _by_k(k, tile_costs):
+    """A tile's costs for arrays of CTAs per SM `k`: priced for k = 1 .. max(k) (a handful) and looked up."""
+    tab = tile_costs(np.arange(1, int(k.max()) + 1 if k.size else 2))
+    return replace(tab, t_full=np.asarray(tab.t_full)[k - 1], t_partial=np.asarray(tab.t_partial)[k - 1])
+
+
 def _distinct_lengths(lq, lk):
     """The distinct (seqlen_q, seqlen_kv) pairs and each configuration's index into them (lengths below
     2^31: one int64 key)."""
@@ -718,7 +724,7 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
         n_q, n_kv = -(-lq // bm), -(-lk // bn)
         n_ctas = sl * n_q
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-        tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
+        tc = _by_k(k, lambda ks: _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, rates))
         if c:  # counts and extremes depend on the lengths (and k) only: once per distinct pair, then gathered
             fu, neu = causal_row_totals(ulq, ulk, bm, bn)
             full, ne = fu[inv], neu[inv]
@@ -756,7 +762,7 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
         n_kv = -(-lk // bn)
         n_ctas = sl * n_kv
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-        tc = _bwd_tile_costs(r, fam, tile, k, dp, dvp, s, rates)
+        tc = _by_k(k, lambda ks: _bwd_tile_costs(r, fam, tile, ks, dp, dvp, s, rates))
         if c:  # the same tile set as the forward's grid
             fu, neu = causal_row_totals(ulq, ulk, bm, bn)
             full, ne = fu[inv], neu[inv]
