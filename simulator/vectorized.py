@@ -357,7 +357,7 @@ def _ints(name, x):
             raise AttnsimError(f"predict_many: {name}={float(bad)!r} must be a whole number")
         if x.size and np.abs(x).max() > MAX_TOKENS * MAX_BATCH:
             check_limit(name, int(np.abs(x).max()), MAX_TOKENS, "(2^24)")
-    return x.astype(np.int64).ravel()
+    return np.asarray(x, dtype=np.int64).ravel()  # no copy when it already is
 
 
 def _check_limits(B, LQ, LK, HQ, HKV, D, DV, phase, dtype):
@@ -382,8 +382,11 @@ def _check_limits(B, LQ, LK, HQ, HKV, D, DV, phase, dtype):
 
 
 def _pow2(x):
-    """The next power of two of each element (>= 1)."""
-    return np.left_shift(1, np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64)).astype(float)
+    """The next power of two of each element (>= 1), looked up (head dims stay below 2^16 + 1)."""
+    x = np.maximum(np.asarray(x, dtype=np.int64), 1)
+    top = int(x.max()) if x.size else 1
+    table = np.array([float(1 << (v - 1).bit_length()) if v else 1.0 for v in range(top + 1)])
+    return table[x]
 
 
 def _variant_heads_kv(variant, heads_q, heads_kv):
