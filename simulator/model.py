@@ -397,6 +397,8 @@ def _rows_over_segments(w: Workload, mask: Mask, per_seg, slices_per_seq: int):
             (f, p), (lf, lp) = per_seg(sub, lq, lk)
             it_f.append(f), it_p.append(p), lv_f.append(lf), lv_p.append(lp)
             counts.append(np.full(len(f), m * slices_per_seq * h // w.heads_q, dtype=np.int64))
+    if len(counts) == 1:  # one head group, one sequence shape: the arrays as they are
+        return it_f[0], it_p[0], (lv_f[0], lv_p[0]), counts[0]
     cat = np.concatenate
     return cat(it_f), cat(it_p), (cat(lv_f), cat(lv_p)), cat(counts)
 

@@ -98,9 +98,13 @@ class Workload:
             set_(self, "kv_dtype", self.dtype)
         for name in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "qk_matmuls"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            if type(v) is not int:  # numpy integers too, as Python integers (exact, unbounded)
+                if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                    raise AttnsimError(f"{name}={v!r} must be a positive integer")
+                v = int(v)
+                set_(self, name, v)
+            if v < 1:
                 raise AttnsimError(f"{name}={v!r} must be a positive integer")
-            set_(self, name, int(v))  # numpy integers too, as Python integers (exact, unbounded)
         if isinstance(self.causal, str) or self.causal not in (True, False):
             raise AttnsimError(f"causal={self.causal!r} must be true or false")
         set_(self, "causal", bool(self.causal))
@@ -227,8 +231,13 @@ class Workload:
         segs = tuple(self.segments() if segments is None else segments)
         memo = self.__dict__.setdefault("_aggregates", {})  # a frozen value: its aggregates never change
         if segs not in memo:
-            memo[segs] = replace(self, batch=1, seqlen_q=sum(q * m for q, _, m in segs),
-                                 seqlen_kv=sum(k * m for _, k, m in segs), seqlens=None, aggregated=True)
+            # a copy with four fields changed: this workload validated, so the copy needs no new check
+            agg = object.__new__(Workload)
+            agg.__dict__.update((k, v) for k, v in self.__dict__.items() if k != "_aggregates")
+            for k, v in (("batch", 1), ("seqlen_q", sum(q * m for q, _, m in segs)),
+                         ("seqlen_kv", sum(k * m for _, k, m in segs)), ("seqlens", None), ("aggregated", True)):
+                object.__setattr__(agg, k, v)
+            memo[segs] = agg
         return memo[segs]
 
     def kv_cache_bytes(self) -> int:
