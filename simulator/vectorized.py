@@ -25,7 +25,7 @@ from .families import (bwd_tile_candidates, can_implement, check_family, decode_
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
 from .ops import Matmuls, Pointwise
-from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, backward_bytes, backward_helpers,
+from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes, backward_helpers,
                     cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times, split_sms)
 from .pricing import elementwise_time
 from .hardware import load_hardware
@@ -203,19 +203,15 @@ def _per_length(k, inv, extremes_at):
     return d_max, d_min
 
 
-def _row_boundaries(causal, lq, lk, bm, bn):
-    """Query tiles where the causal counts' clipping changes (none for dense: every query tile alike)."""
-    if not causal:
-        return []
+def _row_boundaries(lq, lk, bm):
+    """Query tiles where the causal counts' clipping changes."""
     off = lk - lq
     cd = lambda x, m: -(-x // m)  # noqa: E731  (ceil division, negative numerators included)
     return [cd(1 - bm - off, bm), cd(lk - bm - off, bm), cd(-off - 1, bm), cd(lk - off - 1, bm), lq // bm]
 
 
-def _col_boundaries(causal, lq, lk, bm, bn):
-    """Kv tiles where the causal counts' clipping changes (dense: the ragged last kv tile only)."""
-    if not causal:
-        return [lk // bn]
+def _col_boundaries(lq, lk, bm, bn):
+    """Kv tiles where the causal counts' clipping changes."""
     off = lk - lq
     n_q = -(-lq // bm)
     cd = lambda x, m: -(-x // m)  # noqa: E731
@@ -591,10 +587,10 @@ def _grouped_rows(hw, prob, B, calibration):
 
 
 def _first_legal(fam, r, tiles, dp, dvp, w, backward):
-    """The first tile `can_implement` accepts (model._choose's rule for the families' tables)."""
+    """The first tile the legality check accepts (model._choose's rule for the families' tables)."""
     for t in tiles:
-        leg = can_implement(fam, r.hw, t, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams)
-        if leg.ok:
+        leg = _legal(fam, r, t, dp, dvp, w, backward)
+        if leg is not None:
             return t, leg
     return None, None
 
@@ -630,8 +626,6 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     and shortest CTA among candidate tiles (`_extremes`), the same kernel-time functions as `model`."""
     fam = resolve_family(hw, kernel)
     kv_dtype = kv_dtype or dtype
-    if phase == "train" and kv_dtype != dtype:
-        raise AttnsimError("a separate kv_dtype applies to prefill and decode only")
     defaulted = {k for k, v in (("seqlen_kv", seqlen_kv), ("heads_kv", heads_kv), ("head_dim_v", head_dim_v))
                  if v is None}  # copies of another argument: not named in a broadcast error
     seqlen_kv = seqlen_q if seqlen_kv is None else seqlen_kv
@@ -653,8 +647,6 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
         i = int(np.flatnonzero(LQ > LK)[0])
         raise AttnsimError(f"predict_many: configuration {i}: decode: {LQ[i]} query tokens per step exceed the "
                            f"context of {LK[i]} tokens; a step's tokens are part of its context")
-    if DTYPE_BYTES.get(kv_dtype, 99) > DTYPE_BYTES.get(dtype, 0):
-        raise AttnsimError(f"kv_dtype={kv_dtype!r} is wider than dtype={dtype!r}")
     check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
     r = rates(hw, fam, calibration)
@@ -733,10 +725,11 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
             full, ne = fu[inv], neu[inv]
             d_max, d_min = _per_length(k, inv, lambda kv: _extremes(
                 r, _fwd_tile_costs(r, fam, tile, kv, dp, dvp, s, skv, rates), tile,
-                lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(c, ulq, ulk, bm, bn),
+                lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(ulq, ulk, bm),
                 bn // math.gcd(bm, bn)))
         else:
-            full, ne = dense_row_totals(lq, lk, bm, bn)  # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
+            # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
+            full, ne = dense_row_totals(lq, lk, bm, bn)
             a, b_ = slot_tile_times(tc, r, tile.stages)
             d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn)
         hbm, l2_q_o = forward_bytes(sl * lq, b * hkv * lk, d, dv, d + dv, s, skv, True)
@@ -771,10 +764,11 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
             full, ne = fu[inv], neu[inv]
             d_max, d_min = _per_length(k, inv, lambda kv: _extremes(
                 r, _bwd_tile_costs(r, fam, tile, kv, dp, dvp, s, rates), tile,
-                lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(c, ulq, ulk, bm, bn),
+                lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(ulq, ulk, bm, bn),
                 bm // math.gcd(bm, bn)))
         else:
-            full, ne = dense_row_totals(lq, lk, bm, bn)  # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
+            # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
+            full, ne = dense_row_totals(lq, lk, bm, bn)
             a, b_ = slot_tile_times(tc, r, tile.stages)
             n_q = -(-lq // bm)
             whole = cta_duration(r, a, b_, n_q, 0 * n_q)
