@@ -187,9 +187,22 @@ def _by_k(k, tile_costs):
 def _distinct_lengths(lq, lk):
     """The distinct (seqlen_q, seqlen_kv) pairs and each configuration's index into them (lengths below
     2^31: one int64 key)."""
-    key = (np.asarray(lq, dtype=np.int64) << 31) | np.asarray(lk, dtype=np.int64)
+    lq, lk = np.asarray(lq, dtype=np.int64), np.asarray(lk, dtype=np.int64)
+    if lq.size and lq.max() < 1 << 24 and np.array_equal(lq, lk):  # self-attention: a table of the lengths, no sort
+        present = np.zeros(int(lq.max()) + 1, dtype=bool)
+        present[lq] = True
+        u = np.flatnonzero(present)
+        return (u, u), (np.cumsum(present) - 1)[lq]
+    key = (lq << 31) | lk
     uniq, inv = np.unique(key, return_inverse=True)
     return (uniq >> 31, uniq & ((1 << 31) - 1)), inv.ravel()
+
+
+def _memo(memo: dict, key, compute):
+    """memo[key], computed on first use."""
+    if key not in memo:
+        memo[key] = compute()
+    return memo[key]
 
 
 def _per_length(k, inv, extremes_at):
@@ -236,6 +249,7 @@ def _pick(fam, legal, evaluate):
 FAST_VARIANTS = ("mha", "gqa", "mqa")  # dense or causal attention with the standard layout: closed forms
 KEYS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
         "ctas", "waves", "splits")
+_CHUNK = 1 << 16  # configurations per closed-form pass (their temporaries stay in cache)
 _INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits")
 
 
@@ -267,7 +281,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
 
     Dense and causal attention (no variant, or mha/gqa/mqa without parameters) with the standard
     layout at attention scope, fused families and fp32 accumulation run on closed forms over the
-    arrays (about 1.5 million configurations per second on one core); mask variants of prefill and train
+    arrays (about 2 million configurations per second on one core); mask variants of prefill and train
     at attention scope are priced once per distinct geometry over their batches (over 100,000 GNA
     configurations per second in large sweeps); everything else resolves and predicts each
     configuration in turn (one mask per parameter set: about 1,000-1,700 configurations/s).
@@ -370,6 +384,10 @@ def _check_limits(B, LQ, LK, HQ, HKV, D, DV, phase, dtype):
         if x.size:
             check_limit(name, int(x.max()), limit, what)
     pad = lambda x: -(-x // 256) * 256.0  # noqa: E731
+    top = (float(B.max()) * pad(LQ.max()) * pad(LK.max()) * float(HQ.max()) * 2.0
+           * (3 * _pow2(D.max()) + 2 * _pow2(DV.max()))) if B.size else 0.0
+    if top <= MAX_WORK_FLOPS / 2:  # the work grows with each size: the largest of each bounds every one
+        return
     work = B * pad(LQ) * pad(LK) * HQ * 2.0 * (3 * _pow2(D) + 2 * _pow2(DV))
     for i in np.flatnonzero(work > MAX_WORK_FLOPS / 2):  # Workload's exact check (its message)
         Workload(batch=int(B.flat[i]), seqlen_q=int(LQ.flat[i]), seqlen_kv=int(LK.flat[i]), heads_q=int(HQ.flat[i]),
@@ -641,15 +659,37 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
         ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"), (B, LQ, LK, HQ, HKV, D, DV)))
     CAUSAL = CAUSAL.astype(bool).ravel()
     _check_limits(B, LQ, LK, HQ, HKV, D, DV, phase, dtype)
-    if (HQ % HKV).any():
+    if not np.array_equal(HQ, HKV) and (HQ % HKV).any():
         raise AttnsimError("heads_q must be divisible by heads_kv everywhere")
     if phase == "decode" and (LQ > LK).any():
         i = int(np.flatnonzero(LQ > LK)[0])
         raise AttnsimError(f"predict_many: configuration {i}: decode: {LQ[i]} query tokens per step exceed the "
                            f"context of {LK[i]} tokens; a step's tokens are part of its context")
     check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
-    s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
     r = rates(hw, fam, calibration)
+    n = B.size
+    out = {k: np.empty(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+    # causal: what depends on the lengths only is computed once per distinct pair over every chunk
+    # (`memo`: per tile and CTAs per SM); `inv` is each configuration's index into the pairs
+    inv = np.zeros(n, dtype=np.int64)
+    pairs = None
+    if phase != "decode" and CAUSAL.any():
+        pairs, inv[CAUSAL] = _distinct_lengths(LQ[CAUSAL], LK[CAUSAL])
+    memo = {}
+    for i in range(0, n, _CHUNK):  # chunks whose temporaries stay in cache; configurations are independent
+        part = slice(i, min(i + _CHUNK, n))
+        res = _closed_chunk(r, fam, dtype, kv_dtype, phase, B[part], LQ[part], LK[part], HQ[part], HKV[part],
+                            D[part], DV[part], CAUSAL[part], pairs, inv[part], memo)
+        for k in KEYS:
+            out[k][part] = res[k]
+    return {k: v.reshape(shape) for k, v in out.items()}
+
+
+def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAUSAL, pairs, INV, memo) -> dict:
+    """The closed forms over flat, validated arrays of configurations (`pairs`, `INV`, `memo`: see
+    `_closed_forms`)."""
+    hw = r.hw
+    s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
     sm_rates = SMRates.of(r, dtype, "fp32")
     n = B.size
     dp_of = np.array([fam.pad_head_dim(int(x)) or 0 for x in range(int(max(D.max(), DV.max())) + 1)])
@@ -665,9 +705,11 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
 
     def add(idx, res, main):
         sel = slice(None) if idx is None else idx  # distinct indices: += is exact
-        out["time_s"][sel] += res["time_s"]
-        out["flops"][sel] += res["flops"]
-        out["hbm_bytes"][sel] += res["hbm"]
+        for k, v in (("time_s", "time_s"), ("flops", "flops"), ("hbm_bytes", "hbm")):
+            if main:  # the main kernel comes first: set, then the others add
+                out[k][sel] = res[v]
+            else:
+                out[k][sel] += res[v]
         if main:
             for k in ("tiles_full", "tiles_partial", "tiles_empty", "ctas", "waves", "splits"):
                 if k in res:
@@ -678,13 +720,14 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
         dp, dvp, c = int(kv) // 2 // span, int(kv) // 2 % span, bool(kv % 2)
         g = {name: (x if idx is None else x[idx]) for name, x in (("b", B), ("lq", LQ), ("lk", LK), ("hq", HQ),
                                                                    ("hkv", HKV), ("d", D), ("dv", DV))}
+        lengths = (pairs, INV if idx is None else INV[idx], memo) if c else None
         mask = CausalMask() if c else DenseMask()
         if phase == "decode":
             add(idx, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
             continue
-        add(idx, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
+        add(idx, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, lengths, **g), main=True)
         if phase == "train":
-            for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, **g):
+            for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, lengths, **g):
                 add(idx, kern, main=False)
 
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
@@ -696,7 +739,7 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     out["bound_s"] = np.minimum.reduce([np.maximum.reduce([np.broadcast_to(v, (n,)) for v in unit_times(wk, hw).values()])
                                         for wk in works])
     out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
-    return {k: v.reshape(shape) for k, v in out.items()}
+    return out
 
 
 def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
@@ -708,11 +751,13 @@ def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
     return legal
 
 
-def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
+def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, b, lq, lk, hq, hkv, d, dv):
+    """`lengths` (causal): the distinct (seqlen_q, seqlen_kv) pairs, each configuration's index into them
+    and the memo of what depends on them only."""
     sl = b * hq
     legal = _legal_tiles(fam, r, fwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, kv_dtype, "forward")
     if c:
-        (ulq, ulk), inv = _distinct_lengths(lq, lk)
+        (ulq, ulk), inv, memo = lengths
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
@@ -721,12 +766,12 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         tc = _by_k(k, lambda ks: _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, rates))
         if c:  # counts and extremes depend on the lengths (and k) only: once per distinct pair, then gathered
-            fu, neu = causal_row_totals(ulq, ulk, bm, bn)
+            fu, neu = _memo(memo, ("fwd", bm, bn), lambda: causal_row_totals(ulq, ulk, bm, bn))
             full, ne = fu[inv], neu[inv]
-            d_max, d_min = _per_length(k, inv, lambda kv: _extremes(
+            d_max, d_min = _per_length(k, inv, lambda kv: _memo(memo, ("fwd", tile, dp, dvp, kv), lambda: _extremes(
                 r, _fwd_tile_costs(r, fam, tile, kv, dp, dvp, s, skv, rates), tile,
                 lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(ulq, ulk, bm),
-                bn // math.gcd(bm, bn)))
+                bn // math.gcd(bm, bn))))
         else:
             # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
             full, ne = dense_row_totals(lq, lk, bm, bn)
@@ -741,7 +786,7 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk
     return _pick(fam, legal, evaluate)
 
 
-def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, dv):
+def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq, hkv, d, dv):
     """model.fused_backward's kernels: preprocess, the main kernel over kv tiles, dQ convert, GQA reduce."""
     sl = b * hq
     rows = sl * lq
@@ -751,7 +796,7 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
     hbm = backward_bytes(rows, b * hkv * lk, sl * lk, d, dv, d + dv, s)
     legal = _legal_tiles(fam, r, bwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
     if c:
-        (ulq, ulk), inv = _distinct_lengths(lq, lk)
+        (ulq, ulk), inv, memo = lengths
 
     def evaluate(tile, leg):
         bm, bn = tile.block_m, tile.block_n
@@ -760,12 +805,12 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, b, lq, lk, hq, hkv, d, 
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
         tc = _by_k(k, lambda ks: _bwd_tile_costs(r, fam, tile, ks, dp, dvp, s, rates))
         if c:  # the same tile set as the forward's grid
-            fu, neu = causal_row_totals(ulq, ulk, bm, bn)
+            fu, neu = _memo(memo, ("fwd", bm, bn), lambda: causal_row_totals(ulq, ulk, bm, bn))
             full, ne = fu[inv], neu[inv]
-            d_max, d_min = _per_length(k, inv, lambda kv: _extremes(
+            d_max, d_min = _per_length(k, inv, lambda kv: _memo(memo, ("bwd", tile, dp, dvp, kv), lambda: _extremes(
                 r, _bwd_tile_costs(r, fam, tile, kv, dp, dvp, s, rates), tile,
                 lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(ulq, ulk, bm, bn),
-                bm // math.gcd(bm, bn)))
+                bm // math.gcd(bm, bn))))
         else:
             # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
             full, ne = dense_row_totals(lq, lk, bm, bn)

@@ -82,3 +82,31 @@ def test_decode_time_tracks_kv_cache_bytes_over_bandwidth():
     kv = batch * 32768 * 8 * 256 * 2
     assert (v["time_s"] >= kv / 3.35e12).all()
     assert (v["time_s"] <= 1.1 * kv / 3.35e12).all()
+
+
+@pytest.mark.parametrize("hw_name,fam", [("h100", "fa3"), ("a100", "fa2"), ("h100", "triton")])
+@pytest.mark.parametrize("phase", ["prefill", "train"])
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_chunks_sharing_the_length_memo_equal_the_single_prediction(hw_name, fam, phase, self_attention,
+                                                                    monkeypatch):
+    """The closed forms run in chunks that share what depends on the lengths only (counts and the
+    longest and shortest CTA per distinct pair, tile and CTAs per SM). With chunks of 7 and lengths
+    drawn from a few values (pairs repeat across chunks; self-attention takes the table of lengths,
+    cross-attention the sorted pairs) every configuration still equals its own prediction."""
+    import attnsim.simulator.vectorized as vectorized
+    monkeypatch.setattr(vectorized, "_CHUNK", 7)
+    rng = np.random.default_rng(zlib.crc32(f"chunks-{hw_name}-{fam}-{phase}-{self_attention}".encode()))
+    n = 40
+    lq = rng.choice([1, 63, 64, 65, 200, 1000, 4096], n)
+    lk = lq if self_attention else rng.choice([64, 129, 1000, 3000], n)
+    cols = dict(batch=rng.integers(1, 5, n), seqlen_q=lq, seqlen_kv=lk, heads_q=rng.choice([8, 32], n),
+                head_dim_qk=rng.choice([64, 128], n), causal=rng.integers(0, 2, n).astype(bool))
+    v = predict_many(load_hardware(hw_name), fam, phase=phase, **cols)
+    for i in range(n):
+        c = {k: x[i].item() for k, x in cols.items()}
+        p = predict(Workload(phase=phase, **c), hw_name, fam)
+        assert (p.tiles["full"], p.tiles["partial"], p.tiles["empty"]) == (
+            v["tiles_full"][i], v["tiles_partial"][i], v["tiles_empty"][i]), c
+        assert (p.flops, p.useful_flops) == (v["flops"][i], v["useful_flops"][i]), c
+        assert v["time_s"][i] == pytest.approx(p.time_s, rel=1e-9), c
+        assert v["bound_s"][i] == pytest.approx(p.bound.time_s, rel=1e-12), c
