@@ -190,6 +190,13 @@ class TileCosts:
     flops: float  # executed FLOPs per tile
     kv_bytes: float  # bytes a tile streams (K and V rows, or Q/dO rows in the backward)
     parts: dict  # unit -> time of one full tile (for the limiting-unit label)
+    t_cta: float = 0.0  # per CTA: the unhidden part of its own I/O (Rates.cta_io; 0 uncalibrated)
+
+
+def _cta_io_time(r: Rates, io_bytes, k):
+    """A CTA's unhidden own I/O: `r.cta_io` x its bytes at its SM's share of the HBM bandwidth, shared
+    by the k CTAs resident on the SM."""
+    return r.cta_io * io_bytes * k / (r.hbm_bytes_per_s / r.sm_count)
 
 
 _PLAIN = Workload()  # a plain softmax score: one QK^T, no score-function work, V apart from K
@@ -216,9 +223,10 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     kv_cols = _kv_cols(w, dp, dvp)
     t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
     t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap)
-    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap)
+    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) + r.partial_tile * t_full
     return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
-                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
+                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
+                     _cta_io_time(r, bm * (dp + dvp) * s, k))
 
 
 def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
@@ -234,10 +242,12 @@ def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workl
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     # Q and dO tiles written once and read by every reader; dS written and read once
     t_smem = (bm * (dp + dvp) * s * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
-    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap)
-    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap)
+    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * r.backward
+    t_part = (_tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * r.backward
+              + r.partial_tile * t_full)
     return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
-                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem})
+                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
+                     _cta_io_time(r, 2 * bn * (dp + dvp) * s, k))
 
 
 def slot_tile_times(tc: TileCosts, r: Rates, stages):
@@ -248,23 +258,24 @@ def slot_tile_times(tc: TileCosts, r: Rates, stages):
     return np.maximum(tc.t_full, share), np.maximum(tc.t_partial, share)
 
 
-def kernel_time(r: Rates, n_ctas, tiles_full, tiles_partial, d_max, d_min, a, b, slots, hbm_bytes, l2_bytes):
+def kernel_time(r: Rates, n_ctas, tiles_full, tiles_partial, d_max, d_min, a, b, slots, hbm_bytes, l2_bytes,
+                t_cta=0.0):
     """Time of a tiled kernel: its CTAs last 2 x DRAM latency (fill and drain) plus a per full and b
     per partial tile; the makespan of n CTAs on `slots` slots is the closed form
     max(longest, total / slots + shortest x (ceil(n / slots) - n / slots)) (`schedule.closed_makespan`);
     the kernel takes the launch overhead plus the larger of the makespan and its HBM (and L2, where
     sourced) traffic time. Scalars or arrays (one configuration or many: the same arithmetic).
-    Returns (time, makespan, t_hbm, t_l2)."""
-    total = n_ctas * (2 * r.dram_latency_s) + tiles_full * a + tiles_partial * b
+    `t_cta`: each CTA's unhidden own I/O (`TileCosts.t_cta`). Returns (time, makespan, t_hbm, t_l2)."""
+    total = n_ctas * (2 * r.dram_latency_s + t_cta) + tiles_full * a + tiles_partial * b
     makespan = schedule.closed_makespan(n_ctas, total, d_max, d_min, slots)
     t_hbm = hbm_bytes / r.hbm_bytes_per_s
     t_l2 = l2_bytes / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0 * t_hbm
     return r.launch_overhead_s + np.maximum(np.maximum(makespan, t_hbm), t_l2), makespan, t_hbm, t_l2
 
 
-def cta_duration(r: Rates, a, b, full, partial):
-    """One CTA's duration: fill and drain (2 x DRAM latency) plus its tiles."""
-    return 2 * r.dram_latency_s + full * a + partial * b
+def cta_duration(r: Rates, a, b, full, partial, t_cta=0.0):
+    """One CTA's duration: fill and drain (2 x DRAM latency), its unhidden own I/O, its tiles."""
+    return 2 * r.dram_latency_s + t_cta + full * a + partial * b
 
 
 def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
@@ -279,10 +290,10 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
     n_ctas = int(counts.sum())
     it_full, it_part = int((full * counts).sum()), int((partial * counts).sum())
     a, b = slot_tile_times(tc, r, stages)
-    dur = cta_duration(r, a, b, full[on], partial[on])
+    dur = cta_duration(r, a, b, full[on], partial[on], tc.t_cta)
     d_max, d_min = (float(dur.max()), float(dur.min())) if dur.size else (0.0, 0.0)
     time_s, makespan, t_hbm, t_l2 = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, a, b, slots,
-                                                hbm_bytes, l2_bytes)
+                                                hbm_bytes, l2_bytes, tc.t_cta)
     tiles_visited = float(it_full + it_part)
     units = {u: float(v) * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
     units["hbm"] = float(t_hbm)

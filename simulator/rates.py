@@ -28,8 +28,13 @@ class Calibration:
 
     Each efficiency multiplies the rate of its unit (tensor: the MMA rate after the family's own
     efficiency; hbm, l2: bandwidths); `clock_hz` replaces the sustained clock, `launch_overhead_s`
-    the per-kernel overhead, `overlap` the family's softmax/MMA overlap. `source` says what it was
-    fitted on (device, dates, rows)."""
+    the per-kernel overhead, `overlap` the family's softmax/MMA overlap. Three mechanisms the raw
+    model leaves at zero cost: `cta_io` — the fraction of a CTA's own I/O (forward: its Q tile in and
+    O tile out; backward: its K, V in and dK, dV out) that it does not hide behind its tiles, each
+    SM streaming at its share of the HBM bandwidth; `partial_tile` — the extra time of a masked
+    (partial) tile as a fraction of a full one (the causal diagonal's index work, predication and
+    divergence beyond the mask FP32 ops priced); `backward` — a multiplier of the backward kernel's
+    tile time (dQ atomics, dS staging). `source` says what it was fitted on (device, dates, rows)."""
     tensor: float = 1.0
     exp: float = 1.0
     fp32: float = 1.0
@@ -39,6 +44,9 @@ class Calibration:
     clock_hz: float | None = None
     launch_overhead_s: float | None = None
     overlap: float | None = None
+    cta_io: float = 0.0
+    partial_tile: float = 0.0
+    backward: float = 1.0
     source: str = ""
 
     def __post_init__(self):
@@ -48,6 +56,12 @@ class Calibration:
             v = getattr(self, k)
             if not (number(v) and 0 < v <= 1e3):
                 raise AttnsimError(f"Calibration.{k}={v!r}: expected a factor in (0, 1000]")
+        for k, lo, hi in (("cta_io", 0.0, 10.0), ("partial_tile", 0.0, 10.0)):
+            v = getattr(self, k)
+            if not (number(v) and lo <= v <= hi):
+                raise AttnsimError(f"Calibration.{k}={v!r}: expected a number in [{lo:g}, {hi:g}]")
+        if not (number(self.backward) and 0 < self.backward <= 1e3):
+            raise AttnsimError(f"Calibration.backward={self.backward!r}: expected a factor in (0, 1000]")
         if self.overlap is not None and not (number(self.overlap) and 0 <= self.overlap <= 1):
             raise AttnsimError(f"Calibration.overlap={self.overlap!r}: expected a fraction 0..1")
         for k in ("clock_hz", "launch_overhead_s"):
@@ -85,6 +99,9 @@ class Rates:
     overlap: float  # the family's fraction of min(tensor, softmax) hidden behind the other
     exp2_emulation_fp32_ops: float
     calibrated: bool
+    cta_io: float = 0.0  # unhidden fraction of a CTA's own I/O (Calibration.cta_io)
+    partial_tile: float = 0.0  # extra time of a partial tile, as a fraction of a full one
+    backward: float = 1.0  # multiplier of backward tile time
 
     # -- per SM ------------------------------------------------------------------------------
     def mma_per_sm(self, dtype: str, accum: str = "fp32") -> float:
@@ -145,7 +162,8 @@ def _rates(hw: Hardware, family: Family | None, calibration: Calibration | None)
                  launch_overhead_s=hw.kernel_launch_overhead_s if cal.launch_overhead_s is None
                  else float(cal.launch_overhead_s),
                  overlap=(family.overlap if family is not None else 0.0) if cal.overlap is None else cal.overlap,
-                 exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=not cal.identity)
+                 exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=not cal.identity,
+                 cta_io=cal.cta_io, partial_tile=cal.partial_tile, backward=cal.backward)
 
 
 def peak_rates(hw: Hardware, clock_hz: float | None = None) -> Rates:

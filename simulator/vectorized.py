@@ -147,7 +147,7 @@ def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
     """One tiled kernel over arrays of configurations: `model.kernel_time` (the scalar path's own
     function) on the totals of full and partial tiles and the longest and shortest CTA."""
     a, b = slot_tile_times(tc, r, tile.stages)
-    time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2)[0]
+    time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2, tc.t_cta)[0]
     return {"time_s": time_s, "flops": (full + part) * int(tc.flops), "hbm": hbm, "ctas": n_ctas,
             "waves": n_ctas / (r.sm_count * k)}
 
@@ -172,7 +172,7 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     cands += [np.clip(bd + j, 0, n - 1) for bd in points for j in range(-span, span)]
     for idx in cands:
         f, p = per_index(idx)
-        d = cta_duration(r, a, b, f, p)
+        d = cta_duration(r, a, b, f, p, tc.t_cta)
         d_max = d if d_max is None else np.maximum(d_max, d)
         d_min = d if d_min is None else np.minimum(d_min, d)
     return d_max, d_min
@@ -180,8 +180,10 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
 
 def _by_k(k, tile_costs):
     """A tile's costs for arrays of CTAs per SM `k`: priced for k = 1 .. max(k) (a handful) and looked up."""
-    tab = tile_costs(np.arange(1, int(k.max()) + 1 if k.size else 2))
-    return replace(tab, t_full=np.asarray(tab.t_full)[k - 1], t_partial=np.asarray(tab.t_partial)[k - 1])
+    ks = np.arange(1, int(k.max()) + 1 if k.size else 2)
+    tab = tile_costs(ks)
+    look = lambda v: np.broadcast_to(np.asarray(v, dtype=float), ks.shape)[k - 1]  # noqa: E731  (a scalar: 0)
+    return replace(tab, t_full=look(tab.t_full), t_partial=look(tab.t_partial), t_cta=look(tab.t_cta))
 
 
 def _distinct_lengths(lq, lk):
@@ -561,7 +563,7 @@ def _grouped_rows(hw, prob, B, calibration):
     fwd_hbm, l2_q_o = forward_bytes(hq * B * lq, hkv * B * live_keys, d, dv, w1.seq_dims, s, skv, True)
     l2 = (it_full + it_part) * bn * _kv_cols(w1, d, dv) * skv + l2_q_o
     t_fwd = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, *slot_tile_times(tc, r, tile.stages),
-                        r.sm_count * k, fwd_hbm, l2)[0]
+                        r.sm_count * k, fwd_hbm, l2, tc.t_cta)[0]
     out = {"tiles_full": slices * int(f_lv.sum()), "tiles_partial": slices * int(p_lv.sum()), "ctas": n_ctas,
            "waves": n_ctas / (r.sm_count * k), "splits": 0 * B + 1}
     out["tiles_empty"] = slices * nq * nk - out["tiles_full"] - out["tiles_partial"]
@@ -583,7 +585,7 @@ def _grouped_rows(hw, prob, B, calibration):
         bwd_hbm = backward_bytes(q_rows, hkv * B * lk, hq * B * lk, d, dv, w1.seq_dims, s)
         l2 = (it_full + it_part) * (tc.kv_bytes + 2 * bm * d * 4) + bwd_hbm
         time = time + kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, *slot_tile_times(tc, r, btile.stages),
-                                  r.sm_count * k, bwd_hbm, l2)[0]
+                                  r.sm_count * k, bwd_hbm, l2, tc.t_cta)[0]
         hbm = hbm + bwd_hbm
         flops = flops + np.rint((it_full + it_part) * tc.flops).astype(np.int64)
         for _, rd, wr, ops, runs in backward_helpers(q_rows, B * lk * w1.seq_dims * s, hq, hkv, d, dv, s):
@@ -618,7 +620,7 @@ def _class_extremes(r, tc, tile, full, partial):
     evaluated over the configurations' rates."""
     a, b = slot_tile_times(tc, r, tile.stages)
     pairs = np.unique(np.stack([full, partial], axis=1), axis=0)
-    d = [cta_duration(r, a, b, int(f), int(p)) for f, p in pairs]
+    d = [cta_duration(r, a, b, int(f), int(p), tc.t_cta) for f, p in pairs]
     return np.maximum.reduce(d), np.minimum.reduce(d)
 
 
@@ -776,7 +778,7 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, 
             # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
             full, ne = dense_row_totals(lq, lk, bm, bn)
             a, b_ = slot_tile_times(tc, r, tile.stages)
-            d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn)
+            d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn, tc.t_cta)
         hbm, l2_q_o = forward_bytes(sl * lq, b * hkv * lk, d, dv, d + dv, s, skv, True)
         l2 = ne * sl * bn * (d + dv) * skv + l2_q_o
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
@@ -816,8 +818,8 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
             full, ne = dense_row_totals(lq, lk, bm, bn)
             a, b_ = slot_tile_times(tc, r, tile.stages)
             n_q = -(-lq // bm)
-            whole = cta_duration(r, a, b_, n_q, 0 * n_q)
-            ragged = np.where(lk % bn != 0, cta_duration(r, a, b_, 0 * n_q, n_q), whole)
+            whole = cta_duration(r, a, b_, n_q, 0 * n_q, tc.t_cta)
+            ragged = np.where(lk % bn != 0, cta_duration(r, a, b_, 0 * n_q, n_q, tc.t_cta), whole)
             d_max, d_min = np.maximum(whole, ragged), np.where(lk >= bn, np.minimum(whole, ragged), ragged)
         l2 = ne * sl * (tc.kv_bytes + 2 * bm * d * 4) + hbm
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
@@ -861,7 +863,7 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
         for j in (0 * u_r, np.maximum(u_r - 2, 0), np.maximum(u_r - 1, 0)):
             length = np.clip(ne_r - j * per, 0, per)
             nf = np.clip(f_r - j * per, 0, length)
-            dur = cta_duration(r, a, b_, nf, length - nf)
+            dur = cta_duration(r, a, b_, nf, length - nf, tc.t_cta)
             t_max = np.where(live, dur, 0.0) if t_max is None else np.maximum(t_max, np.where(live, dur, 0.0))
             t_min = np.where(live, dur, np.inf) if t_min is None else np.minimum(t_min, np.where(live, dur, np.inf))
     t_min = np.where(np.isfinite(t_min), t_min, 0.0)

@@ -120,3 +120,71 @@ def test_bad_python_calls_are_attnsim_errors(call):
 def test_predict_takes_a_hardware_name():
     w = Workload(batch=2, seqlen_q=2048, heads_q=8)
     assert predict(w, "h100").time_s == predict(w, H100).time_s
+
+
+def _fwd(w, cal=None):
+    p = predict(w, H100, "fa3", calibration=cal)
+    return p, p.kernels_for("forward")[0]
+
+
+def test_cta_io_adds_each_ctas_own_io_at_its_sms_share_of_hbm():
+    """One wave (16 heads x 8 query tiles = 128 CTAs on 132 SMs, one CTA per SM): the makespan is the
+    longest CTA, so cta_io = 1 adds exactly one CTA's Q and O tile bytes (128 rows x (128 + 128)
+    channels x 2 B) at 3.35 TB/s / 132 SMs."""
+    w = Workload(batch=1, seqlen_q=1024, heads_q=16, head_dim_qk=128)
+    _, base = _fwd(w)
+    _, slow = _fwd(w, Calibration(cta_io=1.0))
+    assert base.ctas == 128 and base.ctas_per_sm == 1 and base.tile.startswith("128x")
+    assert slow.time_s - base.time_s == pytest.approx(128 * 256 * 2 / (3.35e12 / 132), rel=1e-9)
+    _, half = _fwd(w, Calibration(cta_io=0.5))
+    assert half.time_s - base.time_s == pytest.approx(0.5 * 128 * 256 * 2 / (3.35e12 / 132), rel=1e-9)
+
+
+def test_partial_tile_adds_a_fraction_of_a_full_tile_to_each_masked_one():
+    """Causal, one wave, square 128x128 tiles: the longest CTA (the last query tile) holds one
+    diagonal (partial) tile, so partial_tile = 0.5 adds half a full tile: at FA3's overlap 1 a full
+    tile is its tensor time, 2 x 128 x 128 x (128 + 128) FLOPs at 4096 FLOP/clk x 1.83 GHz."""
+    w = Workload(batch=1, seqlen_q=1024, heads_q=16, head_dim_qk=128, causal=True)
+    _, base = _fwd(w)
+    _, slow = _fwd(w, Calibration(partial_tile=0.5))
+    assert base.tile.startswith("128x128") and base.ctas == 128
+    t_tensor = 2 * 128 * 128 * 256 / (4096 * 1.83e9)
+    assert t_tensor > 128 * 128 / (16 * 1.83e9)  # the tensor time is the tile's largest unit
+    assert slow.time_s - base.time_s == pytest.approx(0.5 * t_tensor, rel=1e-9)
+    # dense with whole tiles (1408 = 8 x 176 keys, 11 x 128 queries): no partial tile, no change; dense
+    # 1024 keys end in a ragged (masked) kv tile, which pays
+    dense = Workload(batch=1, seqlen_q=1408, heads_q=16, head_dim_qk=128)
+    assert _fwd(dense)[1].tiles["partial"] == 0
+    assert _fwd(dense, Calibration(partial_tile=0.5))[1].time_s == pytest.approx(_fwd(dense)[1].time_s, rel=1e-12)
+    ragged = Workload(batch=1, seqlen_q=1024, heads_q=16, head_dim_qk=128)
+    assert _fwd(ragged, Calibration(partial_tile=0.5))[1].time_s > _fwd(ragged)[1].time_s
+
+
+def test_backward_factor_scales_only_the_backward_kernels_tiles():
+    w = Workload(batch=2, seqlen_q=4096, heads_q=16, head_dim_qk=128, phase="train")
+    base = predict(w, H100, "fa3")
+    slow = predict(w, H100, "fa3", calibration=Calibration(backward=1.5))
+    assert slow.kernels_for("forward")[0].time_s == pytest.approx(base.kernels_for("forward")[0].time_s, rel=1e-12)
+    b0, b1 = base.kernels_for("backward")[0], slow.kernels_for("backward")[0]
+    # many waves of equal CTAs: the makespan grows by the tile time's growth, less the latency terms
+    assert 1.4 * b0.time_s < b1.time_s < 1.5 * b0.time_s
+
+
+@pytest.mark.parametrize("phase", ["prefill", "train", "decode"])
+def test_the_mechanisms_reach_both_paths_alike(phase):
+    import numpy as np
+    from attnsim.simulator.vectorized import predict_many
+    cal = Calibration(tensor=0.8, overlap=0.3, cta_io=0.7, partial_tile=0.2, backward=1.3, hbm=0.9)
+    rng = np.random.default_rng(7)
+    n = 24
+    cols = dict(batch=rng.integers(1, 5, n), heads_q=rng.choice([8, 16, 32], n), head_dim_qk=rng.choice([64, 128], n),
+                causal=rng.integers(0, 2, n).astype(bool))
+    if phase == "decode":
+        cols.update(seqlen_q=rng.integers(1, 3, n), seqlen_kv=rng.integers(256, 9000, n))
+    else:
+        cols.update(seqlen_q=rng.integers(64, 5000, n))
+    m = predict_many(H100, "fa2", phase=phase, calibration=cal, **cols)
+    for i in range(n):
+        c = {k: v[i].item() for k, v in cols.items()}
+        p = predict(Workload(phase=phase, **c), H100, "fa2", calibration=cal)
+        assert m["time_s"][i] == pytest.approx(p.time_s, rel=1e-9), c
