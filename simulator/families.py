@@ -1,6 +1,6 @@
 """Kernel families: the tile tables, head-dim padding, schedule traits and the one legality check.
 
-A family is the implementation whose time `time_s` predicts (`--kernel fa2|fa3|fa4|triton|eager`).
+A family is the implementation whose time `time_s` predicts (`--kernel fa2|fa3|fa4|cudnn|ck|triton|eager`).
 Its numbers are data with their sources, not tuning knobs: tile tables are copied from the
 family's own launch code, schedule traits (does softmax overlap the matmuls?) from its papers.
 Efficiency factors that nobody publishes are left at 1 and are what calibration fits later.
@@ -66,6 +66,11 @@ class Family:
     smem_reader: str = "warp16"  # who reads a K/V tile from shared memory (see SMEM_READERS)
     smem_reader_by_arch: dict = field(default_factory=dict)  # arch -> reader, where it differs
     pack_gqa_max_q: int | None = None  # decode packs the GQA group into the rows only up to this many query tokens
+    warp_lanes: int = 32  # threads per warp: 32 on NVIDIA; 64 for a CDNA wave64 wavefront (num_warps counts wavefronts)
+    smem_kv_chunk: int = 0  # layout "q_regs_kv_chunks": keys (K) and head-dim columns (V) per staged LDS chunk
+    # (arch, phase, d, dv) -> None when the family runs these head dims in this phase on this arch, else the
+    # documented limit in words (None: every head dim that pads to `head_dims`, every phase)
+    phase_head_dims: Callable | None = field(default=None, repr=False)
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -202,6 +207,61 @@ def _triton_decode(hw, dp: int, dvp: int):
     return [Tile(16, 64, 4, 2), Tile(16, 32, 4, 2)]
 
 
+# -- AMD Composable Kernel FMHA (ck): ROCm/composable_kernel example/ck_tile/01_fmha codegen tables -----------------
+# Tile(BLOCK_M = bm0, BLOCK_N = bn0, num_warps = wave64 wavefronts, stages = K/V LDS buffers). The head-dim chunk
+# (bk0 = bk1 = 32 in every fp16/bf16 row) is Family.smem_kv_chunk; bn1 (= the V head dim) is not a Tile field.
+_CK_SRC = "ROCm/composable_kernel@c6ec53b3 example/ck_tile/01_fmha/codegen/ops/"
+
+
+def _ck_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
+    """CK forward (fmha_fwd.py get_hdim_tile_size_dict; the API takes the first (hdim, hdim_v) row with
+    hdim_q <= hdim and hdim_v <= hdim_v). fp16/bf16, pipeline qr_async (Q in registers, K/V through 3 LDS
+    buffers: NumPrefetchK = 3): bm0 = 128; bn0 = 64 up to (64, 64), else 128; 2 waves up to (32, 32), else 4
+    (waves split the query rows only: rm0 x 1 x 1; warp tile 32x32x16). fp8 (pipeline qr, 1 LDS buffer;
+    rows 64, 128, 256): 128 x 64 with 2 waves at hdim 64, else 128 x 128 with 4. Causal and windows use the
+    same tiles (the mask is a template argument, not a tile choice)."""
+    if DTYPE_BYTES[dtype] == 1:
+        return [Tile(128, 64, 2, 1)] if max(dp, dvp) <= 64 else [Tile(128, 128, 4, 1)]
+    small = dp <= 64 and dvp <= 64
+    return [Tile(128, 64 if small else 128, 2 if dp <= 32 and dvp <= 32 else 4, 3)]
+
+
+def _ck_bwd(hw, dp: int, dvp: int, causal: bool, dtype: str):
+    """CK backward (fmha_bwd.py get_fmha_bwd_dq_dk_dv_tile_ppl_dict_from_dtype, pipeline kr_ktr_vr: the CTA
+    keeps its K, K^T and V in registers; dispatch on hdim_q <= hdim and hdim_v <= hdim): BLOCK_M = bm0 query
+    rows per step, BLOCK_N = bn0 keys owned; 4 waves, warp tiles 16x16; occupancy 1. hdim 32/64: 32 x 128;
+    128: 16 x 128; 256: 16 x 64."""
+    h = max(dp, dvp)
+    return [Tile(32, 128, 4, 1)] if h <= 64 else [Tile(16, 128, 4, 1)] if h <= 128 else [Tile(16, 64, 4, 1)]
+
+
+def _ck_decode(hw, dp: int, dvp: int):
+    """CK split-KV decode (fmha_fwd_splitkv.py get_fmha_fwd_tile_dict_from_dtype, fp16/bf16, pipeline qr:
+    one LDS buffer): hdim 32: 32 x 64, 2 waves; 64: 64 x 64, 4 waves; 96-256: 64 x 128, 4 waves (warp tiles
+    16x16x16). The fp8 rows (128-row tiles) are not used: the decode table is not keyed by dtype."""
+    h = max(dp, dvp)
+    return [Tile(32, 64, 2, 1)] if h <= 32 else [Tile(64, 64, 4, 1)] if h <= 64 else [Tile(64, 128, 4, 1)]
+
+
+# -- cuDNN SDPA (cudnn): the documented support surface (cuDNN backend 9.18.1) ---------------------------------------
+_CUDNN_MATRIX = ("cudnn-frontend docs/operations/Attention.md 'Support Matrix' (based on cuDNN backend 9.18.1; "
+                 "https://docs.nvidia.com/deeplearning/cudnn/frontend/latest/operations/Attention.html)")
+
+
+def _cudnn_head_dims(arch: str, phase: str, d: int, dv: int):
+    """The support matrix per arch and phase: Hopper prefill/decode/bprop d <= 256; Blackwell (B200/B300)
+    prefill d <= 256, decode d <= 128 or (d_qk, d_vo) = (192, 128), bprop d <= 128 or (192, 128) or
+    (256, 256); footnote 5: d_qk = d_vo except (192, 128). None when allowed, else the rule in words."""
+    if d != dv and (d, dv) != (192, 128):
+        return "head_dim_qk = head_dim_v, or 192/128"
+    if arch != "blackwell" or phase == "prefill":
+        return None
+    pairs = ((192, 128),) if phase == "decode" else ((192, 128), (256, 256))
+    if max(d, dv) <= 128 or (d, dv) in pairs:
+        return None
+    return "head dims <= 128, or " + " or ".join(f"{a}/{b}" for a, b in pairs)
+
+
 # Triton's tutorial autotune space (python/tutorials/06-fused-attention.py): BLOCK_M in {64, 128},
 # BLOCK_N in {32, 64, 128}, 4 or 8 warps, 2-4 stages; the best legal one is chosen (autotune).
 _TRITON_SPACE = tuple(Tile(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128)
@@ -255,6 +315,56 @@ FAMILIES = {
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, mma_m=64,
         fwd_tiles=_fa4_fwd, bwd_tiles=_fa_bwd(2), decode_tiles=_fa4_decode, kv_by_tma=True, smem_reader="rows128",
+    ),
+    "cudnn": Family(
+        name="cudnn",
+        description="cuDNN fused flash attention (torch SDPA's cuDNN backend; cudnn-frontend sdpa fprop/bprop graphs), "
+                    "priced with FA3's Hopper tiles",
+        source=_CUDNN_MATRIX + "; the backend's kernels are closed source and their tile sizes are not public: FA3's "
+               "tile_size_fwd_sm90 tables (Dao-AILab/flash-attention hopper/tile_size.h), warp-specialized wgmma + TMA "
+               "kernels, are the stated assumption on Hopper and Blackwell alike",
+        archs=("hopper", "blackwell"),
+        dtypes=("fp16", "bf16", "fp8"),  # support matrix: fp8, fp16, bf16 on Hopper and B200/B300, every phase
+        head_dims=tuple(range(8, 257, 8)),  # "The head dim (d) should be a multiple of 8 for fp16/bf16", d <= 256
+        overlap=1.0,
+        overlap_source="not published for cuDNN: FA3's value (softmax overlapped with the GEMMs) is the "
+                       "assumption; calibration fits it (the docs name the FlashAttention-2 algorithm, i.e. the math, "
+                       "not the schedule)",
+        smem_layout="q_kv",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32, mma_m=64,
+        mma_efficiency_source="not published for cuDNN: 1, as FA3 (calibration fits it)",
+        train_dtypes=("fp16", "bf16", "fp8"),  # support matrix: Hopper and Blackwell bprop fp8, fp16, bf16
+        fwd_tiles=_fa3_fwd, bwd_tiles=_fa_bwd(2), decode_tiles=_fa3_decode, kv_by_tma=True, smem_reader="rows64",
+        phase_head_dims=_cudnn_head_dims,
+    ),
+    "ck": Family(
+        name="ck",
+        description="AMD Composable Kernel FMHA (ck_tile fmha_fwd/bwd/splitkv, the kernels behind ROCm "
+                    "flash-attention's CK backend and AITER's mha): wave64, MFMA, Q in registers, K/V through LDS",
+        source=_CK_SRC + "fmha_fwd.py, fmha_bwd.py@7a57db74, fmha_fwd_splitkv.py (tile tables); "
+               "include/ck_tile/ops/fmha/pipeline/block_fmha_pipeline_qx_ks_vs_custom_policy.hpp@7a57db74 "
+               "(GetSmemSizeKV: Q in registers, "
+               "NumKVLdsBuffers x max(K chunk kN0 x kK1, V chunk kK1 x kN1)), "
+               "block_fmha_pipeline_qr_ks_vs_async_default_policy.hpp@5fc4581f (NumPrefetchK = NumPrefetchV = 3), "
+               "block_fmha_bwd_pipeline_default_policy.hpp@ea4206f1 (GetSmemSize)",
+        archs=("cdna3",),
+        dtypes=("fp16", "bf16", "fp8"),  # fmha_fwd.py has fp8 rows (hdim 64, 128, 256); no fp8 backward
+        head_dims=(32, 64, 96, 128, 160, 192, 256),  # fmha_fwd.py (hdim, hdim_v) rows; the backward has 32/64/128/256
+        overlap=0.0,
+        overlap_source="block_fmha_pipeline_qr_ks_vs_async.hpp: each wave runs gemm_0 (QK^T), the softmax and gemm_1 "
+                       "(PV) in turn, no warp specialization or ping-pong (as FA2)",
+        smem_layout="q_regs_kv_chunks", smem_kv_chunk=32,  # bk0 = bk1 = 32 in every fp16/bf16 forward row
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32,
+        # MFMA: CK's warp GEMMs are WarpGemmMfma*M32N32K16 (forward, 2 x v_mfma_f32_32x32x8) and M16N16K16/K32
+        # (backward, split-KV decode: v_mfma_f32_16x16x16); tiles must be multiples of the smaller, 16 x 16
+        mma_m=16, mma_n=16, warp_lanes=64,  # ROCm gpu-arch-specs: MI300X wavefront size 64
+        mma_efficiency_source="not published for CK on MI300X: 1 (calibration fits it)",
+        split_style="fa2", pack_gqa_max_q=1,
+        # flash-attention csrc/flash_attn_ck: flash_common.cpp num_splits_heuristic_ck(..., CUs x 2, ..., 128) and
+        # mha_fwd_kvcache.cpp seqlenq_ngroups_swapped (query heads of a kv head packed when seqlen_q == 1)
+        fwd_tiles=_ck_fwd, bwd_tiles=_ck_bwd, decode_tiles=_ck_decode, smem_reader="waves",
     ),
     "triton": Family(
         name="triton",
@@ -321,6 +431,14 @@ def check_family(fam: Family, hw, dtype: str, head_dim_qk: int, head_dim_v: int,
             raise UnsupportedCore(f"{what}={d} exceeds the largest head dim {fam.head_dims[-1]} that kernel "
                                   f"family {fam.name!r} compiles; allowed: <= {fam.head_dims[-1]}"
                                   + (f", or --kernel {'|'.join(others)} on {hw.name}" if others else ""))
+    limit = fam.phase_head_dims(hw.arch, phase, head_dim_qk, head_dim_v) if fam.phase_head_dims else None
+    if limit:
+        others = sorted(n for n, f in FAMILIES.items()
+                        if hw.arch in f.archs and f.pad_head_dim(max(head_dim_qk, head_dim_v))
+                        and not (f.phase_head_dims and f.phase_head_dims(hw.arch, phase, head_dim_qk, head_dim_v)))
+        raise UnsupportedCore(f"kernel family {fam.name!r} has no {phase} kernel for head dims "
+                              f"{head_dim_qk}/{head_dim_v} on {hw.name} ({hw.arch}); allowed: {limit}"
+                              + (f", or --kernel {'|'.join(others)}" if others else ""))
     if phase == "train" and dtype not in fam.train_dtypes:
         raise AttnsimError(f"kernel family {fam.name!r} has no {dtype} backward; allowed for train: "
                            f"{', '.join(fam.train_dtypes)}")
@@ -340,8 +458,11 @@ def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dt
     kSmemSize = kBlockM*d*2 + 2*kBlockN*d*2 for one stage; the output tile reuses Q's buffer.)
     FA4 (Blackwell): two Q tiles + a ring of `stages` buffers shared by K and V tiles.
     Backward: Q, dO tiles + K, V tiles (all stages) + the dS tile.
+    CK (layout "q_regs_kv_chunks"): Q in registers, K/V in chunks (`_smem_q_regs_kv_chunks`).
     """
     bm, bn, st = tile.block_m, tile.block_n, tile.stages
+    if fam.smem_layout == "q_regs_kv_chunks":
+        return _smem_q_regs_kv_chunks(fam, tile, d, dv, dtype_bytes, kv_dtype_bytes, backward, v_in_k, qk_matmuls)
     if backward:
         return (st * bm * (d + dv) * dtype_bytes + bn * (qk_matmuls * d + dv) * kv_dtype_bytes
                 + bm * bn * dtype_bytes)
@@ -352,6 +473,19 @@ def smem_bytes(fam: Family, tile: Tile, d: int, dv: int, dtype_bytes: int, kv_dt
     return bm * d * dtype_bytes + st * bn * (qk_matmuls * d + (0 if v_in_k else dv)) * kv_dtype_bytes
 
 
+def _smem_q_regs_kv_chunks(fam: Family, tile: Tile, d: int, dv: int, s: int, skv: int, backward: bool,
+                           v_in_k: bool, qk_matmuls: int) -> int:
+    """CK FMHA's LDS (padding left out). Forward (BlockFmhaPipelineQXKSVSCustomPolicy::GetSmemSizeKV): Q stays
+    in registers; `stages` buffers, each holding one K chunk (BLOCK_N keys x chunk columns) or one V chunk
+    (chunk keys x dv columns), whichever is larger. Backward (BlockFmhaBwdPipelineDefaultPolicy::GetSmemSize):
+    the largest of K + K^T, V, and the per-step Q, Q^T, dO, dO^T, LSE, D (fp32) and dS tiles."""
+    bm, bn, c = tile.block_m, tile.block_n, fam.smem_kv_chunk
+    if backward:
+        return max(2 * qk_matmuls * bn * d * skv, bn * dv * skv,
+                   bm * 2 * (qk_matmuls * d + dv) * s + 2 * 4 * bm + bm * bn * s)
+    return tile.stages * max(qk_matmuls * bn * c, 0 if v_in_k else c * dv) * skv
+
+
 def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d: int = 0) -> int:
     """fp32 accumulators spread over the CTA's threads plus the family's fixed overhead.
 
@@ -359,7 +493,7 @@ def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d:
     Blackwell both live in tensor memory, not registers, and only a row slice of S is pulled in.
     Backward: dK and dV accumulators (BLOCK_N x (d + dv)) and the S/dP tiles.
     """
-    threads = 32 * tile.num_warps
+    threads = fam.warp_lanes * tile.num_warps
     if backward:
         acc = tile.block_n * (d + dv) + 2 * tile.block_m * tile.block_n
     elif fam.smem_layout == "q_kv_tmem":
@@ -377,7 +511,7 @@ def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype or dtype]
     smem = smem_bytes(fam, tile, d, dv, s, skv, backward, v_in_k, qk_matmuls)
     regs = regs_per_thread(fam, tile, dv, backward, d)
-    threads = 32 * tile.num_warps
+    threads = fam.warp_lanes * tile.num_warps
     if fam.fused and (tile.block_m % fam.mma_m or tile.block_n % fam.mma_n):
         return Legality(False, smem, regs, 0, f"tile {tile.block_m}x{tile.block_n} is not a multiple of the "
                                               f"{fam.mma_m}x{fam.mma_n} MMA shape of {fam.name}")
@@ -408,13 +542,15 @@ SMEM_READERS = {
     "rows64": lambda t: max(t.block_m // 64, 1),  # wgmma: each warpgroup owns 64 rows (FA3)
     "rows128": lambda t: max(t.block_m // 128, 1),  # tcgen05: each 128-row Q tile (FA4)
     "warpgroups": lambda t: max(1, t.num_warps // 4),  # wgmma from Triton: each warpgroup of the CTA
+    "waves": lambda t: max(1, t.num_warps),  # CK FMHA: waves split the query rows only, each reads the whole chunk
 }
 
 
 def smem_readers(fam: Family, tile: Tile, arch: str) -> int:
     """How many times the K/V tile is read from shared memory per use: once per warp that owns a
     16-row slice of the query rows (mma.sync: FA2 everywhere, Triton before Hopper), once per
-    warpgroup (wgmma: FA3, Triton on Hopper and later), once per Q tile (tcgen05: FA4)."""
+    warpgroup (wgmma: FA3, cudnn, Triton on Hopper and later), once per Q tile (tcgen05: FA4), once per
+    wave (CK on CDNA3: its waves split only the query rows)."""
     return SMEM_READERS[fam.smem_reader_by_arch.get(arch, fam.smem_reader)](tile)
 
 
