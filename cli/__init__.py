@@ -375,5 +375,92 @@ def variants(as_json):
     click.echo("\n" + PARAM_GRAMMAR)
 
 
+@cli.command()
+@click.argument("records", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--source", type=click.Choice(["published"]), default=None,
+              help="fit the published reference rows (../shared/reference: FlashAttention papers, SageAttention, "
+                   "FA4 commits...) instead of, or besides, RECORDS (our own measurements, JSON Lines)")
+@click.option("-o", "--output", default="calibration.json", show_default=True, type=click.Path(dir_okay=False),
+              help="the calibration file to write (JSON, with provenance); written only when a group fits")
+@click.option("--group", "groups", multiple=True, metavar="HW/FAMILY[/fp8][/decode]",
+              help="fit only these groups, repeatable (e.g. h100_sxm5/fa3) [default: every group]")
+@click.option("--include-approx", is_flag=True,
+              help="also fit approximate chart readings (value_quality approx_*); default: printed numbers only")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="k of the random k-fold")
+def calibrate(records, source, output, groups, include_approx, folds):
+    """Fit a few physical parameters per (GPU, kernel family) — tensor efficiency, softmax overlap, a CTA's
+    unhidden I/O, the partial-tile and backward costs, HBM efficiency — to measured times, with scipy's
+    least_squares in log space; print the in-sample error and the error held out four ways (random
+    k-fold, one sequence length out, one head dim out, causal out) and write the calibration file.
+
+    \b
+    Examples:
+      attnsim calibrate --source published -o calibration.json
+      attnsim calibrate validation/measurements/h100/2026-12-02.jsonl -o h100.json
+    """
+    import os
+    from attnsim.simulator.errors import AttnsimError
+    from attnsim.validation import calibrate as cal
+    if not records and not source:
+        raise click.UsageError("nothing to fit: give RECORDS (JSON Lines files of attnsim validate) or --source published")
+    rows, sources = [], []
+    if source == "published":
+        from attnsim.validation.published import load_reference, reference_paths
+        try:
+            paths = reference_paths()
+        except FileNotFoundError as e:
+            raise AttnsimError(str(e)) from None
+        ref, skipped = load_reference(paths)
+        got = cal.rows_from_reference(ref, exact_only=not include_approx)
+        rows += got
+        sources += [{"kind": "published", "file": p.name, "sha256": _sha256(p),
+                     "rows_read": sum(1 for r in ref if r.where.startswith(p.name + ":")),
+                     "rows_fitted": sum(1 for r in got if r.where.startswith(p.name + ":"))} for p in paths]
+    for path in records:
+        from attnsim.validation.records import read_records
+        recs, warns = read_records(path)
+        for w in warns:
+            click.echo(f"warning: {w}", err=True)
+        got = cal.rows_from_records(recs, path)
+        rows += got
+        sources.append({"kind": "measured", "file": path, "sha256": _sha256(path), "rows_read": len(recs),
+                        "rows_fitted": len(got)})
+    if not rows:
+        raise AttnsimError("no row to fit: none of the inputs has a measurement of a modeled kernel on a profiled GPU")
+    known = set(cal.groups_of(rows))
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        raise AttnsimError(f"--group {unknown[0]}: no rows; groups with rows: {', '.join(sorted(known))}")
+    fitted, warns = cal.calibrate_groups(rows, only=set(groups) or None, folds=folds,
+                                         progress=lambda k: click.echo(f"fitting {k} ...", err=True))
+    for w in warns:
+        click.echo(f"warning: {w}", err=True)
+    if not fitted:
+        raise AttnsimError("no group could be fitted (see the warnings); nothing written")
+    click.echo(f"{'group':<30}{'rows':>5}{'raw':>8}{'fit':>7}   held out: {'k-fold':>7}{'seqlen':>8}{'hdim':>7}"
+               f"{'causal':>8}   parameters")
+    pct = lambda v: f"{v:.1f}%" if v is not None else "-"  # noqa: E731
+    for key, g in fitted.items():
+        h = g["heldout_mape"]
+        params = " ".join(f"{n}={p['value']:.3g}" + (f"±{p['stderr']:.2g}" if p["fitted"] and p["stderr"] is not None
+                                                       else "" if p["fitted"] else "(fixed)")
+                          for n, p in g["params"].items())
+        click.echo(f"{key:<30}{g['rows']:>5}{pct(g['raw_mape']):>8}{pct(g['in_sample_mape']):>7}   {'':>9}"
+                   f"{pct(h['kfold']):>7}{pct(h['seqlen']):>8}{pct(h['head_dim']):>7}{pct(h['causal']):>8}   {params}")
+    content = cal.calibration_file(fitted, sources, "attnsim calibrate " + " ".join(sys.argv[2:]))
+    tmp = output + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(content, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, output)
+    click.echo(f"wrote {output}: {len(fitted)} group(s) from {len(rows)} rows")
+
+
+def _sha256(path) -> str:
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def main():
     cli()

@@ -208,10 +208,12 @@ def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
     return w.k_streams * dp + (0 if w.v_in_k else dvp)  # Workload.stream_dims at padded dims
 
 
-def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
+def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN,
+                    causal: bool = False) -> TileCosts:
     """One forward tile: qk_matmuls QK^T-shaped matmuls and PV on the tensor cores, one exp per
     score (plus the score function's own SFU work), the softmax's FP32 work (plus the score
-    function's), shared-memory operand traffic."""
+    function's), shared-memory operand traffic. `causal`: the kernel runs the causal mask (its tiles
+    pay `Rates.causal`)."""
     bm, bn = tile.block_m, tile.block_n
     flops = 2.0 * bm * bn * (w.qk_matmuls * dp + dvp)
     scores = float(bm * bn)
@@ -222,14 +224,16 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     kv_cols = _kv_cols(w, dp, dvp)
     t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
-    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap)
-    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) + r.partial_tile * t_full
+    c = 1.0 + (r.causal if causal else 0.0)
+    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * c
+    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * c + r.partial_tile * t_full
     return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
                      _cta_io_time(r, bm * (dp + dvp) * s, k))
 
 
-def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN) -> TileCosts:
+def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN,
+                    causal: bool = False) -> TileCosts:
     """One backward tile: S recomputed, dQ and dK (each once per QK^T-shaped matmul), dP, dV; the
     score function's work recomputed (SFU) and differentiated (twice its FP32 work)."""
     bm, bn = tile.block_m, tile.block_n
@@ -242,9 +246,9 @@ def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workl
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
     # Q and dO tiles written once and read by every reader; dS written and read once
     t_smem = (bm * (dp + dvp) * s * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
-    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * r.backward
-    t_part = (_tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * r.backward
-              + r.partial_tile * t_full)
+    c = r.backward * (1.0 + (r.causal if causal else 0.0))
+    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * c
+    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * c + r.partial_tile * t_full
     return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
                      _cta_io_time(r, 2 * bn * (dp + dvp) * s, k))
@@ -451,7 +455,7 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
         full, partial, live, counts = _rows_over_segments(
             w, mask, lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
                                               tile_rows(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
-        tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
+        tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w, causal)
         visited = float(np.sum((full + partial) * counts))
         l2 = visited * tile.block_n * kvc * skv + l2_q_o
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
@@ -459,7 +463,8 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
                        hbm, l2, useful, total_tiles, tile.stages, live=live, role="forward")
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
-    cands = fwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask) and not local, w.dtype, local)
+    causal = _causal(w, mask)
+    cands = fwd_tile_candidates(fam, r.hw, dp, dvp, causal and not local, w.dtype, local)
     best = _choose(fam, cands, evaluate)
     if best is None:
         raise _no_tile(fam, r.hw, w, "forward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t) for t in cands]))
@@ -496,14 +501,15 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
         full, partial, live, counts = _rows_over_segments(
             w, mask, lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
                                               tile_cols(sub, q, k, tile.block_m, tile.block_n)), w.heads_q)
-        tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w)
+        tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rates, w, causal)
         visited = float(np.sum((full + partial) * counts))
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, live=live, role="backward")
 
-    cands = bwd_tile_candidates(fam, r.hw, dp, dvp, _causal(w, mask), w.dtype)
+    causal = _causal(w, mask)
+    cands = bwd_tile_candidates(fam, r.hw, dp, dvp, causal, w.dtype)
     main = _choose(fam, cands, evaluate)
     if main is None:
         raise _no_tile(fam, r.hw, w, "backward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))

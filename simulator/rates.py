@@ -33,8 +33,10 @@ class Calibration:
     O tile out; backward: its K, V in and dK, dV out) that it does not hide behind its tiles, each
     SM streaming at its share of the HBM bandwidth; `partial_tile` — the extra time of a masked
     (partial) tile as a fraction of a full one (the causal diagonal's index work, predication and
-    divergence beyond the mask FP32 ops priced); `backward` — a multiplier of the backward kernel's
-    tile time (dQ atomics, dS staging). `source` says what it was fitted on (device, dates, rows)."""
+    divergence beyond the mask FP32 ops priced); `causal` — the extra time of every tile of a kernel
+    run with a causal mask, as a fraction (its loop bounds and masking steps per iteration, the uneven
+    CTAs' effect on the pipeline); `backward` — a multiplier of the backward kernel's tile time (dQ
+    atomics, dS staging). `source` says what it was fitted on (device, dates, rows)."""
     tensor: float = 1.0
     exp: float = 1.0
     fp32: float = 1.0
@@ -46,6 +48,7 @@ class Calibration:
     overlap: float | None = None
     cta_io: float = 0.0
     partial_tile: float = 0.0
+    causal: float = 0.0
     backward: float = 1.0
     source: str = ""
 
@@ -56,7 +59,7 @@ class Calibration:
             v = getattr(self, k)
             if not (number(v) and 0 < v <= 1e3):
                 raise AttnsimError(f"Calibration.{k}={v!r}: expected a factor in (0, 1000]")
-        for k, lo, hi in (("cta_io", 0.0, 10.0), ("partial_tile", 0.0, 10.0)):
+        for k, lo, hi in (("cta_io", 0.0, 10.0), ("partial_tile", 0.0, 10.0), ("causal", 0.0, 10.0)):
             v = getattr(self, k)
             if not (number(v) and lo <= v <= hi):
                 raise AttnsimError(f"Calibration.{k}={v!r}: expected a number in [{lo:g}, {hi:g}]")
@@ -101,6 +104,7 @@ class Rates:
     calibrated: bool
     cta_io: float = 0.0  # unhidden fraction of a CTA's own I/O (Calibration.cta_io)
     partial_tile: float = 0.0  # extra time of a partial tile, as a fraction of a full one
+    causal: float = 0.0  # extra time of every tile of a causal kernel, as a fraction
     backward: float = 1.0  # multiplier of backward tile time
 
     # -- per SM ------------------------------------------------------------------------------
@@ -163,7 +167,7 @@ def _rates(hw: Hardware, family: Family | None, calibration: Calibration | None)
                  else float(cal.launch_overhead_s),
                  overlap=(family.overlap if family is not None else 0.0) if cal.overlap is None else cal.overlap,
                  exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=not cal.identity,
-                 cta_io=cal.cta_io, partial_tile=cal.partial_tile, backward=cal.backward)
+                 cta_io=cal.cta_io, partial_tile=cal.partial_tile, causal=cal.causal, backward=cal.backward)
 
 
 def peak_rates(hw: Hardware, clock_hz: float | None = None) -> Rates:

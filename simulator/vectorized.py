@@ -557,7 +557,7 @@ def _grouped_rows(hw, prob, B, calibration):
     nq, nk = mask.n_tiles(bm, bn, lq, lk)
     k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-(slices * nq) // r.sm_count)))  # as model._legal caps it
     n_ctas = slices * len(f_it)
-    tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, SMRates.mixed(r, w1, w1.qk_matmuls * dp, dvp), w1)
+    tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, SMRates.mixed(r, w1, w1.qk_matmuls * dp, dvp), w1, causal)
     d_max, d_min = _class_extremes(r, tc, tile, f_it, p_it)
     it_full, it_part = slices * int(f_it.sum()), slices * int(p_it.sum())
     fwd_hbm, l2_q_o = forward_bytes(hq * B * lq, hkv * B * live_keys, d, dv, w1.seq_dims, s, skv, True)
@@ -578,7 +578,8 @@ def _grouped_rows(hw, prob, B, calibration):
         f_it, p_it = mask.iterated_cols(lq, lk, bm, bn)
         k = np.maximum(1, np.minimum(bleg.ctas_per_sm, -(-(slices * mask.n_tiles(bm, bn, lq, lk)[1]) // r.sm_count)))
         n_ctas = slices * len(f_it)
-        tc = _bwd_tile_costs(r, fam, btile, k, dp, dvp, s, SMRates.mixed(r, w1, 3 * w1.qk_matmuls * dp, 2 * dvp), w1)
+        tc = _bwd_tile_costs(r, fam, btile, k, dp, dvp, s, SMRates.mixed(r, w1, 3 * w1.qk_matmuls * dp, 2 * dvp), w1,
+                             causal)
         d_max, d_min = _class_extremes(r, tc, btile, f_it, p_it)
         it_full, it_part = slices * int(f_it.sum()), slices * int(p_it.sum())
         q_rows = hq * B * lq
@@ -766,12 +767,12 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, 
         n_q, n_kv = -(-lq // bm), -(-lk // bn)
         n_ctas = sl * n_q
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-        tc = _by_k(k, lambda ks: _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, rates))
+        tc = _by_k(k, lambda ks: _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, rates, causal=c))
         if c:  # counts and extremes depend on the lengths (and k) only: once per distinct pair, then gathered
             fu, neu = _memo(memo, ("fwd", bm, bn), lambda: causal_row_totals(ulq, ulk, bm, bn))
             full, ne = fu[inv], neu[inv]
             d_max, d_min = _per_length(k, inv, lambda kv: _memo(memo, ("fwd", tile, dp, dvp, kv), lambda: _extremes(
-                r, _fwd_tile_costs(r, fam, tile, kv, dp, dvp, s, skv, rates), tile,
+                r, _fwd_tile_costs(r, fam, tile, kv, dp, dvp, s, skv, rates, causal=c), tile,
                 lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(ulq, ulk, bm),
                 bn // math.gcd(bm, bn))))
         else:
@@ -805,12 +806,12 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
         n_kv = -(-lk // bn)
         n_ctas = sl * n_kv
         k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-        tc = _by_k(k, lambda ks: _bwd_tile_costs(r, fam, tile, ks, dp, dvp, s, rates))
+        tc = _by_k(k, lambda ks: _bwd_tile_costs(r, fam, tile, ks, dp, dvp, s, rates, causal=c))
         if c:  # the same tile set as the forward's grid
             fu, neu = _memo(memo, ("fwd", bm, bn), lambda: causal_row_totals(ulq, ulk, bm, bn))
             full, ne = fu[inv], neu[inv]
             d_max, d_min = _per_length(k, inv, lambda kv: _memo(memo, ("bwd", tile, dp, dvp, kv), lambda: _extremes(
-                r, _bwd_tile_costs(r, fam, tile, kv, dp, dvp, s, rates), tile,
+                r, _bwd_tile_costs(r, fam, tile, kv, dp, dvp, s, rates, causal=c), tile,
                 lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(ulq, ulk, bm, bn),
                 bm // math.gcd(bm, bn))))
         else:

@@ -174,7 +174,7 @@ def test_backward_factor_scales_only_the_backward_kernels_tiles():
 def test_the_mechanisms_reach_both_paths_alike(phase):
     import numpy as np
     from attnsim.simulator.vectorized import predict_many
-    cal = Calibration(tensor=0.8, overlap=0.3, cta_io=0.7, partial_tile=0.2, backward=1.3, hbm=0.9)
+    cal = Calibration(tensor=0.8, overlap=0.3, cta_io=0.7, partial_tile=0.2, causal=0.15, backward=1.3, hbm=0.9)
     rng = np.random.default_rng(7)
     n = 24
     cols = dict(batch=rng.integers(1, 5, n), heads_q=rng.choice([8, 16, 32], n), head_dim_qk=rng.choice([64, 128], n),
@@ -188,3 +188,16 @@ def test_the_mechanisms_reach_both_paths_alike(phase):
         c = {k: v[i].item() for k, v in cols.items()}
         p = predict(Workload(phase=phase, **c), H100, "fa2", calibration=cal)
         assert m["time_s"][i] == pytest.approx(p.time_s, rel=1e-9), c
+
+
+def test_causal_adds_a_fraction_to_every_tile_of_a_causal_kernel():
+    """Causal, one wave of 128 CTAs, 128x128 tiles: the longest CTA (the last of 8 query tiles) runs 7 full
+    tiles and the diagonal one, each its tensor time (FA3's overlap 1: the exp and mask work hide behind
+    it), so causal = 0.1 adds 0.1 x 8 tensor times; a dense kernel's tiles do not pay it."""
+    w = Workload(batch=1, seqlen_q=1024, heads_q=16, head_dim_qk=128, causal=True)
+    _, base = _fwd(w)
+    _, slow = _fwd(w, Calibration(causal=0.1))
+    t_tensor = 2 * 128 * 128 * 256 / (4096 * 1.83e9)
+    assert slow.time_s - base.time_s == pytest.approx(0.1 * 8 * t_tensor, rel=1e-9)
+    dense = Workload(batch=1, seqlen_q=1408, heads_q=16, head_dim_qk=128)
+    assert _fwd(dense, Calibration(causal=0.1))[1].time_s == pytest.approx(_fwd(dense)[1].time_s, rel=1e-12)

@@ -1,0 +1,393 @@
+"""Calibration: fit a few physically meaningful parameters per (GPU, kernel family) to measured kernel
+times, and say how well the fit predicts rows it has not seen.
+
+The parameters (each a field of `simulator.rates.Calibration`, entering the model through `rates`):
+  tensor        η: the fraction of the family's tensor rate its MMAs reach (x the family's own figure)
+  overlap       1 - ω: the fraction of min(tensor, softmax) time hidden behind the other
+  cta_io        the fraction of a CTA's own I/O (Q in, O out) it does not hide, at its SM's HBM share
+  partial_tile  a masked (partial) tile's extra time, as a fraction of a full tile
+  causal        every tile's extra time in a causal kernel, as a fraction
+  backward      a multiplier of the backward kernel's tile time
+  hbm           the achievable fraction of the HBM bandwidth (decode, eager's memory-bound kernels)
+
+A group is one (GPU profile, family) with its 16-bit rows; fp8 rows and decode rows form groups of
+their own (`group_key`). The fit is `scipy.optimize.least_squares` on log(predicted / measured) with
+bounds and a soft-L1 loss, from a few starts. A parameter the rows cannot pin down (its column of the
+Jacobian is zero or a combination of the others': compute-bound rows of one head dim cannot separate
+η from ω) is fixed at its uncalibrated value and named. Rows measured at a stated clock (a locked
+clock, or a burst) are priced at that clock: the clock is data, not a fitted parameter.
+
+Held-out error four ways (`heldout`): random k-fold, leave one sequence length out, leave one head
+dim out, leave causal out (fit on causal rows, predict the rest, and the reverse): each held-out row
+is predicted by a fit that did not see it; the mean absolute percentage error over them is reported.
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings as _warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from attnsim.simulator.errors import AttnsimError
+from attnsim.simulator.families import get_family
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.rates import Calibration
+from attnsim.simulator.vectorized import predict_many
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    lo: float
+    hi: float
+    meaning: str
+
+
+PARAMS = {p.name: p for p in (
+    Param("tensor", 0.2, 1.0, "η: fraction of the family's tensor rate reached (x the family's own efficiency)"),
+    Param("overlap", 0.0, 1.0, "1 - ω: fraction of min(tensor, softmax) time hidden behind the other"),
+    Param("cta_io", 0.0, 4.0, "unhidden fraction of a CTA's own I/O at its SM's share of HBM bandwidth"),
+    Param("partial_tile", 0.0, 2.0, "extra time of a masked tile, as a fraction of a full tile"),
+    Param("causal", 0.0, 1.0, "extra time of every tile of a causal kernel, as a fraction"),
+    Param("backward", 0.5, 4.0, "multiplier of the backward kernel's tile time"),
+    Param("hbm", 0.2, 1.0, "achievable fraction of the HBM bandwidth"),
+)}
+MIN_ROWS = 4  # a group with fewer rows than this (or than parameters + 1) is not fitted
+RANK_TOL = 1e-3  # smallest / largest singular value of the scaled Jacobian below this: rank-deficient
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measurement to fit: a workload, the family and GPU that ran it, the measured time."""
+    hw: str
+    family: str
+    phase: str  # prefill | train | backward | decode
+    causal: bool
+    dtype: str
+    batch: int
+    heads_q: int
+    heads_kv: int
+    head_dim: int
+    seqlen_q: int
+    seqlen_kv: int
+    time_s: float
+    source: str  # "published: FA3-FP16", or "measured: <file>"
+    where: str  # file:line
+    clock_hz: float | None = None  # a clock the source states it ran at (locked, or a burst)
+    label: str = ""
+
+
+def _regime_clock(regime: str, hw) -> float | None:
+    """The clock a published regime states: "locked 1965 MHz" -> 1.965 GHz; "burst" -> the card's
+    maximum clock; anything else (sustained, unstated) -> None (the profile's sustained clock)."""
+    m = re.search(r"locked (\d+(?:\.\d+)?) MHz", regime or "")
+    if m:
+        return min(float(m.group(1)) * 1e6, hw.clock_max_hz)
+    if regime == "burst":
+        return hw.clock_max_hz
+    return None
+
+
+def rows_from_reference(ref_rows, exact_only: bool = True) -> list:
+    """Fit rows from published ReferenceRows (validation.published.load_reference): those whose card
+    has a profile and whose kernel a family models; approximate chart readings only when asked."""
+    out = []
+    for r in ref_rows:
+        if r.hw is None or r.family is None or (exact_only and not r.exact):
+            continue
+        hw = load_hardware(r.hw)
+        out.append(Row(hw=r.hw, family=r.family, phase=r.phase, causal=r.causal, dtype=r.dtype, batch=r.batch,
+                       heads_q=r.heads_q, heads_kv=r.heads_kv, head_dim=r.head_dim, seqlen_q=r.seqlen_q,
+                       seqlen_kv=r.seqlen_kv, time_s=r.time_s, source=f"published: {r.source}", where=r.where,
+                       clock_hz=_regime_clock(r.regime, hw),
+                       label=f"{r.kernel}, {r.phase}{' causal' if r.causal else ''}, b={r.batch} h={r.heads_q} "
+                             f"s={r.seqlen_q} d={r.head_dim}"))
+    return out
+
+
+def rows_from_records(records, path: str = "") -> list:
+    """Fit rows from our own measurement records (validation.records, kind "kernel"): the device's
+    profile key, the family, the shape and the median time."""
+    out = []
+    for i, rec in enumerate(records):
+        if rec.get("kind") != "kernel" or not rec.get("family") or not rec.get("device", {}).get("hw_key"):
+            continue
+        if rec.get("error", {}).get("ok") is False:
+            continue  # a kernel whose output was wrong measures nothing
+        s = rec["shape"]
+        out.append(Row(hw=rec["device"]["hw_key"], family=rec["family"], phase=rec["phase"], causal=bool(s["causal"]),
+                       dtype=s["dtype"], batch=int(s["batch"]), heads_q=int(s["heads_q"]), heads_kv=int(s["heads_kv"]),
+                       head_dim=int(s["head_dim"]), seqlen_q=int(s["seqlen_q"]), seqlen_kv=int(s["seqlen_kv"]),
+                       time_s=float(rec["timing"]["median_s"]), source=f"measured: {rec['device'].get('name', '')}",
+                       where=f"{path}:{i + 1}", label=f"{rec.get('kernel', '')} {rec['phase']}"))
+    return out
+
+
+def group_key(row: Row) -> str:
+    """hw/family, plus /fp8 for 8-bit rows and /decode for decode rows (their own parameters)."""
+    return row.hw + "/" + row.family + ("/fp8" if row.dtype == "fp8" else "") + ("/decode" if row.phase == "decode" else "")
+
+
+def groups_of(rows) -> dict:
+    out = {}
+    for r in rows:
+        out.setdefault(group_key(r), []).append(r)
+    return out
+
+
+def params_for(rows) -> list:
+    """The parameters the rows can speak to: decode rows the HBM fraction; eager's kernels (GEMMs and
+    a memory-bound softmax) the tensor and HBM fractions; fused kernels η, the overlap and the CTA's
+    I/O, plus the causal cost when some rows are causal and the backward factor when some rows run the
+    backward. (`partial_tile` stays a mechanism a calibration may set: on the published rows it is not
+    identifiable beside `causal` — the diagonal's tiles are a few percent of a causal kernel's.)"""
+    fam = get_family(rows[0].family)
+    if all(r.phase == "decode" for r in rows):
+        return ["hbm"]
+    if not fam.fused:
+        return ["tensor", "hbm"]
+    names = ["tensor", "overlap", "cta_io"]
+    if any(r.causal for r in rows):
+        names.append("causal")
+    if any(r.phase in ("train", "backward") for r in rows):
+        names.append("backward")
+    return names
+
+
+def default_value(name: str, family) -> float:
+    """The uncalibrated value of a parameter (the model without calibration)."""
+    return {"tensor": 1.0, "overlap": family.overlap, "cta_io": 0.0, "partial_tile": 0.0, "causal": 0.0, "backward": 1.0,
+            "hbm": 1.0}[name]
+
+
+def calibration_of(values: dict, source: str = "") -> Calibration:
+    return Calibration(**{k: float(v) for k, v in values.items()}, source=source)
+
+
+def model_times(rows, cal: Calibration | None) -> np.ndarray:
+    """Predicted time of each row under `cal` (a row with a stated clock at that clock): rows of one
+    (GPU, family, phase, dtype, clock) priced in one predict_many call; a backward row is train minus
+    prefill."""
+    out = np.empty(len(rows))
+    batches = {}
+    for i, r in enumerate(rows):
+        batches.setdefault((r.hw, r.family, r.phase, r.dtype, r.clock_hz), []).append(i)
+    for (hw, fam, phase, dtype, clock), idx in batches.items():
+        c = cal if clock is None else replace(cal or Calibration(), clock_hz=clock)
+        sub = [rows[i] for i in idx]
+        args = dict(batch=[r.batch for r in sub], seqlen_q=[r.seqlen_q for r in sub],
+                    seqlen_kv=[r.seqlen_kv for r in sub], heads_q=[r.heads_q for r in sub],
+                    heads_kv=[r.heads_kv for r in sub], head_dim_qk=[r.head_dim for r in sub],
+                    causal=[r.causal and phase != "decode" for r in sub], dtype=dtype, calibration=c)
+        if phase == "backward":
+            t = predict_many(hw, fam, phase="train", **args)["time_s"] - predict_many(hw, fam, phase="prefill", **args)["time_s"]
+        else:
+            t = predict_many(hw, fam, phase=phase, **args)["time_s"]
+        out[idx] = t
+    return out
+
+
+def mape(pred, meas) -> float:
+    pred, meas = np.asarray(pred, float), np.asarray(meas, float)
+    return float(np.mean(np.abs(pred / meas - 1.0)) * 100.0)
+
+
+@dataclass
+class Fit:
+    values: dict  # every fitted and fixed parameter's value
+    stderr: dict  # fitted parameters: one standard error (from the Jacobian at the solution)
+    fixed: dict  # parameter -> why it was fixed at its uncalibrated value
+    in_sample_mape: float
+    rows: int
+    warnings: list = field(default_factory=list)
+
+    def calibration(self, source: str = "") -> Calibration:
+        return calibration_of(self.values, source)
+
+
+def fit(rows, names=None, fixed=None, starts=(0.15, 0.5, 0.85), x0: dict | None = None) -> Fit:
+    """Least squares on log(predicted / measured) over `rows` (one group) for the parameters `names`
+    (default `params_for(rows)`), the others at their uncalibrated values (or `fixed`). Refuses a
+    rank-deficient fit by fixing the parameter it cannot identify and fitting again; AttnsimError when
+    too few rows remain. `x0`: one start at these values (a held-out fold starts from the full fit)."""
+    from scipy.optimize import least_squares
+
+    fam = get_family(rows[0].family)
+    names = list(params_for(rows) if names is None else names)
+    fixed_why = dict(fixed or {})
+    for n in list(names):
+        if n in fixed_why:
+            names.remove(n)
+    meas = np.array([r.time_s for r in rows])
+    notes = []
+    while True:
+        if not names:
+            values = {n: default_value(n, fam) for n in fixed_why}
+            res = np.log(model_times(rows, calibration_of(values)) / meas)
+            return Fit(values, {}, fixed_why, mape(np.exp(res) * meas, meas), len(rows), notes)
+        if len(rows) < max(MIN_ROWS, len(names) + 1):
+            raise AttnsimError(f"{len(rows)} rows cannot fit {len(names)} parameters ({', '.join(names)}); "
+                               f"need at least {max(MIN_ROWS, len(names) + 1)}")
+        base = {n: default_value(n, fam) for n in fixed_why}
+        lo = np.array([PARAMS[n].lo for n in names])
+        hi = np.array([PARAMS[n].hi for n in names])
+
+        def residual(x):
+            v = dict(base, **dict(zip(names, x)))
+            return np.log(model_times(rows, calibration_of(v)) / meas)
+
+        best = None
+        if x0 is not None:
+            first = [np.array([np.clip(x0.get(n, default_value(n, fam)), lo_, hi_) for n, lo_, hi_ in zip(names, lo, hi)])]
+        else:  # a few starts: the model's max() kinks make the cost piecewise smooth
+            first = [np.array([np.clip(default_value(n, fam) if n not in ("tensor", "overlap") else lo_ + s * (hi_ - lo_),
+                                       lo_, hi_) for n, lo_, hi_ in zip(names, lo, hi)]) for s in starts]
+        for start in first:
+            r = least_squares(residual, start, bounds=(lo, hi), loss="soft_l1", f_scale=0.05, x_scale=hi - lo,
+                              diff_step=1e-4)
+            if best is None or r.cost < best.cost:
+                best = r
+        bad = _unidentifiable(best.jac * (hi - lo), names)
+        if not bad:
+            break
+        if len(bad) > 1:  # a direction the rows cannot see: fix whichever of its parameters fits best
+            tries = []
+            for n, why in bad:
+                f = fit(rows, names=[m for m in names if m != n], fixed={**fixed_why, n: why}, starts=starts, x0=x0)
+                f.warnings[:0] = notes + [f"{n} fixed at {default_value(n, fam):g}: {why}"]
+                tries.append(f)
+            return min(tries, key=lambda f: f.in_sample_mape)
+        n, why = bad[0]
+        fixed_why[n] = why
+        names.remove(n)
+        notes.append(f"{n} fixed at {default_value(n, fam):g}: {why}")
+    values = dict(base, **dict(zip(names, map(float, best.x))))
+    res = best.fun
+    dof = max(len(rows) - len(names), 1)
+    s2 = float(res @ res) / dof
+    try:
+        cov = np.linalg.inv(best.jac.T @ best.jac) * s2
+        stderr = {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)}
+    except np.linalg.LinAlgError:
+        stderr = {n: float("nan") for n in names}
+    for n, v in zip(names, best.x):
+        p = PARAMS[n]
+        if min(v - p.lo, p.hi - v) < 1e-6 * (p.hi - p.lo):
+            notes.append(f"{n} = {v:.4g} sits at its bound [{p.lo:g}, {p.hi:g}]")
+    return Fit(values, stderr, fixed_why, mape(np.exp(res) * meas, meas), len(rows), notes)
+
+
+def _unidentifiable(jac_scaled, names) -> list:
+    """[(parameter, why)] the rows cannot pin down, empty when every parameter is identifiable: a
+    parameter whose column is zero (it moves no row), else — when the smallest singular value is below
+    RANK_TOL of the largest — the parameters that make up the weakest direction (any one of them fixed
+    restores the rank; the caller keeps the choice that fits best)."""
+    norms = np.linalg.norm(jac_scaled, axis=0)
+    top = norms.max() if norms.size else 0.0
+    for n, c in zip(names, norms):
+        if top == 0 or c <= 1e-9 * top:
+            return [(n, "no row depends on it (rank-deficient: its column of the Jacobian is zero)")]
+    if len(names) < 2:
+        return []
+    _, sv, vt = np.linalg.svd(jac_scaled / norms, full_matrices=False)
+    if sv[-1] >= RANK_TOL * sv[0]:
+        return []
+    v = np.abs(vt[-1])
+    part = [i for i in np.argsort(-v) if v[i] >= 0.3 * v.max()]
+    return [(names[i], f"rank-deficient: the rows cannot separate it from "
+                       f"{', '.join(names[j] for j in part if j != i)} (singular values {sv[-1]:.2g} vs {sv[0]:.2g})")
+            for i in part]
+
+
+def _fold_error(rows, train_idx, test_idx, names, x0=None):
+    """Predictions of the test rows from a fit on the train rows (None when the train rows cannot fit)."""
+    train = [rows[i] for i in train_idx]
+    try:
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("ignore")
+            f = fit(train, names=[n for n in names if n in params_for(train)], x0=x0)
+    except AttnsimError:
+        return None
+    return model_times([rows[i] for i in test_idx], f.calibration())
+
+
+def heldout(rows, names=None, k: int = 5, seed: int = 0, x0: dict | None = None) -> dict:
+    """Held-out MAPE four ways (None where the split is impossible: one distinct value, or a training
+    side that cannot fit): random k-fold, leave one sequence length out, leave one head dim out,
+    leave causal out. `x0`: where each fold's fit starts (default: the usual starts)."""
+    names = params_for(rows) if names is None else names
+    n = len(rows)
+    meas = np.array([r.time_s for r in rows])
+    out = {}
+
+    def run(splits):
+        pred = np.full(n, np.nan)
+        for test in splits:
+            test = np.asarray(sorted(test))
+            train = np.setdiff1d(np.arange(n), test)
+            if len(test) == 0 or len(train) == 0:
+                continue
+            p = _fold_error(rows, train, test, names, x0)
+            if p is None:
+                return None
+            pred[test] = p
+        ok = np.isfinite(pred)
+        return mape(pred[ok], meas[ok]) if ok.any() else None
+
+    perm = np.random.default_rng(seed).permutation(n)
+    out["kfold"] = run([perm[i::k] for i in range(k)]) if n >= 2 * k else None
+    for name, attr in (("seqlen", "seqlen_kv"), ("head_dim", "head_dim"), ("causal", "causal")):
+        values = sorted({getattr(r, attr) for r in rows})
+        out[name] = (run([[i for i, r in enumerate(rows) if getattr(r, attr) == v] for v in values])
+                     if len(values) > 1 else None)
+    return out
+
+
+SCHEMA = "attnsim.calibration/1"
+
+
+def calibrate_groups(rows, only=None, folds: int = 5, progress=None) -> tuple:
+    """(groups, warnings): per group key, the fit and its held-out errors as a JSON-ready dict; a group
+    that cannot be fitted is a warning, not an error. `only`: group keys to fit (default all).
+    `progress(key)` is called before each group."""
+    out, warns = {}, []
+    for key, rs in sorted(groups_of(rows).items()):
+        if only and key not in only:
+            continue
+        if progress:
+            progress(key)
+        try:
+            f = fit(rs)
+        except AttnsimError as e:
+            warns.append(f"{key}: not fitted: {e}")
+            continue
+        names = [n for n in params_for(rs) if n not in f.fixed]
+        h = heldout(rs, names=names, k=folds, x0=f.values)
+        raw = mape(model_times(rs, None), [r.time_s for r in rs])
+        out[key] = {
+            "hardware": rs[0].hw, "family": rs[0].family, "rows": len(rs),
+            "sources": sorted({r.source for r in rs}), "where": [r.where for r in rs],
+            "params": {n: {"value": f.values[n], "stderr": f.stderr.get(n), "meaning": PARAMS[n].meaning,
+                           "fitted": n not in f.fixed} for n in f.values},
+            "fixed": f.fixed, "raw_mape": raw, "in_sample_mape": f.in_sample_mape, "heldout_mape": h,
+            "warnings": f.warnings,
+        }
+        warns += [f"{key}: {w}" for w in f.warnings]
+    return out, warns
+
+
+def calibration_file(groups: dict, sources: list, command: str) -> dict:
+    """The calibration file's content: schema, provenance (sources with their row counts and
+    checksums, the command, the date, versions) and the groups."""
+    import datetime
+    import platform
+
+    import scipy
+
+    from attnsim import __version__
+    return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": command, "attnsim_version": __version__,
+            "versions": {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__},
+            "sources": sources, "groups": groups}
