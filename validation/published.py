@@ -93,6 +93,7 @@ def workload_of(r: dict) -> Workload:
 
 # -- every published row, both files, as one labelled reference set ----------------------------------
 MORE_RELATIVE_PATH = Path("shared") / "reference" / "published_kernels_more.csv"
+MI300X_PATH = _MODULE_DIR / "reference" / "published_mi300x.csv"  # ships with the package, not in shared/
 # qualities of printed numbers (a bar label, a number in a text, a third party's checked transcription);
 # approx_* are pixel readings of charts: shown, never fitted unless asked for
 EXACT_QUALITIES = ("exact_bar_label", "exact_bar_label_faint", "exact_text", "secondary_transcription")
@@ -108,6 +109,8 @@ REFERENCE_HARDWARE = {
     "B200 (clocks unlocked, bursty execution with idle gaps)": ("b200", "burst"),
     "SM100 (B200-class; SKU not named in the PR text)": ("b200", "assumed B200"),
     "RTX 6000 Ada": (None, ""),
+    # validation/reference/published_mi300x.csv (in the package, beside this module)
+    "AMD Instinct MI300X": ("mi300x", ""), "AMD Instinct MI300X (ROCm 6.3.2, Xeon 8460Y+ host)": ("mi300x", ""),
 }
 # the sources' kernel names -> attnsim family (None: no family models that implementation, or a build
 # the sources themselves call a regression or a misconfiguration)
@@ -125,6 +128,13 @@ REFERENCE_FAMILY = {
     "FA4 CuTe forward 2CTA hd128, built with CUDA 13.x": "fa4",
     "FA4 CuTe (\"FA Python\") forward": "fa4", "FA4 CuTe backward [1CTA]": "fa4",
     "FA4 CuTe backward hd64 1CTA (split_P_dS dealiased TMEM + per-warp signaling)": "fa4",
+    # MI300X: the ROCm port's backend is not printed; CK is its default build (validation/reference/README.md)
+    "ROCm/flash-attention flash_attn_qkvpacked_func ('Flash2' of benchmarks/benchmark_flash_attention.py; "
+    "backend not stated: the default build of the ROCm port is CK, the Triton backend is opt-in via "
+    "FLASH_ATTENTION_TRITON_AMD_ENABLE)": "ck",
+    # AOTriton before pytorch/pytorch#122857, the regression that PR fixes
+    "torch.nn.functional.scaled_dot_product_attention, ROCm flash backend (AOTriton kernels, per "
+    "pytorch/pytorch#135431), torch-2.4.0a0+gite6ee832, before the PR's fix": None,
 }
 _PHASES = {"fwd": "prefill", "fwd+bwd": "train", "bwd": "backward", "fwd (decode)": "decode",
            "fwd (batch prefill)": "prefill"}
@@ -178,6 +188,8 @@ def _row_time(r: dict, file_kind: str) -> float:
     unit, value = r.get("unit", "TFLOP/s"), r["value"]
     if unit == "ms":
         return float(value) / 1e3
+    if unit == "us":
+        return float(value) / 1e6
     if unit == "% of peak DRAM BW":  # bytes read / latency / peak bandwidth (the blog's own peak)
         notes = r["notes"]
         kv = re.search(r"= (\d+) B\b", notes)
@@ -194,10 +206,11 @@ def _row_time(r: dict, file_kind: str) -> float:
 
 
 def reference_paths() -> list:
-    """The two published files (the second is optional: a checkout with only the first still loads)."""
+    """The three published files: shared/'s two and the package's MI300X file (the last two optional:
+    a checkout with only the first still loads)."""
     first = published_path()
     more = first.parent / MORE_RELATIVE_PATH.name
-    return [first] + ([more] if more.is_file() else [])
+    return [first] + [p for p in (more, MI300X_PATH) if p.is_file()]
 
 
 def load_reference(paths=None) -> tuple:
