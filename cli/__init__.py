@@ -113,6 +113,11 @@ _WORKLOAD_OPTIONS = [
     click.option("--d-model", type=int, default=None, help="model width for --scope layer [default: heads x head-dim]"),
     click.option("--rope-dim", type=int, default=None,
                  help="--scope layer: RoPE channels per query/key head [default: the head dim; 0: no RoPE]"),
+    click.option("--uncalibrated", is_flag=True,
+                 help="the raw model: no calibration (default: the shipped calibration of the GPU and kernel, "
+                      "fitted to published measurements; $ATTNSIM_CALIBRATION names another file, or none)"),
+    click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
+                 help="a calibration file of 'attnsim calibrate' instead of the shipped one"),
 ]
 
 
@@ -150,11 +155,14 @@ def _params_json(resolved):
     return {k: list(v) if isinstance(v, tuple) else v for k, v in resolved.items()}
 
 
-def _predict(variant, params, hw_name, kernel, **shapes):
+def _predict(variant, params, hw_name, kernel, uncalibrated=False, calibration_file=None, **shapes):
     """Option plumbing: the options of `predict` -> (Prediction, the variant's resolved parameters);
     the resolution itself is attnsim.simulator.problem's."""
     from attnsim.simulator.problem import predict_problem, resolve
-    pred = predict_problem(resolve(variant, params, kernel=kernel, hw=hw_name, **shapes))
+    if uncalibrated and calibration_file:
+        raise click.UsageError("--uncalibrated and --calibration contradict each other (drop one).")
+    calibration = None if uncalibrated else calibration_file or "default"
+    pred = predict_problem(resolve(variant, params, kernel=kernel, hw=hw_name, **shapes), calibration=calibration)
     return pred, pred.params
 
 
@@ -189,6 +197,19 @@ legend (docs/legend.md):
                  but a kernel's makespan of its CTAs on the SMs, among its unit times in --json"""
 
 
+def _accuracy(c, calibrated) -> str:
+    """The error stated next to a time: the calibration's held-out error, or that it has none."""
+    if not calibrated:
+        return "(uncalibrated: the raw model)"
+    if not c or not c.get("group"):
+        return "(calibrated; no held-out error known)"
+    err = f"±{c['stated_mape']:.0f}%" if c.get("stated_mape") is not None else "±?"
+    if c.get("transferred_from"):
+        return f"{err} (fit of {c['transferred_from']} carried over; not measured here)"
+    kinds = sorted({s.split(":")[0] for s in c.get("sources", [])})
+    return f"{err} held out on {c['rows']} {'/'.join(kinds) or ''} rows ({c['group']})"
+
+
 def render(pred) -> str:
     """The compact human view of a Prediction."""
     j = pred.to_json()
@@ -205,7 +226,8 @@ def render(pred) -> str:
             + (f" (contexts; {w.seqlen_q} query token{'s' * (w.seqlen_q != 1)} per step)" if w.phase == "decode"
                else "")) + f" · heads {w.heads_q}/{w.heads_kv} kv"
         f" · head dim {w.head_dim_qk}/{w.head_dim_v}" + (" · causal" if w.causal else ""),
-        f"  time       {_fmt_time(j['time_s'])}  (bound {_fmt_time(j['bound_s'])}, {j['bound']}-limited"
+        f"  time       {_fmt_time(j['time_s'])} {_accuracy(j['calibration'], j['calibrated'])}"
+        f"  (bound {_fmt_time(j['bound_s'])}, {j['bound']}-limited"
         + (f" with {j['bound_strategy']}" if j.get("bound_strategy") else "")
         + f"; time/bound {j['time_s'] / j['bound_s']:.2f})",
         f"  achieved   {j['achieved_tflops']:.1f} TFLOP/s on useful FLOPs",
@@ -247,6 +269,10 @@ def render(pred) -> str:
     if not j["calibrated"]:
         lines.append("  note: uncalibrated: efficiencies are 1 beyond what the model prices; published FlashAttention-2/3"
                      " runs take 1.3-1.6x such predictions, Triton and eager 2-3x (benchmarks/bench_published.py)")
+    elif (c := j["calibration"]) and c.get("group"):
+        lines.append(f"  calibration {c['group']} ({c['file']}, {c['rows']} rows): "
+                     + " · ".join(f"{k} {v:.3g}" for k, v in c["params"].items())
+                     + (f"; {c['stated_error']}" if c.get("transferred_from") else ""))
     if j["kernel"] == "eager" and w.phase == "train":
         lines.append("  note: useful FLOPs count the backward eager runs: P kept from the forward (dV, dP, dQ, dK),"
                      " not FlashAttention's recomputed S (which counts 2 x head_dim_qk more per live pair)")
@@ -447,7 +473,12 @@ def calibrate(records, source, output, groups, include_approx, folds):
                           for n, p in g["params"].items())
         click.echo(f"{key:<30}{g['rows']:>5}{pct(g['raw_mape']):>8}{pct(g['in_sample_mape']):>7}   {'':>9}"
                    f"{pct(h['kfold']):>7}{pct(h['seqlen']):>8}{pct(h['head_dim']):>7}{pct(h['causal']):>8}   {params}")
-    content = cal.calibration_file(fitted, sources, "attnsim calibrate " + " ".join(sys.argv[2:]))
+    evidence = cal.transfer_evidence(rows, fitted)
+    transfers = cal.transfer_plan(fitted, evidence)
+    for e in evidence:
+        click.echo(f"transfer {e['from']} -> {e['to']}: {e['mape']:.1f}% (measured)")
+    click.echo(f"{len(transfers)} (GPU, family) pairs without rows borrow a fit (the file's 'transfers')")
+    content = cal.calibration_file(fitted, sources, "attnsim calibrate " + " ".join(sys.argv[2:]), evidence, transfers)
     tmp = output + ".tmp"
     with open(tmp, "w") as f:
         json.dump(content, f, indent=1)
@@ -456,10 +487,88 @@ def calibrate(records, source, output, groups, include_approx, folds):
     click.echo(f"wrote {output}: {len(fitted)} group(s) from {len(rows)} rows")
 
 
+@cli.command()
+@click.argument("records", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--source", type=click.Choice(["published"]), default=None,
+              help="show the published reference rows (besides, or instead of, RECORDS)")
+@click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
+              help="predict with this calibration file [default: the shipped calibration]; its groups' fitted "
+                   "parameters and held-out errors are tabled")
+@click.option("--uncalibrated", is_flag=True, help="predict with the raw model")
+@click.option("-o", "--output", default="report.html", show_default=True, type=click.Path(dir_okay=False),
+              help="the HTML file to write (self-contained)")
+@click.option("--include-approx", is_flag=True, help="also show approximate chart readings (approx_*)")
+def report(records, source, calibration_file, uncalibrated, output, include_approx):
+    """An HTML report of predicted vs measured kernel times: a scatter per family, an error table, a
+    roofline per kernel group, the environment.
+
+    \b
+    Examples:
+      attnsim report --source published -o published.html
+      attnsim report validation/measurements/h100/2026-12-02.jsonl --calibration h100.json -o h100.html
+    """
+    import platform
+    from attnsim.simulator.calibrations import load_file, shipped_path
+    from attnsim.simulator.errors import AttnsimError
+    from attnsim.validation import calibrate as cal
+    from attnsim.validation.report import render_report
+    if not records and not source:
+        raise click.UsageError("nothing to show: give RECORDS (JSON Lines files of attnsim validate) or --source published")
+    if uncalibrated and calibration_file:
+        raise click.UsageError("--uncalibrated and --calibration contradict each other (drop one).")
+    rows, env = [], {"attnsim": __version__, "python": platform.python_version()}
+    if source == "published":
+        from attnsim.validation.published import load_reference, reference_paths
+        try:
+            paths = reference_paths()
+        except FileNotFoundError as e:
+            raise AttnsimError(str(e)) from None
+        rows += cal.rows_from_reference(load_reference(paths)[0], exact_only=not include_approx)
+        env["published"] = ", ".join(p.name for p in paths)
+    for path in records:
+        from attnsim.validation.records import read_records
+        recs, warns = read_records(path)
+        for w in warns:
+            click.echo(f"warning: {w}", err=True)
+        rows += cal.rows_from_records(recs, path)
+        devices = sorted({r["device"].get("name", "") for r in recs if r.get("device")})
+        env[f"records {path}"] = f"{len(recs)} records; devices: {', '.join(devices)}"
+        for k in ("driver", "cuda", "torch", "triton"):
+            vals = sorted({str(r["device"].get(k)) for r in recs if r.get("device", {}).get(k)})
+            if vals:
+                env[k] = ", ".join(vals)
+    if not rows:
+        raise AttnsimError("no row to show: none of the inputs has a measurement of a modeled kernel on a profiled GPU")
+    calibration = None if uncalibrated else calibration_file or "default"
+    table_file = calibration_file or (None if uncalibrated else str(shipped_path()))
+    table = None
+    if table_file:
+        try:
+            table = load_file(table_file)
+        except AttnsimError:
+            if calibration_file:
+                raise
+    env["calibration"] = "none (raw model)" if uncalibrated else (calibration_file or "shipped")
+    points = cal.report_points(rows, calibration)
+    path = render_report(points, output, environment=env,
+                         calibration={"groups": {k: {"params": {n: p["value"] for n, p in g["params"].items()},
+                                                     "heldout_mape": g["heldout_mape"], "rows": g["rows"]}
+                                                 for k, g in table["groups"].items()}} if table else None)
+    click.echo(f"wrote {path}: {len(points)} rows in {len({p['group'] for p in points})} groups")
+
+
 def _sha256(path) -> str:
     import hashlib
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def _register_validate():
+    from attnsim.validation.validate import validate
+    cli.add_command(validate)
+
+
+_register_validate()
 
 
 def main():

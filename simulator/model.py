@@ -33,6 +33,7 @@ from .layouts import Layout, check_rope, core_saved_bytes, layer_accounting, lay
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
 from .ops import Attention, Tile, Work
 from .pricing import KernelCost, elementwise, gemm, op_kernels
+from .calibrations import choose
 from .rates import Calibration, Rates, rates
 from .workload import MAX_D_MODEL, Workload, check_limit
 
@@ -64,6 +65,7 @@ class Prediction:
     layout: dict | None = None  # the variant's resolved head layout (shapes)
     alternative: dict | None = None  # the variant's other implementation (MoH: ideal vs masked)
     contrast: dict | None = None  # eager attention: the fused kernel on the same problem
+    calibration_info: dict | None = None  # the calibration applied (calibrations.choose): group, rows, errors
 
     @property
     def time_s(self) -> float:
@@ -139,7 +141,7 @@ class Prediction:
             "speedup": self.speedup, "varlen": self.varlen, "activation_bytes": self.activation_bytes,
             "layout": self.layout, "alternative": self.alternative, "contrast": self.contrast,
             "kernels": [k.to_json() for k in self.kernels],
-            "calibrated": self.calibrated, "clock_hz": self.clock_hz,
+            "calibrated": self.calibrated, "calibration": self.calibration_info, "clock_hz": self.clock_hz,
             "notes": self.notes,
         }
 
@@ -703,12 +705,15 @@ def resolve_family(hw: Hardware, kernel: str | None) -> Family:
 def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | None = None,
             variant: str = "mha", scope: str = "attention", d_model: int | None = None,
             compare: bool = False, layout=None, rope_dim: int | None = None,
-            calibration: Calibration | None = None) -> Prediction:
+            calibration="default") -> Prediction:
     """Predicted time of one call of the attention op of one layer (train: forward + backward;
     decode: one step), with its bound, FLOPs, bytes, tiles and per-kernel rows.
 
-    `calibration` (`rates.Calibration`): fitted factors applied through `rates` to the family's
-    kernels and to the library kernels around them (GEMMs, elementwise); None = uncalibrated.
+    `calibration`: fitted factors applied through `rates` to the family's kernels and to the library
+    kernels around them (GEMMs, elementwise): "default" = the shipped calibration of this GPU and
+    family (or $ATTNSIM_CALIBRATION: a calibration file, or "none"), a calibration file's path, a
+    `rates.Calibration`, or None for the raw model (`calibrations.choose`; the Prediction's
+    `calibration_info` says which group applied, its rows and held-out error).
     `compare=True`: also price dense attention (the `speedup` block of a non-dense mask), the other
     varlen layout (`varlen`) and the layout's alternative implementation (`alternative`; MoH: its
     useful FLOPs and bound are the alternative's). The default skips them: one pricing, those blocks
@@ -750,8 +755,9 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
     for part in mask.passes():
         for sub, _ in part.head_groups(w.heads_q):
             sub.check_lengths_limit(w.seqlen_q, w.seqlen_kv)
+    calibration, cal_info = choose(calibration, hw, fam, w.dtype, w.phase)
     if len(mask.passes()) > 1:
-        return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration)
+        return _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration, cal_info)
     r = rates(hw, fam, calibration)  # the family's kernels
     lib = rates(hw, None, calibration)  # library kernels: GEMMs (cuBLAS/CUTLASS) and the mask's own ops
     ops, gate_work = lower(w, mask, layout, scope)
@@ -784,7 +790,8 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
                       kernels=kernels, kv_cache_bytes=layout.kv_cache_bytes, memory_bytes=mem, rates=r,
                       useful_flops=work_flops(reported), scope=scope, resolved=resolved, mask_name=mask.name,
                       notes=([mask.assumption] if mask.assumption else []) + list(layout.notes), works=works,
-                      activation_bytes=activations, layout=None if std else dict(layout.shapes))
+                      activation_bytes=activations, layout=None if std else dict(layout.shapes),
+                      calibration_info=cal_info)
     if w.phase == "train" and fam.fused:
         pred.notes.append("train: forward + backward; the backward recomputes S from Q and K (FlashAttention "
                           "convention: backward 2.5x the forward's matmul FLOPs when head_dim_qk = head_dim_v)")
@@ -840,7 +847,7 @@ def _with_core(layout, core):
     return replace(layout, core=core, alternative=None)
 
 
-def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration) -> Prediction:
+def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration, cal_info=None) -> Prediction:
     """Attention in several passes (duplex): each pass's kernels, then a merge of the passes'
     outputs (read them all, write one). The bound adds the passes' useful work unit by unit."""
     if scope != "attention":
@@ -854,7 +861,8 @@ def _multi_pass(w, hw, fam, mask, variant, scope, compare, d_model, calibration)
                       kernels=[k for p in passes for k in p.kernels] + [merge], kv_cache_bytes=w.kv_cache_bytes(),
                       memory_bytes=max(p.memory_bytes for p in passes) + o, useful_flops=work_flops(works[0]),
                       rates=passes[0].rates, scope=scope, mask_name=mask.name, works=works,
-                      notes=[f"{len(passes)} attention passes: " + ", ".join(m.name for m in mask.passes())])
+                      notes=[f"{len(passes)} attention passes: " + ", ".join(m.name for m in mask.passes())],
+                      calibration_info=cal_info)
     if compare:  # one dense grid: the passes' grids averaged
         grid = sum(sum(p.tiles.values()) for p in passes) / len(passes)
         pred.speedup = speedup_over_dense(pred, predict(w.with_(causal=False), hw, fam.name, DenseMask(), variant,

@@ -286,11 +286,12 @@ def _kv_heads(var: Variant, heads, kv_heads, notes: list):
     raise AttnsimError(f"variant 'gqa' needs --kv-heads (a divisor of --heads={heads})")
 
 
-def predict_problem(problem: Problem, hw=None, compare: bool = True, calibration=None) -> Prediction:
+def predict_problem(problem: Problem, hw=None, compare: bool = True, calibration="default") -> Prediction:
     """Run a resolved problem on a device: `model.predict`, falling back over FALLBACK_FAMILIES when
     the hardware's default family cannot run the core; the eager variant's fused contrast; the
-    notes. `hw`: a Hardware, a name or a path; None: `problem.hardware`. `calibration`: a
-    rates.Calibration applied to every kernel (the fused contrast's too). The Prediction carries
+    notes. `hw`: a Hardware, a name or a path; None: `problem.hardware`. `calibration`: as
+    `model.predict` takes it ("default": the shipped one; None: the raw model), for every kernel (the
+    fused contrast's too). The Prediction carries
     `params`: the resolved -p values (neighborhood attention adds its per-dimension values and the
     boxes used), what `predict --json` prints as "params"."""
     if hw is None:
@@ -353,7 +354,7 @@ def _fallback(error: UnsupportedCore, hw: Hardware, attempt, notes: list):
     raise error
 
 
-def predict_variant(hw, variant="mha", params=None, kernel=None, calibration=None, **shapes) -> Prediction:
+def predict_variant(hw, variant="mha", params=None, kernel=None, calibration="default", **shapes) -> Prediction:
     """resolve() and predict_problem() in one call: `hw` a name, a path or a Hardware; `shapes` the
     workload keywords of resolve() (seqlen=8192, phase="decode", causal=True, ...); `calibration`: a
     rates.Calibration (None: uncalibrated)."""

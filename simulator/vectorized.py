@@ -32,6 +32,7 @@ from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
 from .variants import get_variant
 from .workload import MAX_BATCH, MAX_HEAD_DIM, MAX_HEADS, MAX_TOKENS, MAX_WORK_FLOPS, Workload, check_limit
+from .calibrations import choose
 from .rates import rates
 
 
@@ -152,7 +153,40 @@ def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
             "waves": n_ctas / (r.sm_count * k)}
 
 
-def _extremes(r, tc, tile, per_index, n, boundaries, period):
+_GEOMETRY = {}  # (direction, BLOCK_M, BLOCK_N, the distinct lengths) -> each candidate tile's (full, partial)
+_GEOMETRY_MAX = 256  # entries, each of at most _GEOMETRY_PAIRS distinct length pairs (a few MB in all)
+_GEOMETRY_PAIRS = 1024
+
+
+def _geometry_key(direction, bm, bn, ulq, ulk):
+    """The key of `_GEOMETRY` for few distinct lengths (a calibration's rows), else None (a large sweep
+    counts them once per call in its own memo)."""
+    return (direction, bm, bn, ulq.tobytes(), ulk.tobytes()) if ulq.size <= _GEOMETRY_PAIRS else None
+
+
+def _candidate_counts(key, per_index, n, boundaries, period):
+    """(full, partial) of the mask at each candidate index of `_extremes` (geometry only: the same for
+    every calibration and CTAs-per-SM value, so a fit's many evaluations count them once)."""
+    got = None if key is None else _GEOMETRY.get(key)
+    if got is None:
+        span = max(period, 1)
+        points = []  # the boundaries, each once (a clip past an end is that end; coinciding clips are one)
+        for bd in [np.clip(b, 0, n) for b in boundaries]:
+            if not any(np.array_equal(bd, q) for q in points):
+                points.append(bd)
+        cands = [np.clip(0 * n + j, 0, n - 1) for j in range(span)]  # the first tiles
+        cands += [np.clip(n - 1 - j, 0, n - 1) for j in range(span)]  # the last tiles
+        cands += [np.clip(bd + j, 0, n - 1) for bd in points for j in range(-span, span)]
+        got = [per_index(idx) for idx in cands]
+        if key is None:
+            return got
+        if len(_GEOMETRY) >= _GEOMETRY_MAX:
+            _GEOMETRY.pop(next(iter(_GEOMETRY)))
+        _GEOMETRY[key] = got
+    return got
+
+
+def _extremes(r, tc, tile, per_index, n, boundaries, period, key=None):
     """(longest, shortest) CTA over indices 0..n-1 (query tiles, or kv tiles in the backward), exact:
     a CTA's duration is 2 x latency + f a + p b with (f, p) its full and partial tiles. Between the
     indices where a clip of the mask's counts starts or ends (`boundaries`, plus 0 and n), f and f + p
@@ -161,17 +195,9 @@ def _extremes(r, tc, tile, per_index, n, boundaries, period):
     (a monotone region: at its ends). Evaluating `per_index` (the mask's own row_tiles / col_tiles) at
     the `period` indices on each side of every boundary finds both."""
     a, b = slot_tile_times(tc, r, tile.stages)
-    span = max(period, 1)
     d_max = d_min = None
-    points = []  # the boundaries, each once (a clip past an end is that end; coinciding clips are one)
-    for bd in [np.clip(b, 0, n) for b in boundaries]:
-        if not any(np.array_equal(bd, q) for q in points):
-            points.append(bd)
-    cands = [np.clip(0 * n + j, 0, n - 1) for j in range(span)]  # the first tiles
-    cands += [np.clip(n - 1 - j, 0, n - 1) for j in range(span)]  # the last tiles
-    cands += [np.clip(bd + j, 0, n - 1) for bd in points for j in range(-span, span)]
-    for idx in cands:
-        f, p = per_index(idx)
+    counts = _candidate_counts(key, per_index, n, boundaries, period)
+    for f, p in counts:
         d = cta_duration(r, a, b, f, p, tc.t_cta)
         d_max = d if d_max is None else np.maximum(d_max, d)
         d_min = d if d_min is None else np.minimum(d_min, d)
@@ -259,7 +285,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
                  scope: str = "attention", batch=1, seqlen_q=None, seqlen_kv=None, heads_q=32, heads_kv=None,
                  head_dim_qk=128, head_dim_v=None, causal=False, dtype: str = "bf16", kv_dtype: str | None = None,
                  phase: str = "prefill", qk_accum: str = "fp32", pv_accum: str = "fp32", d_model=None,
-                 rope_dim=None, calibration=None) -> dict:
+                 rope_dim=None, calibration="default") -> dict:
     """The prediction over broadcast arrays of configurations: what `predict` returns for each, tie-breaks
     included (time, bound, FLOPs, bytes, tiles, CTAs, waves, splits).
 
@@ -287,7 +313,8 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
     at attention scope are priced once per distinct geometry over their batches (over 100,000 GNA
     configurations per second in large sweeps); everything else resolves and predicts each
     configuration in turn (one mask per parameter set: about 1,000-1,700 configurations/s).
-    `calibration` (rates.Calibration) applies to every configuration, as in `predict`.
+    `calibration` applies to every configuration as `predict` takes it ("default": the shipped
+    calibration of the GPU and family; None: the raw model; a file's path; a rates.Calibration).
 
     Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
     useful_flops, hbm_bytes, tiles_full, tiles_partial, tiles_empty, ctas and waves (of the main
@@ -422,7 +449,7 @@ def _variant_heads_kv(variant, heads_q, heads_kv):
     return out
 
 
-def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars, calibration=None) -> dict:
+def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars, calibration="default") -> dict:
     """Every configuration through `problem.resolve` and `problem.predict_problem` (compare=False),
     one at a time: exactly `predict`'s answers, for every variant."""
     defaulted = {k for k in ("seqlen_q", "seqlen_kv", "heads_kv", "head_dim_v") if arrays[k] is None}
@@ -528,6 +555,7 @@ def _grouped_rows(hw, prob, B, calibration):
     extra_ops, gate_work = mask.extra_ops(ns)
     if any(not isinstance(op, (Pointwise, Matmuls)) for op in extra_ops):
         return None
+    calibration = choose(calibration, hw, fam, w1.dtype, w1.phase)[0]
     r, lib = rates(hw, fam, calibration), rates(hw, None, calibration)
     lq, lk, hq, hkv, d, dv = w1.seqlen_q, w1.seqlen_kv, w1.heads_q, w1.heads_kv, w1.head_dim_qk, w1.head_dim_v
     s, skv = w1.dtype_bytes, w1.kv_dtype_bytes
@@ -642,7 +670,7 @@ def row_of(pred) -> dict:
 
 def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
                   heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
-                  kv_dtype: str | None = None, phase: str = "prefill", calibration=None) -> dict:
+                  kv_dtype: str | None = None, phase: str = "prefill", calibration="default") -> dict:
     """Dense and causal attention of a fused family over arrays: closed-form tile totals, the longest
     and shortest CTA among candidate tiles (`_extremes`), the same kernel-time functions as `model`."""
     fam = resolve_family(hw, kernel)
@@ -669,7 +697,7 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
         raise AttnsimError(f"predict_many: configuration {i}: decode: {LQ[i]} query tokens per step exceed the "
                            f"context of {LK[i]} tokens; a step's tokens are part of its context")
     check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
-    r = rates(hw, fam, calibration)
+    r = rates(hw, fam, choose(calibration, hw, fam, dtype, phase)[0])
     n = B.size
     out = {k: np.empty(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
     # causal: what depends on the lengths only is computed once per distinct pair over every chunk
@@ -771,10 +799,11 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, 
         if c:  # counts and extremes depend on the lengths (and k) only: once per distinct pair, then gathered
             fu, neu = _memo(memo, ("fwd", bm, bn), lambda: causal_row_totals(ulq, ulk, bm, bn))
             full, ne = fu[inv], neu[inv]
+            geo = _geometry_key("fwd", bm, bn, ulq, ulk)
             d_max, d_min = _per_length(k, inv, lambda kv: _memo(memo, ("fwd", tile, dp, dvp, kv), lambda: _extremes(
                 r, _fwd_tile_costs(r, fam, tile, kv, dp, dvp, s, skv, rates, causal=c), tile,
                 lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(ulq, ulk, bm),
-                bn // math.gcd(bm, bn))))
+                bn // math.gcd(bm, bn), geo)))
         else:
             # dense: every query tile alike (a ragged one too: its rows past the end need no mask)
             full, ne = dense_row_totals(lq, lk, bm, bn)
@@ -810,10 +839,11 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
         if c:  # the same tile set as the forward's grid
             fu, neu = _memo(memo, ("fwd", bm, bn), lambda: causal_row_totals(ulq, ulk, bm, bn))
             full, ne = fu[inv], neu[inv]
+            geo = _geometry_key("bwd", bm, bn, ulq, ulk)
             d_max, d_min = _per_length(k, inv, lambda kv: _memo(memo, ("bwd", tile, dp, dvp, kv), lambda: _extremes(
                 r, _bwd_tile_costs(r, fam, tile, kv, dp, dvp, s, rates, causal=c), tile,
                 lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(ulq, ulk, bm, bn),
-                bm // math.gcd(bm, bn))))
+                bm // math.gcd(bm, bn), geo)))
         else:
             # dense: whole kv tiles see every query tile in full; a ragged last one, all of them partial
             full, ne = dense_row_totals(lq, lk, bm, bn)

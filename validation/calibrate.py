@@ -189,6 +189,23 @@ def model_times(rows, cal: Calibration | None) -> np.ndarray:
     return out
 
 
+def priceable(rows) -> tuple:
+    """(rows the model prices, [(row, why)] it refuses: a head dim or dtype the family does not run)."""
+    ok, bad = [], []
+    try:
+        model_times(rows, None)
+        return list(rows), []
+    except AttnsimError:
+        pass
+    for r in rows:
+        try:
+            model_times([r], None)
+            ok.append(r)
+        except AttnsimError as e:
+            bad.append((r, str(e)))
+    return ok, bad
+
+
 def mape(pred, meas) -> float:
     pred, meas = np.asarray(pred, float), np.asarray(meas, float)
     return float(np.mean(np.abs(pred / meas - 1.0)) * 100.0)
@@ -358,6 +375,11 @@ def calibrate_groups(rows, only=None, folds: int = 5, progress=None) -> tuple:
             continue
         if progress:
             progress(key)
+        rs, refused = priceable(rs)
+        for r, why in refused:
+            warns.append(f"{key}: {r.where} left out: {why}")
+        if not rs:
+            continue
         try:
             f = fit(rs)
         except AttnsimError as e:
@@ -378,7 +400,7 @@ def calibrate_groups(rows, only=None, folds: int = 5, progress=None) -> tuple:
     return out, warns
 
 
-def calibration_file(groups: dict, sources: list, command: str) -> dict:
+def calibration_file(groups: dict, sources: list, command: str, evidence=None, transfers=None) -> dict:
     """The calibration file's content: schema, provenance (sources with their row counts and
     checksums, the command, the date, versions) and the groups."""
     import datetime
@@ -390,4 +412,124 @@ def calibration_file(groups: dict, sources: list, command: str) -> dict:
     return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": command, "attnsim_version": __version__,
             "versions": {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__},
-            "sources": sources, "groups": groups}
+            "sources": sources, "groups": groups, "transfer_evidence": evidence or [], "transfers": transfers or {}}
+
+
+# a family without rows of its own borrows the fit of the family its kernels descend from (FA4 and cuDNN's
+# fused attention from FA3's warp-specialized design, CK's FMHA from FA2's), as the issue's transfers do
+FAMILY_LINE = {"fa4": ("fa3",), "cudnn": ("fa3",), "ck": ("fa2",), "fa3": ("fa2",)}
+SAME_ARCH_FLOOR = 10.0  # percent: a fit carried to another GPU of its architecture, never measured there
+
+
+def transfer_evidence(rows, fitted: dict) -> list:
+    """Measured transfers: each fitted 16-bit group's parameters applied to another fitted group's rows
+    (the same family on another GPU, or the family line on the same GPU), with the MAPE they give."""
+    by_key = groups_of(rows)
+    base = {k: g for k, g in fitted.items() if k.count("/") == 1}
+    out = []
+    for src, g in base.items():
+        c = calibration_of({n: p["value"] for n, p in g["params"].items()})
+        for dst in base:
+            if dst == src:
+                continue
+            (hs, fs), (hd, fd) = src.split("/"), dst.split("/")
+            if not ((fs == fd and hs != hd) or (hs == hd and fs in FAMILY_LINE.get(fd, ()))):
+                continue
+            rs = by_key[dst]
+            try:
+                m = mape(model_times(rs, c), [r.time_s for r in rs])
+            except AttnsimError:
+                continue
+            out.append({"from": src, "to": dst, "mape": m})
+    return out
+
+
+def transfer_plan(fitted: dict, evidence: list) -> dict:
+    """For every (profile, family) that `predict` accepts without a fitted group of its own: the fitted
+    group it borrows and the error stated for it — the largest measured transfer of the same kind
+    (`transfer_evidence`: the family across GPUs, or the family line), else twice the source's held-out
+    error, at least SAME_ARCH_FLOOR, for a GPU of the source's architecture."""
+    from attnsim.simulator.families import FAMILIES, check_family
+    from attnsim.simulator.hardware import builtin_profiles
+    base = {k: g for k, g in fitted.items() if k.count("/") == 1}
+    profiles = builtin_profiles()
+    plan = {}
+    for hw_key, hw in profiles.items():
+        for fam in FAMILIES.values():
+            key = f"{hw_key}/{fam.name}"
+            if key in base:
+                continue
+            try:
+                check_family(fam, hw, "bf16" if "bf16" in fam.dtypes else fam.dtypes[0], 128, 128, "prefill")
+            except AttnsimError:
+                continue
+            choice = None
+            for fams, kind in (((fam.name,), "family"), (FAMILY_LINE.get(fam.name, ()), "line")):
+                cands = [k for k in base if k.split("/")[1] in fams]
+                cands.sort(key=lambda k: (profiles[k.split("/")[0]].arch != hw.arch, -base[k]["rows"]))
+                if cands:
+                    choice = (cands[0], kind)
+                    break
+            if choice is None:
+                continue
+            src, kind = choice
+            src_hw = profiles[src.split("/")[0]]
+            k = _kfold_of(base[src])
+            if kind == "family":
+                ev = [e["mape"] for e in evidence if e["to"].split("/")[1] == fam.name and e["from"].split("/")[1] == fam.name]
+            else:
+                ev = [e["mape"] for e in evidence if e["to"].split("/")[1] != e["from"].split("/")[1]]
+            if kind == "family" and src_hw.arch == hw.arch:
+                stated = max(SAME_ARCH_FLOOR, 2 * k)
+                why = (f"{src} carried to {hw.name} (same architecture, {hw.arch}): not measured there; twice "
+                       f"its held-out error, at least {SAME_ARCH_FLOOR:g}%")
+            else:
+                stated = max(ev) if ev else max([e["mape"] for e in evidence] or [2 * k])
+                why = (f"{src} carried to {fam.name} on {hw.name}: the largest measured transfer of this kind "
+                       f"({'the family across GPUs' if kind == 'family' else 'a family line on one GPU'}"
+                       f"{', none measured: the largest of any kind' if not ev else ''})")
+            plan[key] = {"from": src, "stated_mape": stated, "why": why}
+    return plan
+
+
+def _kfold_of(group: dict) -> float:
+    h = group.get("heldout_mape") or {}
+    return h.get("kfold") if h.get("kfold") is not None else group["in_sample_mape"]
+
+
+def report_points(rows, calibration="default") -> list:
+    """The points of `validation.report.render_report` for `rows`: each row's measured time, its
+    prediction under `calibration` (as `model.predict` takes it: per row's GPU and family), its bound
+    (a backward row: 2.5 x its forward FLOPs at the device's peak tensor rate), useful FLOPs, HBM
+    bytes, and the device's peaks."""
+    from attnsim.simulator.bound import bound
+    from attnsim.simulator.calibrations import choose
+    from attnsim.simulator.model import predict
+    out = []
+    for key, rs in groups_of(rows).items():
+        rs = priceable(rs)[0]
+        if not rs:
+            continue
+        hw = load_hardware(rs[0].hw)
+        fam = get_family(rs[0].family)
+        c = choose(calibration, hw, fam, rs[0].dtype, rs[0].phase)[0]
+        pred = model_times(rs, c)
+        for r, p in zip(rs, pred):
+            ph = "train" if r.phase == "backward" else r.phase
+            from attnsim.simulator.workload import Workload
+            w = Workload(batch=r.batch, seqlen_q=r.seqlen_q, seqlen_kv=r.seqlen_kv, heads_q=r.heads_q,
+                         heads_kv=r.heads_kv, head_dim_qk=r.head_dim, dtype=r.dtype,
+                         causal=r.causal and ph != "decode", phase=ph)
+            one = predict(w, hw, r.family, calibration=c)
+            peak = hw.peak_flops_per_s(r.dtype, "fp32", hw.clock_max_hz)
+            if r.phase == "backward":
+                fwd = predict(w.with_(phase="prefill"), hw, r.family, calibration=c)
+                flops, hbm = one.useful_flops - fwd.useful_flops, one.hbm_bytes - fwd.hbm_bytes
+                b = flops / peak
+            else:
+                flops, hbm, b = one.useful_flops, one.hbm_bytes, bound(w, hw).time_s
+            out.append({"group": key, "family": r.family, "hardware": hw.name, "label": r.label or r.where,
+                        "measured_s": r.time_s, "predicted_s": float(p), "bound_s": b, "flops": flops,
+                        "hbm_bytes": hbm, "peak_flops_per_s": peak, "hbm_bytes_per_s": hw.hbm_bandwidth_bytes_per_s,
+                        "source": f"{r.source} ({r.where})"})
+    return out
