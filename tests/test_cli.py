@@ -184,7 +184,9 @@ def test_profile_file_valid_copy_works(tmp_path):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["hardware_key"] == "myh100"
-    ref = json.loads(invoke("predict", "--hw", "h100", "--seqlen", "1024", "--json").stdout)
+    # a profile of one's own has no shipped calibration: the raw model, as the H100's uncalibrated
+    assert out["calibrated"] is False
+    ref = json.loads(invoke("predict", "--hw", "h100", "--seqlen", "1024", "--json", "--uncalibrated").stdout)
     assert out["time_s"] == ref["time_s"] and out["flops"] == ref["flops"]
 
 
@@ -281,6 +283,8 @@ def _contract_cases():
 def test_predict_json_contract(args, expect):
     r = invoke("predict", "--json", *args)
     assert r.exit_code == 0, r.output
+    raw = json.loads(invoke("predict", "--json", "--uncalibrated", *args).stdout)
+    assert raw["calibrated"] is False and raw["calibration"] is None
     out = json.loads(r.stdout)
     for k in CONTRACT:
         assert k in out, k
@@ -294,7 +298,8 @@ def test_predict_json_contract(args, expect):
             assert key in k, key
         assert _is_int(k["flops"]) and _is_int(k["hbm_bytes"])
         assert isinstance(k["time_s"], float) and k["time_s"] > 0
-    assert out["calibrated"] is False
+    # calibrated by default (every pair predict accepts has a fit or a transfer), with the error it states
+    assert out["calibrated"] is True and out["calibration"]["stated_mape"] > 0 and out["calibration"]["group"]
     assert isinstance(out["fits"], bool)
     assert out["time_s"] >= out["bound_s"] > 0
     assert out["bound"] in out["unit_times_s"]

@@ -325,6 +325,8 @@ def test_published_path_from_the_environment(tmp_path, monkeypatch):
 
 
 def test_published_path_not_found_says_where_it_looked(tmp_path, monkeypatch):
+    if any((f / published.RELATIVE_PATH).is_file() for f in tmp_path.parents):
+        pytest.skip(f"a shared/reference/ folder above {tmp_path} (this machine's): nothing can be missing here")
     monkeypatch.delenv(published.ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(published, "_MODULE_DIR", tmp_path / "site-packages" / "attnsim" / "validation")

@@ -42,7 +42,7 @@ def test_peak_rates_are_the_bounds():
 
 def test_identity_calibration_changes_nothing():
     w = Workload(batch=2, seqlen_q=4096, heads_q=16, causal=True, phase="train")
-    a, b = predict(w, H100), predict(w, H100, calibration=Calibration(source="identity"))
+    a, b = predict(w, H100, calibration=None), predict(w, H100, calibration=Calibration(source="identity"))
     assert a.time_s == b.time_s and not b.calibrated and b.to_json()["calibrated"] is False
 
 
@@ -51,7 +51,7 @@ def test_calibration_reaches_every_unit():
     (FA3 overlaps the softmax, so the tile time is the MMA time); a memory-bound decode by the HBM
     factor; the clock and the launch overhead are replaced. The bound (speed of light) never moves."""
     prefill = Workload(batch=8, seqlen_q=8192, heads_q=32, head_dim_qk=128)
-    base = predict(prefill, H100, "fa3")
+    base = predict(prefill, H100, "fa3", calibration=None)
     slow = predict(prefill, H100, "fa3", calibration=Calibration(tensor=0.5))
     assert slow.calibrated and slow.to_json()["calibrated"] is True
     assert slow.bound.time_s == base.bound.time_s
@@ -59,7 +59,7 @@ def test_calibration_reaches_every_unit():
     assert kb.bound == "tensor" and ks.unit_times_s["tensor"] == pytest.approx(2 * kb.unit_times_s["tensor"], rel=REL)
     assert slow.time_s == pytest.approx(2 * base.time_s, rel=0.02)  # launch and fill/drain do not scale
     decode = Workload(batch=64, seqlen_q=1, seqlen_kv=32768, heads_q=32, heads_kv=8, phase="decode")
-    d0 = predict(decode, H100, "fa3")
+    d0 = predict(decode, H100, "fa3", calibration=None)
     d1 = predict(decode, H100, "fa3", calibration=Calibration(hbm=0.8))
     assert d0.kernels[0].bound == "hbm"
     assert d1.kernels[0].unit_times_s["hbm"] == pytest.approx(d0.kernels[0].unit_times_s["hbm"] / 0.8, rel=REL)
@@ -67,7 +67,7 @@ def test_calibration_reaches_every_unit():
     assert clocked.clock_hz == 1.6e9 and clocked.to_json()["clock_hz"] == 1.6e9
     assert clocked.kernels[0].unit_times_s["tensor"] == pytest.approx(kb.unit_times_s["tensor"] * 1.83 / 1.6, rel=REL)
     tiny = Workload(batch=1, seqlen_q=128, heads_q=1, head_dim_qk=64)
-    t0 = predict(tiny, H100, "fa3")
+    t0 = predict(tiny, H100, "fa3", calibration=None)
     t1 = predict(tiny, H100, "fa3", calibration=Calibration(launch_overhead_s=10e-6))
     assert t1.time_s - t0.time_s == pytest.approx(7e-6, rel=1e-9)  # one kernel: 3 us -> 10 us
 
@@ -75,7 +75,7 @@ def test_calibration_reaches_every_unit():
 def test_calibration_applies_to_the_ops_around_the_core():
     """A layer's GEMMs are library kernels: the calibration's tensor factor slows them too."""
     w = Workload(batch=4, seqlen_q=4096, heads_q=32, causal=True)
-    a = predict(w, H100, "fa3", scope="layer")
+    a = predict(w, H100, "fa3", scope="layer", calibration=None)
     b = predict(w, H100, "fa3", scope="layer", calibration=Calibration(tensor=0.5))
     qa, qb = (next(k for k in p.kernels if k.name == "qkv_proj") for p in (a, b))
     assert qb.time_s > qa.time_s * 1.5
@@ -100,17 +100,17 @@ def test_masks_are_shared_values():
     """The plain masks are shared instances (their memo serves every prediction); a prediction over
     a fresh CausalMask equals one over the shared one."""
     w = Workload(batch=2, seqlen_q=3000, heads_q=8, causal=True)
-    assert predict(w, H100).time_s == predict(w, H100, mask=CausalMask()).time_s
+    assert predict(w, H100, calibration=None).time_s == predict(w, H100, mask=CausalMask(), calibration=None).time_s
 
 
 @pytest.mark.parametrize("call", [lambda: Calibration(tensor=True), lambda: Calibration(overlap="a"),
                                   lambda: Calibration(source=3),
                                   lambda: predict(Workload(), H100, calibration={"tensor": 0.5}),
-                                  lambda: predict(Workload(), H100, scope="layer", rope_dim=-2000),
-                                  lambda: predict(Workload(), H100, scope="layer", d_model=-5),
-                                  lambda: predict(Workload(), H100, scope="layer", rope_dim=7),
-                                  lambda: predict(Workload(), H100, mask="causal"),
-                                  lambda: predict(Workload(), H100, kernel="")])
+                                  lambda: predict(Workload(), H100, scope="layer", rope_dim=-2000, calibration=None),
+                                  lambda: predict(Workload(), H100, scope="layer", d_model=-5, calibration=None),
+                                  lambda: predict(Workload(), H100, scope="layer", rope_dim=7, calibration=None),
+                                  lambda: predict(Workload(), H100, mask="causal", calibration=None),
+                                  lambda: predict(Workload(), H100, kernel="", calibration=None)])
 def test_bad_python_calls_are_attnsim_errors(call):
     from attnsim.simulator.errors import AttnsimError
     with pytest.raises(AttnsimError):
@@ -119,7 +119,7 @@ def test_bad_python_calls_are_attnsim_errors(call):
 
 def test_predict_takes_a_hardware_name():
     w = Workload(batch=2, seqlen_q=2048, heads_q=8)
-    assert predict(w, "h100").time_s == predict(w, H100).time_s
+    assert predict(w, "h100", calibration=None).time_s == predict(w, H100, calibration=None).time_s
 
 
 def _fwd(w, cal=None):
@@ -162,7 +162,7 @@ def test_partial_tile_adds_a_fraction_of_a_full_tile_to_each_masked_one():
 
 def test_backward_factor_scales_only_the_backward_kernels_tiles():
     w = Workload(batch=2, seqlen_q=4096, heads_q=16, head_dim_qk=128, phase="train")
-    base = predict(w, H100, "fa3")
+    base = predict(w, H100, "fa3", calibration=None)
     slow = predict(w, H100, "fa3", calibration=Calibration(backward=1.5))
     assert slow.kernels_for("forward")[0].time_s == pytest.approx(base.kernels_for("forward")[0].time_s, rel=1e-12)
     b0, b1 = base.kernels_for("backward")[0], slow.kernels_for("backward")[0]

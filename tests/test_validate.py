@@ -279,7 +279,7 @@ def test_prediction_of():
     c = SMALL[0]
     assert V.prediction_of(c, None) == {"time_s": None, "bound_s": None, "calibrated": False, "kernel_family": None}
     p = V.prediction_of(c, load_hardware("h100"))
-    assert p["time_s"] > p["bound_s"] > 0 and p["kernel_family"] == "fa2" and p["calibrated"] is False
+    assert p["time_s"] > p["bound_s"] > 0 and p["kernel_family"] == "fa2" and p["calibrated"] is True  # shipped
     p = V.prediction_of(SMALL[1], load_hardware("h100"))  # cuDNN: its own family if the simulator has one
     assert p["time_s"] > 0 and p["kernel_family"] in ("cudnn", "fa3")
     refused = V.prediction_of(V.Case("sdpa_flash", "prefill", 1, 512, 512, 8, 8, 256, False),

@@ -59,7 +59,7 @@ def test_single_cta_prefill_fa2_a100_serializes_softmax_and_matmuls():
     128 x 64 (4 warps, 1 stage; flash_fwd_launch_template.h), so one CTA owns the only query tile
     and walks 128 / 64 = 2 full kv tiles."""
     hw = A100
-    p = predict(Workload(batch=1, seqlen_q=128, heads_q=1, head_dim_qk=128), hw, "fa2")
+    p = predict(Workload(batch=1, seqlen_q=128, heads_q=1, head_dim_qk=128), hw, "fa2", calibration=None)
     [k] = p.kernels
     assert (k.name, k.tile, k.ctas, k.ctas_per_sm) == ("attn_fwd", "128x64 w4 s1", 1, 1)
     mma, sfu, fp32, smem = per_sm_rates(hw)
@@ -94,7 +94,7 @@ def test_single_cta_prefill_fa3_h100_hides_softmax_behind_the_matmuls():
     """128 queries against 1408 keys, 1 head, d 128, bf16 on H100 with FA3: tile_size_fwd_sm90 gives
     128 x 176 (non-causal hdim 128), 3 warpgroups, 2 stages; 1408 = 8 x 176, so one CTA, 8 full tiles."""
     hw = H100
-    p = predict(Workload(batch=1, seqlen_q=128, seqlen_kv=1408, heads_q=1, head_dim_qk=128), hw, "fa3")
+    p = predict(Workload(batch=1, seqlen_q=128, seqlen_kv=1408, heads_q=1, head_dim_qk=128), hw, "fa3", calibration=None)
     [k] = p.kernels
     assert (k.tile, k.ctas, k.ctas_per_sm) == ("128x176 w12 s2", 1, 1)
     mma, sfu, fp32, smem = per_sm_rates(hw)
@@ -122,7 +122,7 @@ def test_multi_wave_prefill_fa2_a100_runs_ceil_ctas_over_slots_waves():
     """batch 4, 32 heads, 512 tokens, d 128 on A100 with FA2 (128 x 64 tile): 4 x 32 x 512/128 = 512
     equal CTAs of 512/64 = 8 full tiles each."""
     hw = A100
-    p = predict(Workload(batch=4, seqlen_q=512, heads_q=32, head_dim_qk=128), hw, "fa2")
+    p = predict(Workload(batch=4, seqlen_q=512, heads_q=32, head_dim_qk=128), hw, "fa2", calibration=None)
     [k] = p.kernels
     mma, sfu, fp32, smem = per_sm_rates(hw)
     clk, lat, sms = hw.clock_sustained_hz, hw.dram_latency_s, hw.sm_count
@@ -169,7 +169,7 @@ def test_split_kv_decode_fa2_a100_by_flash_attention_heuristic():
     split at all: 96 >= 0.8 x 108.)"""
     hw = A100
     w = Workload(batch=48, seqlen_q=1, seqlen_kv=4096, heads_q=128, heads_kv=2, head_dim_qk=128, phase="decode")
-    p = predict(w, hw, "fa2")
+    p = predict(w, hw, "fa2", calibration=None)
     assert [k.name for k in p.kernels] == ["attn_decode", "decode_combine"]
     main, comb = p.kernels
     assert 96 < 0.8 * 2 * hw.sm_count and 96 >= 0.8 * hw.sm_count  # the case where 2 x SMs matters
@@ -213,7 +213,7 @@ def test_train_fa2_a100_forward_and_backward_by_hand():
     bwd_preprocess (D = rowsum(dO * O), dQ accumulator zeroed), attn_bwd gridded over kv tiles
     (64 x 128, 8 warps, 1 stage: flash_bwd_launch_template.h hdim 128) and bwd_dq_convert."""
     hw = A100
-    p = predict(Workload(batch=2, seqlen_q=256, heads_q=4, head_dim_qk=128, phase="train"), hw, "fa2")
+    p = predict(Workload(batch=2, seqlen_q=256, heads_q=4, head_dim_qk=128, phase="train"), hw, "fa2", calibration=None)
     assert [k.name for k in p.kernels] == ["attn_fwd", "bwd_preprocess", "attn_bwd", "bwd_dq_convert"]
     fwd, pre, bwd, conv = p.kernels
     mma, sfu, fp32, smem = per_sm_rates(hw)
@@ -264,7 +264,7 @@ def test_fp8_kv_cache_is_read_at_one_byte_per_element_in_decode():
     tokens. 16 x 8 = 128 row blocks >= 0.8 x 132 SMs: no split, so the kernel writes O itself."""
     w = Workload(batch=16, seqlen_q=1, seqlen_kv=8192, heads_q=32, heads_kv=8, head_dim_qk=128,
                  kv_dtype="fp8", phase="decode")
-    p = predict(w, H100, "fa3")
+    p = predict(w, H100, "fa3", calibration=None)
     [k] = p.kernels
     assert k.splits == 1
     kv = 16 * 8 * 8192 * (128 + 128) * 1  # K and V, one byte per element
@@ -280,7 +280,7 @@ def test_moba_gate_scores_every_query_head_under_gqa():
     512 (8 blocks), top 3, causal. Pooling reads K once per kv head; the gate GEMM scores every query
     of every query head against the 8 block means; top-k reads those scores."""
     w = Workload(batch=2, seqlen_q=4096, heads_q=16, heads_kv=4, head_dim_qk=128, causal=True)
-    p = predict(w, H100, "fa3", mask=BlockSelectMask(512, 3, causal=True), compare=False)
+    p = predict(w, H100, "fa3", mask=BlockSelectMask(512, 3, causal=True), compare=False, calibration=None)
     gate = kernel(p, "moba_gate_gemm")
     gate_flops = 2 * 2 * 16 * 4096 * 8 * 128  # batch x query heads x queries x blocks x d, 2 FLOPs per MAC
     assert gate.useful_flops == gate_flops == 268_435_456
@@ -305,7 +305,7 @@ def test_mla_absorbed_decode_reads_the_latent_cache_once():
                  phase="decode")
     var = get_variant("mla")
     lay = var.layout(var.resolve({}), w, 128 * 128, 64)
-    p = predict(w, H100, "fa3", variant="mla", layout=lay)
+    p = predict(w, H100, "fa3", variant="mla", layout=lay, calibration=None)
     k = kernel(p, "attn_decode")
     assert k.splits == 1
     cache = 64 * 4096 * (512 + 64) * 2  # the latent once per token: 576 bf16 elements, for all 128 heads
@@ -341,7 +341,7 @@ def test_fa2_split_heuristic_case_where_twice_the_sms_matters_on_h100():
     1.21 waves -> 0.61, 3 splits 480/264 = 1.82 waves -> 0.91 >= 0.85 x (best <= 1), eligible
     (ceil(64/3) = 22 != ceil(64/2) = 32): 3 splits. Given 132 it would not split (160 >= 105.6)."""
     w = Workload(batch=20, seqlen_q=1, seqlen_kv=8192, heads_q=8, head_dim_qk=128, phase="decode")
-    p = predict(w, H100, "fa2")
+    p = predict(w, H100, "fa2", calibration=None)
     main = kernel(p, "attn_decode")
     assert 0.8 * 132 <= 160 < 0.8 * 264
     assert main.splits == 3
@@ -370,7 +370,7 @@ def test_eager_train_executes_at_least_its_useful_flops():
     bwd_dq_gemm, bwd_dk_gemm), and its useful FLOPs count that algorithm: 4d + 8d = 12d per live pair
     at d = dv, not FlashAttention's recompute-P 14d (which exceeded what eager executes)."""
     w = Workload(batch=1, seqlen_q=1024, heads_q=16, head_dim_qk=128, phase="train")
-    p = predict(w, H100, "eager")
+    p = predict(w, H100, "eager", calibration=None)
     pairs = 16 * 1024 * 1024
     # eager computes every score: forward S and O, backward dV, dP, dQ, dK: 2 x 128 FLOPs per pair each
     assert p.flops == 6 * 2 * 128 * pairs  # 1024 and 128 divide every GEMM tile: no padding
