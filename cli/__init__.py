@@ -268,7 +268,7 @@ def render(pred) -> str:
                      + (f"  splits {k['splits']}" if k.get("splits", 1) > 1 else ""))
     if not j["calibrated"]:
         lines.append("  note: uncalibrated: efficiencies are 1 beyond what the model prices; published FlashAttention-2/3"
-                     " runs take 1.3-1.6x such predictions, Triton and eager 2-3x (benchmarks/bench_published.py)")
+                     " runs take 1.3-1.6x such predictions, Triton 1.5-3x, eager 1.1-1.8x (benchmarks/bench_published.py)")
     elif (c := j["calibration"]) and c.get("group"):
         lines.append(f"  calibration {c['group']} ({c['file']}, {c['rows']} rows): "
                      + " · ".join(f"{k} {v:.3g}" for k, v in c["params"].items())

@@ -387,8 +387,11 @@ FAMILIES = {
     ),
     "eager": Family(
         name="eager",
-        description="eager attention: QK^T GEMM, a softmax kernel, PV GEMM; the scores are materialized in HBM",
-        source="'standard attention' of the FlashAttention papers (e.g. torch matmul + softmax + matmul)",
+        description="eager attention: QK^T GEMM, an additive-mask add when masked, a softmax kernel, PV GEMM, "
+                    "plus layout copies of Q, K, V; the scores are materialized in HBM",
+        source="'standard attention' of the FlashAttention-2/3 papers: attention_pytorch in Dao-AILab/flash-attention "
+               "benchmarks/benchmark_flash_attention.py (baddbmm, + causal mask, softmax, einsum), run forward or "
+               "with autograd's backward; kernel by kernel in model.eager_attention",
         archs=("ampere", "ada", "hopper", "blackwell", "cdna3"),
         dtypes=("fp16", "bf16", "fp8"),
         head_dims=tuple(range(8, 16385, 8)),  # a GEMM pads K to its 8-element alignment only

@@ -624,10 +624,66 @@ def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
 
 
 # -- eager ------------------------------------------------------------------------------------
+# What "standard attention" launches, kernel by kernel. The reference is `attention_pytorch` of the
+# FlashAttention benchmarks (Dao-AILab/flash-attention benchmarks/benchmark_flash_attention.py; the same
+# function in hopper/benchmark_flash_attention.py): the "PyTorch standard attention" of the FlashAttention-2
+# and -3 papers, timed forward, or forward and autograd backward (flash_attn/utils/benchmark.py
+# benchmark_fwd_bwd), on a packed qkv of shape (batch, seqlen, 3, heads, d), dropout_p = 0.0:
+#   q = rearrange(q, 'b t h d -> (b h) t d'), k = rearrange(k, 'b s h d -> (b h) d s'): views of the packed
+#       qkv that cannot be viewed as (b h), so reshape copies each (`q_layout`, `k_layout`)
+#   scores = torch.baddbmm(empty, q, k, beta=0, alpha=softmax_scale): one cuBLAS batched GEMM; the scale is
+#       its epilogue's alpha (no scaling kernel), beta = 0 does not read C, S is written in the input
+#       dtype, not fp32 (`qk_gemm`)
+#   causal: causal_mask = torch.triu(torch.full((L, S), -10000.0), 1).to(dtype): three small L x S kernels
+#       on an fp32 mask (`mask_fill`, `mask_triu`, `mask_cast`), then scores = scores + causal_mask, an
+#       out-of-place add (not masked_fill_) broadcasting the L x S mask over (batch, heads): it reads S and
+#       the mask, and writes S again (`mask_add`): one more read and one more write of the score matrix
+#   attention = torch.softmax(scores, dim=-1): reads S, writes P in the input dtype; fp32 math inside the
+#       kernel, no dtype-conversion kernel, no log-sum-exp written (aten/src/ATen/native/cuda/SoftMax.cu:
+#       a row in registers or shared memory, one read and one write) (`softmax`)
+#   F.dropout(attention, 0.0): at::dropout returns its input when p == 0 (aten/src/ATen/native/Dropout.cpp,
+#       _dropout_impl: `if (p == 0 || !train || ...) return input`): no kernel
+#   torch.einsum('bhts,bshd->bthd', P, v): v permuted to (b h) s d, a copy (`v_layout`), then one batched
+#       GEMM (`pv_gemm`); the output is a permuted view and `.to(dtype)` a no-op
+# The autograd backward (tools/autograd/derivatives.yaml; add, the views and dropout(p = 0) pass the
+# gradient through without a kernel; benchmark_backward sets .grad to None first, so nothing accumulates):
+#   bmm: dP = dO V^T (`bwd_dp_gemm`, writes an S-sized tensor), dV = P^T dO (`bwd_dv_gemm`, reads P)
+#   softmax: dS = _softmax_backward_data(dP, P) (`softmax_bwd`: reads dP and P, writes dS)
+#   baddbmm: batch1 = maybe_multiply(grad.bmm(batch2^T), alpha), batch2 = maybe_multiply(batch1^T.bmm(grad),
+#       alpha): a GEMM each reading dS (`bwd_dq_gemm`, `bwd_dk_gemm`) and, alpha != 1, a scaling kernel each
+#       (`bwd_dq_scale`, `bwd_dk_scale`)
+#   unbind: the packed gradient is at::stack(dQ, dK, dV) (`bwd_qkv_stack`: reads the three, writes them)
+# PyTorch's SDPA math backend up to torch 2.4 (aten/src/ATen/native/transformers/attention.cpp,
+# _scaled_dot_product_attention_math: query * sqrt(scale), key^T * sqrt(scale), matmul; causal: a bool
+# tril mask made additive (-inf) and added in place, attn.add_(mask); softmax; matmul) launches the same
+# S-sized passes; it scales Q and K (two per-token passes, like q_layout and k_layout) and uses V in place.
+# From torch 2.5 it upcasts fp16/bf16 inputs to fp32 unless allow_fp16_bf16_reduction_math_sdp(True); not
+# modelled: SageAttention's published SDPA-math times rule it out for those rows (A100, d = 128, L = 8192,
+# batch 4, 32 heads: 63.7 ms measured, while 4.4e12 FLOP of fp32 GEMMs without TF32 take 225 ms at
+# 19.5 TFLOP/s).
+# Decode keeps the cache in place (a matmul over the KV cache): no layout copies.
+# The GEMMs are priced by pricing.gemm (tiles, waves, HBM). QK^T and dP reduce over K = d only: d FLOPs per
+# byte of S written (2 L^2 d FLOPs, 2 L^2 bytes per head), below the ridge of every profiled card at
+# d <= 128 (A100 312 TFLOP/s / 2.04 TB/s = 153, H100 989 / 3.35 = 295, RTX 4090 165 / 1.008 = 164 FLOP/B),
+# so they are HBM-bound whatever their tensor-core efficiency; PV, dV, dQ, dK (K = L, N = d) stream P or dS
+# once and are HBM-bound too. The calibrated tensor fraction is therefore weakly determined by eager rows.
+
+
 def eager_attention(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
-    """Scores materialized: S = QK^T (GEMM, written to HBM), P = softmax(S) (a memory-bound kernel
-    that also applies the mask), O = PV (GEMM). Train adds dV = P^T dO, dP = dO V^T, dS =
-    softmax-backward(P, dP), dQ = dS K, dK = dS^T Q. Every score is computed, live or not."""
+    """Scores materialized, kernel by kernel as PyTorch's standard attention launches them (the block
+    comment above): layout copies of Q and K, S = QK^T (a GEMM writing S to HBM), for a masked problem
+    the additive L x S mask built once and added to S (another read and write of S), P = softmax(S), a
+    layout copy of V, O = PV (a GEMM reading P). Train adds autograd's dP = dO V^T, dV = P^T dO,
+    dS = softmax-backward(P, dP), dQ = dS K and dK = dS^T Q each scaled by the softmax scale, and the
+    packed gradient stacked. Every score is computed, live or not.
+
+    The mask add reads the broadcast mask once per (batch, head) slice (stride 0 over batch and heads),
+    and those reads are priced at HBM bandwidth, as if no slice found the mask in L2. An LRU L2 would
+    keep it while its reuse distance (the mask and one slice of S read and written, 3 L S dtype bytes)
+    fits, which is L <= 2048 on the 40-50 MB L2 of A100/H100; but the published A100 and H100
+    standard-attention times (FlashAttention-2 and -3 figures, SageAttention's A100 SDPA-math rows) put
+    the causal mask's extra cost at three S-sized passes at every length from 512 to 8192, not two, while
+    the RTX 4090's SDPA-math rows show two at L = 1024 and three at 4096. Priced as three everywhere."""
     s = w.dtype_bytes
     d, dv, lq, lk = w.head_dim_qk, w.head_dim_v, w.seqlen_q, w.seqlen_kv
     bh = w.batch * w.heads_q
@@ -639,21 +695,38 @@ def eager_attention(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     rows, slices, cls = lq, bh, mask.head_groups(w.heads_q)[0][0]
     if w.v_in_k:  # a latent shared by the heads: the heads fold into the GEMM rows (DeepSeek's einsum over the cache)
         rows, slices, cls = lq * w.group, w.batch * w.heads_kv, None
+    # the GEMMs' operands as the layout copies write them (K and V per query head: what each head's GEMM reads)
+    q_b, k_b, v_b = slices * rows * m * d * s, slices * lk * m * d * s, slices * lk * dv * s
+    copies = w.phase != "decode"
+    if copies:
+        ks.append(elementwise("q_layout", r, read_bytes=q_b, write_bytes=q_b))
+        ks.append(elementwise("k_layout", r, read_bytes=k_b, write_bytes=k_b))
     qk = gemm("qk_gemm", r, rows, lk, m * d, slices, w.dtype, w.qk_accum, useful_flops=2 * m * d * live, mask=cls,
               role="scores")
     ks.append(qk)
-    ks.append(elementwise("softmax", r, read_bytes=scores * s, write_bytes=scores * s + bh * lq * 4,
+    if live < scores:  # a mask to apply: built once (L x S, fp32 then the input dtype), added to every slice
+        ls = lq * lk
+        ks.append(elementwise("mask_fill", r, read_bytes=0, write_bytes=ls * 4))
+        ks.append(elementwise("mask_triu", r, read_bytes=ls * 4, write_bytes=ls * 4))
+        ks.append(elementwise("mask_cast", r, read_bytes=ls * 4, write_bytes=ls * s))
+        ks.append(elementwise("mask_add", r, read_bytes=2 * scores * s, write_bytes=scores * s,
+                              fp32_ops=float(scores) * fam.mask_fp32_ops_per_score))
+    ks.append(elementwise("softmax", r, read_bytes=scores * s, write_bytes=scores * s,
                           exps=float(scores) * (1 + w.score_sfu_ops),
-                          fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score + fam.mask_fp32_ops_per_score
-                                                    + w.score_fp32_ops)))
+                          fp32_ops=float(scores) * (fam.softmax_fp32_ops_per_score + w.score_fp32_ops)))
+    if copies:
+        ks.append(elementwise("v_layout", r, read_bytes=v_b, write_bytes=v_b))
     ks.append(gemm("pv_gemm", r, rows, dv, lk, slices, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
     if w.phase == "train":
-        ks.append(gemm("bwd_dv_gemm", r, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
         ks.append(gemm("bwd_dp_gemm", r, lq, lk, dv, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
+        ks.append(gemm("bwd_dv_gemm", r, lk, dv, lq, bh, w.dtype, w.pv_accum, useful_flops=2 * dv * live))
         ks.append(elementwise("softmax_bwd", r, read_bytes=2 * scores * s, write_bytes=scores * s,
                               fp32_ops=(3.0 + 2 * w.score_fp32_ops) * scores))
         ks.append(gemm("bwd_dq_gemm", r, lq, d, lk, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
+        ks.append(elementwise("bwd_dq_scale", r, read_bytes=q_b, write_bytes=q_b))
         ks.append(gemm("bwd_dk_gemm", r, lk, d, lq, bh * m, w.dtype, w.qk_accum, useful_flops=2 * m * d * live))
+        ks.append(elementwise("bwd_dk_scale", r, read_bytes=k_b, write_bytes=k_b))
+        ks.append(elementwise("bwd_qkv_stack", r, read_bytes=q_b + k_b + v_b, write_bytes=q_b + k_b + v_b))
     return ks
 
 

@@ -264,13 +264,17 @@ def _contract_cases():
     cases.append((("--phase", "train", "--seqlen", "2048", "--kernel", "fa2"),
                   ((2 * 256 + 2 * 640) * 32 * 2048 * 2048, kv, hbm, mem,
                    ["attn_fwd", "bwd_preprocess", "attn_bwd", "bwd_dq_convert"])))
-    # eager MQA, 1000 tokens: S = QK^T per query head (K read per head), softmax, O = PV
+    # eager MQA, 1000 tokens, as PyTorch's standard attention launches it (model.eager_attention): Q and
+    # K copied to the GEMM layout (read and written once each; K per query head, as each head's GEMM
+    # reads it), S = QK^T per query head, softmax (S read, P written; torch's softmax writes no LSE),
+    # V copied to the GEMM layout, O = PV. No mask: no mask kernels.
     sc, kv = 32 * 1000 * 1000, 1000 * 1 * 256 * 2
-    hbm = (32 * (1000 * 128 + 128 * 1000 + 1000 * 1000) * 2 + (2 * sc * 2 + 32 * 1000 * 4)
-           + 32 * (1000 * 1000 + 1000 * 128 + 1000 * 128) * 2)
+    op = 32 * 1000 * 128 * 2  # one GEMM operand (Q, the per-head K or V) in fp16
+    hbm = (2 * op + 2 * op + 32 * (1000 * 128 + 128 * 1000 + 1000 * 1000) * 2 + 2 * sc * 2
+           + 2 * op + 32 * (1000 * 1000 + 1000 * 128 + 1000 * 128) * 2)
     cases.append((("--kernel", "eager", "--seqlen", "1000", "--variant", "mqa"),
                   (2 * 256 * 32 * 1000 * 1000, kv, hbm, 32 * 1000 * 128 * 2 * 2 + kv + 2 * sc * 2,
-                   ["qk_gemm", "softmax", "pv_gemm"])))
+                   ["q_layout", "k_layout", "qk_gemm", "softmax", "v_layout", "pv_gemm"])))
     # Triton, 777 tokens, d 64
     rows, kv = 32 * 777, 777 * 32 * 128 * 2
     hbm = rows * 64 * 2 * 2 + kv + rows * 4

@@ -256,9 +256,61 @@ def test_eager_bytes_grow_as_l_squared():
         w = Workload(batch=1, seqlen_q=L, heads_q=8)
         p = predict(w, H100, "eager")
         soft = next(k for k in p.kernels if k.name == "softmax")
-        assert soft.hbm_bytes == 8 * L * L * S * 2 + 8 * L * 4  # S read, P written, the row LSE
+        assert soft.hbm_bytes == 8 * L * L * S * 2  # S read, P written (torch's softmax writes no LSE)
     big, small = (predict(Workload(seqlen_q=L, heads_q=8), H100, "eager") for L in (8192, 4096))
-    assert 3.9 < big.hbm_bytes / small.hbm_bytes <= 4.0
+
+    def part(p, layout):  # the layout copies of Q, K, V (per token) apart from the rest (per score)
+        return sum(k.hbm_bytes for k in p.kernels if k.name.endswith("_layout") == layout)
+    assert 3.9 < part(big, False) / part(small, False) <= 4.0
+    assert part(big, True) == 2 * part(small, True) == 2 * 3 * 2 * (8 * 4096 * 128 * S)  # read + written
+
+
+def test_eager_causal_forward_launches_the_standard_attention_kernels():
+    """Causal prefill as FlashAttention's benchmark `attention_pytorch` runs it (model.eager_attention):
+    Q and K copied to the GEMM layout, S = QK^T written, the L x L mask built in fp32 (full, triu) and cast,
+    S + mask (S and the mask read, S written: the mask re-read per (batch, head) slice, priced at HBM),
+    softmax (S read, P written), V copied, O = PV. Written out by hand at b=2, h=4, L=1024, d=128, bf16."""
+    b, h, L, d = 2, 4, 1024, 128
+    p = predict(Workload(batch=b, heads_q=h, seqlen_q=L, head_dim_qk=d, causal=True), H100, "eager")
+    assert [k.name for k in p.kernels] == ["q_layout", "k_layout", "qk_gemm", "mask_fill", "mask_triu", "mask_cast",
+                                           "mask_add", "softmax", "v_layout", "pv_gemm"]
+    hbm = {k.name: k.hbm_bytes for k in p.kernels}
+    op, sc = b * h * L * d * S, b * h * L * L * S  # one operand (Q, K or V), the score matrix
+    assert hbm["q_layout"] == hbm["k_layout"] == hbm["v_layout"] == 2 * op  # read and written once
+    assert hbm["qk_gemm"] == 2 * op + sc  # Q and K in, S out
+    assert (hbm["mask_fill"], hbm["mask_triu"], hbm["mask_cast"]) == (L * L * 4, 2 * L * L * 4, L * L * (4 + S))
+    assert hbm["mask_add"] == 3 * sc  # S and the per-slice mask read, S written
+    assert hbm["softmax"] == 2 * sc
+    assert hbm["pv_gemm"] == sc + 2 * op  # P and V in, O out
+    assert p.time_s >= p.bound.time_s
+    dense = predict(Workload(batch=b, heads_q=h, seqlen_q=L, head_dim_qk=d), H100, "eager")
+    assert "mask_add" not in [k.name for k in dense.kernels]  # no mask, no mask kernels
+    assert p.hbm_bytes - dense.hbm_bytes == 3 * sc + L * L * (4 + 8 + 4 + S)
+
+
+def test_eager_train_adds_autograds_backward_kernels():
+    """The autograd backward of `attention_pytorch`: bmm's dP = dO V^T and dV = P^T dO, the softmax
+    backward (dP and P read, dS written), baddbmm's dQ = dS K and dK = dS^T Q, each scaled by alpha
+    (maybe_multiply: read and written), unbind's stack of dQ, dK, dV (read and written once)."""
+    b, h, L, d = 1, 2, 2048, 64
+    p = predict(Workload(batch=b, heads_q=h, seqlen_q=L, head_dim_qk=d, phase="train"), H100, "eager")
+    names = [k.name for k in p.kernels]
+    assert names[names.index("pv_gemm") + 1:] == ["bwd_dp_gemm", "bwd_dv_gemm", "softmax_bwd", "bwd_dq_gemm",
+                                                  "bwd_dq_scale", "bwd_dk_gemm", "bwd_dk_scale", "bwd_qkv_stack"]
+    hbm = {k.name: k.hbm_bytes for k in p.kernels}
+    op, sc = b * h * L * d * S, b * h * L * L * S
+    assert hbm["softmax_bwd"] == 3 * sc
+    assert hbm["bwd_dq_scale"] == hbm["bwd_dk_scale"] == 2 * op
+    assert hbm["bwd_qkv_stack"] == 2 * 3 * op
+    assert hbm["bwd_dp_gemm"] == 2 * op + sc  # dO and V in, dP out
+    assert hbm["bwd_dq_gemm"] == hbm["bwd_dk_gemm"] == sc + 2 * op  # dS and K (Q) in, dQ (dK) out
+    assert p.time_s >= p.bound.time_s
+
+
+def test_eager_decode_keeps_the_cache_in_place():
+    """Decode multiplies against the KV cache where it lies: no layout copies (and no mask at one query)."""
+    p = predict(Workload(batch=2, seqlen_q=1, seqlen_kv=4096, heads_q=8, phase="decode"), H100, "eager")
+    assert [k.name for k in p.kernels] == ["qk_gemm", "softmax", "pv_gemm"]
 
 
 def test_eager_variant_contrasts_the_fused_kernel():
