@@ -71,6 +71,13 @@ class Family:
     # (arch, phase, d, dv) -> None when the family runs these head dims in this phase on this arch, else the
     # documented limit in words (None: every head dim that pads to `head_dims`, every phase)
     phase_head_dims: Callable | None = field(default=None, repr=False)
+    # forward: part of the softmax's exp2s run as a polynomial on the FP32 (FMA) pipes instead of the SFU, so a
+    # tile's softmax time is the SFU and the FP32 pipes sharing its exp2s at their best split (the bound's exp
+    # term, per SM: `model._fwd_tile_costs`); masked (partial) tiles keep every exp2 on the SFU unless their padded
+    # head dim is in exp2_emulation_masked_dims. The profile's exp2_emulation_fp32_ops prices one emulated exp2.
+    exp2_emulation: bool = False
+    exp2_emulation_masked_dims: tuple = ()
+    exp2_emulation_source: str = ""
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -152,9 +159,40 @@ def _fa3_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = Fals
 
 
 def _fa4_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
-    """FA4 (flash_fwd_sm100.py): 128 x 128 MMA tiles, two Q tiles per CTA (BLOCK_M = 2 x 128),
-    16 warps (softmax, correction, MMA, load), 3 K/V stages."""
-    return [Tile(256, 128, 16, 3)]
+    """FA4 forward tiles (Dao-AILab/flash-attention flash_attn/cute).
+
+    Head dims <= 192 (flash_fwd_sm100.py FlashAttentionForwardSm100: m_block_size = n_block_size = 128,
+    q_stage = 2): two 128-row Q tiles per CTA (BLOCK_M = 2 x 128), BLOCK_N = 128, 16 warps (2 x 4 softmax,
+    4 correction, MMA, epilogue, load, empty); 3 K/V stages up to 128, and at (192, 128) the 2 stages of
+    attnsim's smem formula (FA4 fits a third by alternating 192- and 128-wide buffers, uneven_kv_smem).
+    Head dim 256 (sm100_hd256_2cta_fmha_forward.py BlackwellFusedMultiHeadAttentionForward, the kernel of the
+    FA4-COMMIT-HD256 rows): 2-CTA clusters (cluster_shape_mn = (2, 1); one 256 x 128 tcgen05 MMA spans the
+    pair), each CTA one 128-row Q tile (tile_m = tile_n = 128 asserted), 12 warps (4 softmax, 4 correction, MMA,
+    load, 2 empty); kv_stage = 4 buffers each for K and V, a buffer holding this CTA's half of a 128 x 128 slice of
+    the pair's B operand (16 KiB): 128 KiB of K/V = the 2 whole 128 x 256 tiles of attnsim's smem formula (with Q's
+    64 KiB, the kernel's 192 KiB per CTA). Assumption: the pair is priced as two independent 128-row CTAs (its joint
+    256-row causal range, one more masked tile for the lower-row CTA on the diagonal, is not modeled)."""
+    if dp <= 128:
+        return [Tile(256, 128, 16, 3)]
+    if dp <= 192:
+        return [Tile(256, 128, 16, 2)]
+    return [Tile(128, 128, 12, 2)]
+
+
+def _fa4_head_dims(arch: str, phase: str, d: int, dv: int):
+    """FA4's head dims on SM100 (flash_attn/cute/interface.py _validate_head_dims: "head_dim and head_dim_v must be
+    between 8 and 128 ..., or (192, 128) for DeepSeek, or (256, 256) for hd256"). The backward: flash_bwd_sm100.py
+    asserts "head_dim and head_dim_v must be the same for now" (no 192/128), and (256, 256) runs the dedicated 2-CTA
+    backward (sm100_hd256_2cta_fmha_backward.py: "Supported head dimensions: 256 only"). Decode: attnsim prices
+    FA4's decode with split-KV and packed GQA, which the hd256 kernel refuses (sm100_hd256_2cta_fmha_forward.py:
+    "does not support SplitKV", "does not support pack_gqa"). None when allowed, else the rule in words."""
+    if max(d, dv) <= 128:
+        return None if phase != "train" or d == dv else "head_dim_qk = head_dim_v (<= 128), or 256/256"
+    if (d, dv) == (192, 128):
+        return None if phase != "train" else "head_dim_qk = head_dim_v (<= 128), or 256/256"
+    if (d, dv) == (256, 256):
+        return None if phase != "decode" else "head dims <= 128, or 192/128"
+    return "head dims <= 128, or 192/128, or 256/256"
 
 
 def _triton_fwd(hw, dp: int, dvp: int, causal: bool, dtype: str, local: bool = False):
@@ -304,17 +342,32 @@ FAMILIES = {
     ),
     "fa4": Family(
         name="fa4",
-        description="FlashAttention-4 (Blackwell): tcgen05 MMA into tensor memory, two Q tiles per CTA, overlapped softmax",
-        source="Dao-AILab/flash-attention flash_attn/cute/flash_fwd_sm100.py (128 x 128 tiles, q_stage = 2)",
+        description="FlashAttention-4 (Blackwell): tcgen05 MMA into tensor memory, two Q tiles per CTA (head dim 256: "
+                    "2-CTA pairs), overlapped softmax, part of the exp2s emulated on the FMA pipes",
+        source="Dao-AILab/flash-attention flash_attn/cute/flash_fwd_sm100.py (128 x 128 tiles, q_stage = 2; "
+               "FP8 forward: the q_dtype.width == 8 path and _FP8_TUNING_CONFIG, commit cbbab839 'Tune FP8 causal "
+               "hd128 ex2_emu_freq'; interface.py: 'FA4 CuTe FP8 backward is not supported yet (forward-only)'), "
+               "sm100_hd256_2cta_fmha_forward.py (head dim 256, 2-CTA)",
         archs=("blackwell",),
-        dtypes=("fp16", "bf16"),
-        head_dims=(64, 96, 128),
+        dtypes=("fp16", "bf16", "fp8"),  # train_dtypes (fp16, bf16): the backward asserts fp16 or bf16 inputs
+        head_dims=(64, 96, 128, 192, 256),  # 192 only as (192, 128), 256 only as (256, 256): phase_head_dims
         overlap=1.0,
         overlap_source="FlashAttention-4: softmax warpgroups overlap the MMA warp on the other Q tile",
         smem_layout="q_kv_tmem",
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32, mma_m=64,
         fwd_tiles=_fa4_fwd, bwd_tiles=_fa_bwd(2), decode_tiles=_fa4_decode, kv_by_tma=True, smem_reader="rows128",
+        phase_head_dims=_fa4_head_dims,
+        exp2_emulation=True, exp2_emulation_masked_dims=(256,),
+        exp2_emulation_source="SoftmaxSm100.apply_exp2_convert (flash_attn/cute/softmax.py): per 32-score fragment, "
+                              "pairs with k % ex2_emu_freq >= ex2_emu_freq - ex2_emu_res go to utils.ex2_emulation_2 "
+                              "(FMA pipes), the rest to MUFU.EX2; flash_fwd_sm100.py softmax_step passes "
+                              "ex2_emu_freq=self.ex2_emu_freq if mask_fn is None else 0 (masked tiles: SFU only); "
+                              "sm100_hd256_2cta_fmha_forward.py softmax_step emulates on every tile (freq 4, res 3 "
+                              "defaults). FA4 tunes the fraction per shape (_TUNING_CONFIG; on B200 6-25% of a "
+                              "128-score row at head dims <= 192, 28-37.5% at 256); attnsim prices the balanced "
+                              "split instead (28.6% at 4 FP32 instructions a score), an assumption. The backward "
+                              "(flash_bwd_sm100.py) computes P with cute.math.exp2 only",
     ),
     "cudnn": Family(
         name="cudnn",

@@ -215,7 +215,15 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     """One forward tile: qk_matmuls QK^T-shaped matmuls and PV on the tensor cores, one exp per
     score (plus the score function's own SFU work), the softmax's FP32 work (plus the score
     function's), shared-memory operand traffic. `causal`: the kernel runs the causal mask (its tiles
-    pay `Rates.causal`)."""
+    pay `Rates.causal`).
+
+    The softmax part of a tile takes max(exps / SFU rate, FP32 work / FP32 rate). A family with
+    `exp2_emulation` (FA4) computes part of the softmax exp2s as a polynomial of c =
+    exp2_emulation_fp32_ops FP32 instructions instead: the SFU and the FP32 pipes share them at the
+    best split, as the bound's exp term (bound.unit_times) prices them, per SM:
+    max(fp32 / R_fp32, n_sfu / R_sfu, (n + n_sfu + fp32 / c) / (R_sfu + R_fp32 / c)), n the softmax exp2s
+    (one per score), n_sfu the score function's own SFU work (never emulated), k CTAs sharing the SM.
+    Masked (partial) tiles emulate only at the head dims of `exp2_emulation_masked_dims`."""
     bm, bn = tile.block_m, tile.block_n
     flops = 2.0 * bm * bn * (w.qk_matmuls * dp + dvp)
     scores = float(bm * bn)
@@ -224,11 +232,22 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     soft = fam.softmax_fp32_ops_per_score + w.score_fp32_ops
     t_fp32 = scores * soft / rates.fp32_ops * k
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
+    t_soft, t_soft_p = np.maximum(t_exp, t_fp32), np.maximum(t_exp, t_fp32_p)
+    if fam.exp2_emulation:
+        c_emu, n_sfu = r.exp2_emulation_fp32_ops, scores * w.score_sfu_ops
+
+        def shared(fp32_ops):  # the exp2s split between the SFU and the FP32 pipes (fp32_ops: the other FP32 work)
+            split = (scores + n_sfu + fp32_ops / c_emu) / (rates.exp + rates.fp32_ops / c_emu)
+            return np.maximum(np.maximum(fp32_ops / rates.fp32_ops, n_sfu / rates.exp), split) * k
+
+        t_exp = t_soft = shared(scores * soft)
+        if dp in fam.exp2_emulation_masked_dims:
+            t_soft_p = shared(scores * (soft + fam.mask_fp32_ops_per_score))
     kv_cols = _kv_cols(w, dp, dvp)
     t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
     c = 1.0 + (r.causal if causal else 0.0)
-    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * c
-    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * c + r.partial_tile * t_full
+    t_full = _tile_time(t_tensor, t_soft, t_smem, r.overlap) * c
+    t_part = _tile_time(t_tensor, t_soft_p, t_smem, r.overlap) * c + r.partial_tile * t_full
     return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
                      {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
                      _cta_io_time(r, bm * (dp + dvp) * s, k))
@@ -237,7 +256,9 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
 def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN,
                     causal: bool = False) -> TileCosts:
     """One backward tile: S recomputed, dQ and dK (each once per QK^T-shaped matmul), dP, dV; the
-    score function's work recomputed (SFU) and differentiated (twice its FP32 work)."""
+    score function's work recomputed (SFU) and differentiated (twice its FP32 work). The recomputed
+    exps run on the SFU alone: no family emulates exp2 in its backward (FA4's flash_bwd_sm100.py
+    computes P with cute.math.exp2; its exp2 emulation is forward-only)."""
     bm, bn = tile.block_m, tile.block_n
     flops = 2.0 * bm * bn * (3 * w.qk_matmuls * dp + 2 * dvp)
     scores = float(bm * bn)

@@ -107,8 +107,12 @@ def test_head_dim_too_large_fa3_h100():
 
 @pytest.mark.skipif(not has_profile("b200"), reason="no b200 profile")
 def test_head_dim_too_large_fa4_b200():
-    assert_one_line_error(invoke("predict", "--hw", "b200", "--kernel", "fa4", "--head-dim", "256"),
-                          "head_dim_qk=256", "fa4", "allowed")
+    # FA4 compiles head dims up to 256 (256 only as 256/256: sm100_hd256_2cta_fmha_forward.py); 512 is past them,
+    # and 240 is none of FA4's shapes (<= 128, 192/128, 256/256) although it pads to 256
+    assert_one_line_error(invoke("predict", "--hw", "b200", "--kernel", "fa4", "--head-dim", "512"),
+                          "head_dim_qk=512", "fa4", "allowed", "256")
+    assert_one_line_error(invoke("predict", "--hw", "b200", "--kernel", "fa4", "--head-dim", "240"),
+                          "fa4", "240/240", "allowed", "192/128", "256/256")
 
 
 @pytest.mark.parametrize("param,needle", [

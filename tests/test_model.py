@@ -604,12 +604,12 @@ def test_unknown_kernel_and_wrong_arch(h100):
 
 
 def test_other_profiles_if_present():
-    """fp8 has no tensor-core rate on A100; on B200 fa4 refuses head dim 256."""
+    """fp8 has no tensor-core rate on A100; on B200 fa4 refuses head dim 240 (FA4 runs 256 only as 256/256)."""
     a100 = hw_or_skip("a100")
     with pytest.raises(AttnsimError, match="fp8"):
         predict(Workload(seqlen_q=128, dtype="fp8"), a100)
     p = predict(Workload(seqlen_q=1024, head_dim_qk=128), a100)
     assert p.time_s >= p.bound.time_s > 0
     b200 = hw_or_skip("b200")
-    with pytest.raises(AttnsimError, match="head dim"):
-        predict(Workload(seqlen_q=128, head_dim_qk=256), b200, "fa4")
+    with pytest.raises(AttnsimError, match="head dims 240/240"):
+        predict(Workload(seqlen_q=128, head_dim_qk=240), b200, "fa4")
