@@ -46,6 +46,7 @@ FIGURES = {
     "dram_latency_s": (float, 5e-8, 1e-5, True),
     "l2_bytes": (float, 1e5, 1e10, True),
     "l2_bandwidth_bytes_per_s": (float, 1e11, 1e15, False),
+    "l2_fetch_granularity_bytes": (int, 8, 1024, False),
     "smem_per_sm_bytes": (int, 8192, 1 << 22, True),
     "smem_per_block_bytes": (int, 8192, 1 << 22, True),
     "tmem_per_sm_bytes": (int, 1024, 1 << 22, False),
@@ -120,6 +121,7 @@ class Hardware:
     kernel_launch_overhead_s: float
     tensor: tuple  # of TensorRate
     l2_bandwidth_bytes_per_s: float | None = None
+    l2_fetch_granularity_bytes: int | None = None  # bytes the L2 moves from device memory per miss (a sector)
     tmem_per_sm_bytes: int | None = None
     nvlink_bandwidth_bytes_per_s_per_direction: float | None = None
     pcie_bandwidth_bytes_per_s_per_direction: float | None = None

@@ -812,14 +812,26 @@ class BoxBlockSelectMask(BlockSelectMask):
 def permutation_ops(w) -> list:
     """A token permutation into box-major order (NATTEN's token_permute) and back: Q, K, V are copied
     before the kernel and O after it (train: dO in, dQ, dK, dV back too). Memory-bound copies, no
-    useful work."""
+    useful work.
+
+    A copy that gathers (permute: strided reads, contiguous writes) or scatters (unpermute): NATTEN's
+    tensors are (batch, *tokens, heads, head_dim), heads last, and its fused kernels permute with
+    flip_tiled_dims=True, so the innermost mode of the box-major order is the box's first token axis
+    (SHI-Labs/NATTEN src/natten/token_permute/torch_impl.py: `batch, *token_layout, heads, dim =
+    tensor.shape`, the flipped permutation; token_permute/frontend.py: flip_tiled_dims defaults to True;
+    backends/blackwell_fna.py passes True). Consecutive tokens of a box are then a row or a plane apart
+    in the source (with dilation, d tokens apart), and what stays contiguous is one token: a run of
+    heads x head_dim x dtype bytes per token and tensor (`Pointwise.runs`; the pricer rounds each run
+    to the device's fetch granularity)."""
     s = w.dtype_bytes
-    q = w.batch * w.heads_q * w.seqlen_q * w.head_dim_qk * s
-    o = w.batch * w.heads_q * w.seqlen_q * w.head_dim_v * s
-    kv = w.batch * w.heads_kv * w.seqlen_kv * (w.head_dim_qk + w.head_dim_v) * s
-    moved = (q + kv, o) if w.phase != "train" else (q + kv + o, o + q + kv)  # + dO in; dQ, dK, dV out
-    return [Pointwise("token_permute", read=moved[0], write=moved[0]),
-            Pointwise("token_unpermute", read=moved[1], write=moved[1])]
+    q_tok, kv_tok = w.batch * w.seqlen_q, w.batch * w.seqlen_kv
+    q_run, o_run = w.heads_q * w.head_dim_qk * s, w.heads_q * w.head_dim_v * s  # one token of Q (dQ), O (dO)
+    k_run, v_run = w.heads_kv * w.head_dim_qk * s, w.heads_kv * w.head_dim_v * s  # one token of K (dK), V (dV)
+    qkv = ((q_tok, q_run), (kv_tok, k_run), (kv_tok, v_run))
+    runs = (qkv, ((q_tok, o_run),)) if w.phase != "train" else (qkv + ((q_tok, o_run),), ((q_tok, o_run),) + qkv)
+    moved = tuple(sum(n * run for n, run in r) for r in runs)  # in: Q, K, V (train: + dO); out: O (+ dQ, dK, dV)
+    return [Pointwise("token_permute", read=moved[0], write=moved[0], runs=runs[0]),
+            Pointwise("token_unpermute", read=moved[1], write=moved[1], runs=runs[1])]
 
 
 def segment_mask(sizes, window_size=(-1, -1), causal: bool = False) -> Mask:

@@ -75,7 +75,10 @@ class Gemm:
 @dataclass(frozen=True)
 class Pointwise:
     """A memory-streaming op. Bytes read and written, FP32 instructions (an FMA is one), SFU ops
-    (exp, rsqrt, sin, cos), parameters; `saved`: bytes the backward needs (default: what it reads)."""
+    (exp, rsqrt, sin, cos), parameters; `saved`: bytes the backward needs (default: what it reads).
+    `runs`: ((count, run_bytes), ...), the part of `read` + `write` that moves as `count` separate
+    contiguous runs of `run_bytes` each (a gather or a scatter, not one stream); the pricer rounds
+    each run to the memory's fetch granularity (`pricing.run_waste_bytes`). Empty: a stream."""
     name: str
     read: float
     write: float
@@ -84,6 +87,7 @@ class Pointwise:
     params: int = 0
     saved: float | None = None
     input: str = ""
+    runs: tuple = ()
 
     def work(self, backward: bool) -> Work:
         if not backward:

@@ -11,6 +11,7 @@ check. FLOPs: useful 2*M*N*K*batch; executed 2*ceil(M/tm)*tm*ceil(N/tn)*tn*ceil(
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,26 +66,46 @@ class KernelCost:
 
 
 # -- kernels -----------------------------------------------------------------------------
-def elementwise_units(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0) -> dict:
-    """A memory-streaming kernel's unit times (scalars or arrays): HBM traffic, exps, FP32 work, and
-    the fill-and-drain latency; the kernel takes the launch overhead plus the largest."""
-    return {"hbm": (read_bytes + write_bytes) / r.hbm_bytes_per_s, "exp": exps / r.exp_device(),
+def run_waste_bytes(r: Rates, runs):
+    """Device-memory bytes a gather or scatter moves beyond its useful ones (`Pointwise.runs`:
+    ((count, run_bytes), ...)). Device memory moves whole units of the profile's
+    `l2_fetch_granularity_bytes` G (a 32-byte sector on NVIDIA GPUs: CUDA C++ Best Practices Guide,
+    "Coalesced Access to Global Memory"), so a contiguous run costs every unit it touches. Runs of L
+    bytes that tile a contiguous tensor (the allocation G-aligned) start at offsets that are the
+    multiples of g = gcd(L, G), evenly spread over a unit: on average a run touches 1 + (L - g) / G
+    units, G + L - g bytes, so it wastes G - g bytes (none when L is a multiple of G; the efficiency is
+    L / (G + L - g)). No reuse of a neighbour's partly read unit from L2 is assumed (the CUDA guide's
+    strided-access analysis). Scalars or arrays of counts; 0 where the profile has no granularity."""
+    unit = r.hw.l2_fetch_granularity_bytes
+    if not unit:
+        return 0
+    return sum(count * (unit - math.gcd(int(run), unit)) for count, run in runs)
+
+
+def elementwise_units(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, runs=()) -> dict:
+    """A memory-streaming kernel's unit times (scalars or arrays): HBM traffic (a gather's or a
+    scatter's `runs` rounded to the fetch granularity: `run_waste_bytes`), exps, FP32 work, and the
+    fill-and-drain latency; the kernel takes the launch overhead plus the largest."""
+    moved = read_bytes + write_bytes + run_waste_bytes(r, runs)
+    return {"hbm": moved / r.hbm_bytes_per_s, "exp": exps / r.exp_device(),
             "fp32": fp32_ops / r.fp32_ops_device(), "latency": 2 * r.dram_latency_s}
 
 
-def elementwise_time(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0):
+def elementwise_time(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, runs=()):
     """`elementwise`'s time over arrays of configurations."""
-    units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops)
+    units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops, runs)
     return r.launch_overhead_s + np.maximum.reduce(np.broadcast_arrays(*(np.asarray(u, dtype=float)
                                                                          for u in units.values())))
 
 
-def elementwise(name, r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, flops=0) -> KernelCost:
-    """A memory-streaming kernel (softmax, preprocess, convert, combine, reductions)."""
-    units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops)
+def elementwise(name, r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, flops=0, runs=()) -> KernelCost:
+    """A memory-streaming kernel (softmax, preprocess, convert, combine, reductions; a token
+    permutation, whose `runs` gather or scatter). `hbm_bytes` counts what device memory moves."""
+    units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops, runs)
     limit = max(units, key=units.get)
-    return KernelCost(name=name, time_s=r.launch_overhead_s + units[limit], flops=int(flops),
-                      useful_flops=0, hbm_bytes=int(read_bytes + write_bytes), bound=limit, unit_times_s=units)
+    return KernelCost(name=name, time_s=r.launch_overhead_s + units[limit], flops=int(flops), useful_flops=0,
+                      hbm_bytes=int(read_bytes + write_bytes + run_waste_bytes(r, runs)), bound=limit,
+                      unit_times_s=units)
 
 
 def matmuls_kernel(name, r: Rates, flops: float, dtype: str) -> KernelCost:
@@ -170,10 +191,10 @@ def op_kernels(op, r: Rates, dtype: str, backward: bool = False) -> list:
     if isinstance(op, Pointwise):
         if not backward:
             return [elementwise(op.name, r, read_bytes=op.read, write_bytes=op.write, exps=op.sfu_ops,
-                                fp32_ops=op.fp32_ops)]
+                                fp32_ops=op.fp32_ops, runs=op.runs)]
         saved = op.read if op.saved is None else op.saved
         return [elementwise(op.name + "_bwd", r, read_bytes=op.write + saved, write_bytes=op.read,
-                            exps=op.sfu_ops, fp32_ops=2 * op.fp32_ops)]
+                            exps=op.sfu_ops, fp32_ops=2 * op.fp32_ops, runs=op.runs)]
     if isinstance(op, Matmuls):
         return [matmuls_kernel(op.name, r, op.flops, dtype)]
     raise TypeError(f"not an operation: {op!r}")

@@ -27,7 +27,7 @@ from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
 from .ops import Matmuls, Pointwise
 from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes, backward_helpers,
                     cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times, split_sms)
-from .pricing import elementwise_time
+from .pricing import elementwise_time, run_waste_bytes
 from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
 from .variants import get_variant
@@ -567,8 +567,8 @@ def _grouped_rows(hw, prob, B, calibration):
     flops = 0 * B
     for op in extra_ops:  # the mask's own ops (a token permutation, a predictor): library kernels
         if isinstance(op, Pointwise):
-            time = time + elementwise_time(lib, op.read, op.write, exps=op.sfu_ops, fp32_ops=op.fp32_ops)
-            hbm = hbm + np.asarray(op.read + op.write).astype(np.int64)
+            time = time + elementwise_time(lib, op.read, op.write, exps=op.sfu_ops, fp32_ops=op.fp32_ops, runs=op.runs)
+            hbm = hbm + np.asarray(op.read + op.write + run_waste_bytes(lib, op.runs)).astype(np.int64)
         else:
             time = time + lib.launch_overhead_s + op.flops / lib.mma_device(w1.dtype, "fp32")
             flops = flops + np.asarray(op.flops).astype(np.int64)
