@@ -35,6 +35,7 @@ from attnsim.simulator.families import get_family
 from attnsim.simulator.hardware import load_hardware
 from attnsim.simulator.rates import Calibration
 from attnsim.simulator.vectorized import predict_many
+from attnsim.validation.published import Measurement
 
 
 @dataclass(frozen=True)
@@ -59,22 +60,12 @@ RANK_TOL = 1e-3  # smallest / largest singular value of the scaled Jacobian belo
 
 
 @dataclass(frozen=True)
-class Row:
+class Row(Measurement):
     """One measurement to fit: a workload, the family and GPU that ran it, the measured time."""
-    hw: str
-    family: str
-    phase: str  # prefill | train | backward | decode
-    causal: bool
-    dtype: str
-    batch: int
-    heads_q: int
-    heads_kv: int
-    head_dim: int
-    seqlen_q: int
-    seqlen_kv: int
-    time_s: float
-    source: str  # "published: FA3-FP16", or "measured: <file>"
-    where: str  # file:line
+    hw: str = ""
+    family: str = ""
+    source: str = ""  # "published: FA3-FP16", or "measured: <file>"
+    where: str = ""  # file:line
     clock_hz: float | None = None  # a clock the source states it ran at (locked, or a burst)
     label: str = ""
 
@@ -515,11 +506,7 @@ def report_points(rows, calibration="default") -> list:
         c = choose(calibration, hw, fam, rs[0].dtype, rs[0].phase)[0]
         pred = model_times(rs, c)
         for r, p in zip(rs, pred):
-            ph = "train" if r.phase == "backward" else r.phase
-            from attnsim.simulator.workload import Workload
-            w = Workload(batch=r.batch, seqlen_q=r.seqlen_q, seqlen_kv=r.seqlen_kv, heads_q=r.heads_q,
-                         heads_kv=r.heads_kv, head_dim_qk=r.head_dim, dtype=r.dtype,
-                         causal=r.causal and ph != "decode", phase=ph)
+            w = r.workload()
             one = predict(w, hw, r.family, calibration=c)
             peak = hw.peak_flops_per_s(r.dtype, "fp32", hw.clock_max_hz)
             if r.phase == "backward":

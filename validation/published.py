@@ -142,16 +142,8 @@ _DTYPES = {"fp16": "fp16", "bf16": "bf16", "fp8_e4m3": "fp8", "fp8_e4m3fn": "fp8
 
 
 @dataclass(frozen=True)
-class ReferenceRow:
-    """One published measurement as attnsim reads it: the workload, the measured kernel time, where
-    it comes from (`where`: file and line) and how it was read (`quality`)."""
-    source: str  # source_id (the README of shared/reference names each)
-    where: str  # "file.csv:line"
-    hardware: str  # the source's name for the card
-    hw: str | None  # attnsim profile key (None: no profile)
-    regime: str  # the clock regime the source states ("locked 1965 MHz", "sustained", "burst") or an assumption
-    kernel: str  # the source's name for the implementation
-    family: str | None  # attnsim kernel family (None: not modeled)
+class Measurement:
+    """A measured attention kernel time and the workload it ran (a published row or one of our records)."""
     phase: str  # prefill | train | backward | decode
     causal: bool
     dtype: str
@@ -162,11 +154,6 @@ class ReferenceRow:
     seqlen_q: int
     seqlen_kv: int
     time_s: float
-    quality: str
-
-    @property
-    def exact(self) -> bool:
-        return self.quality in EXACT_QUALITIES
 
     def workload(self, phase: str | None = None) -> Workload:
         """The row's workload (`phase` overrides: a backward row is priced as train minus prefill)."""
@@ -174,6 +161,24 @@ class ReferenceRow:
         return Workload(batch=self.batch, seqlen_q=self.seqlen_q, seqlen_kv=self.seqlen_kv, heads_q=self.heads_q,
                         heads_kv=self.heads_kv, head_dim_qk=self.head_dim, dtype=self.dtype,
                         causal=self.causal and ph != "decode", phase=ph)
+
+
+@dataclass(frozen=True)
+class ReferenceRow(Measurement):
+    """One published measurement as attnsim reads it: the workload, the measured kernel time, where
+    it comes from (`where`: file and line) and how it was read (`quality`)."""
+    source: str = ""  # source_id (the README of shared/reference names each)
+    where: str = ""  # "file.csv:line"
+    hardware: str = ""  # the source's name for the card
+    hw: str | None = None  # attnsim profile key (None: no profile)
+    regime: str = ""  # the clock regime the source states ("locked 1965 MHz", "sustained", "burst") or an assumption
+    kernel: str = ""  # the source's name for the implementation
+    family: str | None = None  # attnsim kernel family (None: not modeled)
+    quality: str = ""
+
+    @property
+    def exact(self) -> bool:
+        return self.quality in EXACT_QUALITIES
 
 
 def _lead_int(text: str) -> int:
