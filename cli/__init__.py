@@ -20,7 +20,20 @@ _NO_COMMAND = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 class _Group(click.Group):
     """Turns every usage error and AttnsimError into one line on stderr and exit code 2; a group run
-    without a command (`attnsim`, `attnsim hw`) prints its help on stdout and exits 0."""
+    without a command (`attnsim`, `attnsim hw`) prints its help on stdout and exits 0. Commands whose
+    module is heavy (`validate`) are imported only when run or listed (`_LAZY`)."""
+
+    _LAZY = {"validate": ("attnsim.validation.validate", "validate")}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | (set(self._LAZY) if self is cli else set()))
+
+    def get_command(self, ctx, name):
+        if self is cli and name in self._LAZY and name not in self.commands:
+            import importlib
+            module, attr = self._LAZY[name]
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         from attnsim.simulator.errors import AttnsimError
@@ -561,14 +574,6 @@ def _sha256(path) -> str:
     import hashlib
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def _register_validate():
-    from attnsim.validation.validate import validate
-    cli.add_command(validate)
-
-
-_register_validate()
 
 
 def main():

@@ -82,6 +82,7 @@ class Calibration:
 
 
 _UNCALIBRATED = Calibration()
+_RATES_MEMO_MAX = 512  # entries per hardware object (two per family and calibration)
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ def rates(hw: Hardware, family: Family | None = None, calibration: Calibration |
     key = (None if family is None else (family.name, id(family)), calibration)
     r = memo.get(key)
     if r is None or (family is not None and memo.get(("family", key)) is not family):
+        if len(memo) >= _RATES_MEMO_MAX:  # a fit prices thousands of calibrations: keep the memo bounded
+            memo.clear()
         r = memo[key] = _rates(hw, family, calibration)
         memo[("family", key)] = family  # holds the family, so its id is not reused while the entry lives
     return r
