@@ -220,6 +220,8 @@ def _accuracy(c, calibrated) -> str:
     if c.get("transferred_from"):
         return f"{err} (fit of {c['transferred_from']} carried over; not measured here)"
     kinds = sorted({s.split(":")[0] for s in c.get("sources", [])})
+    if any(q.startswith("approx") for q in c.get("quality") or ()):
+        kinds = [k + " chart-read" for k in kinds]  # values read off a chart, not printed numbers
     return f"{err} held out on {c['rows']} {'/'.join(kinds) or ''} rows ({c['group']})"
 
 

@@ -116,7 +116,7 @@ def _lookup(path, hw_key, family, dtype, phase):
 
 
 def _info(path, key, group, transferred_from, stated, why) -> dict:
-    return {"file": os.path.basename(path), "group": key, "rows": group.get("rows"),
+    return {"file": os.path.basename(path), "group": key, "rows": group.get("rows"), "quality": group.get("quality"),
             "sources": group.get("sources", []), "heldout_mape": group.get("heldout_mape"),
             "transferred_from": transferred_from, "stated_mape": stated, "stated_error": why,
             "params": {n: p["value"] for n, p in group["params"].items()}}

@@ -193,3 +193,20 @@ def test_no_calibrated_prediction_beats_the_bound():
                     continue
                 assert p.time_s >= p.bound.time_s, (key, s, causal)
     assert np.isfinite([g["in_sample_mape"] for g in GROUPS.values()]).all()
+
+
+def test_decode_is_calibrated_on_chart_read_rows_and_says_so():
+    """The published set has no printed decode number, only FlashInfer's bandwidth-utilisation chart
+    (approx_chart, +/- 3 points): decode groups are fitted on those readings (the HBM fraction) and the
+    time line says the rows were read off a chart."""
+    g = GROUPS["h100_sxm5/fa2/decode"]
+    assert g["quality"] == ["approx_chart"] and list(g["params"]) == ["hbm"] and g["rows"] == 8
+    assert 0.2 <= g["params"]["hbm"]["value"] <= 1.0
+    p = predict(Workload(batch=1, seqlen_q=1, seqlen_kv=8192, heads_q=32, phase="decode"), "h100", "fa2")
+    assert p.calibration_info["group"] == "h100_sxm5/fa2/decode" and p.calibration_info["transferred_from"] is None
+    assert p.rates.hbm_bytes_per_s == pytest.approx(3.35e12 * g["params"]["hbm"]["value"], rel=1e-12)
+    out = invoke("predict", "--hw", "h100", "--kernel", "fa2", "--phase", "decode", "--seqlen-kv", "8192").output
+    assert "published chart-read rows (h100_sxm5/fa2/decode)" in out
+    # a prefill never takes a decode group: the A100 PCIe has decode rows only, so its prefill borrows a fit
+    q = predict(Workload(seqlen_q=2048, heads_q=16), "a100_pcie_80gb", "fa2")
+    assert q.calibration_info["group"] != "a100_pcie_80gb/fa2/decode" and q.calibration_info["transferred_from"]
