@@ -23,15 +23,32 @@ class _Group(click.Group):
     without a command (`attnsim`, `attnsim hw`) prints its help on stdout and exits 0. Commands whose
     module is heavy (`validate`) are imported only when run or listed (`_LAZY`)."""
 
-    _LAZY = {"validate": ("attnsim.validation.validate", "validate")}
+    # name -> (module, attribute, the short help `attnsim --help` shows without importing the module)
+    _LAZY = {"validate": ("attnsim.validation.validate", "validate",
+                          "Measure kernels and ceilings on this GPU: records for calibrate and report")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | (set(self._LAZY) if self is cli else set()))
 
+    def format_commands(self, ctx, formatter):
+        """click's command list, with a lazy command's short help taken from `_LAZY` (not imported)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if self is cli and name in self._LAZY and name not in self.commands:
+                rows.append((name, self._LAZY[name][2]))
+                continue
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, c if isinstance(c, str) else c.get_short_help_str(limit)) for name, c in rows])
+
     def get_command(self, ctx, name):
         if self is cli and name in self._LAZY and name not in self.commands:
             import importlib
-            module, attr = self._LAZY[name]
+            module, attr, _ = self._LAZY[name]
             self.add_command(getattr(importlib.import_module(module), attr), name)
         return super().get_command(ctx, name)
 

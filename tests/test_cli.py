@@ -395,6 +395,24 @@ def test_variants_listing():
 
 
 # -- import hygiene ------------------------------------------------------------------------------------------
+def test_help_lists_every_command_without_importing_numpy_or_the_validate_module():
+    code = textwrap.dedent("""
+        import sys
+        from click.testing import CliRunner
+        from attnsim.cli import cli
+        r = CliRunner().invoke(cli, ["--help"])
+        assert r.exit_code == 0, r.output
+        for name in ("predict", "compare", "calibrate", "report", "validate", "hw", "variants"):
+            assert "  " + name + " " in r.output, name
+        bad = [m for m in ("numpy", "attnsim.validation.validate") if m in sys.modules]
+        assert not bad, bad
+        print("OK")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "OK"
+
+
 def test_predict_does_not_import_gpu_stacks():
     code = textwrap.dedent("""
         import sys, json
