@@ -171,3 +171,40 @@ def test_records_fit_and_the_file_carries_provenance(tmp_path):
     assert g["params"]["tensor"]["value"] == pytest.approx(0.7, rel=0.05)
     assert g["heldout_mape"]["kfold"] < 2.0 and g["rows"] == len(rows)
     assert "h100_sxm5/fa2" in r.output and "k-fold" in r.output
+
+
+def test_report_points_price_each_row_as_predict_does_and_the_report_command_writes_them(tmp_path):
+    """Each point's prediction, useful FLOPs, HBM bytes and bound are the prediction of its workload
+    (raw model here); a backward row is train minus prefill, bounded by its FLOPs at the tensor peak."""
+    from attnsim.simulator.bound import bound
+    from attnsim.simulator.hardware import load_hardware
+    from attnsim.simulator.model import predict
+    rows = planted(grid(family="fa2", head_dims=(64,), seqlens=(1024, 4096)), PLANTED)
+    rows.append(cal.Row(**{**rows[0].__dict__, "phase": "backward", "where": "synthetic:bwd"}))
+    points = cal.report_points(rows, None)
+    assert len(points) == len(rows)
+    hw = load_hardware("h100_sxm5")
+    for r, p in zip(rows, points):
+        w = r.workload()
+        one = predict(w, hw, "fa2", calibration=None)
+        if r.phase == "backward":
+            fwd = predict(w.with_(phase="prefill"), hw, "fa2", calibration=None)
+            assert p["predicted_s"] == pytest.approx(one.time_s - fwd.time_s, rel=1e-9)
+            assert p["flops"] == one.useful_flops - fwd.useful_flops
+            assert p["bound_s"] == pytest.approx(p["flops"] / hw.peak_flops_per_s("fp16", "fp32", hw.clock_max_hz))
+        else:
+            assert p["predicted_s"] == pytest.approx(one.time_s, rel=1e-9)
+            assert (p["flops"], p["hbm_bytes"]) == (one.useful_flops, one.hbm_bytes)
+            assert p["bound_s"] == pytest.approx(bound(w, hw).time_s, rel=1e-12)
+    recs = tmp_path / "m.jsonl"
+    recs.write_text("".join(json.dumps(_record(
+        shape={"batch": r.batch, "seqlen_q": r.seqlen_q, "seqlen_kv": r.seqlen_kv, "heads_q": r.heads_q,
+               "heads_kv": r.heads_kv, "head_dim": r.head_dim, "causal": r.causal, "dtype": "fp16"},
+        timing={**_record()["timing"], "median_s": r.time_s, "p10_s": r.time_s, "p90_s": r.time_s,
+                "min_s": r.time_s, "max_s": r.time_s})) + "\n" for r in rows[:-1]))
+    out = tmp_path / "r.html"
+    res = invoke("report", recs, "--uncalibrated", "-o", out)
+    assert res.exit_code == 0, res.output
+    html = out.read_text()
+    assert 'id="rows-table"' in html and "h100_sxm5/fa2" in html and f"{len(rows) - 1} rows" in res.output
+    assert invoke("report").exit_code == 2

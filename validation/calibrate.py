@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from attnsim.simulator.calibrations import _kfold
 from attnsim.simulator.errors import AttnsimError
 from attnsim.simulator.families import get_family
 from attnsim.simulator.hardware import load_hardware
@@ -163,10 +164,15 @@ def calibration_of(values: dict, source: str = "") -> Calibration:
 
 
 def model_times(rows, cal: Calibration | None) -> np.ndarray:
-    """Predicted time of each row under `cal` (a row with a stated clock at that clock): rows of one
-    (GPU, family, phase, dtype, clock) priced in one predict_many call; a backward row is train minus
-    prefill."""
-    out = np.empty(len(rows))
+    """Predicted time of each row under `cal` (`model_results`)."""
+    return model_results(rows, cal, ("time_s",))["time_s"]
+
+
+def model_results(rows, cal: Calibration | None, keys=("time_s", "useful_flops", "hbm_bytes", "bound_s")) -> dict:
+    """predict_many's `keys` for each row under `cal` (a row with a stated clock at that clock): rows of
+    one (GPU, family, phase, dtype, clock) priced in one predict_many call; a backward row is train
+    minus prefill (its bound_s too: the caller bounds a backward row on its own)."""
+    out = {k: np.empty(len(rows)) for k in keys}
     batches = {}
     for i, r in enumerate(rows):
         batches.setdefault((r.hw, r.family, r.phase, r.dtype, r.clock_hz), []).append(i)
@@ -178,10 +184,12 @@ def model_times(rows, cal: Calibration | None) -> np.ndarray:
                     heads_kv=[r.heads_kv for r in sub], head_dim_qk=[r.head_dim for r in sub],
                     causal=[r.causal and phase != "decode" for r in sub], dtype=dtype, calibration=c)
         if phase == "backward":
-            t = predict_many(hw, fam, phase="train", **args)["time_s"] - predict_many(hw, fam, phase="prefill", **args)["time_s"]
+            train, fwd = predict_many(hw, fam, phase="train", **args), predict_many(hw, fam, phase="prefill", **args)
+            got = {k: train[k] - fwd[k] for k in keys}
         else:
-            t = predict_many(hw, fam, phase=phase, **args)["time_s"]
-        out[idx] = t
+            got = predict_many(hw, fam, phase=phase, **args)
+        for k in keys:
+            out[k][idx] = got[k]
     return out
 
 
@@ -472,7 +480,7 @@ def transfer_plan(fitted: dict, evidence: list) -> dict:
                 continue
             src, kind = choice
             src_hw = profiles[src.split("/")[0]]
-            k = _kfold_of(base[src])
+            k = _kfold(base[src])
             if kind == "family":
                 ev = [e["mape"] for e in evidence if e["to"].split("/")[1] == fam.name and e["from"].split("/")[1] == fam.name]
             else:
@@ -490,19 +498,12 @@ def transfer_plan(fitted: dict, evidence: list) -> dict:
     return plan
 
 
-def _kfold_of(group: dict) -> float:
-    h = group.get("heldout_mape") or {}
-    return h.get("kfold") if h.get("kfold") is not None else group["in_sample_mape"]
-
-
 def report_points(rows, calibration="default") -> list:
     """The points of `validation.report.render_report` for `rows`: each row's measured time, its
     prediction under `calibration` (as `model.predict` takes it: per row's GPU and family), its bound
     (a backward row: 2.5 x its forward FLOPs at the device's peak tensor rate), useful FLOPs, HBM
     bytes, and the device's peaks."""
-    from attnsim.simulator.bound import bound
     from attnsim.simulator.calibrations import choose
-    from attnsim.simulator.model import predict
     out = []
     for key, rs in groups_of(rows).items():
         rs = priceable(rs)[0]
@@ -511,19 +512,13 @@ def report_points(rows, calibration="default") -> list:
         hw = load_hardware(rs[0].hw)
         fam = get_family(rs[0].family)
         c = choose(calibration, hw, fam, rs[0].dtype, rs[0].phase)[0]
-        pred = model_times(rs, c)
-        for r, p in zip(rs, pred):
-            w = r.workload()
-            one = predict(w, hw, r.family, calibration=c)
+        res = model_results(rs, c)
+        for i, r in enumerate(rs):
             peak = hw.peak_flops_per_s(r.dtype, "fp32", hw.clock_max_hz)
-            if r.phase == "backward":
-                fwd = predict(w.with_(phase="prefill"), hw, r.family, calibration=c)
-                flops, hbm = one.useful_flops - fwd.useful_flops, one.hbm_bytes - fwd.hbm_bytes
-                b = flops / peak
-            else:
-                flops, hbm, b = one.useful_flops, one.hbm_bytes, bound(w, hw).time_s
+            flops = int(res["useful_flops"][i])
             out.append({"group": key, "family": r.family, "hardware": hw.name, "label": r.label or r.where,
-                        "measured_s": r.time_s, "predicted_s": float(p), "bound_s": b, "flops": flops,
-                        "hbm_bytes": hbm, "peak_flops_per_s": peak, "hbm_bytes_per_s": hw.hbm_bandwidth_bytes_per_s,
-                        "source": f"{r.source} ({r.where})"})
+                        "measured_s": r.time_s, "predicted_s": float(res["time_s"][i]),
+                        "bound_s": flops / peak if r.phase == "backward" else float(res["bound_s"][i]),
+                        "flops": flops, "hbm_bytes": int(res["hbm_bytes"][i]), "peak_flops_per_s": peak,
+                        "hbm_bytes_per_s": hw.hbm_bandwidth_bytes_per_s, "source": f"{r.source} ({r.where})"})
     return out
