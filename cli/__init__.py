@@ -115,7 +115,7 @@ def _fmt_capacity(b):
 _WORKLOAD_OPTIONS = [
     click.option("--hw", "hw_name", default="h100", show_default=True,
                  help="hardware profile name or alias (see 'attnsim hw list') or a path to a YAML profile"),
-    click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|triton|eager [default: per hardware]"),
+    click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|cudnn|ck|triton|eager [default: per hardware]"),
     click.option("--batch", type=int, default=1, show_default=True, help="sequences per batch"),
     click.option("--seqlen", type=int, default=None,
                  help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given"),
@@ -163,13 +163,24 @@ def _workload_options(f):
 @_workload_options
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="variant parameter, repeatable (grammar: 'attnsim variants')")
+@click.option("--parallel", default=None, metavar="tp=N|cp=N|ulysses=N|tpla=N[,...]",
+              help="run on a cluster --hw (e.g. 8xh100-nvlink, 4xrtx4090-pcie): tp = heads split, cp = ring "
+                   "attention (-p zigzag=true|false), ulysses = all-to-all head/sequence swap, tpla = MLA's latent "
+                   "sharded; combine with commas (ulysses=2,cp=4)")
+@click.option("--ranks", default=None, metavar="1,2,4,8",
+              help="with --parallel of one scheme: a scaling table over these rank counts")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (the contract in docs/design.md)")
 @click.option("--explain", is_flag=True, help="append a legend of the human output (docs/legend.md)")
-def predict(as_json, explain, **opts):
+def predict(as_json, explain, parallel=None, ranks=None, **opts):
     """Predict the time of one call of an attention op of one layer (train: forward + backward;
-    decode: one step for each of --batch sequences)."""
+    decode: one step for each of --batch sequences); on a cluster with --parallel."""
     if as_json and explain:
         raise click.UsageError("--explain explains the human output; with --json see docs/design.md (drop one).")
+    from attnsim.simulator.cluster import is_cluster_name
+    if parallel is not None or ranks is not None or is_cluster_name(opts["hw_name"]):
+        from attnsim.cli.parallel import predict_parallel_cli
+        predict_parallel_cli(parallel, ranks, as_json, **opts)
+        return
     pred, resolved = _predict(**opts)
     if as_json:
         out = pred.to_json()
@@ -383,6 +394,15 @@ def hw_list():
         peak = h.peak_flops_per_s("bf16", "fp32", h.tensor_rate("bf16", "fp32").datasheet_clock_hz) / 1e12
         click.echo(f"{key:<16}{h.name:<28}{h.arch:<10}{h.sm_count:>5}{peak:>14.1f}"
                    f"{h.hbm_bandwidth_bytes_per_s / 1e12:>10.2f}  {', '.join(h.aliases)}")
+    from attnsim.simulator.cluster import builtin_clusters
+    click.echo(f"\nclusters (--hw NAME --parallel ...; also '<gpus>x<device>-<link>' up to a node's GPUs, "
+               f"'<nodes>x<gpus>x<device>-<link>' over its network):")
+    click.echo(f"{'key':<18}{'GPUs':>5}  {'device':<16}{'intra-node link':<44}inter-node per GPU")
+    for key, c in builtin_clusters().items():
+        inter = f"{c.inter.kind} {c.inter.bandwidth_bytes_per_s / 1e9:g} GB/s" if c.inter else "-"
+        intra = f"{c.intra.kind} {c.intra.topology} {c.intra.bandwidth_bytes_per_s / 1e9:g} GB/s/dir" + \
+            ("" if c.intra.p2p else ", no P2P")
+        click.echo(f"{key:<18}{c.gpus:>5}  {c.device.key:<16}{intra:<44}{inter}")
 
 
 @hw.command("show")

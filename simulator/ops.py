@@ -111,3 +111,20 @@ class Matmuls:
     """Plain tensor-core work of `flops` FLOPs with no modeled memory traffic (a learned predictor)."""
     name: str
     flops: float
+
+
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
+
+
+@dataclass(frozen=True)
+class Collective:
+    """Communication among `group_size` ranks: `op` one of COLLECTIVE_OPS, `bytes` the whole buffer n of
+    the α–β formulas (all-reduce: the tensor each rank holds; all-gather / reduce-scatter: the gathered
+    tensor; all-to-all: what each rank holds before the exchange; p2p: what one rank sends), `link`
+    the name of the link it crosses ("intra_node" or "inter_node"), `count` how many times it runs."""
+    name: str
+    op: str
+    bytes: float
+    group_size: int
+    link: str = "intra_node"
+    count: int = 1

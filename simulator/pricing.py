@@ -198,3 +198,30 @@ def op_kernels(op, r: Rates, dtype: str, backward: bool = False) -> list:
     if isinstance(op, Matmuls):
         return [matmuls_kernel(op.name, r, op.flops, dtype)]
     raise TypeError(f"not an operation: {op!r}")
+
+
+def collective_time(op, lr, peak: bool = False) -> float:
+    """One call of a `Collective` on link rates `lr` (rates.link_rates), ring algorithms, p ranks, n
+    bytes, bw per direction per GPU, α per step (docs/design.md, "Clusters and collectives"):
+
+        all_reduce      2(p-1)/p · n/bw + 2(p-1)α    (in-switch reduction: n/bw + 2α)
+        all_gather      (p-1)/p · n/bw + (p-1)α       (reduce_scatter the same)
+        all_to_all      (p-1)/p · n/bw + (p-1)α
+        p2p             n/bw + α
+
+    A link without peer-to-peer (`lr.p2p` false) stages every transfer through host memory: each byte
+    crosses PCIe twice and each step pays two latencies (`link_rates` folds that into bw and α).
+    `peak`: the speed-of-light term only (the bandwidth term at the link's peak, no latency)."""
+    p, n = op.group_size, float(op.bytes)
+    if p <= 1 or n <= 0:
+        return 0.0
+    bw, a = (lr.peak_bytes_per_s, 0.0) if peak else (lr.bytes_per_s, lr.latency_s)
+    if op.op == "all_reduce":
+        if lr.in_switch_reduction:
+            return n / bw + 2 * a
+        return 2 * (p - 1) / p * n / bw + 2 * (p - 1) * a
+    if op.op in ("all_gather", "reduce_scatter", "all_to_all"):
+        return (p - 1) / p * n / bw + (p - 1) * a
+    if op.op == "p2p":
+        return n / bw + a
+    raise AttnsimError(f"unknown collective {op.op!r}; allowed: all_reduce, all_gather, reduce_scatter, all_to_all, p2p")

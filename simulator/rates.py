@@ -180,3 +180,43 @@ def peak_rates(hw: Hardware, clock_hz: float | None = None) -> Rates:
                  hbm_bytes_per_s=hw.hbm_bandwidth_bytes_per_s, l2_bytes_per_s=hw.l2_bandwidth_bytes_per_s or 0.0,
                  dram_latency_s=hw.dram_latency_s, launch_overhead_s=hw.kernel_launch_overhead_s, overlap=1.0,
                  exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=False)
+
+
+@dataclass(frozen=True)
+class LinkCalibration:
+    """Fitted factors for one link: `bandwidth` multiplies the per-direction bandwidth (the achieved
+    fraction of the link's peak); `latency_s` replaces the profile's α. From link measurements
+    (validation/distributed.py's collective micro-benchmark) when a multi-GPU machine has run."""
+    bandwidth: float = 1.0
+    latency_s: float | None = None
+    source: str = ""
+
+    def __post_init__(self):
+        if not (isinstance(self.bandwidth, numbers.Real) and not isinstance(self.bandwidth, bool)
+                and math.isfinite(self.bandwidth) and 0 < self.bandwidth <= 1e3):
+            raise AttnsimError(f"LinkCalibration.bandwidth={self.bandwidth!r}: expected a factor in (0, 1000]")
+        if self.latency_s is not None and not (isinstance(self.latency_s, numbers.Real)
+                                               and math.isfinite(self.latency_s) and self.latency_s >= 0):
+            raise AttnsimError(f"LinkCalibration.latency_s={self.latency_s!r}: expected a non-negative number")
+
+
+@dataclass(frozen=True)
+class LinkRates:
+    """A link's rates as a collective sees them: per-direction bandwidth per GPU and per-step latency,
+    with a host-memory staging (no peer-to-peer) folded in: half the bandwidth, twice the latency."""
+    bytes_per_s: float
+    latency_s: float
+    peak_bytes_per_s: float  # the speed-of-light bandwidth (the profile's figure, staging folded in)
+    in_switch_reduction: bool
+    p2p: bool
+
+
+def link_rates(link, calibration: LinkCalibration | None = None) -> LinkRates:
+    """A `cluster.Link`'s rates: the profile's figures, a transfer without peer-to-peer staged through
+    host memory (it crosses PCIe twice: bandwidth halved, latency doubled), times the calibration."""
+    cal = calibration or LinkCalibration()
+    staged = 1 if link.p2p else 2
+    peak = link.bandwidth_bytes_per_s / staged
+    lat = link.latency_s if cal.latency_s is None else cal.latency_s
+    return LinkRates(bytes_per_s=peak * cal.bandwidth, latency_s=lat * staged, peak_bytes_per_s=peak,
+                     in_switch_reduction=link.in_switch_reduction, p2p=link.p2p)

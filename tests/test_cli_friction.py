@@ -236,3 +236,13 @@ def test_d_model_other_than_default_refused_at_attention_scope():
     r = invoke("predict", "--d-model", "2048", "--scope", "layer")
     assert r.exit_code == 0, r.output
     assert re.search(r"d_model 2048", r.stdout)
+
+
+def test_kernel_help_names_every_family():
+    """The --kernel help is a static string (the CLI imports no model to print help): it must name
+    every family the model accepts."""
+    from attnsim.simulator.families import FAMILIES
+
+    out = CliRunner().invoke(cli, ["predict", "--help"], terminal_width=200).output
+    listed = re.search(r"kernel family: ([a-z0-9|]+)", out).group(1).split("|")
+    assert sorted(listed) == sorted(FAMILIES)
