@@ -409,8 +409,12 @@ def hw_list():
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="print the profile as JSON")
 def hw_show(name, as_json):
-    """Show one profile (NAME: key, alias or YAML path): every figure with its source."""
+    """Show one profile (NAME: key, alias or YAML path; or a cluster): every figure with its source."""
+    from attnsim.simulator.cluster import is_cluster_name
     from attnsim.simulator.hardware import load_hardware
+    if is_cluster_name(name):
+        _show_cluster(name, as_json)
+        return
     h = load_hardware(name)
     if as_json:
         click.echo(json.dumps({"key": h.key, "path": h.path, **h.raw}, indent=2, default=str))
@@ -428,6 +432,28 @@ def hw_show(name, as_json):
                    f"{t.flops_per_clk_per_sm * h.sm_count * t.datasheet_clock_hz / 1e12:.1f} TFLOP/s at "
                    f"{t.datasheet_clock_hz / 1e9:.3g} GHz (datasheet {t.datasheet_flops_per_s / 1e12:.1f})\n"
                    f"      source: {t.source}")
+
+
+def _show_cluster(name, as_json):
+    from attnsim.simulator.cluster import load_cluster
+    c = load_cluster(name)
+    links = [("intra_node", c.intra)] + ([("inter_node", c.inter)] if c.inter else [])
+    if as_json:
+        click.echo(json.dumps({"key": c.key, "name": c.name, "path": c.path, "device": c.device.key,
+                               "gpus_per_node": c.gpus_per_node, "nodes": c.nodes, "gpus": c.gpus,
+                               **{k: {"kind": lk.kind, "topology": lk.topology, "p2p": lk.p2p,
+                                      "in_switch_reduction": lk.in_switch_reduction,
+                                      "bandwidth_bytes_per_s_per_direction": lk.bandwidth_bytes_per_s,
+                                      "latency_s": lk.latency_s, "sources": lk.sources} for k, lk in links}},
+                              indent=2))
+        return
+    click.echo(f"{c.name} ({c.key}) · {c.nodes} node(s) x {c.gpus_per_node} GPUs = {c.gpus} x {c.device.name} "
+               f"({c.device.key})")
+    click.echo(f"  file: {c.path}")
+    for k, lk in links:
+        click.echo(f"  {k}: {lk.describe()}")
+        for what, src in lk.sources.items():
+            click.echo(f"      {what}: {src}")
 
 
 @cli.command()

@@ -30,9 +30,10 @@ from .hardware import Hardware, _brief, _fail, _load_yaml, _number, builtin_prof
 
 TOPOLOGIES = ("switch", "ring", "mesh", "pcie_tree")
 LINK_KINDS = ("nvlink", "pcie", "xgmi", "infiniband", "ethernet")
-LINK_FIELDS = ("kind", "topology", "p2p", "in_switch_reduction", "bandwidth_bytes_per_s_per_direction", "latency_s",
-               "note")
-LINK_FIGURES = {"bandwidth_bytes_per_s_per_direction": (1e8, 1e14), "latency_s": (1e-8, 1e-2)}
+LINK_FIELDS = ("kind", "topology", "p2p", "in_switch_reduction", "bandwidth_bytes_per_s_per_direction",
+               "peer_bandwidth_bytes_per_s_per_direction", "latency_s", "note")
+LINK_FIGURES = {"bandwidth_bytes_per_s_per_direction": (1e8, 1e14), "peer_bandwidth_bytes_per_s_per_direction": (1e8, 1e14),
+                "latency_s": (1e-8, 1e-2)}
 TOP_FIELDS = ("schema_version", "name", "aliases", "device", "gpus_per_node", "nodes", "intra_node", "inter_node",
               "note")
 MAX_GPUS = 1 << 20
@@ -47,11 +48,14 @@ class Link:
     latency_s: float  # α: one step of a collective
     p2p: bool = True  # False: transfers staged through host memory (cross PCIe twice)
     in_switch_reduction: bool = False  # NVLink SHARP: the switch reduces
+    peer_bandwidth_bytes_per_s: float | None = None  # mesh: one direct link to each peer (a group of k GPUs
+    # reaches at most (k - 1) x this, a single peer this)
     sources: dict = field(default_factory=dict, compare=False, hash=False)
 
     def describe(self) -> str:
         gbs = self.bandwidth_bytes_per_s / 1e9
-        extra = ("" if self.p2p else ", no peer-to-peer (through host memory)") + \
+        extra = (f", {self.peer_bandwidth_bytes_per_s / 1e9:g} GB/s per peer" if self.peer_bandwidth_bytes_per_s else "") + \
+                ("" if self.p2p else ", no peer-to-peer (through host memory)") + \
                 (", in-switch reduction" if self.in_switch_reduction else "")
         return f"{self.kind} {self.topology}, {gbs:g} GB/s per direction per GPU, {self.latency_s * 1e6:g} us{extra}"
 
@@ -128,9 +132,22 @@ def _link(path, where, block) -> Link:
     lat, lat_src = _figure(path, f"{where}.latency_s", block["latency_s"])
     if flags["in_switch_reduction"] and block["topology"] != "switch":
         raise _fail(f"{path}: {where}.in_switch_reduction needs topology 'switch'")
+    if "note" in block and (not isinstance(block["note"], str) or not block["note"].strip()):
+        raise _fail(f"{path}: {where}.note must be non-empty text")
+    peer = None
+    if "peer_bandwidth_bytes_per_s_per_direction" in block:
+        if block["topology"] != "mesh":
+            raise _fail(f"{path}: {where}.peer_bandwidth_bytes_per_s_per_direction applies to topology 'mesh' "
+                        f"(one direct link per peer)")
+        peer, peer_src = _figure(path, f"{where}.peer_bandwidth_bytes_per_s_per_direction",
+                                 block["peer_bandwidth_bytes_per_s_per_direction"])
+        if peer > bw:
+            raise _fail(f"{path}: {where}: a peer link ({peer:g} B/s) cannot be faster than the GPU's aggregate "
+                        f"({bw:g} B/s)")
     return Link(kind=block["kind"], topology=block["topology"], bandwidth_bytes_per_s=bw, latency_s=lat,
-                p2p=flags["p2p"], in_switch_reduction=flags["in_switch_reduction"],
-                sources={"bandwidth": bw_src, "latency": lat_src, **({"p2p": block["note"]} if "note" in block else {})})
+                p2p=flags["p2p"], in_switch_reduction=flags["in_switch_reduction"], peer_bandwidth_bytes_per_s=peer,
+                sources={"bandwidth": bw_src, "latency": lat_src, **({"peer_bandwidth": peer_src} if peer else {}),
+                         **({"note": block["note"]} if "note" in block else {})})
 
 
 def _count(path, where, v, hi):

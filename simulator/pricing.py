@@ -210,12 +210,14 @@ def collective_time(op, lr, peak: bool = False) -> float:
         p2p             n/bw + α
 
     A link without peer-to-peer (`lr.p2p` false) stages every transfer through host memory: each byte
-    crosses PCIe twice and each step pays two latencies (`link_rates` folds that into bw and α).
+    crosses PCIe twice and each step pays two latencies (`link_rates` folds that into bw and α). On a
+    mesh, bw is capped by the direct links the group uses (`LinkRates.bandwidth`).
     `peak`: the speed-of-light term only (the bandwidth term at the link's peak, no latency)."""
     p, n = op.group_size, float(op.bytes)
     if p <= 1 or n <= 0:
         return 0.0
-    bw, a = (lr.peak_bytes_per_s, 0.0) if peak else (lr.bytes_per_s, lr.latency_s)
+    bw = lr.bandwidth(p, single_peer=op.op == "p2p", peak=peak)
+    a = 0.0 if peak else lr.latency_s
     if op.op == "all_reduce":
         if lr.in_switch_reduction:
             return n / bw + 2 * a

@@ -209,6 +209,17 @@ class LinkRates:
     peak_bytes_per_s: float  # the speed-of-light bandwidth (the profile's figure, staging folded in)
     in_switch_reduction: bool
     p2p: bool
+    peer_bytes_per_s: float | None = None  # mesh: one peer's direct link (calibrated like bytes_per_s)
+    peak_peer_bytes_per_s: float | None = None
+
+    def bandwidth(self, group_size: int, single_peer: bool = False, peak: bool = False) -> float:
+        """What one GPU sends per direction in a group of `group_size` ranks: the link's figure, capped on a
+        mesh by the direct links the group uses ((p - 1) peers; one for a point-to-point transfer)."""
+        bw, peer = (self.peak_bytes_per_s, self.peak_peer_bytes_per_s) if peak else (self.bytes_per_s,
+                                                                                     self.peer_bytes_per_s)
+        if peer:
+            bw = min(bw, peer * (1 if single_peer else max(1, group_size - 1)))
+        return bw
 
 
 def link_rates(link, calibration: LinkCalibration | None = None) -> LinkRates:
@@ -218,5 +229,7 @@ def link_rates(link, calibration: LinkCalibration | None = None) -> LinkRates:
     staged = 1 if link.p2p else 2
     peak = link.bandwidth_bytes_per_s / staged
     lat = link.latency_s if cal.latency_s is None else cal.latency_s
+    peer = link.peer_bandwidth_bytes_per_s / staged if link.peer_bandwidth_bytes_per_s else None
     return LinkRates(bytes_per_s=peak * cal.bandwidth, latency_s=lat * staged, peak_bytes_per_s=peak,
-                     in_switch_reduction=link.in_switch_reduction, p2p=link.p2p)
+                     in_switch_reduction=link.in_switch_reduction, p2p=link.p2p,
+                     peer_bytes_per_s=peer * cal.bandwidth if peer else None, peak_peer_bytes_per_s=peer)

@@ -249,3 +249,52 @@ def test_multi_node_groups_cross_the_network():
     assert cl.gpus == 16
     assert cl.link_for(8)[0] == "intra_node" and cl.link_for(16)[0] == "inter_node"
     assert cl.link_for(2, stride=8)[0] == "inter_node"
+
+
+def test_4090_ring_without_p2p_is_transfer_bound_at_8k_and_hides_it_at_128k():
+    """The worked example of docs/claim_40x.md: no peer-to-peer halves PCIe's 32 GB/s per direction."""
+    sh = dict(batch=1, heads=16, head_dim=64, dtype="fp16", kernel="fa2")
+    cl = load_cluster("4xrtx4090-pcie")
+    assert not cl.intra.p2p
+    short = predict_parallel(cl, "cp=4", "mha", None, seqlen=8192, **sh)
+    kv = 2048 * 16 * 128 * 2  # a rank's K and V chunk: 2048 tokens x 16 heads x (64 + 64) dims x 2 bytes
+    (c,) = short.collectives
+    assert c["bytes"] == kv
+    assert c["time_s"] == pytest.approx(kv / (cl.intra.bandwidth_bytes_per_s / 2) + 2 * cl.intra.latency_s)
+    assert short.exposed_comm_s > short.compute_s  # most of the ring's time is transfer
+    long = predict_parallel(cl, "cp=4", "mha", None, seqlen=131072, **sh)
+    assert long.exposed_comm_s == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_any_cluster_name_loads_or_says_why(text):
+    try:
+        cl = load_cluster(text)
+    except AttnsimError as e:
+        assert "\n" not in str(e)
+        return
+    assert cl.gpus >= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 12))
+def test_composed_cluster_names(nodes, gpus):
+    name = f"{nodes}x{gpus}xh100-nvlink" if nodes > 1 else f"{gpus}xh100-nvlink"
+    if gpus > 8:
+        with pytest.raises(AttnsimError, match="holds 1..8 GPUs"):
+            load_cluster(name)
+        return
+    cl = load_cluster(name)
+    assert (cl.nodes, cl.gpus_per_node, cl.gpus) == (nodes, gpus, nodes * gpus)
+
+
+def test_mesh_groups_use_only_their_direct_links():
+    """MI300X: 7 xGMI links of 64 GB/s per direction each; a group of 4 GPUs has 3 of them (192 GB/s), a
+    p2p transfer one (64 GB/s), all 8 GPUs all seven (448 GB/s)."""
+    cl = load_cluster("8xmi300x-xgmi")
+    lr = link_rates(cl.intra)
+    a = cl.intra.latency_s
+    assert collective_time(Collective("x", "all_reduce", N, 4), lr) == pytest.approx(2 * 3 / 4 * N / 192e9 + 6 * a)
+    assert collective_time(Collective("x", "all_reduce", N, 8), lr) == pytest.approx(2 * 7 / 8 * N / 448e9 + 14 * a)
+    assert collective_time(Collective("x", "p2p", N, 8), lr) == pytest.approx(N / 64e9 + a)
