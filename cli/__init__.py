@@ -395,8 +395,8 @@ def hw_list():
         click.echo(f"{key:<16}{h.name:<28}{h.arch:<10}{h.sm_count:>5}{peak:>14.1f}"
                    f"{h.hbm_bandwidth_bytes_per_s / 1e12:>10.2f}  {', '.join(h.aliases)}")
     from attnsim.simulator.cluster import builtin_clusters
-    click.echo(f"\nclusters (--hw NAME --parallel ...; also '<gpus>x<device>-<link>' up to a node's GPUs, "
-               f"'<nodes>x<gpus>x<device>-<link>' over its network):")
+    click.echo("\nclusters (--hw NAME --parallel ...; also '<gpus>x<device>-<link>' up to a node's GPUs, "
+               "'<nodes>x<gpus>x<device>-<link>' over its network):")
     click.echo(f"{'key':<18}{'GPUs':>5}  {'device':<16}{'intra-node link':<44}inter-node per GPU")
     for key, c in builtin_clusters().items():
         inter = f"{c.inter.kind} {c.inter.bandwidth_bytes_per_s / 1e9:g} GB/s" if c.inter else "-"
@@ -491,7 +491,10 @@ def variants(as_json):
 @click.option("--include-approx", is_flag=True,
               help="also fit approximate chart readings (value_quality approx_*); default: printed numbers only")
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2, 20), help="k of the random k-fold")
-def calibrate(records, source, output, groups, include_approx, folds):
+@click.option("--cluster", default=None, metavar="NAME",
+              help="the cluster the RECORDS' collective measurements ran on (benchmarks/bench_collectives.py): "
+                   "fit each link's bandwidth fraction and latency into the file's 'links'")
+def calibrate(records, source, output, groups, include_approx, folds, cluster):
     """Fit a few physical parameters per (GPU, kernel family) — tensor efficiency, softmax overlap, a CTA's
     unhidden I/O, the partial-tile and backward costs, HBM efficiency — to measured times, with scipy's
     least_squares in log space; print the in-sample error and the error held out four ways (random
@@ -502,7 +505,6 @@ def calibrate(records, source, output, groups, include_approx, folds):
       attnsim calibrate --source published -o calibration.json
       attnsim calibrate validation/measurements/h100/2026-12-02.jsonl -o h100.json
     """
-    import os
     from attnsim.simulator.errors import AttnsimError
     from attnsim.validation import calibrate as cal
     if not records and not source:
@@ -520,15 +522,24 @@ def calibrate(records, source, output, groups, include_approx, folds):
         sources += [{"kind": "published", "file": p.name, "sha256": _sha256(p),
                      "rows_read": sum(1 for r in ref if r.where.startswith(p.name + ":")),
                      "rows_fitted": sum(1 for r in got if r.where.startswith(p.name + ":"))} for p in paths]
+    collectives = []
     for path in records:
         from attnsim.validation.records import read_records
         recs, warns = read_records(path)
         for w in warns:
             click.echo(f"warning: {w}", err=True)
         got = cal.rows_from_records(recs, path)
+        coll = [r for r in recs if r.get("kind") == "collective"]
+        collectives += coll
         rows += got
         sources.append({"kind": "measured", "file": path, "sha256": _sha256(path), "rows_read": len(recs),
-                        "rows_fitted": len(got)})
+                        "rows_fitted": len(got) + len(coll)})
+    links = _fit_links(collectives, cluster)
+    if not rows and links:
+        content = cal.calibration_file({}, sources, "attnsim calibrate " + " ".join(sys.argv[2:]), links=links)
+        _write_json(output, content)
+        click.echo(f"wrote {output}: {len(links)} link(s) from {len(collectives)} collective records")
+        return
     if not rows:
         raise AttnsimError("no row to fit: none of the inputs has a measurement of a modeled kernel on a profiled GPU")
     known = set(cal.groups_of(rows))
@@ -556,13 +567,49 @@ def calibrate(records, source, output, groups, include_approx, folds):
     for e in evidence:
         click.echo(f"transfer {e['from']} -> {e['to']}: {e['mape']:.1f}% (measured)")
     click.echo(f"{len(transfers)} (GPU, family) pairs without rows borrow a fit (the file's 'transfers')")
-    content = cal.calibration_file(fitted, sources, "attnsim calibrate " + " ".join(sys.argv[2:]), evidence, transfers)
+    content = cal.calibration_file(fitted, sources, "attnsim calibrate " + " ".join(sys.argv[2:]), evidence, transfers,
+                                   links=links)
+    _write_json(output, content)
+    click.echo(f"wrote {output}: {len(fitted)} group(s) from {len(rows)} rows"
+               + (f"; {len(links)} link(s) from {len(collectives)} collective records" if links else ""))
+
+
+def _write_json(output, content):
+    """Write to a temporary name, then rename: an interrupted run leaves no half-written file."""
+    import os
     tmp = output + ".tmp"
     with open(tmp, "w") as f:
         json.dump(content, f, indent=1)
         f.write("\n")
     os.replace(tmp, output)
-    click.echo(f"wrote {output}: {len(fitted)} group(s) from {len(rows)} rows")
+
+
+def _fit_links(collectives, cluster) -> dict:
+    """'CLUSTER/LINK' -> the fitted link (validation.links) for the collective records, grouped by the link
+    each record's group crosses on `cluster`."""
+    from attnsim.simulator.errors import AttnsimError
+    if not collectives:
+        if cluster:
+            raise AttnsimError("--cluster fits links to collective records; the RECORDS hold none "
+                               "(benchmarks/bench_collectives.py --out FILE writes them)")
+        return {}
+    if not cluster:
+        raise AttnsimError(f"the RECORDS hold {len(collectives)} collective measurements: name the cluster they ran "
+                           f"on with --cluster (e.g. 8xh100-nvlink)")
+    from attnsim.simulator.cluster import load_cluster
+    from attnsim.validation.links import calibrate_link
+    cl = load_cluster(cluster)
+    by_link = {}
+    for r in collectives:
+        by_link.setdefault(cl.link_for(int(r["group_size"]), 1)[0], []).append(r)
+    out = {}
+    for name, recs in sorted(by_link.items()):
+        fit = calibrate_link(recs, cl)
+        out[f"{cl.key}/{name}"] = {**fit.to_dict(), "source": fit.calibration.source}
+        click.echo(f"link {cl.key}/{name}: bandwidth x{fit.calibration.bandwidth:.3g} "
+                   f"({fit.bandwidth_bytes_per_s / 1e9:.3g} GB/s), latency {fit.calibration.latency_s * 1e6:.3g} us, "
+                   f"{fit.rows} collectives, in-sample {fit.in_sample_mape:.1f}%")
+    return out
 
 
 @cli.command()

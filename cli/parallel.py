@@ -127,8 +127,10 @@ def predict_parallel_cli(parallel, ranks, as_json, variant, params, hw_name, ker
                      f"({c['time_s'] / pp.time_s:.2f}x TPLA's time); latent cache per GPU "
                      f"{_fmt_capacity(c['kv_cache_bytes_per_gpu'])} vs TPLA's {_fmt_capacity(c['tpla_kv_cache_bytes_per_gpu'])}")
     from attnsim.cli import _accuracy
-    lines.append(f"  per-rank kernels {rank['kernel']} {_accuracy(rank['calibration'], rank['calibrated'])}; links "
-                 f"uncalibrated (profile figures)")
+    links = ("links calibrated: " + ", ".join(f"{k} (bandwidth x{v['bandwidth']:.3g}, {v['rows']} collectives)"
+                                              for k, v in pp.link_calibrations.items())
+             if pp.link_calibrations else "links uncalibrated (profile figures)")
+    lines.append(f"  per-rank kernels {rank['kernel']} {_accuracy(rank['calibration'], rank['calibrated'])}; {links}")
     if rank["kernel"] != whole["kernel"]:
         lines.append(f"  note: one GPU runs the whole problem with {whole['kernel']}; a rank's smaller problem takes "
                      f"{rank['kernel']}")

@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import AttnsimError
-from .rates import Calibration
+from .rates import Calibration, LinkCalibration
 
 ENV_VAR = "ATTNSIM_CALIBRATION"
 SCHEMA = "attnsim.calibration/1"
@@ -54,7 +54,50 @@ def load_file(path: str) -> dict:
             _calibration(g, key)
         except (AttnsimError, KeyError, TypeError, AttributeError) as e:
             raise AttnsimError(f"calibration file {path}: group {key!r}: {e}") from None
+    links = doc.get("links", {})
+    if not isinstance(links, dict):
+        raise AttnsimError(f"calibration file {path}: 'links' must be an object keyed CLUSTER/LINK")
+    for key, g in links.items():
+        try:
+            _link_calibration(g, key)
+        except (AttnsimError, KeyError, TypeError, AttributeError) as e:
+            raise AttnsimError(f"calibration file {path}: link {key!r}: {e}") from None
     return doc
+
+
+def _link_calibration(entry: dict, key: str) -> LinkCalibration:
+    return LinkCalibration(bandwidth=entry["bandwidth"], latency_s=entry["latency_s"], source=key)
+
+
+def _file_path(calibration):
+    """The calibration file a 'default' / path argument names, or None for the raw model."""
+    path = str(calibration)
+    if path == DEFAULT:
+        path = os.environ.get(ENV_VAR) or ""
+        if path.lower() == "none":
+            return None
+        path = path or str(shipped_path())
+        if not os.path.exists(path) and path == str(shipped_path()):
+            return None
+    return path
+
+
+def choose_link(calibration, cluster_key: str, link_name: str):
+    """(LinkCalibration or None, info or None) for one link of a cluster: the calibration file's
+    `links` entry "CLUSTER/LINK" (fitted by `attnsim calibrate RECORDS --cluster` on collective records),
+    or None (the profile's figures). `calibration` as for `choose`; a rates.Calibration (one kernel
+    group's factors) says nothing of links."""
+    if calibration is None or isinstance(calibration, Calibration):
+        return None, None
+    if isinstance(calibration, LinkCalibration):
+        return calibration, {"source": calibration.source or "given"}
+    path = _file_path(calibration)
+    if path is None:
+        return None, None
+    entry = load_file(path).get("links", {}).get(f"{cluster_key}/{link_name}")
+    if entry is None:
+        return None, None
+    return _link_calibration(entry, f"{cluster_key}/{link_name}"), {"file": path, **entry}
 
 
 def _calibration(group: dict, key: str) -> Calibration:
@@ -79,14 +122,9 @@ def choose(calibration, hw, family, dtype: str, phase: str):
     if not isinstance(calibration, (str, os.PathLike)):
         raise AttnsimError(f"calibration={calibration!r}: expected 'default', None, a calibration file's path or a "
                            f"rates.Calibration")
-    path = str(calibration)
-    if path == DEFAULT:
-        path = os.environ.get(ENV_VAR) or ""
-        if path.lower() == "none":
-            return None, None
-        path = path or str(shipped_path())
-        if not os.path.exists(path) and path == str(shipped_path()):
-            return None, None  # no shipped file (a build without one): the raw model
+    path = _file_path(calibration)
+    if path is None:
+        return None, None  # $ATTNSIM_CALIBRATION=none, or no shipped file (a build without one): the raw model
     return _lookup(path, getattr(hw, "key", None), family.name, dtype, phase)
 
 

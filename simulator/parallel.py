@@ -32,7 +32,7 @@ core (the variant's scope), the communication the scheme's own collectives.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .cluster import Cluster, load_cluster
 from .dtypes import DTYPE_BYTES
@@ -40,7 +40,7 @@ from .errors import AttnsimError
 from .ops import Collective
 from .pricing import collective_time
 from .problem import predict_problem, resolve
-from .rates import LinkCalibration, link_rates
+from .rates import link_rates
 
 SCHEMES = ("tp", "cp", "ulysses", "tpla")
 RING_VARIANTS = ("mha", "gqa", "mqa")  # ring attention here: dense or causal masks only
@@ -119,6 +119,7 @@ class ParallelPrediction:
     rank: object  # a per-rank Prediction (the first step's, for ring attention)
     notes: list = field(default_factory=list)
     compared: dict | None = None  # tpla: the same MLA under tp=N
+    link_calibrations: dict = field(default_factory=dict)  # link name -> the fit applied (info); {}: profile figures
 
     @property
     def overlapped_comm_s(self) -> float:
@@ -136,6 +137,7 @@ class ParallelPrediction:
                 "fits": self.memory_bytes_per_gpu <= self.cluster.device.hbm_capacity_bytes,
                 "single_gpu_time_s": self.single.time_s, "efficiency": self.efficiency,
                 "collectives": self.collectives, **({"compared": self.compared} if self.compared else {}),
+                "links_calibrated": self.link_calibrations,
                 "notes": self.notes}
 
 
@@ -167,9 +169,11 @@ def _shapes_for(problem, shapes: dict, heads_q: int, heads_kv: int) -> dict:
 
 
 def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, calibration="default",
-                     link_calibration: LinkCalibration | None = None, **shapes) -> ParallelPrediction:
+                     link_calibration="same", **shapes) -> ParallelPrediction:
     """The time of one attention call (resolve()'s keywords in `shapes`) on `cluster` (a name, a path or
-    a Cluster) under `scheme` (a Scheme or the --parallel text)."""
+    a Cluster) under `scheme` (a Scheme or the --parallel text). `link_calibration`: "same" (the links'
+    fits in the file `calibration` names: calibrations.choose_link), None (profile figures), a
+    LinkCalibration for every link, or a calibration file's path."""
     cl = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
     sc = scheme if isinstance(scheme, Scheme) else parse_parallel(scheme)
     if sc.ranks > cl.gpus:
@@ -187,9 +191,15 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
         raise AttnsimError("cp and ulysses split a sequence; varlen batches (--seqlens) take tp only")
     notes = []
 
+    link_cals = {}
+
     def link(size, stride):
         name, lk = cl.link_for(size, stride)
-        return name, link_rates(lk, link_calibration)
+        if name not in link_cals:
+            from .calibrations import choose_link
+            link_cals[name] = choose_link(calibration if link_calibration == "same" else link_calibration,
+                                          cl.key, name)
+        return name, link_rates(lk, link_cals[name][0])
 
     colls = []
 
@@ -201,7 +211,6 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
                       "time_s": t, "count": count, "peak_time_s": collective_time(c, lr, peak=True)})
         return t
 
-    inner = sc.tp * sc.tpla
     heads_split = sc.tp * sc.ulysses
     train = w.phase == "train"
     s_act = DTYPE_BYTES[w.dtype]
@@ -333,7 +342,8 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
     time_s = compute + exposed
     pp = ParallelPrediction(cluster=cl, scheme=sc, time_s=time_s, bound_s=bound, compute_s=compute, comm_s=comm,
                             exposed_comm_s=exposed, memory_bytes_per_gpu=int(memory), collectives=colls,
-                            single=single, rank=rank_pred, notes=notes)
+                            single=single, rank=rank_pred, notes=notes,
+                            link_calibrations={k: v[1] for k, v in link_cals.items() if v[0] is not None})
     if sc.tpla > 1:
         tp_pp = predict_parallel(cl, Scheme(tp=sc.tpla, cp=sc.cp, ulysses=sc.ulysses, zigzag=sc.zigzag), variant,
                                  params, kernel, calibration, link_calibration, **shapes)

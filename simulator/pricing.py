@@ -19,7 +19,7 @@ import numpy as np
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
 from .masks import _cdiv, tile_rows
-from .ops import Gemm, Matmuls, Pointwise, Tile
+from .ops import COLLECTIVE_OPS, Gemm, Matmuls, Pointwise, Tile
 from .rates import Rates
 
 
@@ -200,6 +200,19 @@ def op_kernels(op, r: Rates, dtype: str, backward: bool = False) -> list:
     raise TypeError(f"not an operation: {op!r}")
 
 
+def collective_coefficients(op: str, p: int, in_switch: bool = False) -> tuple:
+    """(c, k) of a collective on p ranks: t = c x n / bw + k x α (`collective_time`)."""
+    if op not in COLLECTIVE_OPS:
+        raise AttnsimError(f"unknown collective {op!r}; allowed: {', '.join(COLLECTIVE_OPS)}")
+    if p <= 1:
+        return 0.0, 0.0
+    if op == "all_reduce":
+        return (1.0, 2.0) if in_switch else (2 * (p - 1) / p, 2.0 * (p - 1))
+    if op == "p2p":
+        return 1.0, 1.0
+    return (p - 1) / p, float(p - 1)
+
+
 def collective_time(op, lr, peak: bool = False) -> float:
     """One call of a `Collective` on link rates `lr` (rates.link_rates), ring algorithms, p ranks, n
     bytes, bw per direction per GPU, α per step (docs/design.md, "Clusters and collectives"):
@@ -216,14 +229,6 @@ def collective_time(op, lr, peak: bool = False) -> float:
     p, n = op.group_size, float(op.bytes)
     if p <= 1 or n <= 0:
         return 0.0
+    c, k = collective_coefficients(op.op, p, lr.in_switch_reduction)
     bw = lr.bandwidth(p, single_peer=op.op == "p2p", peak=peak)
-    a = 0.0 if peak else lr.latency_s
-    if op.op == "all_reduce":
-        if lr.in_switch_reduction:
-            return n / bw + 2 * a
-        return 2 * (p - 1) / p * n / bw + 2 * (p - 1) * a
-    if op.op in ("all_gather", "reduce_scatter", "all_to_all"):
-        return (p - 1) / p * n / bw + (p - 1) * a
-    if op.op == "p2p":
-        return n / bw + a
-    raise AttnsimError(f"unknown collective {op.op!r}; allowed: all_reduce, all_gather, reduce_scatter, all_to_all, p2p")
+    return c * n / bw + (0.0 if peak else k * lr.latency_s)

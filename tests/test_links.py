@@ -43,3 +43,55 @@ def test_coefficients_written_out():
     assert coefficients("p2p", 2) == (1.0, 1.0)
     with pytest.raises(AttnsimError):
         coefficients("broadcast", 4)
+
+
+def _record(op, n, p, t):
+    from attnsim.validation.records import SCHEMA, utc_now
+    device = {"name": "NVIDIA H100 80GB HBM3 (test: planted)", "hw_key": "h100_sxm5", "sm_count": 132,
+              "clock_max_hz": None, "memory_bytes": 85899345920, "l2_bytes": None, "driver": None, "cuda": None,
+              "torch": None, "triton": None, "cupy": None, "cc": None}
+    timing = {"min_s": t, "p10_s": t, "median_s": t, "p90_s": t, "max_s": t, "n": 20, "method": "planted"}
+    return {"schema": SCHEMA, "kind": "collective", "op": op, "bytes": n, "group_size": p, "backend": "nccl",
+            "link": "intra_node", "device": device, "timing": timing, "date": utc_now(), "attnsim_version": "test"}
+
+
+def test_calibrate_writes_link_fits_that_predict_parallel_uses(tmp_path):
+    """Planted collectives -> `attnsim calibrate RECORDS --cluster` -> the file's links -> `predict --parallel
+    --calibration FILE` prices the all-reduce with the fitted bandwidth and latency."""
+    import json
+
+    from cli_checks import invoke
+
+    from attnsim.validation.records import append_record
+
+    cl = load_cluster("8xh100-nvlink")
+    planted = LinkCalibration(bandwidth=0.6, latency_s=5e-6)
+    lr = link_rates(cl.intra, planted)
+    path = tmp_path / "coll.jsonl"
+    for op in ("all_reduce", "p2p"):
+        for n in (1 << 14, 1 << 20, 1 << 26):
+            append_record(str(path), _record(op, n, 4, collective_time(Collective("x", op, n, 4), lr)))
+    out = tmp_path / "cal.json"
+    r = invoke("calibrate", str(path), "--cluster", "8xh100-nvlink", "-o", str(out))
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    fit = doc["links"]["8xh100-nvlink/intra_node"]
+    assert fit["bandwidth"] == pytest.approx(0.6, rel=1e-6) and fit["latency_s"] == pytest.approx(5e-6, rel=1e-6)
+    r = invoke("predict", "--hw", "8xh100-nvlink", "--parallel", "tp=4", "--seqlen", "4096", "--json",
+               "--calibration", str(out))
+    assert r.exit_code == 0, r.output
+    j = json.loads(r.output)
+    (c,) = j["parallel"]["collectives"]
+    n = 4096 * 32 * 128 * 2
+    assert c["time_s"] == pytest.approx(n / (0.6 * 450e9) + 2 * 5e-6, rel=1e-9)  # in-switch all-reduce
+    assert "intra_node" in j["parallel"]["links_calibrated"]
+
+
+def test_collective_records_need_a_cluster(tmp_path):
+    from cli_checks import assert_one_line_error, invoke
+
+    from attnsim.validation.records import append_record
+    path = tmp_path / "coll.jsonl"
+    append_record(str(path), _record("p2p", 1 << 20, 2, 1e-4))
+    assert_one_line_error(invoke("calibrate", str(path), "-o", str(tmp_path / "x.json")), "--cluster")
+    assert not (tmp_path / "x.json").exists()

@@ -406,7 +406,7 @@ def calibrate_groups(rows, only=None, folds: int = 5, progress=None) -> tuple:
     return out, warns
 
 
-def calibration_file(groups: dict, sources: list, command: str, evidence=None, transfers=None) -> dict:
+def calibration_file(groups: dict, sources: list, command: str, evidence=None, transfers=None, links=None) -> dict:
     """The calibration file's content: schema, provenance (sources with their row counts and
     checksums, the command, the date, versions) and the groups."""
     import datetime
@@ -418,7 +418,8 @@ def calibration_file(groups: dict, sources: list, command: str, evidence=None, t
     return {"schema": SCHEMA, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "command": command, "attnsim_version": __version__,
             "versions": {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__},
-            "sources": sources, "groups": groups, "transfer_evidence": evidence or [], "transfers": transfers or {}}
+            "sources": sources, "groups": groups, "transfer_evidence": evidence or [], "transfers": transfers or {},
+            **({"links": links} if links else {})}
 
 
 # a family without rows of its own borrows the fit of the family its kernels descend from (FA4 and cuDNN's

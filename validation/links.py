@@ -18,21 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnsim.simulator.errors import AttnsimError
-from attnsim.simulator.ops import COLLECTIVE_OPS
+from attnsim.simulator.pricing import collective_coefficients
 from attnsim.simulator.rates import LinkCalibration
 
 
 def coefficients(op: str, p: int, in_switch: bool = False) -> tuple:
     """(c, k): the collective's bandwidth and latency multipliers (module docstring)."""
-    if op not in COLLECTIVE_OPS:
-        raise AttnsimError(f"unknown collective {op!r}; allowed: {', '.join(COLLECTIVE_OPS)}")
-    if p <= 1:
-        return 0.0, 0.0
-    if op == "all_reduce":
-        return (1.0, 2.0) if in_switch else (2 * (p - 1) / p, 2.0 * (p - 1))
-    if op == "p2p":
-        return 1.0, 1.0
-    return (p - 1) / p, float(p - 1)
+    return collective_coefficients(op, p, in_switch)
 
 
 @dataclass
@@ -81,3 +73,29 @@ def fit_link(rows, link, source: str = "") -> LinkFit:
     cal = LinkCalibration(bandwidth=min(f, 1e3), latency_s=float(alpha) / (1 if link.p2p else 2), source=source)
     return LinkFit(calibration=cal, rows=len(t), in_sample_mape=float(np.mean(np.abs(pred / t - 1)) * 100),
                    bandwidth_bytes_per_s=lr.bytes_per_s * f)
+
+
+def link_rows(recs) -> list:
+    """Collective records -> the rows `validation.links.fit_link` takes: {op, bytes, group_size, time_s}
+    (time_s: the record's median)."""
+    return [{"op": r["op"], "bytes": r["bytes"], "group_size": r["group_size"], "time_s": r["timing"]["median_s"]}
+            for r in recs]
+
+
+def calibrate_link(recs, cluster):
+    """`validation.links.fit_link` over collective records measured on `cluster`'s link (the link a
+    group of the records' size crosses, `Cluster.link_for`): a `links.LinkFit` whose `calibration` is
+    the `rates.LinkCalibration` for that link; AttnsimError when the records cannot separate bandwidth
+    from latency (one message size) or mix group sizes on different links."""
+    from attnsim.simulator.cluster import Cluster, load_cluster
+    from attnsim.simulator.errors import AttnsimError
+
+    recs = list(recs)
+    cl = cluster if isinstance(cluster, Cluster) else load_cluster(cluster)
+    names = {cl.link_for(r["group_size"], 1)[0] for r in recs}
+    if len(names) > 1:
+        raise AttnsimError(f"the records cross several links of {cl.key} ({', '.join(sorted(names))}); "
+                           f"fit one at a time")
+    name, lk = cl.link_for(recs[0]["group_size"], 1) if recs else (None, cl.intra)
+    devices = sorted({r["device"]["name"] for r in recs})
+    return fit_link(link_rows(recs), lk, source=f"collective records on {', '.join(devices)} ({cl.key} {name})")

@@ -19,6 +19,11 @@ Schema ``attnsim.measurement/1`` has two kinds of record.
     {"schema", "kind": "ceiling", "ceiling": "hbm_copy", "value": 3.1e12, "unit": "bytes/s",
      "device": {...}, "timing": {...}, "date", "attnsim_version"}
 
+* ``"kind": "collective"`` — one collective on one link (validation/distributed.py's benchmark)::
+
+    {"schema", "kind": "collective", "op": "all_reduce", "bytes": 1048576, "group_size": 4,
+     "backend": "nccl", "link": "intra_node", "device": {...}, "timing": {...}, "date", "attnsim_version"}
+
 Keys beyond these are allowed (a tile configuration, notes); the listed ones are checked. Device
 figures that a machine may not report (``hw_key``, clocks, L2, driver, library versions) may be
 null; ``error.max_abs``/``max_rel`` are null when the output held NaN or inf (then ``ok`` is false);
@@ -38,9 +43,10 @@ import os
 from pathlib import Path
 
 from attnsim.simulator.errors import AttnsimError
+from attnsim.simulator.ops import COLLECTIVE_OPS
 
 SCHEMA = "attnsim.measurement/1"
-KINDS = ("kernel", "ceiling")
+KINDS = ("kernel", "ceiling", "collective")
 FAMILIES = ("fa2", "fa3", "fa4", "cudnn", "triton", "eager")
 PHASES = ("prefill", "train", "decode", "backward")
 DTYPES = ("bf16", "fp16", "fp32", "fp8")
@@ -171,6 +177,8 @@ COMMON = {"schema": _schema, "kind": _one_of(KINDS), "device": DEVICE, "timing":
 KERNEL = {**COMMON, "kernel": _text, "family": _one_of(FAMILIES), "phase": _one_of(PHASES), "shape": SHAPE,
           "error": ERROR, "prediction": PREDICTION}
 CEILING = {**COMMON, "ceiling": _text, "value": _positive, "unit": _one_of(UNITS)}
+COLLECTIVE = {**COMMON, "op": _one_of(COLLECTIVE_OPS), "bytes": _count, "group_size": _count, "backend": _text,
+              "link": _text}  # validation/distributed.py's collective benchmark (one link's α–β data)
 OPTIONAL = {"error.ok": _boolean}  # keys that may be absent, checked when present
 
 
@@ -211,7 +219,8 @@ def check_record(record) -> dict:
     kind = record.get("kind")
     if "kind" not in record or _one_of(KINDS)(kind) is not None:
         raise RecordError(f"kind={_brief(kind)} is not known; allowed: {', '.join(KINDS)}")
-    _check_block(record, KERNEL if kind == "kernel" else CEILING, "", f"a {kind} record")
+    _check_block(record, {"kernel": KERNEL, "ceiling": CEILING, "collective": COLLECTIVE}[kind], "",
+                 f"a {kind} record")
     t = record["timing"]
     for a, b in zip(TIMES, TIMES[1:]):
         if t[a] > t[b]:
