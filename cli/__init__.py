@@ -178,6 +178,9 @@ def predict(as_json, explain, parallel=None, ranks=None, **opts):
         raise click.UsageError("--explain explains the human output; with --json see docs/design.md (drop one).")
     from attnsim.simulator.cluster import is_cluster_name
     if parallel is not None or ranks is not None or is_cluster_name(opts["hw_name"]):
+        if explain:
+            raise click.UsageError("--explain explains the single-GPU output; on a cluster see docs/design.md "
+                                   "section 12 (drop one).")
         from attnsim.cli.parallel import predict_parallel_cli
         predict_parallel_cli(parallel, ranks, as_json, **opts)
         return
@@ -337,7 +340,12 @@ def compare(cases, as_json, **opts):
       attnsim compare --hw b200 --token-shape 256x256 --case mha \\
           --case "gna kernel_size=80x80" --case "gna kernel_size=80x80 stride=16x16"
     """
+    from attnsim.simulator.cluster import is_cluster_name, load_cluster
+    from attnsim.simulator.errors import AttnsimError
     from attnsim.simulator.variants import get_variant
+    if is_cluster_name(opts["hw_name"]) and not str(opts["hw_name"]).endswith((".yaml", ".yml")):
+        raise AttnsimError(f"compare runs on one GPU; --hw {opts['hw_name']} is a cluster: name its device "
+                           f"({load_cluster(opts['hw_name']).device.key}), or use predict --parallel on the cluster")
     results = []
     for case in cases or ("mha",):
         try:

@@ -54,6 +54,9 @@ def predict_parallel_cli(parallel, ranks, as_json, variant, params, hw_name, ker
     if uncalibrated and calibration_file:
         raise click.UsageError("--uncalibrated and --calibration contradict each other (drop one).")
     calibration = None if uncalibrated else calibration_file or "default"
+    path_like = str(hw_name).endswith((".yaml", ".yml")) or "/" in str(hw_name)
+    if parallel is not None and path_like:
+        load_cluster(hw_name)  # a cluster file's own defect, said as such (not "a single GPU")
     if not is_cluster_name(hw_name):
         raise AttnsimError(f"--parallel needs a cluster --hw (e.g. 8xh100-nvlink, 4xrtx4090-pcie, 2x8xh100-nvlink; "
                            f"'attnsim hw list' shows them), not the single GPU {hw_name!r}")
@@ -74,8 +77,10 @@ def predict_parallel_cli(parallel, ranks, as_json, variant, params, hw_name, ker
         for n in counts:
             if n > cluster.gpus:
                 raise AttnsimError(f"--ranks {ranks}: {n} ranks on {cluster.key}, which has {cluster.gpus} GPUs")
-        rows = scaling(cluster, name, counts, variant, params, kernel, calibration,
-                       zigzag=zigzag, **shapes)
+        try:
+            rows = scaling(cluster, name, counts, variant, params, kernel, calibration, zigzag=zigzag, **shapes)
+        except AttnsimError as e:
+            raise AttnsimError(f"--ranks {ranks}: {e}") from None
         if as_json:
             click.echo(json.dumps({"cluster": cluster.key, "scheme": name, "variant": variant, "scaling": rows},
                                   indent=2))
@@ -90,6 +95,8 @@ def predict_parallel_cli(parallel, ranks, as_json, variant, params, hw_name, ker
         click.echo("  efficiency = one GPU's time / (ranks x this time); compute per rank, the scheme's collectives")
         return
     pp = predict_parallel(cluster, scheme, variant, params, kernel, calibration, **shapes)
+    if zigzag is not None and not pp.single.workload.causal:
+        pp.notes.append("-p zigzag balances a causal ring; without --causal every step is a full block either way")
     rank = pp.rank.to_json()
     whole = pp.single.to_json()
     if as_json:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -78,12 +78,17 @@ class Cluster:
 
     def link_for(self, group_size: int, stride: int = 1) -> tuple:
         """(name, Link) that a collective among `group_size` ranks spaced `stride` apart crosses: the
-        intra-node link when the group fits in one node, else the inter-node network (its per-GPU NIC is
-        the slower hop of a ring spanning nodes)."""
+        intra-node link when the group fits in one node, else the network. A group with k GPUs in each
+        node runs k rings side by side, one per GPU's NIC (NCCL's channels), each crossing the network
+        once per node: per GPU it reaches min(intra-node bandwidth, k x NIC), at the network's latency; a
+        point-to-point transfer across nodes has its one NIC (`peer_bandwidth_bytes_per_s`)."""
         span = (group_size - 1) * stride + 1
         if span <= self.gpus_per_node or self.inter is None:
             return "intra_node", self.intra
-        return "inter_node", self.inter
+        k = max(1, min(group_size, self.gpus_per_node // max(1, stride)))  # the group's GPUs in one node
+        nic = self.inter.bandwidth_bytes_per_s
+        return "inter_node", replace(self.inter, bandwidth_bytes_per_s=min(self.intra.bandwidth_bytes_per_s, k * nic),
+                                     peer_bandwidth_bytes_per_s=nic if k > 1 else None)
 
     def with_size(self, nodes: int, gpus_per_node: int, key: str) -> "Cluster":
         return Cluster(key=key, name=f"{self.device.name}: {nodes} x {gpus_per_node} GPUs ({self.intra.kind})",

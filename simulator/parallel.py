@@ -39,7 +39,7 @@ from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
 from .ops import Collective
 from .pricing import collective_time
-from .problem import predict_problem, resolve
+from .problem import _given, predict_problem, resolve
 from .rates import link_rates
 
 SCHEMES = ("tp", "cp", "ulysses", "tpla")
@@ -74,17 +74,19 @@ def parse_parallel(text: str, zigzag=None) -> Scheme:
         raise AttnsimError("--parallel is empty; expected e.g. tp=4, cp=8, ulysses=4, tpla=2 or ulysses=2,cp=4")
     sizes = {}
     for part in s.split(","):
-        m = re.fullmatch(r"\s*([a-z]+)\s*=\s*(\d{1,7})\s*", part)
+        m = re.fullmatch(r"\s*([a-z]+)\s*=\s*(\S*)\s*", part)
         if not m:
             raise AttnsimError(f"--parallel {text!r}: {part.strip()!r} is not NAME=N; expected NAME=N joined by commas "
                                f"(NAME one of {', '.join(SCHEMES)}), e.g. ulysses=2,cp=4")
-        name, n = m.group(1), int(m.group(2))
+        name, value = m.group(1), m.group(2)
         if name not in SCHEMES:
             raise AttnsimError(f"--parallel {text!r}: unknown scheme {name!r}; allowed: {', '.join(SCHEMES)}")
         if name in sizes:
             raise AttnsimError(f"--parallel {text!r}: {name} given twice")
-        if not 1 <= n <= MAX_RANKS:
-            raise AttnsimError(f"--parallel {text!r}: {name}={n}; expected 1..{MAX_RANKS} ranks")
+        if not re.fullmatch(r"[0-9]+", value) or not 1 <= int(value[:12]) <= MAX_RANKS or len(value) > 12:
+            raise AttnsimError(f"--parallel {text!r}: {name}={value!r}: N must be a whole number of ranks, "
+                               f"1..{MAX_RANKS}")
+        n = int(value)
         sizes[name] = n
     if sizes.get("tp", 1) > 1 and sizes.get("tpla", 1) > 1:
         raise AttnsimError(f"--parallel {text!r}: tp and tpla both shard the heads' work; choose one")
@@ -145,10 +147,9 @@ def _kv_bytes(w) -> int:
     return DTYPE_BYTES[w.kv_dtype or w.dtype]
 
 
-def _split_heads(problem, n: int, what: str):
-    """Per-rank (heads_q, heads_kv) when `n` ranks split the heads; K/V heads fewer than ranks are
-    replicated (each rank keeps the K/V head its query heads use)."""
-    w = problem.workload
+def _split_heads(w, n: int, what: str):
+    """Per-rank (heads_q, heads_kv) of workload `w` when `n` ranks split the heads; K/V heads fewer than
+    ranks are replicated (each rank keeps the K/V head its query heads use)."""
     if w.heads_q % n:
         raise AttnsimError(f"{what}={n} does not divide the {w.heads_q} query heads; choose a divisor of {w.heads_q}")
     hkv = w.heads_kv
@@ -179,16 +180,21 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
     if sc.ranks > cl.gpus:
         raise AttnsimError(f"--parallel {sc} uses {sc.ranks} GPUs; {cl.key} has {cl.gpus}")
     hw = cl.device
-    params = dict(params or {})
     shapes = dict(shapes)
     full = resolve(variant, params, kernel=kernel, hw=hw, **shapes)
+    params = _given(full.variant, params)  # the caller's -p values by name (strings or typed)
     single = predict_problem(full, calibration=calibration)
     w = full.workload
+    core = full.layout.core if full.layout is not None else w  # the attention core's heads and dims
     var = full.variant.name
-    if sc.tpla > 1 and var != "mla":
-        raise AttnsimError(f"tpla applies to MLA (--variant mla), not {var!r}; use tp=N for other variants")
+    if sc.tpla > 1 and (var != "mla" or w.phase != "decode"):
+        raise AttnsimError(f"tpla shards MLA's latent cache in decode (--variant mla --phase decode), not {var} "
+                           f"{w.phase}; use tp=N otherwise")
     if w.seqlens is not None and (sc.cp > 1 or sc.ulysses > 1):
         raise AttnsimError("cp and ulysses split a sequence; varlen batches (--seqlens) take tp only")
+    if w.phase == "decode" and (sc.cp > 1 or sc.ulysses > 1):
+        raise AttnsimError("cp and ulysses split the query sequence of prefill or train; decode takes tp"
+                           + (" or tpla" if var == "mla" else ""))
     notes = []
 
     link_cals = {}
@@ -214,13 +220,16 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
     heads_split = sc.tp * sc.ulysses
     train = w.phase == "train"
     s_act = DTYPE_BYTES[w.dtype]
-    d_model = full.d_model or w.heads_q * w.head_dim_v
+    d_model = (full.layout.d_model if full.layout is not None else None) or full.d_model or core.heads_q * core.head_dim_v
     tokens = sum(w.seqlens) if w.seqlens is not None and w.phase != "decode" else w.batch * w.seqlen_q
 
     # -- per-rank shapes -------------------------------------------------------------------------
-    hq, hkv = (_split_heads(full, heads_split, "tp x ulysses" if sc.tp > 1 and sc.ulysses > 1
+    hq, hkv = (_split_heads(core, heads_split, "tp x ulysses" if sc.tp > 1 and sc.ulysses > 1
                             else ("tp" if sc.tp > 1 else "ulysses"))
-               if heads_split > 1 else (w.heads_q, w.heads_kv))
+               if heads_split > 1 else (core.heads_q, core.heads_kv))
+    if heads_split > 1 and core.heads_kv < heads_split:
+        notes.append(f"{core.heads_kv} kv head(s) over {heads_split} ranks: each rank keeps a copy of the kv head its "
+                     f"query heads use")
     rank_shapes = _shapes_for(full, shapes, hq, hkv) if heads_split > 1 else dict(shapes)
     rank_params = dict(params)
     if sc.tpla > 1:
@@ -266,8 +275,8 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
             other = step(chunk, chunk, False)
             steps = [first] + [other] * (sc.cp - 1)
             notes.append("causal without zigzag: every step after the first waits for the rank holding a full "
-                         "block (the last rank), so the ring costs as much as non-causal attention")
-        kv_chunk = w.batch * chunk * hkv * (w.head_dim_qk + w.head_dim_v) * _kv_bytes(w)
+                         "block (the last rank): a causal block plus N-1 full blocks, near non-causal attention's cost")
+        kv_chunk = w.batch * chunk * hkv * (core.head_dim_qk + core.head_dim_v) * _kv_bytes(w)
         stride = sc.tp * sc.tpla * sc.ulysses
         t_fwd = coll("ring K/V (forward)", "p2p", kv_chunk, sc.cp, stride, count=sc.cp - 1)
         t_bwd = coll("ring K/V + dK/dV (backward)", "p2p", 2 * kv_chunk, sc.cp, stride, count=sc.cp - 1) if train else 0.0
@@ -309,14 +318,14 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
     # -- Ulysses all-to-alls (exposed) -----------------------------------------------------------
     if sc.ulysses > 1:
         u = sc.ulysses
-        hkv_all = w.heads_kv if w.heads_kv % u == 0 else u  # fewer kv heads than ranks: each rank gets one copy
-        if w.phase == "decode" or w.seqlen_q % (u * sc.cp):
-            raise AttnsimError(f"ulysses={u} splits the sequence over {u * sc.cp} ranks; "
-                               f"{w.seqlen_q} query tokens do not divide (decode takes tp or tpla)")
+        hkv_all = core.heads_kv if core.heads_kv % u == 0 else u  # fewer kv heads than ranks: one copy each
+        if w.seqlen_q % (u * sc.cp):
+            raise AttnsimError(f"ulysses={u} splits the sequence over {u * sc.cp} ranks; {w.seqlen_q} query tokens "
+                               f"do not divide by {u * sc.cp}")
         per = w.batch * (w.seqlen_q // (u * sc.cp))
-        n_q = per * w.heads_q * w.head_dim_qk * s_act
-        n_kv = per * hkv_all * (w.head_dim_qk + w.head_dim_v) * _kv_bytes(w)
-        n_o = per * w.heads_q * w.head_dim_v * s_act
+        n_q = per * core.heads_q * core.head_dim_qk * s_act
+        n_kv = per * hkv_all * (core.head_dim_qk + core.head_dim_v) * _kv_bytes(w)
+        n_o = per * core.heads_q * core.head_dim_v * s_act
         stride = sc.tp * sc.tpla
         t = coll("all-to-all Q, K, V", "all_to_all", n_q + n_kv, u, stride)
         t += coll("all-to-all O", "all_to_all", n_o, u, stride)
@@ -340,6 +349,10 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
             bound += colls[-1]["peak_time_s"] * (2 if train else 1)
 
     time_s = compute + exposed
+    if time_s > 0 and single.time_s / (sc.ranks * time_s) > 1:
+        notes.append("efficiency above 100%: a rank's kernels run at a better rate than one GPU's kernel on the "
+                     "whole problem (e.g. ring steps after the first are non-causal blocks, without the causal "
+                     "per-tile cost, and shorter tails)")
     pp = ParallelPrediction(cluster=cl, scheme=sc, time_s=time_s, bound_s=bound, compute_s=compute, comm_s=comm,
                             exposed_comm_s=exposed, memory_bytes_per_gpu=int(memory), collectives=colls,
                             single=single, rank=rank_pred, notes=notes,

@@ -164,7 +164,7 @@ def test_memory_per_gpu_falls_with_the_ring():
 @pytest.mark.parametrize("text, msg", [
     ("tp=3", "does not divide the 32 query heads"),
     ("cp=16", "uses 16 GPUs"),
-    ("tpla=2", "tpla applies to MLA"),
+    ("tpla=2", "tpla shards MLA's latent cache"),
     ("tp=2,tpla=2", "choose one"),
     ("pp=2", "unknown scheme"),
     ("tp=2,tp=2", "given twice"),
@@ -249,6 +249,15 @@ def test_multi_node_groups_cross_the_network():
     assert cl.gpus == 16
     assert cl.link_for(8)[0] == "intra_node" and cl.link_for(16)[0] == "inter_node"
     assert cl.link_for(2, stride=8)[0] == "inter_node"
+    nic = cl.inter.bandwidth_bytes_per_s  # 50 GB/s per GPU
+    # 16 ranks, 8 per node: 8 rings side by side, one per NIC: min(NVLink 450, 8 x 50) per GPU
+    assert cl.link_for(16)[1].bandwidth_bytes_per_s == min(cl.intra.bandwidth_bytes_per_s, 8 * nic)
+    # a ring of 2 ranks 8 apart (cp over the nodes): one GPU per node, its own NIC
+    assert cl.link_for(2, stride=8)[1].bandwidth_bytes_per_s == nic
+    lr = link_rates(cl.link_for(16)[1])
+    n = 1e9
+    assert collective_time(Collective("x", "all_reduce", n, 16), lr) == pytest.approx(
+        2 * 15 / 16 * n / min(450e9, 8 * nic) + 30 * cl.inter.latency_s)
 
 
 def test_4090_ring_without_p2p_is_transfer_bound_at_8k_and_hides_it_at_128k():
@@ -298,3 +307,47 @@ def test_mesh_groups_use_only_their_direct_links():
     assert collective_time(Collective("x", "all_reduce", N, 4), lr) == pytest.approx(2 * 3 / 4 * N / 192e9 + 6 * a)
     assert collective_time(Collective("x", "all_reduce", N, 8), lr) == pytest.approx(2 * 7 / 8 * N / 448e9 + 14 * a)
     assert collective_time(Collective("x", "p2p", N, 8), lr) == pytest.approx(N / 64e9 + a)
+
+
+def test_variant_parameters_reach_every_rank():
+    """-p values (as the CLI passes them: 'KEY=VALUE' strings) resolve on each rank as on one GPU."""
+    pp = predict_parallel("8xh100-nvlink", "tp=4", "swa", ("window_size=1024,0",), seqlen=8192, heads=32)
+    rank = predict_variant("h100_sxm5", "swa", {"window_size": "1024,0"}, seqlen=8192, heads=8)
+    assert pp.compute_s == pytest.approx(rank.time_s)
+    r = invoke("predict", "--hw", "8xh100-nvlink", "--variant", "gna", "--token-shape", "64x64", "-p",
+               "kernel_size=16x16", "--parallel", "tp=4", "--json")
+    assert r.exit_code == 0, r.output
+
+
+def test_ulysses_counts_mla_core_dims():
+    """MLA prefill runs an up-projected core: Q and K of 192 dims (128 + 64 RoPE), V and O of 128."""
+    pp = predict_parallel("8xh100-nvlink", "ulysses=4", "mla", None, batch=4, seqlen=4096, heads=128)
+    per = 4 * 4096 // 4
+    qkv, o = [c["bytes"] for c in pp.collectives]
+    assert qkv == per * 128 * (192 + 192 + 128) * 2 and o == per * 128 * 128 * 2
+
+
+@pytest.mark.parametrize("phase", ["prefill", "train"])
+def test_tpla_is_for_decode(phase):
+    with pytest.raises(AttnsimError, match="tpla shards MLA's latent cache in decode"):
+        predict_parallel("8xh100-nvlink", "tpla=4", "mla", None, seqlen=4096, heads=128, phase=phase)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["predict", "--hw", "8xh100-nvlink", "--parallel", "tp=2", "--explain"], "--explain"),
+    (["compare", "--hw", "8xh100-nvlink"], "compare runs on one GPU"),
+    (["predict", "--hw", "8xh100-nvlink", "--parallel", "ulysses=2", "--ranks", "1,2,4,8", "--heads", "4"],
+     "--ranks 1,2,4,8: ulysses=8"),
+    (["predict", "--hw", "8xh100-nvlink", "--parallel", "tp=99999999999999999999"], "whole number of ranks"),
+    (["predict", "--hw", "8xh100-nvlink", "--parallel", "tp=-2"], "whole number of ranks"),
+    (["predict", "--hw", "/nonexistent/cluster.yaml", "--parallel", "tp=2"], "cluster.yaml"),
+])
+def test_more_cli_refusals(args, needle):
+    assert_one_line_error(invoke(*args), needle)
+
+
+def test_cluster_yaml_defects_are_said_with_parallel(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("schema_version: 1\nname: x\ndevice: h100\ngpu_per_node: 8\n")
+    r = invoke("predict", "--hw", str(p), "--parallel", "tp=2")
+    assert_one_line_error(r, "gpu_per_node")
