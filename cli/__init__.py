@@ -25,7 +25,9 @@ class _Group(click.Group):
 
     # name -> (module, attribute, the short help `attnsim --help` shows without importing the module)
     _LAZY = {"validate": ("attnsim.validation.validate", "validate",
-                          "Measure kernels and ceilings on this GPU: records for calibrate and report")}
+                          "Measure kernels and ceilings on this GPU: records for calibrate and report"),
+             "sweep": ("attnsim.cli.sweep", "sweep",
+                       "Price the cartesian product of lists and ranges: one row per configuration (CSV, Parquet, JSON)")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | (set(self._LAZY) if self is cli else set()))

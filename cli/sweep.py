@@ -1,0 +1,153 @@
+"""`attnsim sweep`: the cartesian product of lists and ranges, priced in vectorized calls, written as a
+tidy table (one row per configuration): CSV, Parquet or JSON. The model is attnsim.simulator.sweep's."""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import click
+
+WRITERS = (".csv", ".parquet", ".json")
+TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
+
+
+@click.command(context_settings={"max_content_width": 110})
+@click.option("--variant", "variants", default="mha", show_default=True, metavar="LIST",
+              help="variants joined by commas (see 'attnsim variants')")
+@click.option("--hw", "hardware", default="h100", show_default=True, metavar="LIST", help="hardware profiles joined by commas")
+@click.option("--kernel", "kernels", default=None, metavar="LIST", help="kernel families joined by commas [default: per hardware]")
+@click.option("--phase", "phases", default="prefill", show_default=True, metavar="LIST", help="prefill, decode, train (a list)")
+@click.option("--dtype", "dtypes", default="bf16", show_default=True, metavar="LIST", help="bf16, fp16, fp8 (a list)")
+@click.option("--batch", default="1", show_default=True, metavar="LIST", help="sequences per batch")
+@click.option("--seqlen", default=None, metavar="LIST",
+              help="query tokens per sequence [default 4096]; decode: the context (k = x1024, M = x1048576)")
+@click.option("--seqlen-kv", default=None, metavar="LIST", help="key/value tokens per sequence [default: --seqlen]")
+@click.option("--heads", default="32", show_default=True, metavar="LIST", help="query heads")
+@click.option("--kv-heads", default=None, metavar="LIST", help="key/value heads [as predict: per variant]")
+@click.option("--head-dim", default="128", show_default=True, metavar="LIST", help="head dim of Q and K")
+@click.option("--head-dim-v", default=None, metavar="LIST", help="head dim of V and O [default: --head-dim]")
+@click.option("--causal", default="false", show_default=True, metavar="false|true|both", help="causal mask; both tries each")
+@click.option("-p", "--param", "params", multiple=True, metavar="KEY=V1;V2",
+              help="a variant parameter with alternatives joined by ';' (-p window_size=1024,0;4096,0), repeatable")
+@click.option("--uncalibrated", is_flag=True, help="the raw model (default: the shipped calibration)")
+@click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
+              help="a calibration file of 'attnsim calibrate' instead of the shipped one")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="write the table: .csv, .parquet or .json (one object per row) [default: CSV on stdout]")
+@click.option("--force", is_flag=True, help="price a product of more than 4,194,304 configurations")
+def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v,
+          causal, params, uncalibrated, calibration_file, output, force):
+    """Price the cartesian product of lists and ranges in vectorized calls: one row per configuration, every
+    row what 'attnsim predict' prints for it.
+
+    \b
+    A LIST is items joined by commas; an item a number, a..b (doubling from a while at most b) or a..b:s
+    (steps of s). Token counts take k (x1024) and M (x1048576).
+    \b
+    Examples:
+      attnsim sweep --variant mha,gqa --hw h100,b200 --seqlen 1k..128k --batch 1,8 --causal both -o whatif.csv
+      attnsim sweep --variant swa --seqlen 8k..64k -p window_size=1024,0;4096,0 -o windows.parquet
+      attnsim sweep --phase decode --variant gqa --kv-heads 8 --seqlen 1k..1M --batch 1..64 -o decode.json
+
+    Columns: variant, hardware, kernel, phase, dtype, batch, seqlen_q, seqlen_kv, heads_q, heads_kv,
+    head_dim_qk, head_dim_v, causal, each -p name, then time_s, bound_s, flops (executed), useful_flops,
+    hbm_bytes, tiles_full/partial/empty, ctas, waves, splits (of the main kernel), kv_cache_bytes,
+    calibrated, speedup_vs_dense (mask variants: dense attention's time over this one; else empty)."""
+    from attnsim.simulator import sweep as S
+    from attnsim.simulator.errors import AttnsimError
+
+    if uncalibrated and calibration_file:
+        raise click.UsageError("--uncalibrated and --calibration contradict each other (drop one).")
+    ext = os.path.splitext(output)[1].lower() if output else ".csv"
+    if ext not in WRITERS:
+        raise AttnsimError(f"-o {output}: attnsim writes {', '.join(WRITERS)}; not {ext or 'a file without extension'}")
+
+    def names(option, text):
+        out = [t.strip() for t in str(text).split(",")]
+        if not all(out):
+            raise AttnsimError(f"--{option} {text!r}: an empty name; join names with commas")
+        return list(dict.fromkeys(out))
+
+    def nums(option, text, tokens=False):
+        return [None] if text is None else S.values(option, text, tokens=tokens)
+
+    param_alts = {}
+    for text in params:
+        key, alts = S.alternatives(text)
+        if key in param_alts:
+            raise AttnsimError(f"-p {key} given twice; join its alternatives with ';'")
+        param_alts[key] = alts
+    spec = S.Spec(variants=names("variant", variants), hardware=names("hw", hardware),
+                  kernels=[None] if kernels is None else names("kernel", kernels), phases=names("phase", phases),
+                  dtypes=names("dtype", dtypes), batch=nums("batch", batch), seqlen_q=nums("seqlen", seqlen, True),
+                  seqlen_kv=nums("seqlen-kv", seqlen_kv, True), heads_q=nums("heads", heads),
+                  heads_kv=nums("kv-heads", kv_heads), head_dim_qk=nums("head-dim", head_dim),
+                  head_dim_v=nums("head-dim-v", head_dim_v), causal=S.causal_values(causal), params=param_alts,
+                  calibration=None if uncalibrated else calibration_file or "default")
+    total = S.check_size(spec, force)
+    show = output is not None and sys.stderr.isatty() and total >= 100_000
+    if show:
+        with click.progressbar(length=total, label="pricing", file=sys.stderr) as bar:
+            last = [0]
+
+            def progress(done, _total):
+                bar.update(done - last[0])
+                last[0] = done
+            cols = S.run(spec, progress)
+    else:
+        cols = S.run(spec)
+    if output is None:
+        _write_csv(cols, sys.stdout)
+        return
+    tmp = f"{output}.tmp-{os.getpid()}"
+    try:
+        WRITER_FUNCS[ext](cols, tmp)
+        os.replace(tmp, output)  # an interrupted sweep leaves no half-written file under the output's name
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    click.echo(f"wrote {output}: {total:,} rows x {len(cols)} columns", err=True)
+
+
+def _table(cols):
+    """The columns as an Arrow table; NaN (no dense baseline) and None (a -p the variant lacks) are empty."""
+    import pyarrow as pa
+    return pa.table({k: (pa.array(v.tolist()) if v.dtype == object else
+                         pa.array(v).dictionary_encode() if v.dtype.kind == "U" else pa.array(v, from_pandas=True))
+                     for k, v in cols.items()})
+
+
+def _csv_file(cols, path):
+    import pyarrow.csv as pacsv
+    pacsv.write_csv(_table(cols), path)
+
+
+def _write_csv(cols, stream):
+    import io
+
+    import pyarrow.csv as pacsv
+    buf = io.BytesIO()
+    pacsv.write_csv(_table(cols), buf)
+    stream.write(buf.getvalue().decode())
+
+
+def _parquet(cols, path):
+    import pyarrow.parquet as pq
+    pq.write_table(_table(cols), path)
+
+
+def _json(cols, path):
+    import json
+    keys = list(cols)
+    lists = [cols[k].tolist() for k in keys]
+    with open(path, "w") as f:
+        f.write("[\n")
+        n = len(lists[0]) if lists else 0
+        for i in range(n):
+            row = {k: (None if isinstance(v[i], float) and not math.isfinite(v[i]) else v[i]) for k, v in zip(keys, lists)}
+            f.write(("  " if i == 0 else ",\n  ") + json.dumps(row))
+        f.write("\n]\n")
+
+
+WRITER_FUNCS = {".csv": _csv_file, ".parquet": _parquet, ".json": _json}

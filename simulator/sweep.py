@@ -1,0 +1,305 @@
+"""Sweeps: the cartesian product of lists and ranges, priced in vectorized calls (`predict_many`).
+
+    values("seqlen", "1k..128k", tokens=True)   -> [1024, 2048, ..., 131072]   (doubling)
+    values("batch", "1..16:4")                  -> [1, 5, 9, 13]              (a step)
+    values("heads", "8,16,32")                  -> [8, 16, 32]
+    alternatives("window_size=1024,0;4096,0")   -> ("window_size", ["1024,0", "4096,0"])
+    run(spec) -> dict of columns (one row per configuration; `COLUMNS` then the -p names)
+
+Grammar (`attnsim sweep --help`): a value list is items joined by commas; an item is a number or a range:
+`a..b` doubles from a while at most b, `a..b:s` steps by s while at most b. Token counts (--seqlen,
+--seqlen-kv) take the suffixes k (x 1024) and M (x 1048576). A -p value's alternatives are joined by `;`
+(its own commas belong to the value: `window_size=1024,0;4096,0`). `--causal both` tries false and true.
+
+Every row is what `attnsim predict` prints for that configuration: the rows of one (variant, hardware,
+kernel, phase, dtype, -p alternative) come from one `predict_many` call over arrays of the numeric axes.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import AttnsimError
+
+MAX_ROWS = 1 << 22  # 4,194,304: a larger product needs force=True (--force)
+MAX_ITEMS = 1 << 16  # values one range may expand to
+SUFFIX = {"k": 1024, "m": 1 << 20}
+NUMERIC_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v")
+COLUMNS = ("variant", "hardware", "kernel", "phase", "dtype", "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv",
+           "head_dim_qk", "head_dim_v", "causal")
+RESULTS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
+           "ctas", "waves", "splits")  # predict_many's; then kv_cache_bytes, calibrated, speedup_vs_dense
+
+
+def _number(option: str, text: str, tokens: bool) -> int:
+    t = text.strip()
+    mult = 1
+    if tokens and t[-1:].lower() in SUFFIX:
+        mult, t = SUFFIX[t[-1:].lower()], t[:-1]
+    if not re.fullmatch(r"[0-9]{1,12}", t):
+        allowed = "a whole number" + (" (k = x1024, M = x1048576)" if tokens else "")
+        raise AttnsimError(f"--{option}: {text.strip()!r} is not {allowed}; a list is items joined by commas, an item "
+                           f"a number, a..b (doubling) or a..b:s (steps of s)")
+    return int(t) * mult
+
+
+def values(option: str, text, tokens: bool = False) -> list:
+    """The integers a list-and-range text stands for, in order, duplicates dropped; AttnsimError (one line)
+    for a malformed item, an empty or backwards range."""
+    if isinstance(text, (int, np.integer)) and not isinstance(text, bool):
+        return [int(text)]
+    s = str(text).strip()
+    if not s:
+        raise AttnsimError(f"--{option} is empty; give numbers joined by commas or a range a..b")
+    out = []
+    for item in s.split(","):
+        if ".." in item:
+            lo_t, _, rest = item.partition("..")
+            hi_t, _, step_t = rest.partition(":")
+            lo, hi = _number(option, lo_t, tokens), _number(option, hi_t, tokens)
+            if lo < 1 or hi < lo:
+                raise AttnsimError(f"--{option}: the range {item.strip()!r} is empty (from {lo} to {hi}); write "
+                                   f"a..b with 1 <= a <= b")
+            if step_t:
+                step = _number(option, step_t, tokens)
+                if step < 1:
+                    raise AttnsimError(f"--{option}: the step of {item.strip()!r} must be at least 1")
+                count = (hi - lo) // step + 1
+                if count > MAX_ITEMS:
+                    raise AttnsimError(f"--{option}: {item.strip()!r} expands to {count:,} values; at most "
+                                       f"{MAX_ITEMS:,} per range")
+                out += range(lo, hi + 1, step)
+            else:
+                v = lo
+                while v <= hi:
+                    out.append(v)
+                    v *= 2
+        else:
+            out.append(_number(option, item, tokens))
+    if any(v < 1 for v in out):
+        raise AttnsimError(f"--{option}: values must be positive, got {min(out)}")
+    return list(dict.fromkeys(out))
+
+
+def alternatives(text: str) -> tuple:
+    """'-p KEY=V1;V2' -> (KEY, [V1, V2])."""
+    key, eq, rest = str(text).partition("=")
+    key = key.strip()
+    if not eq or not key:
+        raise AttnsimError(f"-p {text!r} is not KEY=VALUE; alternatives of a value are joined by ';' "
+                           f"(e.g. -p window_size=1024,0;4096,0)")
+    alts = [a.strip() for a in rest.split(";")]
+    if not all(alts):
+        raise AttnsimError(f"-p {text!r}: an empty alternative; join values with ';' (e.g. -p window_size=1024,0;4096,0)")
+    return key, list(dict.fromkeys(alts))
+
+
+def causal_values(text) -> list:
+    t = str(text).strip().lower()
+    table = {"both": [False, True], "true": [True], "false": [False], "yes": [True], "no": [False]}
+    if t not in table:
+        raise AttnsimError(f"--causal {text!r}; allowed: false, true, both")
+    return table[t]
+
+
+@dataclass
+class Spec:
+    """A sweep: lists for every axis (the CLI's options, parsed)."""
+    variants: list
+    hardware: list
+    kernels: list = field(default_factory=lambda: [None])
+    phases: list = field(default_factory=lambda: ["prefill"])
+    dtypes: list = field(default_factory=lambda: ["bf16"])
+    batch: list = field(default_factory=lambda: [1])
+    seqlen_q: list = field(default_factory=lambda: [None])
+    seqlen_kv: list = field(default_factory=lambda: [None])
+    heads_q: list = field(default_factory=lambda: [32])
+    heads_kv: list = field(default_factory=lambda: [None])
+    head_dim_qk: list = field(default_factory=lambda: [128])
+    head_dim_v: list = field(default_factory=lambda: [None])
+    causal: list = field(default_factory=lambda: [False])
+    params: dict = field(default_factory=dict)  # -p name -> list of alternatives (strings)
+    calibration: object = "default"
+
+    def groups(self) -> list:
+        """The (variant, hardware, kernel, phase, dtype, -p alternative) combinations, one predict_many each:
+        a variant takes the -p names it has (the others' columns stay empty for its rows); a -p name no
+        variant has is an error."""
+        from .variants import get_variant
+        own = {v: [n for n in self.params if n in {p.name for p in get_variant(v).params}] for v in self.variants}
+        unused = [n for n in self.params if not any(n in names for names in own.values())]
+        if unused:
+            raise AttnsimError(f"-p {unused[0]}: none of the variants {', '.join(self.variants)} has it "
+                               f"('attnsim variants' lists each variant's parameters)")
+        return [(v, h, k, ph, dt, dict(zip(own[v], alt)))
+                for v, h, k, ph, dt in itertools.product(self.variants, self.hardware, self.kernels, self.phases,
+                                                         self.dtypes)
+                for alt in itertools.product(*(self.params[n] for n in own[v]))]
+
+    def axis_sizes(self) -> int:
+        n = 1
+        for a in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal"):
+            n *= len(getattr(self, a))
+        return n
+
+    @property
+    def rows(self) -> int:
+        return len(self.groups()) * self.axis_sizes()
+
+
+def check_size(spec: Spec, force: bool = False):
+    n = spec.rows
+    if n == 0:
+        raise AttnsimError("the sweep's product is empty: every list needs at least one value")
+    if n > MAX_ROWS and not force:
+        raise AttnsimError(f"the sweep has {n:,} configurations, more than {MAX_ROWS:,}: narrow a list or pass --force")
+    return n
+
+
+GRID_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal")
+
+
+def _grid(spec: Spec):
+    """The numeric axes as flat arrays of every combination (an axis left at its default stays None:
+    predict_many's default), their count, and each row's index into each axis's list."""
+    lists = [getattr(spec, name) for name in GRID_AXES]
+    idx = np.indices([len(v) for v in lists]).reshape(len(lists), -1)
+    out = {}
+    for name, vals, ix in zip(GRID_AXES, lists, idx):
+        if vals == [None]:
+            out[name] = None
+        elif name == "causal":
+            out[name] = np.asarray(vals, dtype=bool)[ix]
+        else:
+            if None in vals:
+                raise AttnsimError(f"{name}: a list cannot mix a default with numbers")
+            out[name] = np.asarray(vals, dtype=np.int64)[ix]
+    return out, idx.shape[1], dict(zip(GRID_AXES, idx))
+
+
+def run(spec: Spec, progress=None) -> dict:
+    """Columns of the sweep (COLUMNS, the -p names, RESULTS, calibrated, speedup_vs_dense): numpy arrays,
+    one entry per configuration. `progress(done, total)` after each group. The input columns hold the
+    workload as `predict` resolves it (defaults filled in: kv heads, head dims, decode's step and context)."""
+    from .hardware import load_hardware
+    from .vectorized import predict_many
+
+    grid, per, gidx = _grid(spec)
+    groups = spec.groups()
+    total = len(groups) * per
+    pnames = list(spec.params)
+    parts = []
+    done = 0
+    for variant, hw_name, kernel, phase, dtype, alt in groups:
+        hw = load_hardware(hw_name)
+        decode = phase == "decode"
+        # decode: --seqlen is the context when --seqlen-kv is not given (as in predict); the step's queries
+        # are -p q_per_step (default 1)
+        lq_in = None if decode else grid["seqlen_q"]
+        lk_in = (grid["seqlen_kv"] if grid["seqlen_kv"] is not None else grid["seqlen_q"]) if decode \
+            else grid["seqlen_kv"]
+        kw = dict(batch=grid["batch"], seqlen_q=lq_in, seqlen_kv=lk_in, heads_q=grid["heads_q"],
+                  heads_kv=grid["heads_kv"], head_dim_qk=grid["head_dim_qk"], head_dim_v=grid["head_dim_v"],
+                  causal=grid["causal"], dtype=dtype, phase=phase, calibration=spec.calibration)
+        r = predict_many(hw, kernel, variant=variant, params=alt or None, **kw)
+        cols = _resolved_columns(variant, alt, phase, dtype, kernel, hw, spec, grid, gidx, lq_in, lk_in)
+        kernel_col, calibrated = cols.pop("kernel"), cols.pop("calibrated")
+        part = {"variant": np.full(per, variant), "hardware": np.full(per, hw.key), "kernel": kernel_col,
+                "phase": np.full(per, phase), "dtype": np.full(per, dtype), **cols, "causal": np.asarray(grid["causal"])}
+        for n in pnames:
+            part[n] = np.full(per, alt.get(n), dtype=object)
+        for k in RESULTS:
+            part[k] = np.asarray(r[k]).ravel()
+        part["kv_cache_bytes"] = part.pop("kv_cache_bytes")  # after the results, as the docs list them
+        part["calibrated"] = calibrated
+        part["speedup_vs_dense"] = _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, part["time_s"])
+        parts.append(part)
+        done += per
+        if progress:
+            progress(done, total)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+
+
+def _resolved_columns(variant, alt, phase, dtype, kernel, hw, spec, grid, gidx, lq_in, lk_in) -> dict:
+    """The workload columns as predict reports them (the attention core's: MLA prefill's 192/128 dims),
+    and the KV cache: resolve() once per combination of the heads, kv heads and head dims lists (at one
+    batch and the first sequence length given); the cache scales with batch x context (bytes per token
+    from that probe)."""
+    from .problem import predict_problem, resolve
+    keys = ("heads_q", "heads_kv", "head_dim_qk", "head_dim_v")
+    lists = [getattr(spec, k) for k in keys]
+    lq0 = None if lq_in is None else int(lq_in[0])
+    lk0 = None if lk_in is None else int(lk_in[0])
+    combos = list(itertools.product(*lists))
+    res = np.empty((7, len(combos)), dtype=np.float64)
+    fams, cals = [], []
+    for j, (hq, hkv, d, dv) in enumerate(combos):
+        p = resolve(variant, alt or None, kernel=kernel, hw=hw, phase=phase, dtype=dtype, batch=1, heads=hq,
+                    kv_heads=hkv, head_dim=d, head_dim_v=dv, seqlen=lq0, seqlen_kv=lk0)
+        w = p.layout.core if p.layout is not None else p.workload  # what predict's JSON "workload" shows
+        cache = p.layout.kv_cache_bytes if p.layout is not None else w.kv_cache_bytes()
+        res[:, j] = (w.seqlen_q, w.seqlen_kv, w.heads_q, w.heads_kv, w.head_dim_qk, w.head_dim_v,
+                     cache / w.seqlen_kv)
+        pred = predict_problem(p, compare=False, calibration=spec.calibration)  # the family predict settles on
+        fams.append(pred.family.name)
+        cals.append(pred.calibrated)
+    inv = np.zeros_like(gidx["heads_q"])
+    for k, vals in zip(keys, lists):  # the row's combination, in itertools.product's order
+        inv = inv * len(vals) + gidx[k]
+    col = {k: res[i][inv] for i, k in enumerate(("seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk",
+                                                  "head_dim_v", "cache_per_token"))}
+    lq = col["seqlen_q"].astype(np.int64) if lq_in is None else np.asarray(lq_in)
+    if lk_in is not None:
+        lk = np.asarray(lk_in)
+    else:
+        lk = lq if phase != "decode" else col["seqlen_kv"].astype(np.int64)
+    b = np.asarray(grid["batch"])
+    return {"batch": b, "seqlen_q": lq, "seqlen_kv": lk,
+            **{k: col[k].astype(np.int64) for k in ("heads_q", "heads_kv", "head_dim_qk", "head_dim_v")},
+            "kv_cache_bytes": np.rint(b * lk * col["cache_per_token"]).astype(np.int64),
+            "kernel": np.asarray(fams)[inv], "calibrated": np.asarray(cals, dtype=bool)[inv]}
+
+
+def _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, time_s):
+    """Dense attention's time over each row's, where predict prints a speedup (a mask that is not dense:
+    causal, windows, blocks...; not a layout variant's own mask): the same workload without its mask, on
+    the standard layout (a layout variant: its own layout, not causal). NaN elsewhere."""
+    from .masks import DenseMask
+    from .problem import resolve
+    from .vectorized import predict_many
+
+    causal = np.asarray(grid["causal"])
+    out = np.full(causal.shape, np.nan)
+    for c in np.unique(causal).tolist():
+        p = resolve(variant, alt or None, kernel=kernel, hw=hw, phase=phase, dtype=dtype, causal=c,
+                    heads=int(cols["heads_q"][0]) if variant in ("mha", "gqa", "mqa") else int(grid["heads_q"][0]),
+                    **({"seqlen": int(kw["seqlen_q"][0])} if kw["seqlen_q"] is not None else {}),
+                    **({"seqlen_kv": int(kw["seqlen_kv"][0])} if kw["seqlen_kv"] is not None else {}))
+        layout_mask = p.layout is not None and getattr(p.layout, "mask", None) is not None
+        if isinstance(p.mask, DenseMask) or layout_mask or p.workload.seqlens is not None:
+            continue
+        sel = causal == c
+        # a mask that covers the whole sequence is dense attention at these lengths (Mask.for_lengths), where
+        # predict prints no speedup
+        lq, lk = cols["seqlen_q"], cols["seqlen_kv"]
+        key = lq.astype(np.int64) * (1 << 32) + lk
+        uk, inv = np.unique(key[sel], return_inverse=True)
+        masked = np.array([not isinstance(p.mask.for_lengths(int(k >> 32), int(k & 0xFFFFFFFF)), DenseMask)
+                           for k in uk.tolist()], dtype=bool)[np.asarray(inv).ravel()]
+        sel = np.flatnonzero(sel)[masked]
+        if not sel.size:
+            continue
+        dense_kw = {k: (v[sel] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+        dense_kw["causal"] = False
+        dense_kw["seqlen_q"], dense_kw["seqlen_kv"] = lq[sel], lk[sel]  # as resolved (a token grid sets them)
+        if p.layout is None:  # the standard layout: dense attention on the core's heads and dims
+            for k in ("heads_kv", "head_dim_qk", "head_dim_v"):
+                dense_kw[k] = cols[k][sel]
+            dense = predict_many(hw, kernel, variant=None, **dense_kw)
+        else:
+            dense = predict_many(hw, kernel, variant=variant, params=alt or None, **dense_kw)
+        out[sel] = np.asarray(dense["time_s"]).ravel() / time_s[sel]
+    return out
