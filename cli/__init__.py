@@ -27,7 +27,9 @@ class _Group(click.Group):
     _LAZY = {"validate": ("attnsim.validation.validate", "validate",
                           "Measure kernels and ceilings on this GPU: records for calibrate and report"),
              "sweep": ("attnsim.cli.sweep", "sweep",
-                       "Price the cartesian product of lists and ranges: one row per configuration (CSV, Parquet, JSON)")}
+                       "Price the cartesian product of lists and ranges: one row per configuration (CSV, Parquet, JSON)"),
+             "plot": ("attnsim.cli.plot", "plot",
+                      "Charts (matplotlib): a prediction's roofline, or curves from a sweep file")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | (set(self._LAZY) if self is cli else set()))
