@@ -30,7 +30,7 @@ SUFFIX = {"k": 1024, "m": 1 << 20}
 NUMERIC_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v")
 COLUMNS = ("variant", "hardware", "kernel", "phase", "dtype", "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv",
            "head_dim_qk", "head_dim_v", "causal")
-RESULTS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
+RESULTS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
            "ctas", "waves", "splits")  # predict_many's; then kv_cache_bytes, calibrated, speedup_vs_dense
 
 

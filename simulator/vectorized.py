@@ -275,10 +275,37 @@ def _pick(fam, legal, evaluate):
 
 
 FAST_VARIANTS = ("mha", "gqa", "mqa")  # dense or causal attention with the standard layout: closed forms
-KEYS = ("time_s", "bound_s", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
-        "ctas", "waves", "splits")
+KEYS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial",
+        "tiles_empty", "ctas", "waves", "splits")
 _CHUNK = 1 << 16  # configurations per closed-form pass (their temporaries stay in cache)
 _INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits")
+_UNIT_WIDTH = "<U8"  # the bound's limiting unit: tensor, exp, fp32, smem, hbm, l2, ...
+
+
+def _blank(k, shape):
+    """An answer array of key `k`: zeros (int or float), or empty unit names for "bound"."""
+    if k == "bound":
+        return np.full(shape, "", dtype=_UNIT_WIDTH)
+    return np.zeros(shape, dtype=np.int64 if k in _INT_KEYS else float)
+
+
+def _bounds(works, hw, shape):
+    """(bound_s, unit) over arrays: bound.min_bound's choice element by element — each work's largest
+    unit time (the first unit on a tie, as `max` over the dict), then the smallest work (the first on a tie)."""
+    best_t, best_u = None, None
+    for wk in works:
+        ut = unit_times(wk, hw)
+        names = list(ut)
+        stack = np.stack([np.broadcast_to(np.asarray(v, dtype=float), shape) for v in ut.values()])
+        arg = np.argmax(stack, axis=0)
+        t = np.take_along_axis(stack, arg[None], axis=0)[0]
+        u = np.asarray(names, dtype=_UNIT_WIDTH)[arg]
+        if best_t is None:
+            best_t, best_u = t, u
+        else:
+            better = t < best_t
+            best_t, best_u = np.where(better, t, best_t), np.where(better, u, best_u)
+    return best_t, best_u
 
 
 def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None = None, params=None,
@@ -316,7 +343,8 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
     `calibration` applies to every configuration as `predict` takes it ("default": the shipped
     calibration of the GPU and family; None: the raw model; a file's path; a rates.Calibration).
 
-    Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, flops (executed),
+    Returns a dict of arrays shaped like the broadcast inputs: time_s, bound_s, bound (the bound's
+    limiting unit, as `Prediction.bound.unit`), flops (executed),
     useful_flops, hbm_bytes, tiles_full, tiles_partial, tiles_empty, ctas and waves (of the main
     attention kernel: the forward, the decode kernel or eager's QK^T), splits (decode).
     """
@@ -459,7 +487,7 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
     n = int(np.prod(shape, dtype=np.int64))
     flat = {k: v.ravel().astype(bool) if k == "causal" else _ints(k, v) for k, v in cols.items()}  # whole numbers
     params = dict(params or {})
-    out = {k: np.zeros(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+    out = {k: _blank(k, n) for k in KEYS}
     decode = scalars["phase"] == "decode"
     takes_steps = "q_per_step" in {p.name for p in get_variant(variant).params}
     if not decode and scope == "attention" and n:
@@ -503,7 +531,7 @@ def _by_geometry(hw, kernel, variant, params, flat, n, scalars, calibration):
     if len(uniq) > max(64, n // 8):  # few configurations per geometry: the plain loop is as fast
         return None
     batch = flat["batch"]
-    out = {k: np.zeros(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+    out = {k: _blank(k, n) for k in KEYS}
     masks = {}  # one mask per (resolved parameters, causality), as in the per-configuration loop
     for g, key in enumerate(uniq):
         c = {k: int(v) for k, v in zip(cols, key) if v != -1 or k == "causal"}
@@ -628,8 +656,7 @@ def _grouped_rows(hw, prob, B, calibration):
     works = attention_work_alternatives(agg, None, B * live_keys, pairs_total=B * live_pairs)
     if gate_work is not None:
         works = [wk + gate_work for wk in works]
-    out["bound_s"] = np.minimum.reduce([np.maximum.reduce([np.broadcast_to(v, B.shape) for v in unit_times(wk, hw).values()])
-                                        for wk in works])
+    out["bound_s"], out["bound"] = _bounds(works, hw, B.shape)
     out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
     out.update(time_s=time, hbm_bytes=hbm, flops=flops)
     return out
@@ -662,7 +689,7 @@ def row_of(pred) -> dict:
     waves and splits."""
     main = pred.main_kernels
     t = pred.tiles
-    return {"time_s": pred.time_s, "bound_s": pred.bound.time_s, "flops": pred.flops,
+    return {"time_s": pred.time_s, "bound_s": pred.bound.time_s, "bound": pred.bound.unit, "flops": pred.flops,
             "useful_flops": pred.useful_flops, "hbm_bytes": pred.hbm_bytes, "tiles_full": t["full"],
             "tiles_partial": t["partial"], "tiles_empty": t["empty"], "ctas": main[0].ctas if main else 0,
             "waves": pred.waves, "splits": next((k.splits for k in pred.kernels_for("decode")), 1)}
@@ -685,7 +712,7 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     B, LQ, LK, HQ, HKV, D, DV, CAUSAL = _broadcast(args, defaulted)
     shape = B.shape  # work on flat arrays, reshape the results at the end
     if B.size == 0:  # no configuration: empty answers of the same shape
-        return {k: np.zeros(shape, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+        return {k: _blank(k, shape) for k in KEYS}
     B, LQ, LK, HQ, HKV, D, DV = (_ints(name, x) for name, x in zip(
         ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v"), (B, LQ, LK, HQ, HKV, D, DV)))
     CAUSAL = CAUSAL.astype(bool).ravel()
@@ -699,7 +726,7 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     check_family(fam, hw, dtype, int(D.max()), int(DV.max()), phase)
     r = rates(hw, fam, choose(calibration, hw, fam, dtype, phase)[0])
     n = B.size
-    out = {k: np.empty(n, dtype=np.int64 if k in _INT_KEYS else float) for k in KEYS}
+    out = {k: _blank(k, n) for k in KEYS}
     # causal: what depends on the lengths only is computed once per distinct pair over every chunk
     # (`memo`: per tile and CTAs per SM); `inv` is each configuration's index into the pairs
     inv = np.zeros(n, dtype=np.int64)
@@ -767,8 +794,7 @@ def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAU
                         qk_matmuls=1, seq_dims=D + DV, score_sfu_ops=0.0, score_fp32_ops=0.0,
                         shared_operand_bytes=lambda *a: 0)
     works = attention_work_alternatives(w, live)
-    out["bound_s"] = np.minimum.reduce([np.maximum.reduce([np.broadcast_to(v, (n,)) for v in unit_times(wk, hw).values()])
-                                        for wk in works])
+    out["bound_s"], out["bound"] = _bounds(works, hw, (n,))
     out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
     return out
 

@@ -106,7 +106,7 @@ def test_every_row_equals_predict(case):
         p = predict_variant(row["hardware"], row["variant"], params or None, **kw)
         w = p.workload
         assert row["time_s"] == pytest.approx(p.time_s, rel=1e-9), row
-        assert row["bound_s"] == pytest.approx(p.bound.time_s, rel=1e-9)
+        assert row["bound_s"] == pytest.approx(p.bound.time_s, rel=1e-9) and row["bound"] == p.bound.unit
         assert int(row["useful_flops"]) == p.useful_flops and int(row["flops"]) == p.flops
         assert int(row["kv_cache_bytes"]) == p.kv_cache_bytes
         assert (row["seqlen_q"], row["seqlen_kv"], row["heads_q"], row["heads_kv"], row["head_dim_qk"],
