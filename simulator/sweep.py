@@ -31,7 +31,8 @@ NUMERIC_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_d
 COLUMNS = ("variant", "hardware", "kernel", "phase", "dtype", "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv",
            "head_dim_qk", "head_dim_v", "causal")
 RESULTS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
-           "ctas", "waves", "splits")  # predict_many's; then kv_cache_bytes, calibrated, speedup_vs_dense
+           "ctas", "waves", "splits", "memory_bytes")  # predict_many's; then kv_cache_bytes, fits, calibrated,
+# speedup_vs_dense
 
 
 def _number(option: str, text: str, tokens: bool) -> int:
@@ -214,6 +215,7 @@ def run(spec: Spec, progress=None) -> dict:
         for k in RESULTS:
             part[k] = np.asarray(r[k]).ravel()
         part["kv_cache_bytes"] = part.pop("kv_cache_bytes")  # after the results, as the docs list them
+        part["fits"] = part["memory_bytes"] <= hw.hbm_capacity_bytes
         part["calibrated"] = calibrated
         part["speedup_vs_dense"] = _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, part["time_s"])
         parts.append(part)

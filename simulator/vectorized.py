@@ -276,9 +276,9 @@ def _pick(fam, legal, evaluate):
 
 FAST_VARIANTS = ("mha", "gqa", "mqa")  # dense or causal attention with the standard layout: closed forms
 KEYS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial",
-        "tiles_empty", "ctas", "waves", "splits")
+        "tiles_empty", "ctas", "waves", "splits", "memory_bytes")
 _CHUNK = 1 << 16  # configurations per closed-form pass (their temporaries stay in cache)
-_INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits")
+_INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits", "memory_bytes")
 _UNIT_WIDTH = "<U8"  # the bound's limiting unit: tensor, exp, fp32, smem, hbm, l2, ...
 
 
@@ -287,6 +287,22 @@ def _blank(k, shape):
     if k == "bound":
         return np.full(shape, "", dtype=_UNIT_WIDTH)
     return np.zeros(shape, dtype=np.int64 if k in _INT_KEYS else float)
+
+
+def _memory(B, LQ, LK, HQ, HKV, D, DV, s, skv, phase, splits, extra=0):
+    """model.memory_bytes of a fused kernel over arrays (the standard layout, no varlen): Q, O, the K/V
+    cache, the log-sum-exp; train: dQ, dO, dK, dV, D, the dQ accumulator (and dK, dV per query head when
+    GQA); decode with split-KV: the partial outputs and their LSEs; plus the mask's own buffers (`extra`)."""
+    B, LQ, LK, HQ, HKV, D, DV = (np.asarray(x, dtype=np.int64) for x in (B, LQ, LK, HQ, HKV, D, DV))
+    q, o = B * HQ * LQ * D * s, B * HQ * LQ * DV * s
+    kv = B * LK * HKV * (D + DV) * skv
+    rows = B * HQ * LQ
+    total = q + o + kv + rows * 4
+    if phase == "train":
+        total = total + q + o + kv + rows * 4 + rows * D * 4 + np.where(HQ > HKV, B * HQ * LK * (D + DV) * s, 0)
+    splits = np.asarray(splits, dtype=np.int64)
+    total = total + np.where(splits > 1, rows * (DV + 1) * 4 * splits, 0)
+    return total + extra
 
 
 def _bounds(works, hw, shape):
@@ -659,6 +675,9 @@ def _grouped_rows(hw, prob, B, calibration):
     out["bound_s"], out["bound"] = _bounds(works, hw, B.shape)
     out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
     out.update(time_s=time, hbm_bytes=hbm, flops=flops)
+    ub, ib = np.unique(B, return_inverse=True)  # the mask's own buffers (a permuted copy) per batch
+    extra = np.array([prob.mask.extra_memory(w1.with_(batch=int(b))) for b in ub], dtype=np.int64)[np.ravel(ib)]
+    out["memory_bytes"] = _memory(B, lq, lk, hq, hkv, d, dv, s, skv, w1.phase, out["splits"], extra.reshape(B.shape))
     return out
 
 
@@ -692,7 +711,8 @@ def row_of(pred) -> dict:
     return {"time_s": pred.time_s, "bound_s": pred.bound.time_s, "bound": pred.bound.unit, "flops": pred.flops,
             "useful_flops": pred.useful_flops, "hbm_bytes": pred.hbm_bytes, "tiles_full": t["full"],
             "tiles_partial": t["partial"], "tiles_empty": t["empty"], "ctas": main[0].ctas if main else 0,
-            "waves": pred.waves, "splits": next((k.splits for k in pred.kernels_for("decode")), 1)}
+            "waves": pred.waves, "splits": next((k.splits for k in pred.kernels_for("decode")), 1),
+            "memory_bytes": pred.memory_bytes}
 
 
 def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
@@ -795,6 +815,7 @@ def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAU
                         shared_operand_bytes=lambda *a: 0)
     works = attention_work_alternatives(w, live)
     out["bound_s"], out["bound"] = _bounds(works, hw, (n,))
+    out["memory_bytes"] = _memory(B, LQ, LK, HQ, HKV, D, DV, s, skv, phase, out["splits"])
     out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
     return out
 

@@ -87,6 +87,7 @@ def test_predict_many_equals_the_cli_for_every_variant(variant):
             assert float(m[k][0]) == pytest.approx(want[k], rel=1e-9, abs=0), (variant, c, k)
         assert (m["tiles_full"][0], m["tiles_partial"][0], m["tiles_empty"][0]) == tuple(j["tiles"].values())
         assert m["bound"][0] == j["bound"], (variant, c)
+        assert m["memory_bytes"][0] == j["memory_bytes"], (variant, c)
         answered += 1
     assert answered >= 3, f"{variant}: {answered} of 6 random configurations answered"
 

@@ -109,6 +109,7 @@ def test_every_row_equals_predict(case):
         assert row["bound_s"] == pytest.approx(p.bound.time_s, rel=1e-9) and row["bound"] == p.bound.unit
         assert int(row["useful_flops"]) == p.useful_flops and int(row["flops"]) == p.flops
         assert int(row["kv_cache_bytes"]) == p.kv_cache_bytes
+        assert int(row["memory_bytes"]) == p.memory_bytes and bool(row["fits"]) == p.fits
         assert (row["seqlen_q"], row["seqlen_kv"], row["heads_q"], row["heads_kv"], row["head_dim_qk"],
                 row["head_dim_v"]) == (w.seqlen_q, w.seqlen_kv, w.heads_q, w.heads_kv, w.head_dim_qk, w.head_dim_v)
         assert row["kernel"] == p.family.name and bool(row["calibrated"]) == p.calibrated

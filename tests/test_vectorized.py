@@ -46,6 +46,7 @@ def test_vectorized_matches_the_single_prediction(hw_name, fam, phase):
         assert p.hbm_bytes == pytest.approx(v["hbm_bytes"][i], rel=1e-12), c
         assert p.bound.time_s == pytest.approx(v["bound_s"][i], rel=1e-12), c
         assert p.bound.unit == v["bound"][i], c
+        assert p.memory_bytes == v["memory_bytes"][i], c
         assert v["time_s"][i] == pytest.approx(p.time_s, rel=1e-9), c
         main = next(k for k in p.kernels if k.name in ("attn_fwd", "attn_decode"))
         assert (main.ctas, main.waves) == (v["ctas"][i], pytest.approx(v["waves"][i], rel=1e-12)), c
