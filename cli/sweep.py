@@ -33,11 +33,18 @@ TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
 @click.option("--uncalibrated", is_flag=True, help="the raw model (default: the shipped calibration)")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
               help="a calibration file of 'attnsim calibrate' instead of the shipped one")
-@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
-              help="write the table: .csv, .parquet or .json (one object per row) [default: CSV on stdout]")
+@click.option("-o", "--output", default=None, type=click.Path(),
+              help="write the table: .csv, .parquet or .json (one object per row) [default: CSV on stdout]; "
+                   "--engine dask: a directory of Parquet partitions (NAME.parquet or DIR)")
 @click.option("--force", is_flag=True, help="price a product of more than 4,194,304 configurations")
+@click.option("--engine", type=click.Choice(["single", "dask"]), default="single", show_default=True,
+              help="single: this process; dask: partitions over a Dask cluster (pip install 'attnsim[dask]')")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="--engine dask: a running Dask scheduler (tcp://host:8786) [default: a local cluster]")
+@click.option("--workers", default=None, type=click.IntRange(1, 1024), metavar="N",
+              help="--engine dask without --scheduler: worker processes of the local cluster [default: 2]")
 def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v,
-          causal, params, uncalibrated, calibration_file, output, force):
+          causal, params, uncalibrated, calibration_file, output, force, engine, scheduler, workers):
     """Price the cartesian product of lists and ranges in vectorized calls: one row per configuration, every
     row what 'attnsim predict' prints for it.
 
@@ -49,9 +56,22 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
       attnsim sweep --variant mha,gqa --hw h100,b200 --seqlen 1k..128k --batch 1,8 --causal both -o whatif.csv
       attnsim sweep --variant swa --seqlen 8k..64k -p window_size=1024,0;4096,0 -o windows.parquet
       attnsim sweep --phase decode --variant gqa --kv-heads 8 --seqlen 1k..1M --batch 1..64 -o decode.json
+      attnsim sweep --variant mha,gqa --hw h100,b200 --seqlen 1..128k:1 --engine dask --workers 8 -o big.parquet
+
+    \b
+    --engine dask partitions the product over a Dask cluster: a local one of --workers processes (one
+    thread each), or the scheduler at --scheduler. One task per (variant, hardware, kernel, phase, dtype,
+    -p alternative), cut along the outermost numeric axis (batch, seqlen, ...) when larger than 131,072
+    rows. The output -o NAME.parquet (or -o DIR) is a directory of part-00000.parquet, part-00001.parquet,
+    ...: read in name order (pyarrow.parquet.read_table(NAME)) they are the rows of --engine single, in
+    its order. It is written under a temporary name and renamed when every partition is in, so a failed
+    or interrupted sweep leaves nothing under NAME; an existing NAME is replaced only if it is a file or
+    holds nothing but part-*.parquet files. Remote workers need attnsim installed, and any hardware or
+    calibration file given by path at the same path.
 
     Columns: variant, hardware, kernel, phase, dtype, batch, seqlen_q, seqlen_kv, heads_q, heads_kv,
-    head_dim_qk, head_dim_v, causal, each -p name, then time_s, bound_s, flops (executed), useful_flops,
+    head_dim_qk, head_dim_v, causal, each -p name, then time_s, bound_s, bound (its limiting unit), flops
+    (executed), useful_flops,
     hbm_bytes, tiles_full/partial/empty, ctas, waves, splits (of the main kernel), kv_cache_bytes,
     calibrated, speedup_vs_dense (mask variants: dense attention's time over this one; else empty)."""
     from attnsim.simulator import sweep as S
@@ -59,9 +79,21 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
 
     if uncalibrated and calibration_file:
         raise click.UsageError("--uncalibrated and --calibration contradict each other (drop one).")
-    ext = os.path.splitext(output)[1].lower() if output else ".csv"
-    if ext not in WRITERS:
-        raise AttnsimError(f"-o {output}: attnsim writes {', '.join(WRITERS)}; not {ext or 'a file without extension'}")
+    if engine == "dask":
+        if output is None or os.path.splitext(output.rstrip("/" + os.sep))[1].lower() not in ("", ".parquet"):
+            raise click.UsageError(f"--engine dask writes a directory of Parquet partitions: give -o NAME.parquet or "
+                                   f"-o DIR{'' if output is None else f', not -o {output}'}.")
+        if scheduler is not None and workers is not None:
+            raise click.UsageError("--workers sizes the local cluster; a --scheduler's cluster has its own workers "
+                                   "(drop one).")
+    else:
+        if scheduler is not None or workers is not None:
+            raise click.UsageError(f"--{'scheduler' if scheduler is not None else 'workers'} is for --engine dask.")
+        ext = os.path.splitext(output)[1].lower() if output else ".csv"
+        if ext not in WRITERS:
+            raise AttnsimError(f"-o {output}: attnsim writes {', '.join(WRITERS)}; not {ext or 'a file without extension'}")
+        if output is not None and os.path.isdir(output):
+            raise AttnsimError(f"-o {output} is a directory; give a file name (.csv, .parquet or .json)")
 
     def names(option, text):
         out = [t.strip() for t in str(text).split(",")]
@@ -87,6 +119,11 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
                   calibration=None if uncalibrated else calibration_file or "default")
     total = S.check_size(spec, force)
     show = output is not None and sys.stderr.isatty() and total >= 100_000
+    if engine == "dask":
+        from attnsim.cli.sweep_dask import run_dask  # dask and distributed are imported only here
+        parts = run_dask(spec, output, total, scheduler=scheduler, workers=workers or 2, progress=show)
+        click.echo(f"wrote {output}: {total:,} rows in {parts:,} Parquet partitions", err=True)
+        return
     if show:
         with click.progressbar(length=total, label="pricing", file=sys.stderr) as bar:
             last = [0]
