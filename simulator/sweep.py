@@ -31,8 +31,8 @@ NUMERIC_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_d
 COLUMNS = ("variant", "hardware", "kernel", "phase", "dtype", "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv",
            "head_dim_qk", "head_dim_v", "causal")
 RESULTS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
-           "ctas", "waves", "splits", "memory_bytes")  # predict_many's; then kv_cache_bytes, fits, calibrated,
-# speedup_vs_dense
+           "ctas", "waves", "splits", "memory_bytes")  # predict_many's
+RESULT_COLUMNS = RESULTS + ("kv_cache_bytes", "fits", "calibrated", "speedup_vs_dense")  # every output column
 
 
 def _number(option: str, text: str, tokens: bool) -> int:
