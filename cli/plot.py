@@ -22,6 +22,7 @@ READERS = (".csv", ".parquet", ".json")
 # what `attnsim sweep` writes after the input columns (time_s first): results, not axes to group by
 from attnsim.simulator.sweep import RESULT_COLUMNS  # noqa: E402
 X_PREFERRED = ("seqlen_q", "seqlen_kv")
+MAX_CURVES = 40  # more lines than this in one chart are not readable
 MAX_INLINE_LABELS = 6  # more labeled spots than this: numbers on the chart, the names below it
 EXP_ROLES = ("forward", "decode", "backward")  # the fused attention kernels: the exps are theirs
 
@@ -375,6 +376,10 @@ def sweep_plan(table: dict, x=None, y=None, by=None, path="the file") -> dict:
     if not curves:
         why = " (only mask variants have a dense baseline)" if y == "speedup_vs_dense" else ""
         raise _error(f"--y {y}: no row of {path} has a value{why}")
+    if len(curves) > MAX_CURVES:
+        raise _error(f"{path}: grouping by {', '.join(by) or 'nothing'} gives {len(curves)} curves (at most "
+                     f"{MAX_CURVES} in one chart, {sum(len(p) == 1 for _, p in curves)} of them a single point): choose "
+                     f"--x and a shorter --by, or sweep fewer axes per file")
     fixed = [f"{c}={table[c][0]}" for c in inputs if c not in varies and not all(_missing(v) for v in table[c])]
     return {"x": x, "y": y, "by": by, "curves": curves, "fixed": fixed}
 

@@ -28,6 +28,8 @@ TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
 @click.option("--head-dim", default="128", show_default=True, metavar="LIST", help="head dim of Q and K")
 @click.option("--head-dim-v", default=None, metavar="LIST", help="head dim of V and O [default: --head-dim]")
 @click.option("--causal", default="false", show_default=True, metavar="false|true|both", help="causal mask; both tries each")
+@click.option("--token-shape", default=None, metavar="AxB[;CxD]",
+              help="na/gna/vmoba: the token grid (alternatives joined by ';'); the same as -p token_shape=...")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=V1;V2",
               help="a variant parameter with alternatives joined by ';' (-p window_size=1024,0;4096,0), repeatable")
 @click.option("--uncalibrated", is_flag=True, help="the raw model (default: the shipped calibration)")
@@ -44,7 +46,7 @@ TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
 @click.option("--workers", default=None, type=click.IntRange(1, 1024), metavar="N",
               help="--engine dask without --scheduler: worker processes of the local cluster [default: 2]")
 def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v,
-          causal, params, uncalibrated, calibration_file, output, force, engine, scheduler, workers):
+          causal, params, uncalibrated, calibration_file, output, force, engine, scheduler, workers, token_shape=None):
     """Price the cartesian product of lists and ranges in vectorized calls: one row per configuration, every
     row what 'attnsim predict' prints for it.
 
@@ -71,9 +73,9 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
 
     Columns: variant, hardware, kernel, phase, dtype, batch, seqlen_q, seqlen_kv, heads_q, heads_kv,
     head_dim_qk, head_dim_v, causal, each -p name, then time_s, bound_s, bound (its limiting unit), flops
-    (executed), useful_flops,
-    hbm_bytes, tiles_full/partial/empty, ctas, waves, splits (of the main kernel), kv_cache_bytes,
-    calibrated, speedup_vs_dense (mask variants: dense attention's time over this one; else empty)."""
+    (executed), useful_flops, hbm_bytes, tiles_full/partial/empty, ctas, waves, splits (of the main
+    kernel), memory_bytes, kv_cache_bytes, fits, calibrated, speedup_vs_dense (where predict prints a
+    speedup: dense attention's time over this one; else empty)."""
     from attnsim.simulator import sweep as S
     from attnsim.simulator.errors import AttnsimError
 
@@ -94,6 +96,8 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
             raise AttnsimError(f"-o {output}: attnsim writes {', '.join(WRITERS)}; not {ext or 'a file without extension'}")
         if output is not None and os.path.isdir(output):
             raise AttnsimError(f"-o {output} is a directory; give a file name (.csv, .parquet or .json)")
+        if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
+            raise AttnsimError(f"-o {output}: the folder {os.path.dirname(os.path.abspath(output))} does not exist")
 
     def names(option, text):
         out = [t.strip() for t in str(text).split(",")]
@@ -110,6 +114,15 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
         if key in param_alts:
             raise AttnsimError(f"-p {key} given twice; join its alternatives with ';'")
         param_alts[key] = alts
+    from attnsim.simulator.cluster import is_cluster_name
+    for h in names("hw", hardware):
+        if is_cluster_name(h) and not h.endswith((".yaml", ".yml")):
+            raise AttnsimError(f"--hw {h} is a cluster; a sweep prices one GPU: name its device, or use "
+                               f"'attnsim predict --hw {h} --parallel ... --ranks ...' for scaling")
+    if token_shape is not None:
+        if "token_shape" in param_alts:
+            raise AttnsimError("give the token grid once: --token-shape or -p token_shape")
+        param_alts["token_shape"] = S.alternatives(f"token_shape={token_shape}")[1]
     spec = S.Spec(variants=names("variant", variants), hardware=names("hw", hardware),
                   kernels=[None] if kernels is None else names("kernel", kernels), phases=names("phase", phases),
                   dtypes=names("dtype", dtypes), batch=nums("batch", batch), seqlen_q=nums("seqlen", seqlen, True),
@@ -139,8 +152,11 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
         return
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
-        WRITER_FUNCS[ext](cols, tmp)
-        os.replace(tmp, output)  # an interrupted sweep leaves no half-written file under the output's name
+        try:
+            WRITER_FUNCS[ext](cols, tmp)
+            os.replace(tmp, output)  # an interrupted sweep leaves no half-written file under the output's name
+        except OSError as e:
+            raise AttnsimError(f"-o {output}: cannot write it ({e.strerror or e})") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -64,6 +64,9 @@ def values(option: str, text, tokens: bool = False) -> list:
             if lo < 1 or hi < lo:
                 raise AttnsimError(f"--{option}: the range {item.strip()!r} is empty (from {lo} to {hi}); write "
                                    f"a..b with 1 <= a <= b")
+            if rest.count(":") > 1 or (":" in rest and not step_t):
+                raise AttnsimError(f"--{option}: {item.strip()!r} has no step after ':'; write a..b:s with s >= 1, "
+                                   f"or a..b for doubling")
             if step_t:
                 step = _number(option, step_t, tokens)
                 if step < 1:
@@ -205,7 +208,17 @@ def run(spec: Spec, progress=None) -> dict:
         kw = dict(batch=grid["batch"], seqlen_q=lq_in, seqlen_kv=lk_in, heads_q=grid["heads_q"],
                   heads_kv=grid["heads_kv"], head_dim_qk=grid["head_dim_qk"], head_dim_v=grid["head_dim_v"],
                   causal=grid["causal"], dtype=dtype, phase=phase, calibration=spec.calibration)
-        r = predict_many(hw, kernel, variant=variant, params=alt or None, **kw)
+        try:
+            r = predict_many(hw, kernel, variant=variant, params=alt or None, **kw)
+        except AttnsimError as e:  # say which part of the sweep, in the CLI's words (not predict_many's)
+            msg = str(e)
+            if msg.startswith("predict_many: configuration") and "): " in msg:
+                msg = msg.split("): ", 1)[1]
+            elif msg.startswith("predict_many: "):
+                msg = msg[len("predict_many: "):]
+            where = ", ".join([variant, hw.key, kernel or "default kernel", phase, dtype]
+                              + [f"{k}={v}" for k, v in alt.items()])
+            raise AttnsimError(f"sweep ({where}): {msg}") from None
         cols = _resolved_columns(variant, alt, phase, dtype, kernel, hw, spec, grid, gidx, lq_in, lk_in)
         kernel_col, calibrated = cols.pop("kernel"), cols.pop("calibrated")
         part = {"variant": np.full(per, variant), "hardware": np.full(per, hw.key), "kernel": kernel_col,

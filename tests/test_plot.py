@@ -253,3 +253,11 @@ def test_help_and_predict_do_not_import_matplotlib():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.strip().replace("'", '"')) == []
+
+
+def test_too_many_curves_is_refused(tmp_path):
+    src = tmp_path / "mix.csv"
+    r = invoke("sweep", "--variant", "mha,gqa", "--hw", "h100,b200", "--phase", "prefill,decode", "--batch", "1..16:1",
+               "--seqlen", "1k,2k", "--heads", "16,32", "-o", str(src))
+    assert r.exit_code == 0, r.output
+    assert_one_line_error(invoke("plot", "sweep", str(src), "-o", str(tmp_path / "f.png")), "curves (at most")

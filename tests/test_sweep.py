@@ -174,6 +174,10 @@ def test_stdout_is_csv():
     (["--causal", "sometimes"], "false, true, both"),
     (["--batch", "1..2048:1", "--seqlen", "1..4096:1"], "--force"),
     (["--uncalibrated", "--calibration", "x.json"], "contradict"),
+    (["--seqlen", "1..4:"], "no step after ':'"),
+    (["--hw", "8xh100-nvlink"], "is a cluster"),
+    (["--variant", "swa", "-p", "window_size=abc"], "sweep (swa, h100_sxm5"),
+    (["--variant", "gna", "--token-shape", "8x8", "-p", "token_shape=8x8"], "give the token grid once"),
 ])
 def test_refusals(args, needle, tmp_path):
     keep = tmp_path / "keep.csv"
@@ -197,3 +201,14 @@ def test_an_interrupted_write_leaves_no_file(tmp_path, monkeypatch):
     r = invoke("sweep", "--seqlen", "1k", "-o", str(out))
     assert r.exit_code != 0
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_a_missing_output_folder_is_one_line(tmp_path):
+    assert_one_line_error(invoke("sweep", "-o", str(tmp_path / "nodir" / "x.csv")), "does not exist")
+
+
+def test_token_shape_alternatives():
+    r = invoke("sweep", "--variant", "gna", "--token-shape", "32x32;16x16", "-p", "kernel_size=8x8")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert [(x["token_shape"], x["seqlen_q"]) for x in rows] == [("32x32", "1024"), ("16x16", "256")]
