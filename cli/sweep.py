@@ -38,6 +38,9 @@ TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
 @click.option("-o", "--output", default=None, type=click.Path(),
               help="write the table: .csv, .parquet or .json (one object per row) [default: CSV on stdout]; "
                    "--engine dask: a directory of Parquet partitions (NAME.parquet or DIR)")
+@click.option("--skip-unsupported", is_flag=True,
+              help="leave out the combinations predict refuses (a kernel a GPU lacks, a dtype it has no rate for, a "
+                   "parameter a shape cannot take), each said on stderr, instead of ending the sweep")
 @click.option("--force", is_flag=True, help="price a product of more than 4,194,304 configurations")
 @click.option("--engine", type=click.Choice(["single", "dask"]), default="single", show_default=True,
               help="single: this process; dask: partitions over a Dask cluster (pip install 'attnsim[dask]')")
@@ -46,7 +49,8 @@ TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
 @click.option("--workers", default=None, type=click.IntRange(1, 1024), metavar="N",
               help="--engine dask without --scheduler: worker processes of the local cluster [default: 2]")
 def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv, heads, kv_heads, head_dim, head_dim_v,
-          causal, params, uncalibrated, calibration_file, output, force, engine, scheduler, workers, token_shape=None):
+          causal, params, uncalibrated, calibration_file, output, force, engine, scheduler, workers, token_shape=None,
+          skip_unsupported=False):
     """Price the cartesian product of lists and ranges in vectorized calls: one row per configuration, every
     row what 'attnsim predict' prints for it.
 
@@ -85,6 +89,8 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
         if output is None or os.path.splitext(output.rstrip("/" + os.sep))[1].lower() not in ("", ".parquet"):
             raise click.UsageError(f"--engine dask writes a directory of Parquet partitions: give -o NAME.parquet or "
                                    f"-o DIR{'' if output is None else f', not -o {output}'}.")
+        if skip_unsupported:
+            raise click.UsageError("--skip-unsupported is for --engine single (drop one).")
         if scheduler is not None and workers is not None:
             raise click.UsageError("--workers sizes the local cluster; a --scheduler's cluster has its own workers "
                                    "(drop one).")
@@ -129,7 +135,7 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
                   seqlen_kv=nums("seqlen-kv", seqlen_kv, True), heads_q=nums("heads", heads),
                   heads_kv=nums("kv-heads", kv_heads), head_dim_qk=nums("head-dim", head_dim),
                   head_dim_v=nums("head-dim-v", head_dim_v), causal=S.causal_values(causal), params=param_alts,
-                  calibration=None if uncalibrated else calibration_file or "default")
+                  calibration=None if uncalibrated else calibration_file or "default", skip_unsupported=skip_unsupported)
     total = S.check_size(spec, force)
     show = output is not None and sys.stderr.isatty() and total >= 100_000
     if engine == "dask":
@@ -147,6 +153,11 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
             cols = S.run(spec, progress)
     else:
         cols = S.run(spec)
+    for where, why in spec.skipped:
+        click.echo(f"skipped ({where}): {why}", err=True)
+    if not cols:
+        raise AttnsimError(f"every combination was left out ({len(spec.skipped)}): nothing to write")
+    total = len(cols["time_s"])
     if output is None:
         _write_csv(cols, sys.stdout)
         return

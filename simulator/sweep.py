@@ -127,6 +127,9 @@ class Spec:
     causal: list = field(default_factory=lambda: [False])
     params: dict = field(default_factory=dict)  # -p name -> list of alternatives (strings)
     calibration: object = "default"
+    skip_unsupported: bool = False  # a group predict refuses (a kernel on a GPU without it, fp8 on an A100):
+    # left out and reported in `skipped`, instead of ending the sweep
+    skipped: list = field(default_factory=list)  # (the group, why) of the groups left out by the last run
 
     def groups(self) -> list:
         """The (variant, hardware, kernel, phase, dtype, -p alternative) combinations, one predict_many each:
@@ -192,6 +195,7 @@ def run(spec: Spec, progress=None) -> dict:
     from .vectorized import predict_many
 
     grid, per, gidx = _grid(spec)
+    spec.skipped = []
     groups = spec.groups()
     total = len(groups) * per
     pnames = list(spec.params)
@@ -210,6 +214,7 @@ def run(spec: Spec, progress=None) -> dict:
                   causal=grid["causal"], dtype=dtype, phase=phase, calibration=spec.calibration)
         try:
             r = predict_many(hw, kernel, variant=variant, params=alt or None, **kw)
+            cols = _resolved_columns(variant, alt, phase, dtype, kernel, hw, spec, grid, gidx, lq_in, lk_in)
         except AttnsimError as e:  # say which part of the sweep, in the CLI's words (not predict_many's)
             msg = str(e)
             if msg.startswith("predict_many: configuration") and "): " in msg:
@@ -218,8 +223,11 @@ def run(spec: Spec, progress=None) -> dict:
                 msg = msg[len("predict_many: "):]
             where = ", ".join([variant, hw.key, kernel or "default kernel", phase, dtype]
                               + [f"{k}={v}" for k, v in alt.items()])
+            if spec.skip_unsupported:
+                spec.skipped.append((where, msg))
+                done += per
+                continue
             raise AttnsimError(f"sweep ({where}): {msg}") from None
-        cols = _resolved_columns(variant, alt, phase, dtype, kernel, hw, spec, grid, gidx, lq_in, lk_in)
         kernel_col, calibrated = cols.pop("kernel"), cols.pop("calibrated")
         part = {"variant": np.full(per, variant), "hardware": np.full(per, hw.key), "kernel": kernel_col,
                 "phase": np.full(per, phase), "dtype": np.full(per, dtype), **cols, "causal": np.asarray(grid["causal"])}

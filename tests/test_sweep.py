@@ -212,3 +212,15 @@ def test_token_shape_alternatives():
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(r.stdout.splitlines()))
     assert [(x["token_shape"], x["seqlen_q"]) for x in rows] == [("32x32", "1024"), ("16x16", "256")]
+
+
+def test_skip_unsupported_leaves_out_refused_groups_and_says_so():
+    r = invoke("sweep", "--kernel", "fa2,fa3", "--hw", "h100,a100", "--seqlen", "1k", "--skip-unsupported")
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert [(x["hardware"], x["kernel"]) for x in rows] == [("h100_sxm5", "fa2"), ("h100_sxm5", "fa3"),
+                                                           ("a100_sxm4_80gb", "fa2")]
+    assert "skipped (mha, a100_sxm4_80gb, fa3" in r.stderr and "does not run on" in r.stderr
+    assert_one_line_error(invoke("sweep", "--kernel", "fa3", "--hw", "a100"), "does not run on")
+    r = invoke("sweep", "--kernel", "fa3", "--hw", "a100", "--skip-unsupported")
+    assert r.exit_code == 2 and "nothing to write" in r.stderr
