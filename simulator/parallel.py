@@ -246,9 +246,6 @@ def predict_parallel(cluster, scheme, variant="mha", params=None, kernel=None, c
         if var not in RING_VARIANTS:
             raise AttnsimError(f"cp (ring attention) here takes dense or causal attention ({', '.join(RING_VARIANTS)}), "
                                f"not {var!r}")
-        if w.phase == "decode":
-            raise AttnsimError("cp (ring attention) splits the sequence of prefill or train; decode takes tp, "
-                               "ulysses or tpla")
         if w.seqlen_q != w.seqlen_kv:
             raise AttnsimError("cp (ring attention) here needs --seqlen-kv equal to --seqlen")
         zig = sc.zigzag and w.causal
