@@ -213,9 +213,15 @@ def cluster_table() -> dict:
 
 
 def is_cluster_name(name) -> bool:
-    """A name that reads as a cluster (`4xrtx4090-pcie`, `2x8xh100-nvlink`) or a cluster YAML."""
+    """A name that reads as a cluster (`4xrtx4090-pcie`, `2x8xh100-nvlink`, an alias) or a cluster YAML.
+    A device's name or alias answers False without reading the cluster profiles (predict's start-up)."""
     s = str(name).lower()
-    return s in cluster_table() or bool(_NAME.match(s)) or (s.endswith((".yaml", ".yml")) and _is_cluster_file(s))
+    if s.endswith((".yaml", ".yml")):
+        return _is_cluster_file(s)
+    if _NAME.match(s):
+        return True
+    from .hardware import alias_table
+    return s not in alias_table() and s in cluster_table()
 
 
 def _is_cluster_file(path) -> bool:
