@@ -9,7 +9,6 @@ import sys
 import click
 
 WRITERS = (".csv", ".parquet", ".json")
-TOKEN_OPTIONS = ("seqlen", "seqlen_kv")
 
 
 @click.command(context_settings={"max_content_width": 110})

@@ -27,12 +27,12 @@ from .errors import AttnsimError
 MAX_ROWS = 1 << 22  # 4,194,304: a larger product needs force=True (--force)
 MAX_ITEMS = 1 << 16  # values one range may expand to
 SUFFIX = {"k": 1024, "m": 1 << 20}
-NUMERIC_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v")
 COLUMNS = ("variant", "hardware", "kernel", "phase", "dtype", "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv",
            "head_dim_qk", "head_dim_v", "causal")
 RESULTS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty",
            "ctas", "waves", "splits", "memory_bytes")  # predict_many's
 RESULT_COLUMNS = RESULTS + ("kv_cache_bytes", "fits", "calibrated", "speedup_vs_dense")  # every output column
+GRID_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal")
 
 
 def _number(option: str, text: str, tokens: bool) -> int:
@@ -148,7 +148,7 @@ class Spec:
 
     def axis_sizes(self) -> int:
         n = 1
-        for a in ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal"):
+        for a in GRID_AXES:
             n *= len(getattr(self, a))
         return n
 
@@ -164,9 +164,6 @@ def check_size(spec: Spec, force: bool = False):
     if n > MAX_ROWS and not force:
         raise AttnsimError(f"the sweep has {n:,} configurations, more than {MAX_ROWS:,}: narrow a list or pass --force")
     return n
-
-
-GRID_AXES = ("batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal")
 
 
 def _grid(spec: Spec):

@@ -224,3 +224,8 @@ def test_skip_unsupported_leaves_out_refused_groups_and_says_so():
     assert_one_line_error(invoke("sweep", "--kernel", "fa3", "--hw", "a100"), "does not run on")
     r = invoke("sweep", "--kernel", "fa3", "--hw", "a100", "--skip-unsupported")
     assert r.exit_code == 2 and "nothing to write" in r.stderr
+
+
+def test_column_order_is_the_documented_one():
+    out = S.run(S.Spec(variants=["swa"], hardware=["h100"], params={"window_size": ["512,0"]}))
+    assert list(out) == list(S.COLUMNS) + ["window_size"] + list(S.RESULT_COLUMNS)
