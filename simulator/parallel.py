@@ -162,9 +162,7 @@ def _split_heads(w, n: int, what: str):
 def _shapes_for(problem, shapes: dict, heads_q: int, heads_kv: int) -> dict:
     out = dict(shapes)
     out["heads"] = heads_q
-    if problem.variant.name == "gqa" or ("kv_heads" in shapes and shapes["kv_heads"] is not None):
-        out["kv_heads"] = heads_kv
-    if problem.variant.name == "gqa" and heads_kv == heads_q:
+    if problem.variant.name == "gqa" or shapes.get("kv_heads") is not None:
         out["kv_heads"] = heads_kv
     return out
 

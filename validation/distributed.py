@@ -76,6 +76,7 @@ import torch
 import torch.distributed as dist
 
 from attnsim.simulator.ops import COLLECTIVE_OPS
+from attnsim.simulator.pricing import collective_coefficients
 
 from . import records
 
@@ -893,12 +894,6 @@ BENCH_OPS = ("all_reduce", "all_to_all", "p2p")
 DEFAULT_SIZES = tuple(1 << k for k in range(12, 27, 2))  # 4 KiB .. 64 MiB
 
 
-def _terms(op: str, p: int, in_switch: bool = False) -> tuple:
-    """(bytes factor, latency steps) of `pricing.collective_time`: t = steps x α + factor x n / bw."""
-    from attnsim.validation.links import coefficients
-    return coefficients(op, p, in_switch)
-
-
 def _bench_worker(rank, world, ops, sizes, repeats, warmup):
     cuda = str(dist.get_backend()) == "nccl"
     dev = torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu")
@@ -997,7 +992,7 @@ def collective_record(*, op: str, nbytes: int, group_size: int, backend: str, de
     each rank holds before, p2p what one rank sends); `terms` the α–β formula's factors (t = steps x α
     + factor x n / bw); algbw = n / median, busbw = factor x n / median (the link's achieved bandwidth,
     latency included); `link` where the group runs (one host here: "intra_node")."""
-    factor, steps = _terms(op, group_size)
+    factor, steps = collective_coefficients(op, group_size)  # t = steps x α + factor x n / bw
     med = timing["median_s"]
     rec = {"schema": records.SCHEMA, "kind": COLLECTIVE_KIND, "op": op, "bytes": int(nbytes), "group_size": group_size,
            "backend": backend, "link": link, "device": device, "timing": timing,

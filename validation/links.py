@@ -18,13 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from attnsim.simulator.errors import AttnsimError
-from attnsim.simulator.pricing import collective_coefficients
+from attnsim.simulator.pricing import collective_coefficients as coefficients  # (c, k) of the docstring
 from attnsim.simulator.rates import LinkCalibration
-
-
-def coefficients(op: str, p: int, in_switch: bool = False) -> tuple:
-    """(c, k): the collective's bandwidth and latency multipliers (module docstring)."""
-    return collective_coefficients(op, p, in_switch)
 
 
 @dataclass
