@@ -8,7 +8,8 @@ import sys
 
 import click
 
-WRITERS = (".csv", ".parquet", ".json")
+WRITERS = (".csv", ".parquet", ".json", ".xlsx")
+XLSX_ROWS = 200_000  # a workbook's rows are formulas (about 3 ms each to price symbolically)
 
 
 @click.command(context_settings={"max_content_width": 110})
@@ -136,6 +137,10 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
                   head_dim_v=nums("head-dim-v", head_dim_v), causal=S.causal_values(causal), params=param_alts,
                   calibration=None if uncalibrated else calibration_file or "default", skip_unsupported=skip_unsupported)
     total = S.check_size(spec, force)
+    xlsx = engine == "single" and ext == ".xlsx"
+    if xlsx and total > XLSX_ROWS:
+        raise AttnsimError(f"-o {output}: the sweep has {total:,} configurations; a workbook holds at most "
+                           f"{XLSX_ROWS:,} (its rows are formulas): narrow a list, or write .csv or .parquet")
     show = output is not None and sys.stderr.isatty() and total >= 100_000
     if engine == "dask":
         from attnsim.cli.sweep_dask import run_dask  # dask and distributed are imported only here
@@ -149,9 +154,9 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
             def progress(done, _total):
                 bar.update(done - last[0])
                 last[0] = done
-            cols = S.run(spec, progress)
+            cols = S.run(spec, progress, origin=xlsx)
     else:
-        cols = S.run(spec)
+        cols = S.run(spec, origin=xlsx)
     for where, why in spec.skipped:
         click.echo(f"skipped ({where}): {why}", err=True)
     if not cols:
@@ -163,14 +168,21 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
     tmp = f"{output}.tmp-{os.getpid()}"
     try:
         try:
-            WRITER_FUNCS[ext](cols, tmp)
+            if xlsx:
+                _xlsx(spec, cols, tmp)
+            else:
+                WRITER_FUNCS[ext](cols, tmp)
             os.replace(tmp, output)  # an interrupted sweep leaves no half-written file under the output's name
         except OSError as e:
             raise AttnsimError(f"-o {output}: cannot write it ({e.strerror or e})") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    click.echo(f"wrote {output}: {total:,} rows x {len(cols)} columns", err=True)
+    if xlsx:
+        click.echo(f"wrote {output}: {total:,} rows on {len(set(cols['variant'].tolist()))} variant sheet(s), "
+                   f"their times formulas over the Inputs sheet", err=True)
+    else:
+        click.echo(f"wrote {output}: {total:,} rows x {len(cols)} columns", err=True)
 
 
 def _table(cols):
@@ -211,6 +223,21 @@ def _json(cols, path):
             row = {k: (None if isinstance(v[i], float) and not math.isfinite(v[i]) else v[i]) for k, v in zip(keys, lists)}
             f.write(("  " if i == 0 else ",\n  ") + json.dumps(row))
         f.write("\n]\n")
+
+
+def _xlsx(spec, cols, path):
+    from attnsim.cli.xlsx import write_workbook  # xlsxwriter is imported only here
+    n = len(cols["time_s"])
+    if sys.stderr.isatty() and n >= 2_000:
+        with click.progressbar(length=n, label="writing formulas", file=sys.stderr) as bar:
+            last = [0]
+
+            def progress(done, _total):
+                bar.update(done - last[0])
+                last[0] = done
+            write_workbook(spec, cols, path, progress)
+    else:
+        write_workbook(spec, cols, path)
 
 
 WRITER_FUNCS = {".csv": _csv_file, ".parquet": _parquet, ".json": _json}

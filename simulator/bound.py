@@ -26,11 +26,12 @@ completeness.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .dtypes import DTYPE_BYTES
+from .formulas import largest, num, smallest
 from .hardware import Hardware
 from .masks import mask_for, mask_sums
 from .ops import Work
@@ -129,14 +130,20 @@ def unit_times(work: Work, hw: Hardware, clock_hz: float | None = None, r: Rates
 
 
 def bound_of(work: Work, hw: Hardware) -> Bound:
-    t = {u: float(v) for u, v in unit_times(work, hw).items()}
+    t = {u: num(v) for u, v in unit_times(work, hw).items()}
     unit = max(t, key=t.get)
-    return Bound(t[unit], unit, t, work.strategy)
+    return Bound(largest(t.values()), unit, t, work.strategy)
 
 
 def min_bound(works, hw: Hardware) -> Bound:
     """The smallest bound over alternative ways of doing the op."""
-    return min((bound_of(wk, hw) for wk in works), key=lambda b: b.time_s)
+    return smallest_bound([bound_of(wk, hw) for wk in works])
+
+
+def smallest_bound(bounds) -> Bound:
+    """The bound of the smallest time (its unit and strategy), its time the minimum over all of them."""
+    best = min(bounds, key=lambda b: b.time_s)
+    return replace(best, time_s=smallest(b.time_s for b in bounds))
 
 
 def bound(w: Workload, hw: Hardware, mask=None) -> Bound:

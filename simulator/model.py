@@ -24,8 +24,9 @@ from functools import reduce
 import numpy as np
 
 from . import schedule
-from .bound import Bound, attention_work_alternatives, min_bound
+from .bound import Bound, attention_work_alternatives, min_bound, smallest_bound
 from .errors import AttnsimError, UnsupportedCore
+from .formulas import is_expr, largest, num, smallest
 from .families import (FAMILIES, Family, Legality, bwd_tile_candidates, can_implement, check_family,
                        decode_tile_candidates, fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
 from .hardware import Hardware, load_hardware
@@ -317,16 +318,19 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
     n_ctas = int(counts.sum())
     it_full, it_part = int((full * counts).sum()), int((partial * counts).sum())
     a, b = slot_tile_times(tc, r, stages)
-    dur = cta_duration(r, a, b, full[on], partial[on], tc.t_cta)
-    d_max, d_min = (float(dur.max()), float(dur.min())) if dur.size else (0.0, 0.0)
+    if is_expr(a) or is_expr(b) or is_expr(tc.t_cta):
+        d_max, d_min = _class_extremes(r, a, b, full[on], partial[on], tc.t_cta)
+    else:
+        dur = cta_duration(r, a, b, full[on], partial[on], tc.t_cta)
+        d_max, d_min = (float(dur.max()), float(dur.min())) if dur.size else (0.0, 0.0)
     time_s, makespan, t_hbm, t_l2 = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, a, b, slots,
                                                 hbm_bytes, l2_bytes, tc.t_cta)
     tiles_visited = float(it_full + it_part)
-    units = {u: float(v) * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
-    units["hbm"] = float(t_hbm)
+    units = {u: num(v) * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
+    units["hbm"] = num(t_hbm)
     if t_l2:
-        units["l2"] = float(t_l2)
-    units["schedule"] = float(makespan)
+        units["l2"] = num(t_l2)
+    units["schedule"] = num(makespan)
     if t_hbm >= makespan or t_l2 >= makespan:
         limit = "hbm" if t_hbm >= t_l2 else "l2"
     elif n_ctas * 2 * lat + tiles_visited * lat / max(stages, 1) > it_full * tc.t_full + it_part * tc.t_partial:
@@ -338,13 +342,35 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
     else:
         full_n, part_n = it_full, it_part
     return KernelCost(
-        name=name, time_s=float(time_s), flops=int(round(tiles_visited * tc.flops)), useful_flops=int(useful_flops),
+        name=name, time_s=num(time_s), flops=int(round(tiles_visited * tc.flops)), useful_flops=int(useful_flops),
         hbm_bytes=int(hbm_bytes), l2_bytes=int(l2_bytes), bound=limit, unit_times_s=units,
         ctas=n_ctas, ctas_per_sm=k, waves=n_ctas / slots, wave_efficiency=schedule.wave_efficiency(n_ctas, slots),
         tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
         tiles_iterated=it_full + it_part,
         smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits,
         schedule="closed-form", tile_obj=tile, role=role)
+
+
+def _class_extremes(r: Rates, a, b, full, partial, t_cta):
+    """(longest, shortest) CTA duration over the classes (full, partial) when the tile times are formulas
+    (`formulas.Expr`): a duration grows with both counts, so the longest is the MAX over the classes no other
+    class has at least as many of both (the shortest the MIN over those no class has at most as many of):
+    the same numbers as the maximum and minimum over every class, at any tile times."""
+    pairs = sorted({(int(f), int(p)) for f, p in zip(full.tolist(), partial.tolist())})
+    if not pairs:
+        return 0.0, 0.0
+    top, seen = [], -1
+    for f, p in sorted(pairs, reverse=True):  # more full tiles first: kept if it has more partial ones than those
+        if p > seen:
+            top.append((f, p))
+            seen = p
+    low, seen = [], math.inf
+    for f, p in pairs:  # fewer full tiles first: kept if it has fewer partial ones than those
+        if p < seen:
+            low.append((f, p))
+            seen = p
+    return (largest([cta_duration(r, a, b, f, p, t_cta) for f, p in top]),
+            smallest([cta_duration(r, a, b, f, p, t_cta) for f, p in low]))
 
 
 def _choose(fam: Family, cands, evaluate):
@@ -910,7 +936,7 @@ def predict(w: Workload, hw: Hardware, kernel: str | None = None, mask: Mask | N
                             "memory_bytes": other.memory_bytes, "kernels": [k.name for k in other.kernels]}
         if layout.useful_from_alternative:  # the dropped outputs are not useful work; the bound is the op's
             pred.useful_flops, pred.works = other.useful_flops, other.works
-            pred.bound = min(pred.bound, other.bound, key=lambda b: b.time_s)
+            pred.bound = smallest_bound([pred.bound, other.bound])
             pred.notes.append(f"useful FLOPs and the bound are the {label} implementation's: the {label} work is "
                               f"what the op needs, the rest is dropped")
     return pred

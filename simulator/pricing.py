@@ -18,6 +18,7 @@ import numpy as np
 
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
+from .formulas import largest, num
 from .masks import _cdiv, tile_rows
 from .ops import COLLECTIVE_OPS, Gemm, Matmuls, Pointwise, Tile
 from .rates import Rates
@@ -103,7 +104,7 @@ def elementwise(name, r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0,
     permutation, whose `runs` gather or scatter). `hbm_bytes` counts what device memory moves."""
     units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops, runs)
     limit = max(units, key=units.get)
-    return KernelCost(name=name, time_s=r.launch_overhead_s + units[limit], flops=int(flops), useful_flops=0,
+    return KernelCost(name=name, time_s=r.launch_overhead_s + largest(units.values()), flops=int(flops), useful_flops=0,
                       hbm_bytes=int(read_bytes + write_bytes + run_waste_bytes(r, runs)), bound=limit,
                       unit_times_s=units)
 
@@ -143,16 +144,16 @@ def gemm(name: str, r: Rates, m: int, n: int, k: int, batch: int, dtype: str, ac
                  max(1, _cdiv(ctas, hw.sm_count)))  # a small grid spreads over the SMs first
         slots = hw.sm_count * kk
         k_steps = _cdiv(k, tk)
-        t_cta = 2 * lat + max(2.0 * tm * tn * k_steps * tk / rate * kk, k_steps * lat / stages)
+        t_cta = 2 * lat + largest((2.0 * tm * tn * k_steps * tk / rate * kk, k_steps * lat / stages))
         makespan = np.ceil(ctas / slots) * t_cta
         l2 = ctas * (tm + tn) * k_steps * tk * s + batch * m * n * so
         t_hbm = hbm / r.hbm_bytes_per_s
         t_l2 = l2 / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0
-        time_s = r.launch_overhead_s + max(makespan, t_hbm, t_l2)
+        time_s = r.launch_overhead_s + largest((makespan, t_hbm, t_l2))
         flops = 2 * ctas * tm * tn * k_steps * tk  # exact: Python integers
         # fastest first; among equally fast (HBM-bound) tiles, the one that wastes fewer FLOPs
         if best is None or (time_s, flops) < (best[0], best[1].flops):
-            units = {"tensor": flops / (rate * hw.sm_count), "hbm": t_hbm, "schedule": float(makespan)}
+            units = {"tensor": flops / (rate * hw.sm_count), "hbm": t_hbm, "schedule": num(makespan)}
             if t_l2:
                 units["l2"] = t_l2
             limit = "hbm" if t_hbm >= max(makespan, t_l2) else "l2" if t_l2 >= makespan else (
@@ -165,7 +166,7 @@ def gemm(name: str, r: Rates, m: int, n: int, k: int, batch: int, dtype: str, ac
                          "empty": (total - int(f.sum()) - int(p.sum())) * batch}
                 n_tiles = total * batch  # a GEMM computes every tile, live or not
             best = (time_s, KernelCost(
-                name=name, time_s=float(time_s), flops=int(flops), useful_flops=int(useful), hbm_bytes=int(hbm),
+                name=name, time_s=num(time_s), flops=int(flops), useful_flops=int(useful), hbm_bytes=int(hbm),
                 l2_bytes=int(l2), bound=limit, unit_times_s=units, ctas=int(ctas), ctas_per_sm=int(kk),
                 waves=ctas / slots, wave_efficiency=ctas / (np.ceil(ctas / slots) * slots),
                 tile=f"{tm}x{tn}x{tk} w{warps} s{stages}", tiles=tiles, tiles_iterated=n_tiles, smem_bytes=smem,

@@ -18,6 +18,7 @@ import numbers
 from dataclasses import dataclass
 
 from .errors import AttnsimError
+from .formulas import num
 from .families import Family
 from .hardware import Hardware
 
@@ -161,13 +162,13 @@ def _rates(hw: Hardware, family: Family | None, calibration: Calibration | None)
     cal = calibration or _UNCALIBRATED
     eff = family.efficiency(hw.arch) if family is not None else 1.0
     l2 = hw.l2_bandwidth_bytes_per_s or 0.0
-    return Rates(hw=hw, clock_hz=hw.clock_sustained_hz if cal.clock_hz is None else float(cal.clock_hz),
+    return Rates(hw=hw, clock_hz=hw.clock_sustained_hz if cal.clock_hz is None else num(cal.clock_hz),
                  sm_count=hw.sm_count, mma_efficiency=eff * cal.tensor, exp_efficiency=cal.exp,
                  fp32_efficiency=cal.fp32, smem_efficiency=cal.smem,
                  hbm_bytes_per_s=hw.hbm_bandwidth_bytes_per_s * cal.hbm, l2_bytes_per_s=l2 * cal.l2,
                  dram_latency_s=hw.dram_latency_s,
                  launch_overhead_s=hw.kernel_launch_overhead_s if cal.launch_overhead_s is None
-                 else float(cal.launch_overhead_s),
+                 else num(cal.launch_overhead_s),
                  overlap=(family.overlap if family is not None else 0.0) if cal.overlap is None else cal.overlap,
                  exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=not cal.identity,
                  cta_io=cal.cta_io, partial_tile=cal.partial_tile, causal=cal.causal, backward=cal.backward)

@@ -184,10 +184,12 @@ def _grid(spec: Spec):
     return out, idx.shape[1], dict(zip(GRID_AXES, idx))
 
 
-def run(spec: Spec, progress=None) -> dict:
+def run(spec: Spec, progress=None, origin: bool = False) -> dict:
     """Columns of the sweep (COLUMNS, the -p names, RESULTS, calibrated, speedup_vs_dense): numpy arrays,
     one entry per configuration. `progress(done, total)` after each group. The input columns hold the
-    workload as `predict` resolves it (defaults filled in: kv heads, head dims, decode's step and context)."""
+    workload as `predict` resolves it (defaults filled in: kv heads, head dims, decode's step and context).
+    `origin`: also "_group" and "_index", each row's index into `spec.groups()` and into the grid of the
+    numeric axes (what `formula_rows` prices again)."""
     from .hardware import load_hardware
     from .vectorized import predict_many
 
@@ -235,7 +237,11 @@ def run(spec: Spec, progress=None) -> dict:
         part["kv_cache_bytes"] = part.pop("kv_cache_bytes")  # after the results, as the docs list them
         part["fits"] = part["memory_bytes"] <= hw.hbm_capacity_bytes
         part["calibrated"] = calibrated
-        part["speedup_vs_dense"] = _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, part["time_s"])
+        part["speedup_vs_dense"] = _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, part["time_s"],
+                                            kernel_col)
+        if origin:
+            part["_group"] = np.full(per, groups.index((variant, hw_name, kernel, phase, dtype, alt)))
+            part["_index"] = np.arange(per)
         parts.append(part)
         done += per
         if progress:
@@ -283,7 +289,7 @@ def _resolved_columns(variant, alt, phase, dtype, kernel, hw, spec, grid, gidx, 
             "kernel": np.asarray(fams)[inv], "calibrated": np.asarray(cals, dtype=bool)[inv]}
 
 
-def _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, time_s):
+def _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, time_s, kernels):
     """Dense attention's time over each row's, where predict prints a speedup (a mask that is not dense:
     causal, windows, blocks...; not a layout variant's own mask): the same workload without its mask, on
     the standard layout (a layout variant: its own layout, not causal). NaN elsewhere."""
@@ -312,14 +318,120 @@ def _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, time_s):
         sel = np.flatnonzero(sel)[masked]
         if not sel.size:
             continue
-        dense_kw = {k: (v[sel] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
-        dense_kw["causal"] = False
-        dense_kw["seqlen_q"], dense_kw["seqlen_kv"] = lq[sel], lk[sel]  # as resolved (a token grid sets them)
-        if p.layout is None:  # the standard layout: dense attention on the core's heads and dims
-            for k in ("heads_kv", "head_dim_qk", "head_dim_v"):
-                dense_kw[k] = cols[k][sel]
-            dense = predict_many(hw, kernel, variant=None, **dense_kw)
-        else:
-            dense = predict_many(hw, kernel, variant=variant, params=alt or None, **dense_kw)
-        out[sel] = np.asarray(dense["time_s"]).ravel() / time_s[sel]
+        # dense attention on the family the row's prediction settled on (eager: eager; a fallback: the fallback)
+        for fam in np.unique(kernels[sel]).tolist():
+            at = sel[kernels[sel] == fam]
+            dense_kw = {k: (v[at] if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
+            dense_kw["causal"] = False
+            dense_kw["seqlen_q"], dense_kw["seqlen_kv"] = lq[at], lk[at]  # as resolved (a token grid sets them)
+            if p.layout is None:  # the standard layout: dense attention on the core's heads and dims
+                for k in ("heads_kv", "head_dim_qk", "head_dim_v"):
+                    dense_kw[k] = cols[k][at]
+                dense = predict_many(hw, fam, variant=None, **dense_kw)
+            else:
+                dense = predict_many(hw, fam, variant=variant, params=alt or None, **dense_kw)
+            out[at] = np.asarray(dense["time_s"]).ravel() / time_s[at]
     return out
+
+
+# -- formulas --------------------------------------------------------------------------------------------
+@dataclass
+class RowFormulas:
+    """One sweep row priced on symbolic inputs (`formulas`): its kernels' times, the bound, dense attention's
+    time where the row has a speedup (else None), each an `Expr` whose value is the row's number."""
+    kernels: list  # [(kernel name, Expr)] in launch order; the row's time is their sum
+    bound: object
+    dense: object = None
+    hardware: object = None  # the symbolic Hardware the row was priced on
+    calibration: object = None  # its symbolic Calibration
+
+
+def symbolic_inputs(spec: Spec, table: dict):
+    """{hardware key: symbolic Hardware} and {(hardware key, kernel, dtype, phase): (Calibration or None,
+    symbolic Calibration)} of every row of `table` (`run(spec, origin=True)`): the named inputs a workbook
+    lists. A row without a calibration edits the identity's factors."""
+    from .calibrations import choose
+    from .families import get_family
+    from .formulas import symbolic_calibration, symbolic_hardware
+    from .hardware import load_hardware
+    from .rates import Calibration
+    groups = spec.groups()
+    hws, cals, by_value = {}, {}, {}
+    keys = sorted({(int(g), str(k)) for g, k in zip(table["_group"].tolist(), table["kernel"].tolist())})
+    for g, fam_name in keys:
+        _variant, hw_name, _kernel, phase, dtype, _alt = groups[g]
+        hw = load_hardware(hw_name)
+        hws.setdefault(hw.key, (hw, symbolic_hardware(hw)))
+        ck = (hw.key, fam_name, dtype, phase)
+        if ck in cals:
+            continue
+        cal, _ = choose(spec.calibration, hw, get_family(fam_name), dtype, phase)
+        same = (hw.key, fam_name, cal)  # one set of inputs per distinct calibration of a (GPU, family)
+        if same not in by_value:
+            label = f"{hw.key}.{fam_name}" + (f".{cal.source}" if cal is not None and cal.source else "")
+            by_value[same] = (cal, symbolic_calibration(cal or Calibration(), "calibration." + label))
+        cals[ck] = by_value[same]
+    return {k: v[1] for k, v in hws.items()}, cals
+
+
+def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None):
+    """Each row of `table` (`run(spec, origin=True)`; `rows`: the indices to do, default all) priced again on
+    the symbolic inputs of `symbolic_inputs`: a `RowFormulas` whose values equal the row's numbers (checked:
+    a RuntimeError names the row otherwise)."""
+    from .formulas import clear_interned
+    from .problem import predict_problem
+
+    grid, _, _ = _grid(spec)
+    groups = spec.groups()
+    out = []
+    for row in (range(len(table["time_s"])) if rows is None else rows):
+        clear_interned()  # a row's formulas share nodes with each other, not with other rows'
+        hw, prob, dense_prob = row_problems(spec, table, row, grid, groups)
+        shw = sym_hw[hw.key]
+        _, scal = sym_cal[(hw.key, str(table["kernel"][row]), prob.workload.dtype, prob.workload.phase)]
+        pred = predict_problem(prob, shw, compare=False, calibration=scal)
+        kernels = [(k.name, k.time_s) for k in pred.kernels]
+        _check(row, "time_s", sum(float(t) for _, t in kernels), table["time_s"][row])
+        _check(row, "bound_s", float(pred.bound.time_s), table["bound_s"][row])
+        dense = None
+        if dense_prob is not None:
+            dense = predict_problem(dense_prob, shw, compare=False, calibration=scal).time_s
+            _check(row, "speedup_vs_dense", float(dense) / float(table["time_s"][row]), table["speedup_vs_dense"][row])
+        out.append(RowFormulas(kernels, pred.bound.time_s, dense, shw, scal))
+    return out
+
+
+def row_problems(spec: Spec, table: dict, row: int, grid=None, groups=None):
+    """(Hardware, the resolved Problem, the Problem of its dense baseline or None) of one row of `table`
+    (`run(spec, origin=True)`): what `predict` prices for it (the baseline: where the row has a speedup)."""
+    from .hardware import load_hardware
+    from .vectorized import configuration_problem, default_lengths
+    grid = _grid(spec)[0] if grid is None else grid
+    groups = spec.groups() if groups is None else groups
+    g, i = int(table["_group"][row]), int(table["_index"][row])
+    variant, hw_name, kernel, phase, dtype, alt = groups[g]
+    hw = load_hardware(hw_name)
+    decode = phase == "decode"
+    given = {k: (None if grid[k] is None else grid[k][i].item()) for k in GRID_AXES}
+    lq = None if decode else given["seqlen_q"]
+    lk = (given["seqlen_kv"] if given["seqlen_kv"] is not None else given["seqlen_q"]) if decode else given["seqlen_kv"]
+    lq, lk = default_lengths(phase, alt, lq, lk)
+    c = {k: v for k, v in dict(given, seqlen_q=lq, seqlen_kv=lk).items() if v is not None}
+    c["causal"] = bool(c.get("causal", False))
+    scalars = dict(dtype=dtype, kv_dtype=None, phase=phase, qk_accum="fp32", pv_accum="fp32")
+    prob = configuration_problem(variant, alt, c, scalars, kernel)
+    dense = None
+    if np.isfinite(table["speedup_vs_dense"][row]):  # as _speedup prices it: on the family the row settled on
+        fam = str(table["kernel"][row])
+        dc = dict(c, causal=False, seqlen_q=int(table["seqlen_q"][row]), seqlen_kv=int(table["seqlen_kv"][row]))
+        if prob.layout is None:  # the standard layout: dense attention on the core's heads and dims
+            dc.update({k: int(table[k][row]) for k in ("heads_kv", "head_dim_qk", "head_dim_v")})
+            dense = configuration_problem("gqa", {}, dc, scalars, fam)
+        else:
+            dense = configuration_problem(variant, alt, dc, scalars, fam)
+    return hw, prob, dense
+
+
+def _check(row, name, got, want):
+    if not abs(got - want) <= 1e-9 * abs(want):
+        raise RuntimeError(f"sweep row {row}: the formulas give {name} = {got!r}, the sweep {want!r}")

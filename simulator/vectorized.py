@@ -384,13 +384,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
     bad = np.asarray(causal)
     if bad.dtype.kind not in "biu" or not np.isin(bad, (0, 1)).all():
         raise AttnsimError(f"predict_many: causal must be true or false (booleans); got {causal!r}")
-    grid = any(k in params for k in ("token_shape", "lengths"))  # the lengths are set there
-    if "q_per_step" in params and phase == "decode" and seqlen_q is not None:
-        raise AttnsimError("predict_many: give a decode step's query tokens once: seqlen_q or params['q_per_step']")
-    if seqlen_q is None and not grid and "q_per_step" not in params:
-        seqlen_q = 1 if phase == "decode" else DEFAULT_SEQLEN
-    if phase == "decode" and seqlen_kv is None and not grid:
-        seqlen_kv = DEFAULT_SEQLEN  # the context, as `attnsim predict --phase decode` defaults it
+    seqlen_q, seqlen_kv = default_lengths(phase, params, seqlen_q, seqlen_kv)
     fast = (not params and scope == "attention" and d_model is None and rope_dim is None
             and (variant is None or variant in FAST_VARIANTS) and qk_accum == pv_accum == "fp32"
             and resolve_family(hw, kernel).fused)
@@ -406,6 +400,36 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
                  dict(batch=batch, seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q, heads_kv=heads_kv,
                       head_dim_qk=head_dim_qk, head_dim_v=head_dim_v, causal=causal),
                  dict(dtype=dtype, kv_dtype=kv_dtype, phase=phase, qk_accum=qk_accum, pv_accum=pv_accum), calibration)
+
+
+def default_lengths(phase: str, params: dict, seqlen_q, seqlen_kv):
+    """predict_many's sequence lengths where not given: seqlen_q 4096 (decode: a step of 1 token), a
+    decode's context 4096, unless a -p value sets the lengths (token_shape, lengths) or the step's tokens
+    (q_per_step)."""
+    grid = any(k in params for k in ("token_shape", "lengths"))  # the lengths are set there
+    if "q_per_step" in params and phase == "decode" and seqlen_q is not None:
+        raise AttnsimError("predict_many: give a decode step's query tokens once: seqlen_q or params['q_per_step']")
+    if seqlen_q is None and not grid and "q_per_step" not in params:
+        seqlen_q = 1 if phase == "decode" else DEFAULT_SEQLEN
+    if phase == "decode" and seqlen_kv is None and not grid:
+        seqlen_kv = DEFAULT_SEQLEN  # the context, as `attnsim predict --phase decode` defaults it
+    return seqlen_q, seqlen_kv
+
+
+def configuration_problem(variant: str, params: dict, c: dict, scalars: dict, kernel=None, scope: str = "attention",
+                          d_model=None, rope_dim=None):
+    """One configuration of predict_many resolved as `_each` resolves it: `c` holds batch, heads_q,
+    head_dim_qk, causal and, where given, seqlen_q, seqlen_kv, heads_kv, head_dim_v (after
+    `default_lengths`); `scalars` dtype, kv_dtype, phase, qk_accum, pv_accum."""
+    decode = scalars["phase"] == "decode"
+    p = dict(params)
+    if decode and "seqlen_q" in c and ("q_per_step" in {q.name for q in get_variant(variant).params}
+                                       or c["seqlen_q"] != 1):
+        p["q_per_step"] = c["seqlen_q"]  # a variant without steps refuses more than one token, in its words
+    return resolve(variant, p, batch=c["batch"], heads=c["heads_q"], kv_heads=c.get("heads_kv"),
+                   seqlen=None if decode else c.get("seqlen_q"), seqlen_kv=c.get("seqlen_kv"),
+                   head_dim=c["head_dim_qk"], head_dim_v=c.get("head_dim_v"), causal=c["causal"],
+                   scope=scope, d_model=d_model, rope_dim=rope_dim, kernel=kernel, **scalars)
 
 
 def _broadcast(args: dict, defaulted=()):
@@ -505,7 +529,6 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
     params = dict(params or {})
     out = {k: _blank(k, n) for k in KEYS}
     decode = scalars["phase"] == "decode"
-    takes_steps = "q_per_step" in {p.name for p in get_variant(variant).params}
     if not decode and scope == "attention" and n:
         grouped = _by_geometry(hw, kernel, variant, params, flat, n, scalars, calibration)
         if grouped is not None:
@@ -513,15 +536,8 @@ def _each(hw, kernel, variant, params, scope, d_model, rope_dim, arrays, scalars
     masks = {}  # one mask per (resolved parameters, causality): its memo of tiles serves every batch and head count
     for i in range(n):
         c = {k: v[i].item() for k, v in flat.items()}
-        p = dict(params)
-        if decode and "seqlen_q" in c and (takes_steps or c["seqlen_q"] != 1):
-            p["q_per_step"] = c["seqlen_q"]  # a variant without steps refuses more than one token, in its words
         try:
-            prob = resolve(variant, p, batch=c["batch"], heads=c["heads_q"], kv_heads=c.get("heads_kv"),
-                           seqlen=None if decode else c.get("seqlen_q"),
-                           seqlen_kv=c.get("seqlen_kv"),
-                           head_dim=c["head_dim_qk"], head_dim_v=c.get("head_dim_v"), causal=c["causal"],
-                           scope=scope, d_model=d_model, rope_dim=rope_dim, kernel=kernel, **scalars)
+            prob = configuration_problem(variant, params, c, scalars, kernel, scope, d_model, rope_dim)
             key = (repr(sorted(prob.params.items())), prob.workload.causal)
             prob = replace(prob, mask=masks.setdefault(key, prob.mask))
             pred = predict_problem(prob, hw, compare=False, calibration=calibration)

@@ -1,0 +1,341 @@
+"""`attnsim sweep -o FILE.xlsx`: a what-if workbook whose times are live formulas (XlsxWriter).
+
+Sheets: README (what each column means, which are formulas), Inputs (the hardware figures and the
+calibration factors every formula reads: edit them), one sheet per variant (a row per configuration:
+the sweep's columns, then time_s, bound_s, achieved TFLOP/s and speedup_vs_dense as formulas over Inputs,
+each kernel's time as a formula, and the row's intermediate steps), Charts (time against sequence length
+per variant, and speedup over the first variant, as formulas over the variant sheets).
+
+The formulas are the model's own arithmetic (`attnsim.simulator.formulas`): every row is priced again on
+symbolic inputs, so a formula computes what `attnsim predict` computes with the Inputs' figures and the
+discrete choices it made at the written figures (tile, split count, CTAs per SM, waves; the `bound`
+column's unit). Each formula cell stores its value too, so the file reads right before recalculation.
+XlsxWriter writes formulas with their cached values (openpyxl cannot); the tests read the file back
+with openpyxl and recalculate it with LibreOffice.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+MEANING = {
+    "clock_sustained_hz": ("Hz", "sustained SM clock under load: every rate of a prediction runs at it"),
+    "clock_max_hz": ("Hz", "maximum boost clock: the speed-of-light bound's clock"),
+    "hbm_bandwidth_bytes_per_s": ("B/s", "device-memory (HBM/GDDR) bandwidth"),
+    "l2_bandwidth_bytes_per_s": ("B/s", "L2 cache bandwidth"),
+    "dram_latency_s": ("s", "device-memory latency: a CTA's fill and drain, the latency floor of a tile"),
+    "kernel_launch_overhead_s": ("s", "time a kernel costs beyond its work (launch, ramp-up)"),
+    "exp_ops_per_clk_per_sm": ("1/clk/SM", "exp2 per clock per SM on the special-function units"),
+    "fp32_flops_per_clk_per_sm": ("FLOP/clk/SM", "FP32 FLOPs per clock per SM (an FMA is two)"),
+    "smem_bytes_per_clk_per_sm": ("B/clk/SM", "shared-memory bandwidth per clock per SM"),
+    "exp2_emulation_fp32_ops": ("ops", "FP32 instructions of one emulated exp2 (FA4's polynomial)"),
+    "tensor": ("x", "multiplies the tensor-core rate (after the kernel family's own efficiency)"),
+    "exp": ("x", "multiplies the exp (SFU) rate"),
+    "fp32": ("x", "multiplies the FP32 rate"),
+    "smem": ("x", "multiplies the shared-memory bandwidth"),
+    "hbm": ("x", "multiplies the device-memory bandwidth"),
+    "l2": ("x", "multiplies the L2 bandwidth"),
+    "clock_hz": ("Hz", "replaces the sustained clock"),
+    "launch_overhead_s": ("s", "replaces the kernel launch overhead"),
+    "overlap": ("0..1", "replaces the family's softmax/MMA overlap"),
+    "cta_io": ("0..10", "unhidden fraction of each CTA's own I/O"),
+    "partial_tile": ("0..10", "extra time of a masked (partial) tile, as a fraction of a full one"),
+    "causal": ("0..10", "extra time of every tile of a causal kernel, as a fraction"),
+    "backward": ("x", "multiplies the backward kernel's tile time"),
+}
+FORMULA_COLUMNS = ("time_s", "bound_s", "achieved_tflops", "speedup_vs_dense")
+VALUE_COLUMNS = ("bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty", "ctas",
+                 "waves", "splits", "memory_bytes", "kv_cache_bytes", "fits", "calibrated")
+
+
+def _col(c: int) -> str:
+    s = ""
+    c += 1
+    while c:
+        c, r = divmod(c - 1, 26)
+        s = chr(65 + r) + s
+    return s
+
+
+def _sheet_name(variant: str, used: set) -> str:
+    base = "".join("_" if ch in "[]:*?/\\" else ch for ch in variant)[:28] or "sheet"
+    name, i = base, 2
+    while name.lower() in used or name.lower() in ("readme", "inputs", "charts"):
+        name, i = f"{base}~{i}", i + 1
+    used.add(name.lower())
+    return name
+
+
+def _cell_value(v):
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def write_workbook(spec, cols: dict, path: str, progress=None):
+    """Write the sweep `cols` (`sweep.run(spec, origin=True)`) as a workbook at `path`."""
+    import xlsxwriter
+
+    from attnsim.simulator import sweep as S
+    from attnsim.simulator.formulas import CALIBRATION_INPUTS, HARDWARE_INPUTS, Renderer
+
+    sym_hw, sym_cal = S.symbolic_inputs(spec, cols)
+    wb = xlsxwriter.Workbook(path, {"constant_memory": True})
+    bold = wb.add_format({"bold": True})
+    sci = wb.add_format({"num_format": "0.000E+00"})
+    head = wb.add_format({"bold": True, "bg_color": "#DDEBF7"})
+    readme = wb.add_worksheet("README")
+    inputs = wb.add_worksheet("Inputs")
+
+    # -- Inputs: one row per named input ------------------------------------------------------------
+    where = {}
+    inputs.write_row(0, 0, ["input", "value", "unit", "meaning", "source"], head)
+    inputs.set_column(0, 0, 52)
+    inputs.set_column(1, 1, 14)
+    inputs.set_column(3, 4, 60)
+    row = 1
+    for key, shw in sym_hw.items():
+        hw_real = next(h for h in _hardware(spec) if h.key == key)
+        inputs.write(row, 0, f"{hw_real.name} ({key}): hardware figures", bold)
+        row += 1
+        for name in HARDWARE_INPUTS:
+            v = getattr(shw, name)
+            if v is None:
+                continue
+            unit, what = MEANING[name]
+            where[v.args[0]] = row
+            inputs.write_row(row, 0, [v.args[0], v.value, unit, what, hw_real.sources.get(name, hw_real.path)])
+            row += 1
+        for t, tr in zip(shw.tensor, hw_real.tensor):
+            v = t.flops_per_clk_per_sm
+            where[v.args[0]] = row
+            inputs.write_row(row, 0, [v.args[0], v.value, "FLOP/clk/SM",
+                                      f"dense tensor-core FLOPs per clock per SM, {t.dtype} inputs, {t.accum} accumulate",
+                                      tr.source])
+            row += 1
+        row += 1
+    seen = set()
+    for (hw_key, fam, dtype, phase), (cal, scal) in sym_cal.items():
+        if id(scal) in seen:
+            continue
+        seen.add(id(scal))
+        what = f"calibration of {fam} on {hw_key}: " + (f"group {cal.source}" if cal is not None else
+                                                          "none applies (the raw model); edit to try factors")
+        inputs.write(row, 0, what, bold)
+        row += 1
+        for name in CALIBRATION_INPUTS:
+            v = getattr(scal, name)
+            if v is None:
+                continue
+            unit, meaning = MEANING[name]
+            where[v.args[0]] = row
+            inputs.write_row(row, 0, [v.args[0], v.value, unit, meaning,
+                                      "fitted: hardware_profiles/calibrations.json" if cal is not None else "identity"])
+            row += 1
+        row += 1
+
+    def ref(name):
+        return f"Inputs!$B${where[name] + 1}"
+
+    # -- variant sheets -------------------------------------------------------------------------------
+    n = len(cols["time_s"])
+    variants = list(dict.fromkeys(cols["variant"].tolist()))
+    pnames = [k for k in cols if k not in S.COLUMNS and k not in S.RESULT_COLUMNS and not k.startswith("_")]
+    used = set()
+    sheets = {}
+    done = 0
+    for variant in variants:
+        idx = np.flatnonzero(cols["variant"] == variant)
+        own = [p for p in pnames if any(cols[p][i] is not None for i in idx)]
+        forms = S.formula_rows(spec, cols, sym_hw, sym_cal, rows=idx.tolist())
+        knames = []
+        for f in forms:  # the kernel columns: every name the rows launch, repeated names numbered
+            count = {}
+            for name, _ in f.kernels:
+                count[name] = count.get(name, 0) + 1
+                label = name if count[name] == 1 else f"{name} #{count[name]}"
+                if label not in knames:
+                    knames.append(label)
+        inputs_cols = list(S.COLUMNS) + own
+        c_formula = len(inputs_cols)
+        c_values = c_formula + len(FORMULA_COLUMNS)
+        c_kern = c_values + len(VALUE_COLUMNS)
+        c_dense = c_kern + len(knames)
+        c_step = c_dense + 1
+        rendered, max_steps = [], 0
+        for j, (i, f) in enumerate(zip(idx.tolist(), forms)):
+            r = j + 2  # the sheet's row number (1-based; the header is row 1)
+            renderer = Renderer(ref, lambda s, r=r: f"{_col(c_step + s)}{r}")
+            roots = [t for _, t in f.kernels] + [f.bound] + ([f.dense] if f.dense is not None else [])
+            steps, cells = renderer.layout(roots)
+            max_steps = max(max_steps, len(steps))
+            count, kcells = {}, {}
+            for name, t in f.kernels:
+                count[name] = count.get(name, 0) + 1
+                label = name if count[name] == 1 else f"{name} #{count[name]}"
+                kcells[knames.index(label)] = (renderer.formula(t, cells), float(t))
+            rendered.append((i, r, steps, kcells, renderer.formula(f.bound, cells), float(f.bound),
+                             None if f.dense is None else (renderer.formula(f.dense, cells), float(f.dense))))
+        name = _sheet_name(variant, used)
+        ws = wb.add_worksheet(name)
+        # The formulas use + - * / MAX MIN and cell references only: none of the newer Excel functions XlsxWriter
+        # rewrites with a _xlfn. prefix, so its 29 regular-expression passes per formula are skipped.
+        ws._prepare_formula = _plain_formula
+        header = (inputs_cols + ["time_s", "bound_s", "achieved_tflops", "speedup_vs_dense"] + list(VALUE_COLUMNS)
+                  + [f"time {k}" for k in knames] + ["dense time_s"] + [f"step {s + 1}" for s in range(max_steps)])
+        ws.write_row(0, 0, header, head)
+        ws.freeze_panes(1, 0)
+        for i, r, steps, kcells, bound_f, bound_v, dense in rendered:
+            x = r - 1
+            ws.write_row(x, 0, [_cell_value(cols[k][i]) for k in inputs_cols])
+            kaddr = [f"{_col(c_kern + k)}{r}" for k in sorted(kcells)]
+            t_addr = f"{_col(c_formula)}{r}"
+            ws.write_formula(x, c_formula, "=" + "+".join(kaddr), sci, float(cols["time_s"][i]))
+            ws.write_formula(x, c_formula + 1, "=" + bound_f, sci, bound_v)
+            useful_addr = f"{_col(c_values + VALUE_COLUMNS.index('useful_flops'))}{r}"
+            ws.write_formula(x, c_formula + 2, f"={useful_addr}/{t_addr}/1E12", None,
+                             float(cols["useful_flops"][i]) / float(cols["time_s"][i]) / 1e12)
+            if dense is not None:
+                ws.write_formula(x, c_formula + 3, f"={_col(c_dense)}{r}/{t_addr}", None,
+                                 dense[1] / float(cols["time_s"][i]))
+            ws.write_row(x, c_values, [_cell_value(cols[k][i]) for k in VALUE_COLUMNS])
+            for k, (text, v) in sorted(kcells.items()):
+                ws.write_formula(x, c_kern + k, "=" + text, sci, v)
+            if dense is not None:
+                ws.write_formula(x, c_dense, "=" + dense[0], sci, dense[1])
+            for s, (_addr, text, v) in enumerate(steps):
+                ws.write_formula(x, c_step + s, "=" + text, None, v)
+        sheets[variant] = (name, idx, c_formula)
+        done += len(idx)
+        if progress:
+            progress(done, n)
+
+    _charts(wb, spec, cols, sheets, head)
+    _readme(readme, spec, sym_cal, bold)
+    wb.close()
+
+
+def _plain_formula(formula, expand_future_functions=False):
+    return formula[1:] if formula.startswith("=") else formula
+
+
+def _hardware(spec):
+    from attnsim.simulator.hardware import load_hardware
+    return [load_hardware(h) for h in spec.hardware]
+
+
+def _charts(wb, spec, cols, sheets, head):
+    """Time against sequence length per variant, and speedup over the first variant: on the first hardware,
+    kernel, phase, dtype and -p alternative, at the first value of every other axis; formulas that read the
+    variant sheets' time_s cells."""
+    from attnsim.simulator import sweep as S
+    ws = wb.add_worksheet("Charts")
+    _grid, _per, gidx = S._grid(spec)
+    groups = spec.groups()
+    decode = spec.phases[0] == "decode"
+    axis = "seqlen_kv" if decode and spec.seqlen_kv == [None] else "seqlen_q"
+    others = [a for a in S.GRID_AXES if a != axis]
+    series = {}
+    for variant, (name, idx, c_time) in sheets.items():
+        first = next((g for g, (v, h, k, ph, dt, _alt) in enumerate(groups) if v == variant
+                      and h == spec.hardware[0] and k == spec.kernels[0] and ph == spec.phases[0] and dt == spec.dtypes[0]),
+                     None)
+        pts = {}
+        for j, i in enumerate(idx.tolist()):
+            if int(cols["_group"][i]) != first:
+                continue
+            gi = int(cols["_index"][i])
+            if all(gidx[a][gi] == 0 for a in others):
+                pts[int(cols[axis][i])] = f"'{name}'!${_col(c_time)}${j + 2}"
+        if pts:
+            series[variant] = pts
+    if not series:
+        ws.write(0, 0, "no variant has rows on the first hardware, kernel, phase and dtype: nothing to chart")
+        return
+    xs = sorted({x for pts in series.values() for x in pts})
+    names = list(series)
+    where = f"{spec.hardware[0]}, {spec.phases[0]}, {spec.dtypes[0]}, at the first value of every other list"
+    ws.write(0, 0, f"time_s (formulas reading the variant sheets): {where}", head)
+    ws.write_row(1, 0, [axis] + names, head)
+    ws.write(1 + len(xs) + 2, 0, f"speedup over {names[0]} ({names[0]}'s time / each variant's)", head)
+    ws.write_row(1 + len(xs) + 3, 0, [axis] + names, head)
+    top2 = 1 + len(xs) + 4
+    for r, x in enumerate(xs):  # rows in order: the workbook streams each sheet row by row
+        ws.write_number(2 + r, 0, x)
+        for c, v in enumerate(names):
+            addr = series[v].get(x)
+            if addr is not None:
+                ws.write_formula(2 + r, 1 + c, f"={addr}", None, _value_of(cols, sheets, v, addr))
+    for r, x in enumerate(xs):
+        ws.write_number(top2 + r, 0, x)
+        base = series[names[0]].get(x)
+        for c, v in enumerate(names):
+            addr = series[v].get(x)
+            if addr is not None and base is not None:
+                ws.write_formula(top2 + r, 1 + c, f"={base}/{addr}", None,
+                                 _value_of(cols, sheets, names[0], base) / _value_of(cols, sheets, v, addr))
+    for title, top, y in ((f"time vs {axis}", 2, "time (s)"), (f"speedup over {names[0]}", top2, "speedup")):
+        ch = wb.add_chart({"type": "scatter", "subtype": "straight_with_markers"})
+        for c, v in enumerate(names):
+            ch.add_series({"name": v, "categories": ["Charts", top, 0, top + len(xs) - 1, 0],
+                           "values": ["Charts", top, 1 + c, top + len(xs) - 1, 1 + c]})
+        ch.set_title({"name": title})
+        ch.set_x_axis({"name": axis, "log_base": 2} if len(xs) > 2 else {"name": axis})
+        ch.set_y_axis({"name": y, **({"log_base": 10} if y.startswith("time") else {})})
+        ws.insert_chart(1 if top == 2 else 22, len(names) + 2, ch, {"x_scale": 1.5, "y_scale": 1.3})
+
+
+def _value_of(cols, sheets, variant, addr):
+    name, idx, _c = sheets[variant]
+    j = int(addr.rsplit("$", 1)[1]) - 2
+    return float(cols["time_s"][idx[j]])
+
+
+def _readme(ws, spec, sym_cal, bold):
+    lines = [
+        ("attnsim what-if workbook", bold),
+        ("One sheet per variant, a row per configuration of the sweep. Edit a figure on Inputs and every formula "
+         "recomputes: the time attnsim predict gives with that figure, the tile, split count, CTAs per SM and waves "
+         "held as attnsim chose them at the written figures.", None),
+        ("", None),
+        ("Formula columns (over Inputs and the row's own cells):", bold),
+        ("time_s: the sum of the row's kernel times (the columns 'time <kernel>').", None),
+        ("bound_s: the speed-of-light bound: every unit at its peak at clock_max_hz, the slowest unit's time.", None),
+        ("achieved_tflops: useful_flops / time_s / 1e12.", None),
+        ("speedup_vs_dense: 'dense time_s' / time_s, where attnsim predict prints a speedup (a mask that is not "
+         "dense); dense time_s is dense attention on the same family and calibration.", None),
+        ("time <kernel>: one kernel's time: launch overhead + the larger of its CTAs' makespan on the SMs and its "
+         "memory traffic time (docs/design.md; attnsim predict --explain says it in words).", None),
+        ("step N: an intermediate formula of the row that several others read (a tile's time, a CTA's duration, a "
+         "unit's rate); what it is differs from row to row: read its formula.", None),
+        ("", None),
+        ("Value columns (attnsim's numbers at the written figures; they do not recompute):", bold),
+        ("variant, hardware, kernel, phase, dtype, batch, seqlen_q, seqlen_kv, heads_q, heads_kv, head_dim_qk, "
+         "head_dim_v, causal and each -p parameter: the configuration as attnsim predict resolves it.", None),
+        ("bound: the limiting unit of the bound; flops (executed), useful_flops, hbm_bytes, tiles_full/partial/empty, "
+         "ctas, waves, splits (of the main kernel), memory_bytes, kv_cache_bytes, fits (in device memory), "
+         "calibrated (a fitted calibration applies).", None),
+        ("", None),
+        ("Inputs: the hardware figures (each with its source) and the calibration factors of each (GPU, kernel "
+         "family) the rows use. The constants inside the formulas are the row's own work terms: FLOPs, bytes, "
+         "exps and tiles per CTA, CTA counts, waves.", None),
+        ("Charts: time against sequence length per variant and speedup over the first variant, formulas reading "
+         "the variant sheets.", None),
+        ("", None),
+        (f"Written by attnsim {_version()}: variants {', '.join(spec.variants)}; hardware {', '.join(spec.hardware)}; "
+         f"calibration {spec.calibration if spec.calibration is not None else 'none (the raw model)'}.", None),
+    ]
+    ws.set_column(0, 0, 140)
+    for r, (text, fmt) in enumerate(lines):
+        ws.write(r, 0, text, fmt)
+
+
+def _version():
+    try:
+        from attnsim import __version__
+        return __version__
+    except ImportError:  # pragma: no cover
+        return "?"

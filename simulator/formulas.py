@@ -1,0 +1,392 @@
+"""A prediction's arithmetic as formulas over named inputs: what a spreadsheet recomputes.
+
+`symbolic_hardware(hw)` and `symbolic_calibration(cal, ...)` return a Hardware and a Calibration whose
+figures are `Expr` leaves (named inputs, each with its value). Priced by the model's own code
+(`model.predict`, `problem.predict_problem`), every time the model computes from them is an `Expr`: its
+value is the number the model computes (the same floating-point operations, in the same order), and its
+tree is how that number follows from the inputs, the model's discrete choices (tile, split count, CTAs
+per SM, waves; a kernel's limiting unit) frozen as they were made at those values. `Expr.evaluate(env)`
+recomputes a tree with other input values (the Python side of the spreadsheet: the prediction with a
+changed figure and the same discrete choices); `Renderer` writes it as spreadsheet formulas.
+
+Arithmetic: + - * / and unary minus, `np.maximum` / `np.minimum` (numpy ufuncs dispatch here through
+`__array_ufunc__`), and `largest` / `smallest` for the model's own maxima and minima over a few terms
+(builtin max/min would pick one term by value and freeze it). Comparisons, `bool` and `float` read the
+value: the model's branches (which unit limits, which tile is legal) are taken at the inputs' values.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import fields, replace
+
+import numpy as np
+
+_PREC = {"+": 1, "-": 1, "*": 2, "/": 2, "neg": 3}
+_INTERN: dict = {}  # (op, operand keys) -> Expr: `clear_interned` between independent computations
+
+
+def clear_interned():
+    """Forget the shared nodes (they stay valid; later computations build new ones)."""
+    _INTERN.clear()
+
+
+def _val(x) -> float:
+    return x.value if isinstance(x, Expr) else float(x)
+
+
+def _apply(op, vals):
+    a = vals[0]
+    try:
+        if op == "+":
+            return a + vals[1]
+        if op == "-":
+            return a - vals[1]
+        if op == "*":
+            return a * vals[1]
+        if op == "/":
+            return a / vals[1]
+    except ZeroDivisionError:
+        return math.copysign(math.inf, a) if a else math.nan
+    if op == "neg":
+        return -a
+    if op == "max":
+        return max(vals)
+    if op == "min":
+        return min(vals)
+    raise ValueError(op)
+
+
+class Expr:
+    """A number and how it was computed: op "in" (a named input), + - * / neg, max, min."""
+    __slots__ = ("op", "args", "value")
+    __array_priority__ = 1000  # ndarray <op> Expr defers to Expr
+
+    def __init__(self, op: str, args: tuple, value: float):
+        self.op, self.args, self.value = op, args, value
+
+    # -- construction ---------------------------------------------------------------------------
+    @staticmethod
+    def input(name: str, value: float) -> "Expr":
+        return Expr("in", (name,), float(value))
+
+    @staticmethod
+    def _bin(op, a, b):
+        ea, eb = type(a) is Expr, type(b) is Expr
+        if not ea:
+            if isinstance(a, np.generic):
+                a = a.item()
+            if not isinstance(a, (float, int)) and not isinstance(a, numbers.Real):
+                return NotImplemented
+            # exact simplifications only: 0 + x, 1 * x
+            if (op == "+" and a == 0) or (op == "*" and a == 1):
+                return b
+            ka = (float(a),)
+        else:
+            ka = id(a)
+        if not eb:
+            if isinstance(b, np.generic):
+                b = b.item()
+            if not isinstance(b, (float, int)) and not isinstance(b, numbers.Real):
+                return NotImplemented
+            # x + 0, x - 0, x * 1, x / 1
+            if (op in ("+", "-") and b == 0) or (op in ("*", "/") and b == 1):
+                return a
+            kb = (float(b),)
+        else:
+            kb = id(b)
+        key = (op, ka, kb)
+        got = _INTERN.get(key)
+        if got is None:  # one node per computation: what the model computes twice is one cell of a sheet
+            got = _INTERN[key] = Expr(op, (a, b), _apply(op, (a.value if ea else a, b.value if eb else b)))
+        return got
+
+    def __add__(self, o):
+        return Expr._bin("+", self, o)
+
+    def __radd__(self, o):
+        return Expr._bin("+", o, self)
+
+    def __sub__(self, o):
+        return Expr._bin("-", self, o)
+
+    def __rsub__(self, o):
+        return Expr._bin("-", o, self)
+
+    def __mul__(self, o):
+        return Expr._bin("*", self, o)
+
+    def __rmul__(self, o):
+        return Expr._bin("*", o, self)
+
+    def __truediv__(self, o):
+        return Expr._bin("/", self, o)
+
+    def __rtruediv__(self, o):
+        return Expr._bin("/", o, self)
+
+    def __neg__(self):
+        return Expr("neg", (self,), -self.value)
+
+    def __pos__(self):
+        return self
+
+    # -- the value, for the model's branches ----------------------------------------------------
+    def __float__(self):
+        return self.value
+
+    def __bool__(self):
+        return self.value != 0
+
+    def __lt__(self, o):
+        return self.value < _val(o)
+
+    def __le__(self, o):
+        return self.value <= _val(o)
+
+    def __gt__(self, o):
+        return self.value > _val(o)
+
+    def __ge__(self, o):
+        return self.value >= _val(o)
+
+    def __eq__(self, o):
+        return isinstance(o, (Expr, numbers.Real)) and self.value == _val(o)
+
+    def __ne__(self, o):
+        return not self.__eq__(o)
+
+    __hash__ = object.__hash__  # by identity: a frozen dataclass holding Exprs stays hashable
+
+    def __repr__(self):
+        return f"Expr({self.value!r}: {self.formula(_plain_ref)[:80]})"
+
+    def __format__(self, spec):
+        return format(self.value, spec)
+
+    def __round__(self, n=None):
+        return round(self.value, n)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        ops = {np.maximum: "max", np.minimum: "min", np.add: "+", np.subtract: "-", np.multiply: "*",
+               np.true_divide: "/", np.negative: "neg"}
+        if method != "__call__" or kwargs or ufunc not in ops:
+            return NotImplemented
+        args = []
+        for x in inputs:
+            if isinstance(x, np.ndarray):
+                if x.ndim:
+                    return NotImplemented  # arrays of Exprs are not modelled: the caller must reduce first
+                x = x.item()
+            args.append(x.item() if isinstance(x, np.generic) else x)
+        op = ops[ufunc]
+        if op == "max":
+            return largest(args)
+        if op == "min":
+            return smallest(args)
+        if op == "neg":
+            return -args[0]
+        return Expr._bin(op, *args)
+
+    # -- evaluation and rendering ---------------------------------------------------------------
+    def inputs(self) -> dict:
+        """{name: value} of the named inputs this tree reads."""
+        out, seen, stack = {}, set(), [self]
+        while stack:
+            e = stack.pop()
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            if e.op == "in":
+                out[e.args[0]] = e.value
+            else:
+                stack.extend(a for a in e.args if isinstance(a, Expr))
+        return out
+
+    def evaluate(self, env: dict, _memo=None) -> float:
+        """The tree's value with the named inputs of `env` replaced (others keep their values)."""
+        memo = {} if _memo is None else _memo
+        hit = memo.get(id(self))
+        if hit is not None:
+            return hit
+        if self.op == "in":
+            v = float(env.get(self.args[0], self.value))
+        else:
+            v = _apply(self.op, [a.evaluate(env, memo) if isinstance(a, Expr) else a for a in self.args])
+        memo[id(self)] = v
+        return v
+
+    def formula(self, ref, cells=None) -> str:
+        """The spreadsheet formula (without '='): `ref(name)` the cell of a named input; `cells`: {id: cell}
+        of sub-expressions that have a cell of their own."""
+        return _render(self, ref, cells or {}, {})
+
+
+def _plain_ref(name):
+    return name
+
+
+def _number(x) -> str:
+    if isinstance(x, numbers.Integral) and abs(int(x)) < 2 ** 53:
+        return str(int(x))
+    v = float(x)
+    if not math.isfinite(v):
+        raise ValueError(f"a formula cannot hold {v}")
+    if v == int(v) and abs(v) < 2 ** 53:
+        return str(int(v))
+    return repr(v).replace("e+", "E").replace("e-", "E-")
+
+
+def _render(e, ref, cells, memo) -> str:
+    if not isinstance(e, Expr):
+        s = _number(e)
+        return f"({s})" if s.startswith("-") else s
+    got = cells.get(id(e))
+    if got is not None:
+        return got
+    got = memo.get(id(e))
+    if got is not None:
+        return got
+    if e.op == "in":
+        out = ref(e.args[0])
+    elif e.op in ("max", "min"):
+        out = ("MAX(" if e.op == "max" else "MIN(") + ",".join(_render(a, ref, cells, memo) for a in e.args) + ")"
+    elif e.op == "neg":
+        out = "-" + _wrap(e.args[0], 3, ref, cells, memo)
+    else:
+        p = _PREC[e.op]
+        left = _wrap(e.args[0], p, ref, cells, memo)
+        right = _wrap(e.args[1], p + 1, ref, cells, memo)  # a - (b - c), a / (b * c): the right side binds tighter
+        out = f"{left}{e.op}{right}"
+    memo[id(e)] = out
+    return out
+
+
+def _wrap(a, prec, ref, cells, memo) -> str:
+    s = _render(a, ref, cells, memo)
+    if isinstance(a, Expr) and id(a) not in cells and a.op in _PREC and _PREC[a.op] < prec:
+        return f"({s})"
+    return s
+
+
+def _flat(op, args):
+    out = []
+    for a in args:
+        if isinstance(a, Expr) and a.op == op:
+            out.extend(a.args)
+        else:
+            out.append(a.item() if isinstance(a, np.generic) else a)
+    return out
+
+
+def largest(values):
+    """max(values): a number when none is an Expr, else an Expr MAX of them (their largest value)."""
+    values = list(values)
+    if not any(isinstance(v, Expr) for v in values):
+        return max(values)
+    args = _flat("max", values)
+    return Expr("max", tuple(args), max(_val(a) for a in args))
+
+
+def smallest(values):
+    """min(values): a number when none is an Expr, else an Expr MIN of them."""
+    values = list(values)
+    if not any(isinstance(v, Expr) for v in values):
+        return min(values)
+    args = _flat("min", values)
+    return Expr("min", tuple(args), min(_val(a) for a in args))
+
+
+def is_expr(x) -> bool:
+    return isinstance(x, Expr)
+
+
+def num(x):
+    """float(x), unless x is an Expr (kept: its formula is the point)."""
+    return x if isinstance(x, Expr) else float(x)
+
+
+numbers.Real.register(Expr)  # a Calibration's checks (numbers.Real, finite, in range) read its value
+
+
+# -- symbolic inputs -------------------------------------------------------------------------------
+HARDWARE_INPUTS = ("clock_sustained_hz", "clock_max_hz", "hbm_bandwidth_bytes_per_s", "l2_bandwidth_bytes_per_s",
+                   "dram_latency_s", "kernel_launch_overhead_s", "exp_ops_per_clk_per_sm", "fp32_flops_per_clk_per_sm",
+                   "smem_bytes_per_clk_per_sm", "exp2_emulation_fp32_ops")
+CALIBRATION_INPUTS = ("tensor", "exp", "fp32", "smem", "hbm", "l2", "clock_hz", "launch_overhead_s", "overlap",
+                      "cta_io", "partial_tile", "causal", "backward")
+
+
+def symbolic_hardware(hw, prefix: str | None = None):
+    """`hw` with its rate figures as named inputs "PREFIX.FIELD" (PREFIX: the profile's key): the clocks,
+    bandwidths, latency, launch overhead, per-clock rates of each unit and each tensor-core dtype
+    ("PREFIX.mma.DTYPE.ACCUM"). Capacities (SMs, shared memory, registers) stay numbers: they decide
+    tiles and waves, which a formula holds fixed."""
+    prefix = prefix or hw.key
+    changes = {}
+    for name in HARDWARE_INPUTS:
+        v = getattr(hw, name)
+        if v is not None:
+            changes[name] = Expr.input(f"{prefix}.{name}", v)
+    changes["tensor"] = tuple(replace(t, flops_per_clk_per_sm=Expr.input(f"{prefix}.mma.{t.dtype}.{t.accum}",
+                                                                        t.flops_per_clk_per_sm)) for t in hw.tensor)
+    out = replace(hw, **changes)
+    object.__setattr__(out, "sources", hw.sources)
+    object.__setattr__(out, "raw", hw.raw)
+    return out
+
+
+def symbolic_calibration(cal, prefix: str):
+    """The rates.Calibration `cal` with its factors as named inputs "PREFIX.FIELD" (the identity
+    `Calibration()` for an uncalibrated prediction: every factor an input at 1 or 0, so a sheet can still
+    edit it). The clock, launch overhead and overlap are inputs only where the calibration replaces them
+    (else the hardware's or the family's figure holds)."""
+    changes = {}
+    for f in fields(cal):
+        if f.name not in CALIBRATION_INPUTS:
+            continue
+        v = getattr(cal, f.name)
+        if v is not None:
+            changes[f.name] = Expr.input(f"{prefix}.{f.name}", v)
+    return replace(cal, **changes)
+
+
+# -- rendering a row -----------------------------------------------------------------------------------
+class Renderer:
+    """Formulas of a set of root expressions, sub-expressions used more than once (or long) in cells of
+    their own. `ref(name)` -> the cell of a named input; `cell(i)` -> the address of the i-th step cell."""
+
+    def __init__(self, ref, cell, max_inline: int = 600):
+        self.ref, self.cell, self.max_inline = ref, cell, max_inline
+        self._memo = {}
+
+    def formula(self, e, cells) -> str:
+        """The formula of `e` (a root of `layout`), its shared sub-expressions read from their `cells`."""
+        return _render(e, self.ref, cells, self._memo)
+
+    def layout(self, roots):
+        """(steps, cells): `steps` the [(address, formula, value)] of the shared sub-expressions in
+        dependency order, `cells` {id: address} for them and the roots' own cells (filled by the caller)."""
+        counts, order, seen = {}, [], set()
+        stack = [(r, False) for r in roots if isinstance(r, Expr)]
+        while stack:
+            e, done = stack.pop()
+            if done:
+                order.append(e)
+                continue
+            counts[id(e)] = counts.get(id(e), 0) + 1
+            if id(e) in seen:
+                continue
+            seen.add(id(e))
+            stack.append((e, True))
+            stack.extend((a, False) for a in e.args if isinstance(a, Expr))
+        cells, steps, memo = {}, [], self._memo
+        for e in order:  # children before parents
+            if e.op == "in":
+                continue
+            text = _render(e, self.ref, cells, memo)
+            if (counts[id(e)] > 1 and len(text) > 12) or len(text) > self.max_inline:
+                addr = self.cell(len(steps))
+                steps.append((addr, text, e.value))
+                cells[id(e)] = addr
+        return steps, cells
