@@ -157,7 +157,9 @@ def _workload_title(pred) -> str:
     shape = (f"batch {w.batch} x {w.seqlen_q}->{w.seqlen_kv} tokens, heads {w.heads_q}/{w.heads_kv}, "
              f"head dim {w.head_dim_qk}/{w.head_dim_v}")
     flags = ", causal" * bool(w.causal) + (", layer" if pred.scope == "layer" else "")
-    return f"{pred.hardware.name}: {pred.variant} ({pred.family.name}) {w.phase} {w.dtype}, {shape}{flags}"
+    params = getattr(pred, "params", None) or {}
+    given = "".join(f", {k}={v}" for k, v in params.items() if isinstance(v, (str, int, float)) and not isinstance(v, bool))
+    return f"{pred.hardware.name}: {pred.variant} ({pred.family.name}) {w.phase} {w.dtype}, {shape}{flags}{given}"
 
 
 def roofline_figure(pred):

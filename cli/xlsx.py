@@ -147,10 +147,12 @@ def write_workbook(spec, cols: dict, path: str, progress=None):
     used = set()
     sheets = {}
     done = 0
+    partners = S.dense_partners(spec, cols)  # a causal row's dense baseline: its non-causal twin's time_s cell
     for variant in variants:
         idx = np.flatnonzero(cols["variant"] == variant)
         own = [p for p in pnames if any(cols[p][i] is not None for i in idx)]
-        forms = S.formula_rows(spec, cols, sym_hw, sym_cal, rows=idx.tolist())
+        forms = S.formula_rows(spec, cols, sym_hw, sym_cal, rows=idx.tolist(), no_dense=partners)
+        sheet_row = {i: j + 2 for j, i in enumerate(idx.tolist())}
         knames = []
         for f in forms:  # the kernel columns: every name the rows launch, repeated names numbered
             count = {}
@@ -176,9 +178,14 @@ def write_workbook(spec, cols: dict, path: str, progress=None):
             for name, t in f.kernels:
                 count[name] = count.get(name, 0) + 1
                 label = name if count[name] == 1 else f"{name} #{count[name]}"
-                kcells[knames.index(label)] = (renderer.formula(t, cells), float(t))
-            rendered.append((i, r, steps, kcells, renderer.formula(f.bound, cells), float(f.bound),
-                             None if f.dense is None else (renderer.formula(f.dense, cells), float(f.dense))))
+                kcells[knames.index(label)] = (renderer.formula(t), float(t))
+            if f.dense is not None:
+                dense = (renderer.formula(f.dense), float(f.dense))
+            elif i in partners:  # the twin row's time_s cell
+                dense = (f"{_col(c_formula)}{sheet_row[partners[i]]}", float(cols["time_s"][partners[i]]))
+            else:
+                dense = None
+            rendered.append((i, r, steps, kcells, renderer.formula(f.bound), float(f.bound), dense))
         name = _sheet_name(variant, used)
         ws = wb.add_worksheet(name)
         # The formulas use + - * / MAX MIN and cell references only: none of the newer Excel functions XlsxWriter

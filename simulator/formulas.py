@@ -78,9 +78,11 @@ class Expr:
                 a = a.item()
             if not isinstance(a, (float, int)) and not isinstance(a, numbers.Real):
                 return NotImplemented
-            # exact simplifications only: 0 + x, 1 * x
+            # exact simplifications only: 0 + x, 1 * x; 0 * x and 0 / x are 0 (x finite, nonzero)
             if (op == "+" and a == 0) or (op == "*" and a == 1):
                 return b
+            if op in ("*", "/") and a == 0 and math.isfinite(b.value) and b.value:
+                return 0.0
             ka = (float(a),)
         else:
             ka = id(a)
@@ -89,9 +91,11 @@ class Expr:
                 b = b.item()
             if not isinstance(b, (float, int)) and not isinstance(b, numbers.Real):
                 return NotImplemented
-            # x + 0, x - 0, x * 1, x / 1
+            # x + 0, x - 0, x * 1, x / 1; x * 0 is 0 (x finite)
             if (op in ("+", "-") and b == 0) or (op in ("*", "/") and b == 1):
                 return a
+            if op == "*" and b == 0 and math.isfinite(a.value):
+                return 0.0
             kb = (float(b),)
         else:
             kb = id(b)
@@ -284,6 +288,8 @@ def largest(values):
     values = list(values)
     if not any(isinstance(v, Expr) for v in values):
         return max(values)
+    if len(values) == 1:
+        return values[0]
     args = _flat("max", values)
     return Expr("max", tuple(args), max(_val(a) for a in args))
 
@@ -293,6 +299,8 @@ def smallest(values):
     values = list(values)
     if not any(isinstance(v, Expr) for v in values):
         return min(values)
+    if len(values) == 1:
+        return values[0]
     args = _flat("min", values)
     return Expr("min", tuple(args), min(_val(a) for a in args))
 
@@ -354,39 +362,84 @@ def symbolic_calibration(cal, prefix: str):
 # -- rendering a row -----------------------------------------------------------------------------------
 class Renderer:
     """Formulas of a set of root expressions, sub-expressions used more than once (or long) in cells of
-    their own. `ref(name)` -> the cell of a named input; `cell(i)` -> the address of the i-th step cell."""
+    their own. `ref(name)` -> the cell of a named input; `cell(i)` -> the address of the i-th step cell.
+    The same text as `Expr.formula`, built in one pass over the nodes (children first)."""
 
     def __init__(self, ref, cell, max_inline: int = 600):
         self.ref, self.cell, self.max_inline = ref, cell, max_inline
-        self._memo = {}
+        self._text = {}  # id -> a node's text: its cell's address, or its formula inline
+        self._refs = {}
 
-    def formula(self, e, cells) -> str:
-        """The formula of `e` (a root of `layout`), its shared sub-expressions read from their `cells`."""
-        return _render(e, self.ref, cells, self._memo)
+    def formula(self, e, cells=None) -> str:
+        """The formula of `e` (a root of `layout`, or a number)."""
+        return self._text[id(e)] if type(e) is Expr else _wrapped_number(e)
 
     def layout(self, roots):
         """(steps, cells): `steps` the [(address, formula, value)] of the shared sub-expressions in
-        dependency order, `cells` {id: address} for them and the roots' own cells (filled by the caller)."""
-        counts, order, seen = {}, [], set()
-        stack = [(r, False) for r in roots if isinstance(r, Expr)]
+        dependency order, `cells` {id: address} for them."""
+        counts, order = {}, []
+        stack = [(r, False) for r in roots if type(r) is Expr]
         while stack:
             e, done = stack.pop()
             if done:
                 order.append(e)
                 continue
-            counts[id(e)] = counts.get(id(e), 0) + 1
-            if id(e) in seen:
+            n = counts.get(id(e), 0)
+            counts[id(e)] = n + 1
+            if n:
                 continue
-            seen.add(id(e))
             stack.append((e, True))
-            stack.extend((a, False) for a in e.args if isinstance(a, Expr))
-        cells, steps, memo = {}, [], self._memo
+            stack.extend((a, False) for a in e.args if type(a) is Expr)
+        text, cells, steps, refs = self._text, {}, [], self._refs
+        prec = {}  # id -> precedence of a node's inline text (a cell or a function binds tightest)
         for e in order:  # children before parents
-            if e.op == "in":
+            op = e.op
+            if op == "in":
+                name = e.args[0]
+                t = refs.get(name)
+                if t is None:
+                    t = refs[name] = self.ref(name)
+                text[id(e)], prec[id(e)] = t, 9
                 continue
-            text = _render(e, self.ref, cells, memo)
-            if (counts[id(e)] > 1 and len(text) > 12) or len(text) > self.max_inline:
+            if op in ("max", "min"):
+                t = ("MAX(" if op == "max" else "MIN(") + ",".join(
+                    text[id(a)] if type(a) is Expr else _wrapped_number(a) for a in e.args) + ")"
+                p = 9
+            elif op == "neg":
+                a = e.args[0]
+                inner = text[id(a)] if type(a) is Expr else _wrapped_number(a)
+                t = "-" + (f"({inner})" if type(a) is Expr and prec[id(a)] < 3 else inner)
+                p = 3
+            else:
+                p = _PREC[op]
+                a, b = e.args
+                left = text[id(a)] if type(a) is Expr else _wrapped_number(a)
+                if type(a) is Expr and prec[id(a)] < p:
+                    left = f"({left})"
+                right = text[id(b)] if type(b) is Expr else _wrapped_number(b)
+                if type(b) is Expr and prec[id(b)] < p + 1:
+                    right = f"({right})"
+                t = f"{left}{op}{right}"
+            if (counts[id(e)] > 1 and len(t) > 12) or len(t) > self.max_inline:
                 addr = self.cell(len(steps))
-                steps.append((addr, text, e.value))
+                steps.append((addr, t, e.value))
                 cells[id(e)] = addr
+                t, p = addr, 9
+            text[id(e)], prec[id(e)] = t, p
         return steps, cells
+
+
+_NUMBERS: dict = {}
+
+
+def _wrapped_number(x) -> str:
+    """A constant as a formula operand (negative ones in parentheses), memoized."""
+    key = (type(x) is float, x)
+    got = _NUMBERS.get(key)
+    if got is None:
+        s = _number(x)
+        got = f"({s})" if s.startswith("-") else s
+        if len(_NUMBERS) > 100_000:
+            _NUMBERS.clear()
+        _NUMBERS[key] = got
+    return got

@@ -374,10 +374,10 @@ def symbolic_inputs(spec: Spec, table: dict):
     return {k: v[1] for k, v in hws.items()}, cals
 
 
-def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None):
+def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None, no_dense=frozenset()):
     """Each row of `table` (`run(spec, origin=True)`; `rows`: the indices to do, default all) priced again on
     the symbolic inputs of `symbolic_inputs`: a `RowFormulas` whose values equal the row's numbers (checked:
-    a RuntimeError names the row otherwise)."""
+    a RuntimeError names the row otherwise). Rows in `no_dense` leave their dense baseline out (None)."""
     from .formulas import clear_interned
     from .problem import predict_problem
 
@@ -394,10 +394,38 @@ def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None
         _check(row, "time_s", sum(float(t) for _, t in kernels), table["time_s"][row])
         _check(row, "bound_s", float(pred.bound.time_s), table["bound_s"][row])
         dense = None
-        if dense_prob is not None:
+        if dense_prob is not None and row not in no_dense:
             dense = predict_problem(dense_prob, shw, compare=False, calibration=scal).time_s
             _check(row, "speedup_vs_dense", float(dense) / float(table["time_s"][row]), table["speedup_vs_dense"][row])
         out.append(RowFormulas(kernels, pred.bound.time_s, dense, shw, scal))
+    return out
+
+
+def dense_partners(spec: Spec, table: dict) -> dict:
+    """{row: the row that is its dense baseline}: a causal row of mha/gqa/mqa without -p values whose
+    non-causal twin (same group, every other axis the same) is in the table with the time predict gives
+    the baseline (`speedup_vs_dense` x time_s, to 1e-12)."""
+    if False not in spec.causal:
+        return {}
+    c_false = spec.causal.index(False)
+    sizes = [len(getattr(spec, a)) for a in GRID_AXES]
+    ci = GRID_AXES.index("causal")
+    where = {(int(g), int(i)): r for r, (g, i) in enumerate(zip(table["_group"].tolist(), table["_index"].tolist()))}
+    groups = spec.groups()
+    out = {}
+    for r in np.flatnonzero(np.isfinite(table["speedup_vs_dense"]) & table["causal"]).tolist():
+        g, i = int(table["_group"][r]), int(table["_index"][r])
+        variant, _, _, _, _, alt = groups[g]
+        if variant not in ("mha", "gqa", "mqa") or alt:
+            continue
+        idx = list(np.unravel_index(i, sizes))
+        idx[ci] = c_false
+        twin = where.get((g, int(np.ravel_multi_index(idx, sizes))))
+        if twin is None or table["kernel"][twin] != table["kernel"][r]:
+            continue
+        dense_t = float(table["speedup_vs_dense"][r]) * float(table["time_s"][r])
+        if abs(float(table["time_s"][twin]) - dense_t) <= 1e-12 * dense_t:
+            out[r] = twin
     return out
 
 

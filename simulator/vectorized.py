@@ -278,7 +278,8 @@ FAST_VARIANTS = ("mha", "gqa", "mqa")  # dense or causal attention with the stan
 KEYS = ("time_s", "bound_s", "bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial",
         "tiles_empty", "ctas", "waves", "splits", "memory_bytes")
 _CHUNK = 1 << 16  # configurations per closed-form pass (their temporaries stay in cache)
-_INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits", "memory_bytes")
+_INT_KEYS = ("flops", "useful_flops", "tiles_full", "tiles_partial", "tiles_empty", "ctas", "splits", "memory_bytes",
+             "hbm_bytes")
 _UNIT_WIDTH = "<U8"  # the bound's limiting unit: tensor, exp, fp32, smem, hbm, l2, ...
 
 
@@ -788,7 +789,7 @@ def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAU
     n = B.size
     dp_of = np.array([fam.pad_head_dim(int(x)) or 0 for x in range(int(max(D.max(), DV.max())) + 1)])
     DP, DVP = dp_of[D], dp_of[DV]
-    out = {"time_s": np.zeros(n), "flops": np.zeros(n, dtype=np.int64), "hbm_bytes": np.zeros(n),
+    out = {"time_s": np.zeros(n), "flops": np.zeros(n, dtype=np.int64), "hbm_bytes": np.zeros(n, dtype=np.int64),
            "tiles_full": np.zeros(n, dtype=np.int64), "tiles_partial": np.zeros(n, dtype=np.int64),
            "tiles_empty": np.zeros(n, dtype=np.int64), "ctas": np.zeros(n, dtype=np.int64),
            "waves": np.zeros(n), "splits": np.ones(n, dtype=np.int64)}

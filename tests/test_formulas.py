@@ -72,7 +72,7 @@ def test_renderer_gives_shared_subexpressions_their_own_cells():
     r = F.Renderer({"a": "Inputs!$B$2", "b": "Inputs!$B$3"}.get, lambda i: f"S{i}")
     steps, cells = r.layout([root1, root2])
     assert [s[:2] for s in steps] == [("S0", "Inputs!$B$2*Inputs!$B$3+Inputs!$B$2/Inputs!$B$3")]
-    assert r.formula(root1, cells) == "S0*2+1" and r.formula(root2, cells) == "S0*3"
+    assert r.formula(root1) == "S0*2+1" and r.formula(root2) == "S0*3"
     assert steps[0][2] == 3.0 * 4.0 + 3.0 / 4.0
 
 

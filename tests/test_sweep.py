@@ -232,3 +232,11 @@ def test_skip_unsupported_leaves_out_refused_groups_and_says_so():
 def test_column_order_is_the_documented_one():
     out = S.run(S.Spec(variants=["swa"], hardware=["h100"], params={"window_size": ["512,0"]}))
     assert list(out) == list(S.COLUMNS) + ["window_size"] + list(S.RESULT_COLUMNS)
+
+
+def test_count_columns_are_integers():
+    """Bytes, FLOPs, tiles and CTAs are whole numbers in every path (closed forms, grouped masks, per row)."""
+    out = S.run(S.Spec(variants=["mha", "swa", "mla"], hardware=["h100"], phases=["prefill", "train", "decode"],
+                       causal=[False, True], seqlen_q=[1000, 4096]))
+    for k in ("flops", "useful_flops", "hbm_bytes", "memory_bytes", "kv_cache_bytes", "ctas", "tiles_full", "splits"):
+        assert out[k].dtype.kind == "i", (k, out[k].dtype)
