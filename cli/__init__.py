@@ -29,7 +29,9 @@ class _Group(click.Group):
              "sweep": ("attnsim.cli.sweep", "sweep",
                        "Price the cartesian product of lists and ranges: one row per configuration (CSV, Parquet, JSON)"),
              "plot": ("attnsim.cli.plot", "plot",
-                      "Charts (matplotlib): a prediction's roofline, or curves from a sweep file")}
+                      "Charts (matplotlib): a prediction's roofline, or curves from a sweep file"),
+             "search": ("attnsim.cli.search", "search",
+                        "Find the mask parameters that reach a target speed (stride, tiles, windows, blocks)")}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | (set(self._LAZY) if self is cli else set()))

@@ -1,0 +1,183 @@
+"""attnsim search: the smallest fully block-sparse stride against brute-force tile classification, every
+printed candidate equal to predict, illegal combinations counted and never printed, the Pareto front by
+brute-force dominance, reach by hand, and the refusals (exit 2, one line)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cli_checks import assert_one_line_error, invoke
+from test_na import brute_rows, dense_reference, tiled_boxes
+
+from attnsim import predict_variant
+from attnsim.simulator import search as Q
+
+
+def _brute_min_stride(shape, ks, ds, cs, q_tile, kv_tile, strides):
+    """The smallest stride (fewest product, then as written) whose mask has no partial tile, classifying
+    every (q box, kv box) pair of NATTEN's tiled order by counting live pairs (test_na's brute force)."""
+    ok = []
+    for ss in strides:
+        coords, live = dense_reference(shape, ks, ss, ds, cs)
+        full, nonempty = brute_rows(live, coords, tiled_boxes(shape, ds, q_tile), tiled_boxes(shape, ds, kv_tile))
+        if all(f == n for f, n in zip(full, nonempty)):
+            ok.append(ss)
+    if not ok:
+        return None
+    return "x".join(map(str, min(ok, key=lambda s: (math.prod(s), "x".join(map(str, s))))))
+
+
+BRUTE_CASES = [  # (shape, kernel, dilation, causal, q_tile, kv_tile)
+    ((64,), (16,), (1,), (False,), (16,), (16,)),
+    ((48,), (12,), (1,), (False,), (16,), (16,)),
+    ((128,), (64,), (1,), (False,), (16,), (16,)),  # stride 32 < kernel 64: windows start on tile edges
+    ((128,), (48,), (1,), (False,), (16,), (32,)),
+    ((64,), (16,), (2,), (False,), (16,), (16,)),
+    ((64,), (16,), (1,), (True,), (16,), (16,)),
+    ((8, 16), (4, 8), (1, 1), (False, False), (4, 4), (4, 4)),
+    ((8, 16), (4, 8), (1, 2), (False, True), (2, 8), (4, 4)),
+    ((4, 8, 8), (2, 4, 4), (1, 1, 1), (False, False, False), (2, 2, 4), (1, 4, 4)),
+    ((4, 8, 8), (2, 4, 2), (1, 1, 2), (True, False, False), (2, 2, 4), (2, 2, 4)),
+]
+
+
+@pytest.mark.parametrize("case", BRUTE_CASES, ids=str)
+def test_min_block_sparse_stride_matches_brute_force(case):
+    shape, ks, ds, cs, qt, kt = case
+    fmt = lambda v: "x".join(map(str, v))  # noqa: E731
+    spec = Q.Spec(variant="gna", hardware="h100", kernel="fa2", vary={"stride": None},
+                  fixed={"token_shape": fmt(shape), "kernel_size": fmt(ks), "dilation": fmt(ds),
+                         "is_causal": ",".join(str(c).lower() for c in cs), "q_tile": fmt(qt), "kv_tile": fmt(kt)},
+                  workload={"heads": 2, "head_dim": 64})
+    res = Q.run(spec)
+    strides = [tuple(int(x) for x in s.split("x")) for s in Q.space("gna", "stride", spec.fixed, shape)]
+    assert res.evaluated == len(strides) and not res.illegal  # every stride 1..k per dimension is legal
+    assert res.fully_block_sparse_min_stride == _brute_min_stride(shape, ks, ds, cs, qt, kt, strides)
+
+
+@pytest.mark.parametrize("hw", ["h100", "b200"])
+def test_gna_paper_example_stride_256(hw):
+    """GNA paper: a 32K-token 1-D sequence with a 2K window is fully block-sparse from stride 256 on, for
+    both Hopper and Blackwell tile sizes."""
+    spec = Q.Spec(variant="gna", hardware=hw, vary={"stride": [str(s) for s in range(1, 300)]},
+                  fixed={"token_shape": "32768", "kernel_size": "2048"}, workload={"heads": 8})
+    res = Q.run(spec)
+    assert res.fully_block_sparse_min_stride == "256"
+    assert res.candidates[0]["fully_block_sparse"] and res.candidates[0]["params"]["stride"] == "256"
+
+
+def test_every_printed_candidate_equals_predict():
+    res = invoke("search", "--variant", "gna", "--hw", "h100", "--token-shape", "16x32", "-p", "kernel_size=8x16",
+                 "--vary", "stride,q_tile,kv_tile", "-p", "stride=1x1;4x8;8x16", "--heads", "4", "--json", "--top", "50")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert set(doc) >= {"evaluated", "illegal", "candidates", "pareto", "fully_block_sparse_min_stride"}
+    assert doc["candidates"] and doc["evaluated"] >= len(doc["candidates"])
+    times = [c["time_s"] for c in doc["candidates"]]
+    assert times == sorted(times)
+    for c in doc["candidates"]:
+        assert all(isinstance(v, str) for v in c["params"].values())
+        p = predict_variant("h100", "gna", {"token_shape": "16x32", "kernel_size": "8x16", **c["params"]}, heads=4)
+        assert c["time_s"] == pytest.approx(p.time_s, rel=1e-12)
+        assert c["bound_s"] == pytest.approx(p.bound.time_s, rel=1e-12)
+        for k in ("time", "useful_flops", "live_tiles", "iterated_tiles"):
+            assert c["speedup"][k] == pytest.approx(p.speedup[k], rel=1e-12), k
+        assert c["tiles"] == p.tiles and c["fully_block_sparse"] == (p.tiles["partial"] == 0)
+        assert c["useful_fraction"] == pytest.approx(p.useful_flops / p.flops, rel=1e-12)
+
+
+def test_illegal_combinations_are_counted_never_printed():
+    ks = ["3", "5", "8"]
+    ss = ["1", "4", "6"]
+    res = Q.run(Q.Spec(variant="gna", hardware="h100", vary={"kernel_size": ks, "stride": ss},
+                       fixed={"token_shape": "64"}, workload={"heads": 2}, top=100))
+    bad = sum(int(s) > int(k) for k in ks for s in ss)  # NATTEN: stride <= kernel_size
+    assert bad == 3 and sum(res.illegal.values()) == bad and res.evaluated == 9 - bad
+    assert all(int(c["params"]["stride"]) <= int(c["params"]["kernel_size"]) for c in res.candidates)
+    assert len(res.candidates) == 9 - bad
+    assert any("stride" in reason for reason in res.illegal)
+
+
+def test_pareto_front_and_reach_by_hand():
+    """Causal sliding windows on 4096 tokens: a query at i sees min(i, w) + 1 keys; the front keeps every
+    candidate no other is both faster and reaching further (brute-force dominance)."""
+    n, windows = 4096, [128, 512, 1024, 2048]
+    res = Q.run(Q.Spec(variant="swa", hardware="h100", vary={"window_size": [f"{w},0" for w in windows]},
+                       workload={"seqlen": n, "causal": True, "heads": 8}, top=10))
+    assert res.evaluated == 4
+    for c in res.candidates:
+        w = int(c["params"]["window_size"].split(",")[0])
+        keys = sum(min(i, w) + 1 for i in range(n))
+        assert c["reach"]["keys_per_query"] == pytest.approx(keys / n, rel=1e-12)
+        assert c["reach"]["fraction"] == pytest.approx(keys / (n * n), rel=1e-12)
+    cands = res.candidates
+    dominated = lambda a: any(b["speedup"]["time"] >= a["speedup"]["time"] and b["reach"]["fraction"] >=  # noqa: E731
+                              a["reach"]["fraction"] and (b["speedup"]["time"] > a["speedup"]["time"] or
+                                                          b["reach"]["fraction"] > a["reach"]["fraction"]) for b in cands)
+    want = sorted(c["params"]["window_size"] for c in cands if not dominated(c))
+    assert sorted(c["params"]["window_size"] for c in res.pareto) == want
+    assert len(want) >= 2  # a real trade-off: shorter windows are faster, longer ones reach further
+
+
+def test_constraints_filter_and_an_unmet_constraint_is_an_empty_table():
+    args = ["search", "--variant", "swa", "--seqlen", "4096", "--causal", "--vary", "window_size",
+            "-p", "window_size=128,0;1024,0"]
+    res = invoke(*args, "--min-reach", "50%", "--json")
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["candidates"] == [] and "constraints" in doc["reason"] and doc["constrained_out"] == 2
+    res = invoke(*args, "--min-reach", "500")  # keys per query: only the 1024 window reaches 500 on average
+    assert res.exit_code == 0 and "1024,0" in res.stdout and "128,0" not in res.stdout.split("Pareto")[0]
+    res = invoke(*args, "--max-time", "1e-9")
+    assert res.exit_code == 0 and "no candidate" in res.stdout
+
+
+def test_moba_and_segment_search_run():
+    res = Q.run(Q.Spec(variant="moba", hardware="h100", vary={"block_size": ["256", "1024"], "top_k": ["2", "4"]},
+                       workload={"seqlen": 16384, "causal": True, "heads": 8}))
+    assert res.evaluated == 4 and not res.illegal
+    assert res.candidates[0]["time_s"] == min(c["time_s"] for c in res.candidates)
+    res = Q.run(Q.Spec(variant="segment", hardware="h100", vary={"segments": None}, workload={"seqlen": 4096}))
+    assert res.evaluated == len(Q.space("segment", "segments", {}, None, 4096)) == 7  # 64 .. 4096
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--variant", "gna", "--token-shape", "64", "--vary", "nope"], "searches"),
+    (["--variant", "mha", "--vary", "stride"], "no parameters to vary"),
+    (["--variant", "gna", "--token-shape", "64", "--vary", "stride", "-p", "stride=5..1"], "is empty"),
+    (["--variant", "gna", "--token-shape", "64", "--vary", "stride", "-p", "kernel_size=3;5"], "not varied"),
+    (["--variant", "swa", "--vary", "window_size", "--min-reach", "lots"], "--min-reach"),
+    (["--variant", "gna", "--token-shape", "64", "--vary", ""], "empty name"),
+    (["--variant", "gna", "--token-shape", "64", "--vary", "stride", "-o", "/nonexistent/x.csv"], "does not exist"),
+    (["--variant", "gna", "--token-shape", "64x64x64", "-p", "kernel_size=64x64x64", "--vary", "stride,q_tile"],
+     "--force"),
+    (["--variant", "moa", "--vary", "spans"], "give the candidate span lists"),
+])
+def test_refusals(args, needle):
+    assert_one_line_error(invoke("search", *args), needle)
+
+
+def test_csv_output(tmp_path):
+    out = tmp_path / "s.csv"
+    res = invoke("search", "--variant", "gna", "--token-shape", "256", "-p", "kernel_size=64", "--vary", "stride",
+                 "-p", "stride=1;32;64", "-o", out)
+    assert res.exit_code == 0, res.output
+    lines = out.read_text().strip().split("\n")
+    assert lines[0].startswith("stride,kernel,time_s") and len(lines) == 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(vary=st.text(alphabet="stridekvq_l,x;.0123456789", max_size=20),
+       value=st.text(alphabet="0123456789x,;.:-", max_size=12))
+def test_any_vary_and_values_exit_cleanly(vary, value):
+    """Arbitrary --vary lists and -p values: a result or one line with exit 2, never a traceback."""
+    res = invoke("search", "--variant", "gna", "--token-shape", "32", "-p", "kernel_size=8", "--vary", vary,
+                 "-p", f"stride={value}", "--json")
+    assert res.exit_code in (0, 2), (res.exit_code, res.output)
+    if res.exit_code == 2:
+        assert_one_line_error(res)
+    assert "Traceback" not in res.output
