@@ -34,13 +34,17 @@ import click
               help="keep candidates whose queries see at least N keys (mean), or P%% of the dense pairs")
 @click.option("--max-time", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
               help="keep candidates predicted at most this fast")
+@click.option("--budget", default=None, type=click.IntRange(1), metavar="N",
+              help="moa --vary spans: candidates are spans per head group (powers of two) whose mean is at most N")
+@click.option("--groups", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="moa --vary spans: head groups of the candidate span lists")
 @click.option("--uncalibrated", is_flag=True, help="the raw model (default: the shipped calibration)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON: evaluated, illegal, candidates, pareto, ...")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
               help="write every ranked candidate as CSV (one row each)")
 @click.option("--force", is_flag=True, help="search more than 131,072 combinations")
 def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, heads, kv_heads, head_dim, dtype, phase,
-           causal, objective, top, min_reach, max_time, uncalibrated, as_json, output, force):
+           causal, objective, top, min_reach, max_time, budget, groups, uncalibrated, as_json, output, force):
     """Enumerate every legal combination of the varied mask parameters, price each as 'attnsim predict'
     does, and print the best: predicted time, bound, speedup over dense attention (by time, useful
     FLOPs, live tiles and iterated tiles), the useful fraction of executed FLOPs, partial tiles,
@@ -61,6 +65,7 @@ def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, 
       attnsim search --variant gna --hw h100 --token-shape 16x32x32 -p kernel_size=8x16x16 --vary stride,q_tile,kv_tile
       attnsim search --variant swa --seqlen 32768 --causal --vary window_size -p "window_size=1024,0;4096,0;8192,0"
       attnsim search --variant moba --seqlen 65536 --vary block_size,top_k --min-reach 10%
+      attnsim search --variant moa --seqlen 16384 --causal --vary spans --budget 2048 --groups 4
     """
     from attnsim.simulator import search as Q
     from attnsim.simulator import sweep as S
@@ -91,7 +96,7 @@ def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, 
     if seqlen is not None:
         workload["seqlen"] = seqlen
     spec = Q.Spec(variant=variant, hardware=hardware, vary=varied, fixed=fixed, workload=workload, kernel=kernel,
-                  objective=objective, top=top, min_reach=min_reach, max_time=max_time,
+                  objective=objective, top=top, min_reach=min_reach, max_time=max_time, budget=budget, groups=groups,
                   calibration=None if uncalibrated else "default")
     if output is not None:
         if not os.path.isdir(os.path.dirname(os.path.abspath(output))):

@@ -263,7 +263,7 @@ class NAMask(Mask):
 
     def live_pairs(self, seqlen_q, seqlen_kv):
         self._check_lengths(seqlen_q, seqlen_kv)
-        return math.prod(int(dim.live_pairs()) for dim in self.dims)
+        return math.prod(_dim_memo((dim, "pairs"), lambda dim=dim: int(dim.live_pairs())) for dim in self.dims)
 
     def resolved(self, tile=None) -> dict:
         """The parameters as the model uses them: per-dimension tuples, order, iteration, and the
@@ -337,28 +337,26 @@ class NAMask(Mask):
             q, k = q_fixed or auto_box(self.dims, block_m), k_fixed or auto_box(self.dims, block_n)
             self._cache[key] = (q, k)
             return q, k
-        memo = {}
-
-        def dim_cost(i, t, u):
-            if (i, t, u) not in memo:
-                dim = self.dims[i]
-                n_q, n_k = (sum(-(-int(dim.group_extent(g)) // x) for g in range(dim.d)) for x in (t, u))
-                if n_q * n_k > MAX_DIM_CELLS:  # a box too small for this extent: not a candidate
-                    memo[i, t, u] = math.inf
-                    return math.inf
-                _, ne = dim.classify(dim.tiled_intervals(t), dim.tiled_intervals(u))
-                rows = ne.sum(1)
-                memo[i, t, u] = float(rows.sum() if dim.causal or self.iteration == "live"
-                                      else len(rows) * rows.max())
-            return memo[i, t, u]
-
-        def ragged(box):
-            return sum(int(dim.group_extent(0)) % t != 0 for dim, t in zip(self.dims, box))
-
-        best = min(((float(np.prod([dim_cost(i, t, u) for i, (t, u) in enumerate(zip(q, k))])), ragged(q) + ragged(k),
-                     q, k) for q in qs for k in ks), key=lambda x: (x[0], x[1]))
-        self._cache[key] = (best[2], best[3])
-        return best[2], best[3]
+        live = self.iteration == "live"
+        # per dimension, the iterated count of each (q side, kv side) the boxes use (a pure function of the
+        # dimension: shared by every mask with the same dimension, so a parameter search classifies it once)
+        extents = [int(dim.group_extent(0)) for dim in self.dims]
+        qa, ka = np.array(qs), np.array(ks)  # (boxes, dims)
+        total = None
+        for i, dim in enumerate(self.dims):  # the product over dimensions, in dimension order, per (q, kv) pair
+            tq, iq = np.unique(qa[:, i], return_inverse=True)
+            tk, ik = np.unique(ka[:, i], return_inverse=True)
+            c = np.array([[_dim_cost(dim, int(t), int(u), live) for u in tk] for t in tq])[iq.ravel()][:, ik.ravel()]
+            total = c if total is None else total * c
+        ext = np.array(extents)
+        ragged = (ext % qa != 0).sum(1)[:, None] + (ext % ka != 0).sum(1)[None, :]
+        # the fewest iterated tiles, then the fewest ragged boxes, then the first pair (q boxes outer)
+        on = total == total.min()
+        on &= ragged == ragged[on].min()
+        iq, ik = np.unravel_index(int(np.flatnonzero(on.ravel())[0]), on.shape)
+        best = (qs[iq], ks[ik])
+        self._cache[key] = best
+        return best
 
     def per_dim(self, block_m, block_n):
         """Per dimension: (full, nonempty) matrices of its q x kv intervals."""
@@ -370,7 +368,7 @@ class NAMask(Mask):
                 if self.token_order == "rowmajor":
                     mats.append(dim.classify_rowmajor(t, u))
                 else:
-                    mats.append(dim.classify(dim.tiled_intervals(t), dim.tiled_intervals(u)))
+                    mats.append(_dim_classes(dim, t, u))
             self._cache[key] = mats
         return self._cache[key]
 
@@ -427,6 +425,41 @@ class NAMask(Mask):
                 return (aligned or runs or [size])[0]
             return 1 << (int(size).bit_length() - 1)
         return Tile(fit(tile.block_m, self.q_tile), fit(tile.block_n, self.kv_tile), tile.num_warps, tile.stages)
+
+
+_DIM_MEMO: dict = {}  # (NADim, t, u[, iteration]) -> a dimension's classification or iterated count
+_DIM_MEMO_MAX = 1 << 15  # entries: a dimension's classification is a few thousand booleans
+
+
+def _dim_memo(key, compute):
+    got = _DIM_MEMO.get(key)
+    if got is None:
+        if len(_DIM_MEMO) >= _DIM_MEMO_MAX:
+            _DIM_MEMO.clear()
+        got = _DIM_MEMO[key] = compute()
+    return got
+
+
+def _dim_classes(dim: NADim, t: int, u: int):
+    """(full, nonempty) of one dimension's tiled q boxes of t and kv boxes of u (memoized: read-only)."""
+    def compute():
+        full, ne = dim.classify(dim.tiled_intervals(t), dim.tiled_intervals(u))
+        full.flags.writeable = ne.flags.writeable = False
+        return full, ne
+    return _dim_memo((dim, t, u), compute)
+
+
+def _dim_cost(dim: NADim, t: int, u: int, live: bool) -> float:
+    """The tile search's cost of one dimension: the kv boxes its q boxes iterate (all of their non-empty
+    ones for a causal dimension or live iteration, else the interior count for every q box); inf when the
+    boxes are too small for the extent."""
+    def compute():
+        n_q, n_k = (sum(-(-int(dim.group_extent(g)) // x) for g in range(dim.d)) for x in (t, u))
+        if n_q * n_k > MAX_DIM_CELLS:  # a box too small for this extent: not a candidate
+            return math.inf
+        rows = _dim_classes(dim, t, u)[1].sum(1)
+        return float(rows.sum() if dim.causal or live else len(rows) * rows.max())
+    return _dim_memo((dim, t, u, live), compute)
 
 
 def _pow2_boxes(dims, tokens: int, limit: int = 64):

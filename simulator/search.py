@@ -52,6 +52,8 @@ class Spec:
     top: int = 20
     min_reach: str | None = None  # "2048" (keys per query) or "5%" (of the dense pairs)
     max_time: float | None = None
+    budget: int | None = None  # moa: the mean span over the head groups (the default space of spans)
+    groups: int = 4  # moa: head groups of the default space of spans
     calibration: object = "default"
 
 
@@ -97,7 +99,9 @@ def space(variant: str, name: str, fixed: dict, shape=None, seqlen=None, tiles=(
     sizes and the extent); q_tile / kv_tile: boxes of powers of two per dimension holding one of `tiles`
     tokens (the family's tile sides); window_size: powers of two up to the sequence (each side, or left
     only with right 0 when causal); sink, attention_chunk: 0 and powers of two; block_size: powers of two
-    64..seqlen; top_k: 1..8; segments: powers of two 64..seqlen; block: powers of two per dimension."""
+    64..seqlen; top_k: 1..8; segments: powers of two 64..seqlen; block: powers of two per dimension;
+    spans (moa): `fixed["groups"]` spans, powers of two 64..seqlen in increasing order, whose mean is at
+    most `fixed["budget"]`."""
     from .na import _pow2_boxes, NADim
     nd = len(shape) if shape else 1
     pow2 = lambda hi, lo=1: [1 << b for b in range(max(lo, 1).bit_length() - 1, max(hi, 1).bit_length()) if lo <= 1 << b <= hi]  # noqa: E731
@@ -125,8 +129,14 @@ def space(variant: str, name: str, fixed: dict, shape=None, seqlen=None, tiles=(
     if name == "block":
         return [_fmt(v) for v in itertools.product(*(pow2(n) for n in shape))]
     if name == "spans":
-        raise AttnsimError("-p spans: give the candidate span lists to try (alternatives joined by ';', e.g. "
-                           "-p spans=1024,2048;2048,4096)")
+        budget = fixed.get("budget")
+        if budget is None:
+            raise AttnsimError("--vary spans: give --budget N (the mean span over the head groups the candidates keep "
+                               "within) or the span lists to try (-p spans=1024,2048;2048,4096)")
+        groups = int(fixed.get("groups") or 4)
+        sizes = pow2(seqlen, 64)
+        return [",".join(map(str, c)) for c in itertools.combinations_with_replacement(sizes, groups)
+                if sum(c) <= budget * groups]
     raise AttnsimError(f"--vary {name}: no default space; give its values with -p {name}=A;B;C")
 
 
@@ -158,7 +168,8 @@ def combinations(spec: Spec, tiles=()) -> tuple:
     for n in names:
         vals = spec.vary[n]
         if vals is None:
-            vals = space(spec.variant, n, {**spec.fixed, "causal": spec.workload.get("causal")}, shape, seqlen, tiles)
+            vals = space(spec.variant, n, {**spec.fixed, "causal": spec.workload.get("causal"), "budget": spec.budget,
+                                           "groups": spec.groups}, shape, seqlen, tiles)
         if not vals:
             raise AttnsimError(f"--vary {n}: its space is empty for these fixed parameters")
         values.append(list(dict.fromkeys(vals)))

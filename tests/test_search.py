@@ -145,6 +145,21 @@ def test_moba_and_segment_search_run():
     assert res.evaluated == len(Q.space("segment", "segments", {}, None, 4096)) == 7  # 64 .. 4096
 
 
+def test_moa_spans_under_a_budget():
+    """Spans per head group, powers of two 64..seqlen in increasing order, mean within the budget (by hand: 4
+    groups of 64..1024 on 1024 tokens with mean <= 256), each priced; the widest reach costs the most."""
+    spans = Q.space("moa", "spans", {"budget": 256, "groups": 4}, None, 1024)
+    sizes = [64, 128, 256, 512, 1024]
+    import itertools
+    want = [c for c in itertools.combinations_with_replacement(sizes, 4) if sum(c) <= 1024]
+    assert [tuple(map(int, s.split(","))) for s in spans] == want
+    res = Q.run(Q.Spec(variant="moa", hardware="h100", vary={"spans": None}, budget=256, groups=4,
+                       workload={"seqlen": 1024, "causal": True, "heads": 8}, top=1000))
+    assert res.evaluated + sum(res.illegal.values()) == len(want) and res.evaluated > 10
+    reach = {c["params"]["spans"]: c["reach"]["fraction"] for c in res.candidates}
+    assert reach["64,64,64,64"] == min(reach.values())
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--variant", "gna", "--token-shape", "64", "--vary", "nope"], "searches"),
     (["--variant", "mha", "--vary", "stride"], "no parameters to vary"),
@@ -155,7 +170,7 @@ def test_moba_and_segment_search_run():
     (["--variant", "gna", "--token-shape", "64", "--vary", "stride", "-o", "/nonexistent/x.csv"], "does not exist"),
     (["--variant", "gna", "--token-shape", "64x64x64", "-p", "kernel_size=64x64x64", "--vary", "stride,q_tile"],
      "--force"),
-    (["--variant", "moa", "--vary", "spans"], "give the candidate span lists"),
+    (["--variant", "moa", "--vary", "spans"], "--budget"),
 ])
 def test_refusals(args, needle):
     assert_one_line_error(invoke("search", *args), needle)
