@@ -97,45 +97,38 @@ def write_workbook(spec, cols: dict, path: str, progress=None):
     inputs.set_column(1, 1, 14)
     inputs.set_column(3, 4, 60)
     row = 1
+
+    def put(v, unit, meaning, source):  # one named input: its name, value (the editable cell), unit, meaning, source
+        nonlocal row
+        if v is not None:
+            where[v.args[0]] = row
+            inputs.write_row(row, 0, [v.args[0], v.value, unit, meaning, source])
+            row += 1
+
+    def section(title):
+        nonlocal row
+        row += row > 1  # a blank row between sections
+        inputs.write(row, 0, title, bold)
+        row += 1
+
     for key, shw in sym_hw.items():
         hw_real = next(h for h in _hardware(spec) if h.key == key)
-        inputs.write(row, 0, f"{hw_real.name} ({key}): hardware figures", bold)
-        row += 1
+        section(f"{hw_real.name} ({key}): hardware figures")
         for name in HARDWARE_INPUTS:
-            v = getattr(shw, name)
-            if v is None:
-                continue
-            unit, what = MEANING[name]
-            where[v.args[0]] = row
-            inputs.write_row(row, 0, [v.args[0], v.value, unit, what, hw_real.sources.get(name, hw_real.path)])
-            row += 1
+            put(getattr(shw, name), *MEANING[name], hw_real.sources.get(name, hw_real.path))
         for t, tr in zip(shw.tensor, hw_real.tensor):
-            v = t.flops_per_clk_per_sm
-            where[v.args[0]] = row
-            inputs.write_row(row, 0, [v.args[0], v.value, "FLOP/clk/SM",
-                                      f"dense tensor-core FLOPs per clock per SM, {t.dtype} inputs, {t.accum} accumulate",
-                                      tr.source])
-            row += 1
-        row += 1
+            put(t.flops_per_clk_per_sm, "FLOP/clk/SM",
+                f"dense tensor-core FLOPs per clock per SM, {t.dtype} inputs, {t.accum} accumulate", tr.source)
     seen = set()
     for (hw_key, fam, dtype, phase), (cal, scal) in sym_cal.items():
         if id(scal) in seen:
             continue
         seen.add(id(scal))
-        what = f"calibration of {fam} on {hw_key}: " + (f"group {cal.source}" if cal is not None else
-                                                          "none applies (the raw model); edit to try factors")
-        inputs.write(row, 0, what, bold)
-        row += 1
+        section(f"calibration of {fam} on {hw_key}: " + (f"group {cal.source}" if cal is not None else
+                                                          "none applies (the raw model); edit to try factors"))
         for name in CALIBRATION_INPUTS:
-            v = getattr(scal, name)
-            if v is None:
-                continue
-            unit, meaning = MEANING[name]
-            where[v.args[0]] = row
-            inputs.write_row(row, 0, [v.args[0], v.value, unit, meaning,
-                                      "fitted: hardware_profiles/calibrations.json" if cal is not None else "identity"])
-            row += 1
-        row += 1
+            put(getattr(scal, name), *MEANING[name],
+                "fitted: hardware_profiles/calibrations.json" if cal is not None else "identity")
 
     def ref(name):
         return f"Inputs!$B${where[name] + 1}"
