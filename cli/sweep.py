@@ -9,7 +9,7 @@ import sys
 import click
 
 WRITERS = (".csv", ".parquet", ".json", ".xlsx")
-XLSX_ROWS = 200_000  # a workbook's rows are formulas (about 3 ms each to price symbolically)
+XLSX_ROWS = 50_000  # a workbook's rows are formulas: about 3 ms and 20 kB of memory each to price and write
 
 
 @click.command(context_settings={"max_content_width": 110})
@@ -36,8 +36,9 @@ XLSX_ROWS = 200_000  # a workbook's rows are formulas (about 3 ms each to price 
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False), default=None,
               help="a calibration file of 'attnsim calibrate' instead of the shipped one")
 @click.option("-o", "--output", default=None, type=click.Path(),
-              help="write the table: .csv, .parquet or .json (one object per row) [default: CSV on stdout]; "
-                   "--engine dask: a directory of Parquet partitions (NAME.parquet or DIR)")
+              help="write the table: .csv, .parquet, .json (one object per row) or .xlsx (a workbook whose times are "
+                   "formulas; at most 50,000 rows) [default: CSV on stdout]; --engine dask: a directory of Parquet "
+                   "partitions (NAME.parquet or DIR)")
 @click.option("--skip-unsupported", is_flag=True,
               help="leave out the combinations predict refuses (a kernel a GPU lacks, a dtype it has no rate for, a "
                    "parameter a shape cannot take), each said on stderr, instead of ending the sweep")
@@ -63,6 +64,7 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
       attnsim sweep --variant swa --seqlen 8k..64k -p window_size=1024,0;4096,0 -o windows.parquet
       attnsim sweep --phase decode --variant gqa --kv-heads 8 --seqlen 1k..1M --batch 1..64 -o decode.json
       attnsim sweep --variant mha,gqa --hw h100,b200 --seqlen 1..128k:1 --engine dask --workers 8 -o big.parquet
+      attnsim sweep --variant mha,gqa,mla --hw h100,b200 --seqlen 1k..32k --causal both -o whatif.xlsx
 
     \b
     --engine dask partitions the product over a Dask cluster: a local one of --workers processes (one
@@ -79,7 +81,16 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
     head_dim_qk, head_dim_v, causal, each -p name, then time_s, bound_s, bound (its limiting unit), flops
     (executed), useful_flops, hbm_bytes, tiles_full/partial/empty, ctas, waves, splits (of the main
     kernel), memory_bytes, kv_cache_bytes, fits, calibrated, speedup_vs_dense (where predict prints a
-    speedup: dense attention's time over this one; else empty)."""
+    speedup: dense attention's time over this one; else empty).
+
+    \b
+    -o FILE.xlsx writes a workbook that stays alive: an Inputs sheet holds the hardware figures and the
+    calibration factors as editable cells; one sheet per variant has a row per configuration whose
+    time_s, bound_s, achieved_tflops and speedup_vs_dense are formulas over Inputs (with 'time <kernel>'
+    and 'step N' cells they read, and 'dense time_s'), so editing a figure recomputes every row as
+    predict would with it, the tile, CTAs per SM, waves and split count held as chosen; a Charts sheet
+    plots time and speedup; a README sheet says what each column is. Every formula stores its value.
+    At most 50,000 rows (about 3 ms a row)."""
     from attnsim.simulator import sweep as S
     from attnsim.simulator.errors import AttnsimError
 
@@ -101,7 +112,7 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
         if ext not in WRITERS:
             raise AttnsimError(f"-o {output}: attnsim writes {', '.join(WRITERS)}; not {ext or 'a file without extension'}")
         if output is not None and os.path.isdir(output):
-            raise AttnsimError(f"-o {output} is a directory; give a file name (.csv, .parquet or .json)")
+            raise AttnsimError(f"-o {output} is a directory; give a file name (.csv, .parquet, .json or .xlsx)")
         if output is not None and not os.path.isdir(os.path.dirname(os.path.abspath(output))):
             raise AttnsimError(f"-o {output}: the folder {os.path.dirname(os.path.abspath(output))} does not exist")
 
@@ -175,6 +186,10 @@ def sweep(variants, hardware, kernels, phases, dtypes, batch, seqlen, seqlen_kv,
             os.replace(tmp, output)  # an interrupted sweep leaves no half-written file under the output's name
         except OSError as e:
             raise AttnsimError(f"-o {output}: cannot write it ({e.strerror or e})") from None
+        except Exception as e:  # XlsxWriter's own errors (FileCreateError...) are not OSErrors
+            if type(e).__module__.startswith("xlsxwriter"):
+                raise AttnsimError(f"-o {output}: cannot write it ({e})") from None
+            raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -76,39 +76,47 @@ def _cell_value(v):
 
 
 def write_workbook(spec, cols: dict, path: str, progress=None):
-    """Write the sweep `cols` (`sweep.run(spec, origin=True)`) as a workbook at `path`."""
+    """Write the sweep `cols` (`sweep.run(spec, origin=True)`) as a workbook at `path`. XlsxWriter's
+    temporary files (it streams each sheet) live in a private folder removed at the end, failed or not."""
+    import shutil
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="attnsim-xlsx-")
+    try:
+        _write_workbook(spec, cols, path, progress, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_workbook(spec, cols, path, progress, tmpdir):
     import xlsxwriter
 
     from attnsim.simulator import sweep as S
     from attnsim.simulator.formulas import CALIBRATION_INPUTS, HARDWARE_INPUTS, Renderer
 
     sym_hw, sym_cal = S.symbolic_inputs(spec, cols)
-    wb = xlsxwriter.Workbook(path, {"constant_memory": True})
+    wb = xlsxwriter.Workbook(path, {"constant_memory": True, "tmpdir": tmpdir})
     bold = wb.add_format({"bold": True})
     sci = wb.add_format({"num_format": "0.000E+00"})
     head = wb.add_format({"bold": True, "bg_color": "#DDEBF7"})
     readme = wb.add_worksheet("README")
     inputs = wb.add_worksheet("Inputs")
 
-    # -- Inputs: one row per named input ------------------------------------------------------------
-    where = {}
-    inputs.write_row(0, 0, ["input", "value", "unit", "meaning", "source"], head)
-    inputs.set_column(0, 0, 52)
-    inputs.set_column(1, 1, 14)
-    inputs.set_column(3, 4, 60)
+    # -- Inputs: one row per named input (written last, with how many rows read each) -----------------
+    where, lines, reads = {}, [], {}
     row = 1
 
     def put(v, unit, meaning, source):  # one named input: its name, value (the editable cell), unit, meaning, source
         nonlocal row
         if v is not None:
             where[v.args[0]] = row
-            inputs.write_row(row, 0, [v.args[0], v.value, unit, meaning, source])
+            lines.append((row, [v.args[0], v.value, unit, meaning, source], None))
             row += 1
 
     def section(title):
         nonlocal row
         row += row > 1  # a blank row between sections
-        inputs.write(row, 0, title, bold)
+        lines.append((row, [title], bold))
         row += 1
 
     for key, shw in sym_hw.items():
@@ -120,17 +128,27 @@ def write_workbook(spec, cols: dict, path: str, progress=None):
             put(t.flops_per_clk_per_sm, "FLOP/clk/SM",
                 f"dense tensor-core FLOPs per clock per SM, {t.dtype} inputs, {t.accum} accumulate", tr.source)
     seen = set()
-    for (hw_key, fam, dtype, phase), (cal, scal) in sym_cal.items():
+    for (hw_key, fam, dtype, phase), (cal, scal, info) in sym_cal.items():
         if id(scal) in seen:
             continue
         seen.add(id(scal))
-        section(f"calibration of {fam} on {hw_key}: " + (f"group {cal.source}" if cal is not None else
-                                                          "none applies (the raw model); edit to try factors"))
+        if cal is None:
+            title, fitted, origin = "none applies (the raw model): the identity, to edit", set(), "identity"
+        else:
+            info = info or {}
+            moved = info.get("transferred_from")
+            title = (f"group {info.get('group') or cal.source} of {info.get('file') or cal.source or 'the given factors'}"
+                     + (f", carried from {moved} to rows without a fit of their own (its factors are listed again "
+                        f"wherever they apply: an edit here changes these rows only)" if moved else ""))
+            fitted = set(info.get("params") or ())
+            origin = f"fitted: {info.get('file')} group {info.get('group')}" if info.get("file") else "given"
+        section(f"calibration of {fam} on {hw_key}: {title}")
         for name in CALIBRATION_INPUTS:
-            put(getattr(scal, name), *MEANING[name],
-                "fitted: hardware_profiles/calibrations.json" if cal is not None else "identity")
+            put(getattr(scal, name), *MEANING[name], origin if name in fitted or cal is not None and not fitted
+                else "not fitted (the default)")
 
     def ref(name):
+        reads[name] = reads.get(name, 0) + 1
         return f"Inputs!$B${where[name] + 1}"
 
     # -- variant sheets -------------------------------------------------------------------------------
@@ -213,6 +231,17 @@ def write_workbook(spec, cols: dict, path: str, progress=None):
         if progress:
             progress(done, n)
 
+    inputs.write_row(0, 0, ["input", "value", "unit", "meaning", "source", "rows reading it"], head)
+    inputs.set_column(0, 0, 52)
+    inputs.set_column(1, 1, 14)
+    inputs.set_column(3, 4, 60)
+    inputs.set_column(5, 5, 16)
+    for r, values, fmt in lines:
+        inputs.write_row(r, 0, values, fmt)
+        if fmt is None:
+            n_rows = reads.get(values[0], 0)
+            inputs.write(r, 5, n_rows if n_rows else "none: editing it changes nothing here")
+    inputs.freeze_panes(1, 0)
     _charts(wb, spec, cols, sheets, head)
     _readme(readme, spec, sym_cal, bold)
     wb.close()
@@ -228,15 +257,20 @@ def _hardware(spec):
 
 
 def _charts(wb, spec, cols, sheets, head):
-    """Time against sequence length per variant, and speedup over the first variant: on the first hardware,
-    kernel, phase, dtype and -p alternative, at the first value of every other axis; formulas that read the
-    variant sheets' time_s cells."""
+    """Time against the first numeric list that varies (sequence length first; decode: the context) per
+    variant, and speedup over the first variant: on the first hardware, kernel, phase, dtype and -p
+    alternative, at the first value of every other list (named in the titles); formulas that read the
+    variant sheets' time_s cells. Cells are written row by row (the sheet is streamed)."""
     from attnsim.simulator import sweep as S
     ws = wb.add_worksheet("Charts")
     _grid, _per, gidx = S._grid(spec)
     groups = spec.groups()
     decode = spec.phases[0] == "decode"
-    axis = "seqlen_kv" if decode and spec.seqlen_kv == [None] else "seqlen_q"
+    # the grid axis to chart, and the table column that shows it (decode's --seqlen list is the context)
+    order = ["seqlen_kv", "seqlen_q"] if decode else ["seqlen_q", "seqlen_kv"]
+    order += [a for a in S.GRID_AXES if a not in order and a != "causal"]
+    axis = next((a for a in order if len(getattr(spec, a)) > 1), order[0])
+    column = "seqlen_kv" if decode and axis == "seqlen_q" else axis
     others = [a for a in S.GRID_AXES if a != axis]
     series = {}
     for variant, (name, idx, c_time) in sheets.items():
@@ -249,7 +283,7 @@ def _charts(wb, spec, cols, sheets, head):
                 continue
             gi = int(cols["_index"][i])
             if all(gidx[a][gi] == 0 for a in others):
-                pts[int(cols[axis][i])] = f"'{name}'!${_col(c_time)}${j + 2}"
+                pts[int(cols[column][i])] = f"'{name}'!${_col(c_time)}${j + 2}"
         if pts:
             series[variant] = pts
     if not series:
@@ -257,18 +291,23 @@ def _charts(wb, spec, cols, sheets, head):
         return
     xs = sorted({x for pts in series.values() for x in pts})
     names = list(series)
-    where = f"{spec.hardware[0]}, {spec.phases[0]}, {spec.dtypes[0]}, at the first value of every other list"
-    ws.write(0, 0, f"time_s (formulas reading the variant sheets): {where}", head)
-    ws.write_row(1, 0, [axis] + names, head)
-    ws.write(1 + len(xs) + 2, 0, f"speedup over {names[0]} ({names[0]}'s time / each variant's)", head)
-    ws.write_row(1 + len(xs) + 3, 0, [axis] + names, head)
+    hw_key = next(iter(sheets.values()))  # the key the sheets show (h100 -> h100_sxm5)
+    hw_key = str(cols["hardware"][hw_key[1][0]]) if hw_key else spec.hardware[0]
+    fixed = [f"{a}={getattr(spec, a)[0]}" for a in S.GRID_AXES if a not in (axis, "seqlen_kv" if decode else "")
+             and getattr(spec, a)[0] is not None]
+    fixed += [f"{k}={v[0]}" for k, v in spec.params.items()]
+    where = f"{hw_key}, {spec.phases[0]}, {spec.dtypes[0]}" + (f", {', '.join(fixed)}" if fixed else "")
     top2 = 1 + len(xs) + 4
-    for r, x in enumerate(xs):  # rows in order: the workbook streams each sheet row by row
+    ws.write(0, 0, f"time_s (formulas reading the variant sheets): {where}", head)
+    ws.write_row(1, 0, [column] + names, head)
+    for r, x in enumerate(xs):
         ws.write_number(2 + r, 0, x)
         for c, v in enumerate(names):
             addr = series[v].get(x)
             if addr is not None:
                 ws.write_formula(2 + r, 1 + c, f"={addr}", None, _value_of(cols, sheets, v, addr))
+    ws.write(top2 - 2, 0, f"speedup over {names[0]} ({names[0]}'s time / each variant's): {where}", head)
+    ws.write_row(top2 - 1, 0, [column] + names, head)
     for r, x in enumerate(xs):
         ws.write_number(top2 + r, 0, x)
         base = series[names[0]].get(x)
@@ -277,13 +316,13 @@ def _charts(wb, spec, cols, sheets, head):
             if addr is not None and base is not None:
                 ws.write_formula(top2 + r, 1 + c, f"={base}/{addr}", None,
                                  _value_of(cols, sheets, names[0], base) / _value_of(cols, sheets, v, addr))
-    for title, top, y in ((f"time vs {axis}", 2, "time (s)"), (f"speedup over {names[0]}", top2, "speedup")):
+    for title, top, y in ((f"time vs {column}", 2, "time (s)"), (f"speedup over {names[0]}", top2, "speedup")):
         ch = wb.add_chart({"type": "scatter", "subtype": "straight_with_markers"})
         for c, v in enumerate(names):
             ch.add_series({"name": v, "categories": ["Charts", top, 0, top + len(xs) - 1, 0],
                            "values": ["Charts", top, 1 + c, top + len(xs) - 1, 1 + c]})
-        ch.set_title({"name": title})
-        ch.set_x_axis({"name": axis, "log_base": 2} if len(xs) > 2 else {"name": axis})
+        ch.set_title({"name": f"{title} ({where})", "name_font": {"size": 10}})
+        ch.set_x_axis({"name": column, "log_base": 2} if len(xs) > 2 else {"name": column})
         ch.set_y_axis({"name": y, **({"log_base": 10} if y.startswith("time") else {})})
         ws.insert_chart(1 if top == 2 else 22, len(names) + 2, ch, {"x_scale": 1.5, "y_scale": 1.3})
 
@@ -322,8 +361,15 @@ def _readme(ws, spec, sym_cal, bold):
         ("Inputs: the hardware figures (each with its source) and the calibration factors of each (GPU, kernel "
          "family) the rows use. The constants inside the formulas are the row's own work terms: FLOPs, bytes, "
          "exps and tiles per CTA, CTA counts, waves.", None),
-        ("Charts: time against sequence length per variant and speedup over the first variant, formulas reading "
-         "the variant sheets.", None),
+        ("Held fixed (constants inside the formulas, as attnsim chose them at the written figures): the SM count, "
+         "each kernel's tile, CTAs per SM, waves and split count, and which unit limits each kernel (the 'bound' "
+         "column); the Inputs column 'rows reading it' says which inputs a row's formulas read (an input no row "
+         "reads changes nothing).", None),
+        ("A calibration carried from another GPU or phase is listed under each (GPU, family) that uses it: editing "
+         "one copy changes that GPU's rows only.", None),
+        ("Charts: time against the first list that varies (sequence length first; decode: the context) per "
+         "variant, and speedup over the first variant, formulas reading the variant sheets; the other lists at "
+         "their first value (named in the titles).", None),
         ("", None),
         (f"Written by attnsim {_version()}: variants {', '.join(spec.variants)}; hardware {', '.join(spec.hardware)}; "
          f"calibration {spec.calibration if spec.calibration is not None else 'none (the raw model)'}.", None),

@@ -98,6 +98,8 @@ class Expr:
                 return 0.0
             kb = (float(b),)
         else:
+            if op == "+" and a is b:  # x + x is 2 x, exactly
+                return Expr._bin("*", 2, a)
             kb = id(b)
         key = (op, ka, kb)
         got = _INTERN.get(key)
@@ -291,6 +293,10 @@ def largest(values):
     if len(values) == 1:
         return values[0]
     args = _flat("max", values)
+    if all(_val(a) >= 0 for a in args):  # times: a 0 among them changes no maximum
+        args = [a for a in args if isinstance(a, Expr) or a != 0] or [0.0]
+        if len(args) == 1:
+            return args[0]
     return Expr("max", tuple(args), max(_val(a) for a in args))
 
 

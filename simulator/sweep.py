@@ -348,8 +348,9 @@ class RowFormulas:
 
 def symbolic_inputs(spec: Spec, table: dict):
     """{hardware key: symbolic Hardware} and {(hardware key, kernel, dtype, phase): (Calibration or None,
-    symbolic Calibration)} of every row of `table` (`run(spec, origin=True)`): the named inputs a workbook
-    lists. A row without a calibration edits the identity's factors."""
+    symbolic Calibration, calibrations.choose's info or None)} of every row of `table` (`run(spec,
+    origin=True)`): the named inputs a workbook lists. A row without a calibration edits the identity's
+    factors."""
     from .calibrations import choose
     from .families import get_family
     from .formulas import symbolic_calibration, symbolic_hardware
@@ -365,11 +366,11 @@ def symbolic_inputs(spec: Spec, table: dict):
         ck = (hw.key, fam_name, dtype, phase)
         if ck in cals:
             continue
-        cal, _ = choose(spec.calibration, hw, get_family(fam_name), dtype, phase)
+        cal, info = choose(spec.calibration, hw, get_family(fam_name), dtype, phase)
         same = (hw.key, fam_name, cal)  # one set of inputs per distinct calibration of a (GPU, family)
         if same not in by_value:
             label = f"{hw.key}.{fam_name}" + (f".{cal.source}" if cal is not None and cal.source else "")
-            by_value[same] = (cal, symbolic_calibration(cal or Calibration(), "calibration." + label))
+            by_value[same] = (cal, symbolic_calibration(cal or Calibration(), "calibration." + label), info)
         cals[ck] = by_value[same]
     return {k: v[1] for k, v in hws.items()}, cals
 
@@ -388,7 +389,7 @@ def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None
         clear_interned()  # a row's formulas share nodes with each other, not with other rows'
         hw, prob, dense_prob = row_problems(spec, table, row, grid, groups)
         shw = sym_hw[hw.key]
-        _, scal = sym_cal[(hw.key, str(table["kernel"][row]), prob.workload.dtype, prob.workload.phase)]
+        scal = sym_cal[(hw.key, str(table["kernel"][row]), prob.workload.dtype, prob.workload.phase)][1]
         pred = predict_problem(prob, shw, compare=False, calibration=scal)
         kernels = [(k.name, k.time_s) for k in pred.kernels]
         _check(row, "time_s", sum(float(t) for _, t in kernels), table["time_s"][row])

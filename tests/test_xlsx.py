@@ -158,7 +158,7 @@ def test_editing_inputs_recomputes_as_predict_with_the_changed_figures(book, tmp
         changed += not math.isclose(time_py, float(table["time_s"][i]), rel_tol=1e-6)
         # predict itself on the changed figures
         hw, prob, _ = S.row_problems(SPEC, table, i)
-        cal, scal = sym_cal[(hw.key, str(table["kernel"][i]), prob.workload.dtype, prob.workload.phase)]
+        cal, scal, _ = sym_cal[(hw.key, str(table["kernel"][i]), prob.workload.dtype, prob.workload.phase)]
         base = cal or Calibration()
         hw2 = replace(hw, **{k.split(".", 1)[1]: v for k, v in env.items() if k.startswith(hw.key + ".")})
         cal2 = replace(base, **{k.rsplit(".", 1)[1]: v for k, v in env.items() if k in (scal.tensor.args[0],)})
@@ -181,3 +181,45 @@ def test_refusals(tmp_path, args, needle):
     res = invoke("sweep", *args, "-o", out)
     assert_one_line_error(res, needle)
     assert not out.exists()
+
+
+def test_charts_sheet_reads_the_variant_sheets(book):
+    """The chart tables sit where the charts read them (rows 3.. and the speedup block below), every cell a
+    formula reading a variant sheet's time_s, its stored value that cell's; decode charts the context."""
+    _, path, _ = book
+    forms = openpyxl.load_workbook(path)
+    values = openpyxl.load_workbook(path, data_only=True)
+    ws, wv = forms["Charts"], values["Charts"]
+    assert [c.value for c in ws[2]][:6] == ["seqlen_q", "mha", "gqa", "mla", "swa", "eager"]
+    assert [ws.cell(r, 1).value for r in (3, 4)] == [1024, 4096]
+    for r in (3, 4):
+        for c in range(2, 7):
+            ref = ws.cell(r, c).value
+            assert ref.startswith("='"), ref
+            sheet, cell = ref[2:].split("'!")
+            assert math.isclose(wv.cell(r, c).value, values[sheet][cell.replace("$", "")].value, rel_tol=1e-15)
+            head = [h.value for h in values[sheet][1]]
+            row = int(cell.rsplit("$", 1)[1])
+            got = dict(zip(head, [x.value for x in values[sheet][row]]))
+            assert (got["hardware"], got["phase"], got["seqlen_q"], got["batch"], got["causal"]) == (
+                "h100_sxm5", "prefill", ws.cell(r, 1).value, 1, False)
+    assert ws.cell(6, 1).value.startswith("speedup over mha") and ws.cell(8, 2).value.startswith("='mha'!")
+    charts = ws._charts
+    assert len(charts) == 2
+    ys = [s.yVal.numRef.f.replace("'", "") for s in charts[0].series]  # scatter series: x and y ranges
+    xs = {s.xVal.numRef.f.replace("'", "") for s in charts[0].series}
+    assert ys == [f"Charts!${c}$3:${c}$4" for c in "BCDEF"] and xs == {"Charts!$A$3:$A$4"}
+    assert charts[1].series[1].yVal.numRef.f.replace("'", "") == "Charts!$C$8:$C$9"
+
+
+def test_decode_charts_the_context(tmp_path):
+    out = tmp_path / "d.xlsx"
+    res = invoke("sweep", "--phase", "decode", "--variant", "gqa,mqa", "--seqlen", "1k..8k", "-o", out)
+    assert res.exit_code == 0, res.output
+    ws = openpyxl.load_workbook(out)["Charts"]
+    assert ws.cell(2, 1).value == "seqlen_kv" and [ws.cell(r, 1).value for r in range(3, 7)] == [1024, 2048, 4096, 8192]
+
+
+def test_unwritable_output_is_one_line(tmp_path):
+    res = invoke("sweep", "-o", "/proc/attnsim-test.xlsx")
+    assert_one_line_error(res, "cannot write it")
