@@ -21,6 +21,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import AttnsimError
 
 MAX_CANDIDATES = 1 << 17  # 131,072: a larger space needs force=True (--force)
@@ -219,8 +221,9 @@ def family_tiles(spec: Spec) -> tuple:
     return tuple(sorted({t.block_m for t in cands})), tuple(sorted({t.block_n for t in cands}))
 
 
-def run(spec: Spec, force: bool = False, progress=None) -> Result:
-    """Price every combination of the varied parameters (see the module docstring)."""
+def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Result:
+    """Price every combination of the varied parameters (see the module docstring). `fast`: neighborhood
+    attention's stride and box searches over arrays (`_fast_gna`, the same numbers) where it applies."""
     from .hardware import load_hardware
     from .masks import DenseMask, mask_sums
     from .model import predict as model_predict, speedup_over_dense
@@ -238,6 +241,9 @@ def run(spec: Spec, force: bool = False, progress=None) -> Result:
     if total > MAX_CANDIDATES and not force:
         raise AttnsimError(f"the search has {total:,} combinations, more than {MAX_CANDIDATES:,}: fix or narrow a "
                            f"parameter (-p NAME=A;B), or pass --force")
+    rows_fast = _try_fast(spec, names, values, hw) if fast else None
+    if rows_fast is not None:
+        return _finish_fast(spec, rows_fast, total, reach_limit)
     illegal, rows, dense = {}, [], {}
     done = 0
     for combo in itertools.product(*values):
@@ -303,3 +309,330 @@ def run(spec: Spec, force: bool = False, progress=None) -> Result:
     return Result(evaluated=evaluated, illegal=illegal, candidates=ranked[:max(spec.top, 0)], pareto=front,
                   fully_block_sparse_min_stride=min_stride, constrained_out=len(rows) - len(legal), total=total,
                   reason=reason)
+
+
+# -- the fast path: neighborhood attention over arrays of candidates ------------------------------------
+def _fast_applies(spec: Spec, names, prob, pred) -> bool:
+    """Whether `_fast_gna` prices this search: gna/na forward (prefill) of a fused family that takes the first
+    legal tile of its table, NATTEN's tiled order and box iteration, no causal dimension, the attention scope,
+    only stride / q_tile / kv_tile varied, and predict keeping the family asked for (no fallback)."""
+    from .na import NAMask
+    mask = prob.mask
+    return (spec.variant in ("gna", "na") and set(names) <= {"stride", "q_tile", "kv_tile"}
+            and isinstance(mask, NAMask) and mask.token_order == "tiled" and mask.iteration == "box"
+            and not any(d.causal for d in mask.dims) and not prob.workload.causal
+            and prob.workload.phase == "prefill" and prob.scope == "attention" and prob.layout is None
+            and pred.family.fused and not pred.family.autotune and prob.workload.seqlens is None
+            and [k.role for k in pred.kernels][-1:] == ["forward"])
+
+
+def _fast_gna(spec: Spec, names, values, prob, pred, hw, dense):
+    """Every candidate priced with `model`'s own functions over arrays, using the product structure of a
+    neighborhood mask: per dimension, each (stride, q box side, kv box side) is classified once
+    (`na._dim_classes`); a candidate's tiles are products over dimensions; with box iteration every query box
+    visits the same number of tiles, so its longest and shortest CTA are those with the fewest and most
+    full tiles (the duration is linear in them). Returns the rows `run` builds, as arrays (`_FastRows`), or
+    None when a candidate needs the general path (a stride or box `resolve` would refuse)."""
+    from .bound import attention_work_alternatives, min_bound
+    from .families import can_implement, fwd_tile_candidates
+    from .model import SMRates, _fwd_tile_costs, _kv_cols, _segment_sums, cta_duration, forward_bytes, kernel_time, \
+        slot_tile_times, work_flops
+    from .na import MAX_BOX_TOKENS, MAX_DIM_CELLS, NADim, _dim_classes, _dim_cost, _pow2_boxes, auto_box
+    from .rates import rates
+    from .calibrations import choose
+    from .ops import Tile
+
+    w, mask, fam = pred.workload, prob.mask, pred.family
+    nd = len(mask.dims)
+    n = math.prod(len(v) for v in values)
+    # candidate c of itertools.product(*values) (the general path's order: ties keep it) is index[:, c]
+    index = np.indices([len(v) for v in values]).reshape(len(values), -1) if n else np.zeros((len(values), 0), int)
+    fixed_dims = mask.dims
+    parsed = {}
+    for name, vals in zip(names, values):
+        try:
+            parsed[name] = np.array([_dims(v, nd, name) for v in vals], dtype=np.int64).reshape(len(vals), nd)
+        except AttnsimError:
+            return None  # a malformed value: resolve says why
+    if "stride" in parsed:
+        sv = parsed["stride"]
+        if np.any(sv < 1) or np.any(sv > np.array([d.k for d in fixed_dims])):
+            return None  # NATTEN's rule (stride <= kernel_size): resolve says why, per candidate
+        stride = sv[index[names.index("stride")]]
+    else:
+        stride = np.tile(np.array([d.s for d in fixed_dims], dtype=np.int64), (n, 1))
+    boxes = {}
+    for key in ("q_tile", "kv_tile"):
+        if key in parsed:
+            b = parsed[key]
+            if np.any(b < 1) or np.any(b.prod(1) > MAX_BOX_TOKENS):
+                return None
+            boxes[key] = b[index[names.index(key)]]
+        elif getattr(mask, key) is not None:
+            boxes[key] = np.tile(np.array(getattr(mask, key), dtype=np.int64), (n, 1))
+    cal, _ = choose(spec.calibration, hw, fam, w.dtype, w.phase)
+    r = rates(hw, fam, cal)
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
+    s, skv = w.dtype_bytes, w.kv_dtype_bytes
+    sm_rates = SMRates.mixed(r, w, w.qk_matmuls * dp, dvp)
+    cands = fwd_tile_candidates(fam, hw, dp, dvp, False, w.dtype, False)
+    slices = w.batch * w.heads_q  # CTAs per query box
+    kvc = _kv_cols(w, w.head_dim_qk, w.head_dim_v)
+    kern = w.aggregate()  # as model.fused_forward reads and writes them
+    keys = _segment_sums(w, mask, w.segments())[1]
+    hbm, l2_q_o = forward_bytes(w.heads_q * kern.seqlen_q, w.heads_kv * keys, w.head_dim_qk, w.head_dim_v,
+                                w.seq_dims, s, skv, True, w.shared_operand_bytes(min(keys, w.seqlen_kv)))
+    base = sum(k.time_s for k in pred.kernels[:-1])  # the token permutation's kernels, launched first
+    base_flops = sum(int(k.flops) for k in pred.kernels[:-1])
+
+    # the tile: the first entry of the family's table whose sides (the boxes' tokens, else the table's sides
+    # rounded down to powers of two) it can run
+    def side(x):
+        return 1 << (int(x).bit_length() - 1)
+    q_tok = boxes["q_tile"].prod(1) if "q_tile" in boxes else np.zeros(n, dtype=np.int64)
+    k_tok = boxes["kv_tile"].prod(1) if "kv_tile" in boxes else np.zeros(n, dtype=np.int64)
+    tile_of = np.full(n, -1)
+    chosen = []
+    sides, side_inv = np.unique(q_tok * (1 << 32) + k_tok, return_inverse=True)  # per distinct (q, kv) tokens
+    side_inv = side_inv.ravel()
+    for u_i, key in enumerate(sides.tolist()):
+        bm_i, bn_i = key >> 32, key & ((1 << 32) - 1)
+        pick = None
+        for c in cands:
+            t = Tile(bm_i or side(c.block_m), bn_i or side(c.block_n), c.num_warps, c.stages)
+            if t in chosen or can_implement(fam, hw, t, dp, dvp, w.dtype, w.kv_dtype, False, w.v_in_k, w.k_streams).ok:
+                if t not in chosen:
+                    chosen.append(t)
+                pick = chosen.index(t)
+                break
+        if pick is None:
+            return None  # no legal tile: the general path says why
+        tile_of[side_inv == u_i] = pick
+    # per candidate: its dimensions (stride varies) and boxes (given, or the tile search's)
+    dims_of = {}
+
+    def dim(i, st):
+        key = (i, st)
+        if key not in dims_of:
+            d = fixed_dims[i]
+            dims_of[key] = NADim(d.n, d.k, st, d.d, d.causal)
+        return dims_of[key]
+    qb = boxes.get("q_tile")
+    kb = boxes.get("kv_tile")
+    if qb is None or kb is None:  # the tile search (NAMask.boxes / search_boxes) over arrays of candidates
+        qb = np.zeros((n, nd), dtype=np.int64) if qb is None else qb.copy()
+        kb = np.zeros((n, nd), dtype=np.int64) if kb is None else kb.copy()
+        groups = {}
+        gq = boxes["q_tile"] if "q_tile" in boxes else np.zeros((n, nd), dtype=np.int64)
+        gk = boxes["kv_tile"] if "kv_tile" in boxes else np.zeros((n, nd), dtype=np.int64)
+        gkey = np.concatenate([tile_of[:, None], gq, gk], axis=1)
+        ukeys, g_inv = np.unique(gkey, axis=0, return_inverse=True)
+        g_inv = g_inv.ravel()
+        for g_i, row in enumerate(ukeys.tolist()):
+            t = chosen[row[0]]
+            q_fix = tuple(row[1:1 + nd]) if "q_tile" in boxes else None
+            k_fix = tuple(row[1 + nd:]) if "kv_tile" in boxes else None
+            groups[(t.block_m, t.block_n, q_fix, k_fix)] = np.flatnonzero(g_inv == g_i)
+        for (bm, bn, q_fix, k_fix), sel in groups.items():
+            q_fix = q_fix if q_fix and math.prod(q_fix) == bm else None
+            k_fix = k_fix if k_fix and math.prod(k_fix) == bn else None
+            if q_fix and k_fix:
+                qb[sel], kb[sel] = q_fix, k_fix
+                continue
+            qs = [q_fix] if q_fix else _pow2_boxes(fixed_dims, bm)  # stride-free: extents and dilation only
+            ks = [k_fix] if k_fix else _pow2_boxes(fixed_dims, bn)
+            if not qs or not ks:
+                qb[sel] = q_fix or auto_box(fixed_dims, bm)
+                kb[sel] = k_fix or auto_box(fixed_dims, bn)
+                continue
+            qa, ka = np.array(qs), np.array(ks)
+            ext = np.array([int(d.group_extent(0)) for d in fixed_dims])
+            ragged = ((ext % qa != 0).sum(1)[:, None] + (ext % ka != 0).sum(1)[None, :]).ravel()
+            for lo in range(0, len(sel), 512):
+                part = sel[lo:lo + 512]
+                total = None
+                for j in range(nd):
+                    su, s_inv = np.unique(stride[part, j], return_inverse=True)
+                    tq, iq = np.unique(qa[:, j], return_inverse=True)
+                    tk, ik = np.unique(ka[:, j], return_inverse=True)
+                    tab = np.array([[[_dim_cost(dim(j, int(st)), int(t), int(u), False) for u in tk] for t in tq]
+                                    for st in su])
+                    c = tab[s_inv.ravel()][:, iq.ravel()][:, :, ik.ravel()].reshape(len(part), -1)
+                    total = c if total is None else total * c  # in dimension order, as the tile search multiplies
+                # the fewest iterated tiles, then the fewest ragged boxes, then the first pair (q boxes outer)
+                on = total == total.min(1, keepdims=True)
+                rag = np.where(on, ragged[None, :], np.iinfo(np.int64).max)
+                on &= rag == rag.min(1, keepdims=True)
+                first = on.argmax(1)
+                qb[part], kb[part] = qa[first // len(ks)], ka[first % len(ks)]
+    # per dimension: the classification of each distinct (stride, q side, kv side)
+    nq = np.ones(n, dtype=np.int64)
+    nk = np.ones(n, dtype=np.int64)
+    sum_f = np.ones(n, dtype=np.int64)
+    sum_ne = np.ones(n, dtype=np.int64)
+    f_min = np.ones(n, dtype=np.int64)
+    f_max = np.ones(n, dtype=np.int64)
+    n_iter = np.ones(n, dtype=np.int64)
+    live = np.ones(n, dtype=np.int64)
+    for j in range(nd):
+        key = stride[:, j] * (1 << 40) + qb[:, j] * (1 << 20) + kb[:, j]
+        uniq, inv = np.unique(key, return_inverse=True)
+        inv = inv.ravel()
+        tab = np.zeros((len(uniq), 8), dtype=np.int64)
+        for u_i, kk in enumerate(uniq.tolist()):
+            st, t, u = kk >> 40, (kk >> 20) & ((1 << 20) - 1), kk & ((1 << 20) - 1)
+            d = dim(j, int(st))
+            n_q, n_k = (sum(-(-int(d.group_extent(g)) // x) for g in range(d.d)) for x in (t, u))
+            if n_q * n_k > MAX_DIM_CELLS:
+                return None
+            full, ne = _dim_classes(d, int(t), int(u))
+            f, e = full.sum(1), ne.sum(1)
+            tab[u_i] = (full.shape[0], full.shape[1], f.sum(), e.sum(), f.min(), f.max(), e.max(), d.live_pairs())
+        row = tab[inv]
+        nq, nk, sum_f, sum_ne = nq * row[:, 0], nk * row[:, 1], sum_f * row[:, 2], sum_ne * row[:, 3]
+        f_min, f_max, n_iter, live = f_min * row[:, 4], f_max * row[:, 5], n_iter * row[:, 6], live * row[:, 7]
+    # the forward kernel, per tile (a handful): model.kernel_time on arrays, as _finish prices it
+    time_s, flops = np.zeros(n), np.zeros(n, dtype=np.int64)
+    n_ctas = slices * nq
+    it_full = slices * sum_f
+    it_part = slices * nq * n_iter - it_full
+    for ti, t in enumerate(chosen):
+        on = tile_of == ti
+        if not on.any():
+            continue
+        leg = can_implement(fam, hw, t, dp, dvp, w.dtype, w.kv_dtype, False, w.v_in_k, w.k_streams)
+        k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas[on] // r.sm_count)))
+        for kv in np.unique(k).tolist():
+            sel = np.flatnonzero(on)[k == kv]
+            tc = _fwd_tile_costs(r, fam, t, kv, dp, dvp, s, skv, sm_rates, w, False)
+            a, b = slot_tile_times(tc, r, t.stages)
+            n_it = n_iter[sel]
+            ends = [cta_duration(r, a, b, f, n_it - f, tc.t_cta) for f in (f_min[sel], f_max[sel])]
+            d_max, d_min = np.maximum(*ends), np.minimum(*ends)
+            visited = (it_full[sel] + it_part[sel]).astype(float)
+            l2 = visited * t.block_n * kvc * skv + l2_q_o
+            time_s[sel] = kernel_time(r, n_ctas[sel], it_full[sel], it_part[sel], d_max, d_min, a, b,
+                                      r.sm_count * kv, hbm, l2, tc.t_cta)[0]
+            flops[sel] = np.rint(visited * tc.flops).astype(np.int64)
+    time_s = base + time_s
+    flops = base_flops + flops
+    # the bound and useful work, per distinct live-pair count
+    bounds, useful = np.zeros(n), np.zeros(n, dtype=np.int64)
+    segs = w.real_segments()
+    for lv in np.unique(live).tolist():
+        sel = live == lv
+        pairs = w.heads_q * sum(lv * m for _q, _k, m in segs)
+        keys = (w.heads_q * sum(k * m for _q, k, m in segs)) // w.heads_q
+        works = attention_work_alternatives(w.aggregate(segs), None, keys, pairs_total=pairs)
+        bounds[sel] = min_bound(works, hw).time_s
+        useful[sel] = work_flops(works[0])
+    grid = slices * nq * nk
+    full_live = slices * sum_f
+    partial_live = slices * sum_ne - full_live
+    queries = w.heads_q * sum(q * m for q, _k, m in segs)
+    pairs_all = w.heads_q * w.batch * live
+    dense_pairs = w.heads_q * sum(q * k * m for q, k, m in segs)
+    return _FastRows(names=names, time_s=time_s, bound_s=bounds, useful=useful, flops=flops,
+                     full=full_live, partial=partial_live, empty=grid - full_live - partial_live, grid=grid,
+                     iterated=it_full + it_part, keys_per_query=pairs_all / queries, fraction=pairs_all / dense_pairs,
+                     kernel=fam.name, dense=dense, stride=stride, values=values, index=index)
+
+
+@dataclass
+class _FastRows:
+    names: list
+    time_s: object
+    bound_s: object
+    useful: object
+    flops: object
+    full: object
+    partial: object
+    empty: object
+    grid: object
+    iterated: object
+    keys_per_query: object
+    fraction: object
+    kernel: str
+    dense: object
+    stride: object
+    values: list  # per varied name, its values (strings)
+    index: object  # (names, candidates): each candidate's index into each name's values
+
+    def params(self, i: int) -> dict:
+        return {n: str(v[self.index[j, i]]) for j, (n, v) in enumerate(zip(self.names, self.values))}
+
+    def row(self, i: int) -> dict:
+        """Candidate i as `run` reports it (speedup as model.speedup_over_dense computes it)."""
+        d = self.dense
+        live = int(self.full[i] + self.partial[i])
+        t = float(self.time_s[i])
+        sp = {"useful_flops": d.useful_flops / int(self.useful[i]) if self.useful[i] else None,
+              "live_tiles": int(self.grid[i]) / live if live else None,
+              "iterated_tiles": int(self.grid[i]) / int(self.iterated[i]) if self.iterated[i] else None,
+              "time": d.time_s / t, "dense_time_s": d.time_s}
+        return {"params": self.params(i), "time_s": t,
+                "bound_s": float(self.bound_s[i]), "speedup": sp,
+                "useful_fraction": int(self.useful[i]) / int(self.flops[i]) if self.flops[i] else None,
+                "tiles": {"full": int(self.full[i]), "partial": int(self.partial[i]), "empty": int(self.empty[i])},
+                "tiles_iterated": int(self.iterated[i]), "fully_block_sparse": int(self.partial[i]) == 0,
+                "reach": {"keys_per_query": float(self.keys_per_query[i]), "fraction": float(self.fraction[i])},
+                "kernel": self.kernel}
+
+
+def _try_fast(spec: Spec, names, values, hw):
+    """`_fast_gna`'s rows when it applies (its first candidate resolves and predicts as the general path would),
+    else None."""
+    from .masks import DenseMask
+    from .model import predict as model_predict
+    from .problem import predict_problem, resolve
+    if spec.variant not in ("gna", "na") or not set(names) <= {"stride", "q_tile", "kv_tile"}:
+        return None
+    first = {**spec.fixed, **{n: v[0] for n, v in zip(names, values)}}
+    try:
+        prob = resolve(spec.variant, first, kernel=spec.kernel, hw=hw, **spec.workload)
+        pred = predict_problem(prob, hw, compare=False, calibration=spec.calibration)
+    except AttnsimError:
+        return None
+    if not _fast_applies(spec, names, prob, pred):
+        return None
+    w = pred.workload
+    dense = model_predict(w.with_(causal=False), hw, pred.family.name, DenseMask(), spec.variant, compare=False,
+                          calibration=spec.calibration)
+    return _fast_gna(spec, names, values, prob, pred, hw, dense)
+
+
+def _finish_fast(spec: Spec, fast: "_FastRows", total: int, reach_limit) -> Result:
+    """`run`'s ranking, constraints, Pareto front and smallest block-sparse stride over `_fast_gna`'s arrays
+    (the same orders and ties as the general path: stable sorts in enumeration order)."""
+    n = len(fast.time_s)
+    keep = np.ones(n, dtype=bool)
+    if reach_limit is not None:
+        kind, v = reach_limit
+        keep &= (fast.keys_per_query if kind == "keys_per_query" else fast.fraction) >= v * (1 - 1e-12)
+    if spec.max_time is not None:
+        keep &= fast.time_s <= spec.max_time
+    idx = np.flatnonzero(keep)
+    speedup = fast.dense.time_s / fast.time_s
+    frac = fast.fraction
+    if spec.objective == "time":
+        order = idx[np.lexsort((-frac[idx], fast.time_s[idx]))]
+    else:
+        order = idx[np.lexsort((-frac[idx], -speedup[idx]))]
+    by_speed = idx[np.lexsort((-frac[idx], -speedup[idx]))]
+    f = frac[by_speed]
+    best_before = np.concatenate(([-1.0], np.maximum.accumulate(f)[:-1])) if len(f) else f
+    front = by_speed[f > best_before]
+    min_stride = None
+    if "stride" in fast.names:
+        sparse = np.flatnonzero(fast.partial == 0)
+        if len(sparse):
+            prods = fast.stride[sparse].prod(1)
+            least = sparse[prods == prods.min()]
+            min_stride = min(fast.params(i)["stride"] for i in least.tolist())
+    reason = ""
+    if not len(order):
+        reason = (f"no candidate meets the constraints (--min-reach {spec.min_reach}, --max-time {spec.max_time})"
+                  if (spec.min_reach or spec.max_time is not None) else "no legal combination")
+    return Result(evaluated=n, illegal={}, candidates=[fast.row(i) for i in order[:max(spec.top, 0)].tolist()],
+                  pareto=[fast.row(i) for i in front.tolist()], fully_block_sparse_min_stride=min_stride,
+                  constrained_out=n - len(idx), total=total, reason=reason)
