@@ -15,42 +15,50 @@ import click
 @click.option("--kernel", default=None, metavar="FAMILY", help="kernel family [default: the hardware's]")
 @click.option("--vary", required=True, metavar="LIST", help="parameters to enumerate, joined by commas (e.g. stride,q_tile,kv_tile)")
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="a fixed -p value; for a varied parameter its candidates, joined by ';' or as a range "
-                   "(-p stride=1..64, -p window_size=512,0;1024,0), repeatable")
+              help="a fixed -p value; for a varied parameter its candidates, joined by ';' (-p stride=4x8;8x16, "
+                   "-p window_size=512,0;1024,0), or for a one-number parameter a range: a..b doubles from a, "
+                   "a..b:s steps by s (-p stride=1..512:1); repeatable")
 @click.option("--token-shape", default=None, metavar="AxBxC", help="na/gna/vmoba: the token grid")
 @click.option("--seqlen", default=None, type=click.IntRange(1), help="tokens per sequence [default 4096; a grid: its product]")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1), help="sequences per batch")
 @click.option("--heads", default=32, show_default=True, type=click.IntRange(1), help="query heads")
 @click.option("--kv-heads", default=None, type=click.IntRange(1), help="key/value heads [default: --heads]")
 @click.option("--head-dim", default=128, show_default=True, type=click.IntRange(1), help="head dim")
-@click.option("--dtype", default="bf16", show_default=True, help="bf16, fp16, fp8")
+@click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp8"]),
+              help="input dtype")
 @click.option("--phase", default="prefill", show_default=True, type=click.Choice(["prefill", "train"]),
               help="prefill (forward) or train (forward + backward)")
 @click.option("--causal", is_flag=True, help="causal mask (na/gna: every dimension; -p is_causal per dimension)")
 @click.option("--objective", default="time", show_default=True, type=click.Choice(["time", "speedup"]),
               help="rank by predicted time, or by speedup over dense attention (the same order at one problem size)")
-@click.option("--top", default=20, show_default=True, type=click.IntRange(0), help="candidates to print")
+@click.option("--top", default=20, show_default=True, type=click.IntRange(0),
+              help="the best candidates to print, and to write with --json or -o (0: every one that meets the constraints)")
 @click.option("--min-reach", default=None, metavar="N|P%",
-              help="keep candidates whose queries see at least N keys (mean), or P%% of the dense pairs")
+              help="keep candidates whose queries see at least N keys (mean), or P% of the dense (non-causal) pairs")
 @click.option("--max-time", default=None, type=click.FloatRange(0, min_open=True), metavar="SECONDS",
-              help="keep candidates predicted at most this fast")
+              help="keep candidates predicted to take at most this many seconds")
 @click.option("--budget", default=None, type=click.IntRange(1), metavar="N",
               help="moa --vary spans: candidates are spans per head group (powers of two) whose mean is at most N")
-@click.option("--groups", default=4, show_default=True, type=click.IntRange(1, 64),
-              help="moa --vary spans: head groups of the candidate span lists")
+@click.option("--groups", default=None, type=click.IntRange(1, 64),
+              help="moa --vary spans: head groups of the candidate span lists [default: 4]")
 @click.option("--uncalibrated", is_flag=True, help="the raw model (default: the shipped calibration)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON: evaluated, illegal, candidates, pareto, ...")
 @click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
-              help="write every ranked candidate as CSV (one row each)")
+              help="write the ranked candidates (--top of them) as CSV, one row each")
 @click.option("--force", is_flag=True, help="search more than 131,072 combinations")
 def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, heads, kv_heads, head_dim, dtype, phase,
            causal, objective, top, min_reach, max_time, budget, groups, uncalibrated, as_json, output, force):
+    if groups is not None and budget is None:
+        raise click.UsageError("--groups sizes the candidate span lists of --budget (moa --vary spans): give --budget")
     """Enumerate every legal combination of the varied mask parameters, price each as 'attnsim predict'
-    does, and print the best: predicted time, bound, speedup over dense attention (by time, useful
-    FLOPs, live tiles and iterated tiles), the useful fraction of executed FLOPs, partial tiles,
-    whether the mask is fully block-sparse (no partial tile), and its reach (keys each query sees; the
-    fraction of the dense pairs kept). Then the Pareto front of speedup against reach, and, when the
-    stride varies, the smallest stride that makes the mask fully block-sparse for the family's tiles.
+    does, and print the best: predicted time, bound, speedup over dense attention (as predict: dense
+    non-causal attention on the same kernel family; by time, useful FLOPs, live tiles and iterated tiles),
+    the useful fraction of executed FLOPs, partial tiles, whether the mask is fully block-sparse (no
+    partial tile), and its reach (keys each query sees; the fraction of the dense non-causal pairs kept,
+    at most about 50% under --causal). Then the Pareto front of speedup against reach (one candidate
+    per point: ties are not listed), and, when the stride varies over a fixed window, the smallest stride
+    that makes the mask fully block-sparse for the family's tiles (fewest product; a larger stride need
+    not be block-sparse) with, on a grid of several dimensions, every minimal one.
 
     \b
     Default candidates when a varied parameter has no -p values: stride 1..kernel_size per dimension;
@@ -62,7 +70,7 @@ def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, 
     \b
     Examples:
       attnsim search --variant gna --hw b200 --token-shape 32768 -p kernel_size=2048 --vary stride
-      attnsim search --variant gna --hw h100 --token-shape 16x32x32 -p kernel_size=8x16x16 --vary stride,q_tile,kv_tile
+      attnsim search --variant gna --hw h100 --token-shape 16x32 -p kernel_size=8x16 --vary stride,q_tile,kv_tile
       attnsim search --variant swa --seqlen 32768 --causal --vary window_size -p "window_size=1024,0;4096,0;8192,0"
       attnsim search --variant moba --seqlen 65536 --vary block_size,top_k --min-reach 10%
       attnsim search --variant moa --seqlen 16384 --causal --vary spans --budget 2048 --groups 4
@@ -96,7 +104,8 @@ def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, 
     if seqlen is not None:
         workload["seqlen"] = seqlen
     spec = Q.Spec(variant=variant, hardware=hardware, vary=varied, fixed=fixed, workload=workload, kernel=kernel,
-                  objective=objective, top=top, min_reach=min_reach, max_time=max_time, budget=budget, groups=groups,
+                  objective=objective, top=top, min_reach=min_reach, max_time=max_time, budget=budget,
+                  groups=groups or 4,
                   calibration=None if uncalibrated else "default")
     if output is not None:
         if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
@@ -127,10 +136,17 @@ def _candidates(name, alts):
     """A varied parameter's candidates: alternatives joined by ';', each a value or (for a number) a range
     in the sweep grammar (a..b doubling, a..b:s steps)."""
     from attnsim.simulator import sweep as S
+    from attnsim.simulator.errors import AttnsimError
     out = []
     for a in alts:
         if ".." in a and "x" not in a and "," not in a:
-            out += [str(v) for v in S.values(name, a)]
+            try:
+                out += [str(v) for v in S.values(name, a)]
+            except AttnsimError as e:  # the sweep's words name an option: this is -p NAME
+                raise AttnsimError(str(e).replace(f"--{name}:", f"-p {name}:", 1)) from None
+        elif ".." in a:
+            raise AttnsimError(f"-p {name}={a}: ranges are for one number (a..b, a..b:s); give per-dimension "
+                               f"candidates joined by ';' (e.g. 4x8;8x16)")
         else:
             out.append(a)
     return list(dict.fromkeys(out))
@@ -170,9 +186,9 @@ def _print(res, names, spec):
                + (f"; {sum(res.illegal.values()):,} illegal" if res.illegal else "")
                + (f"; {res.constrained_out:,} left out by the constraints" if res.constrained_out else ""))
     for reason, n in sorted(res.illegal.items(), key=lambda kv: -kv[1]):
-        click.echo(f"  illegal ({n:,}): {reason}")
+        click.echo(f"  illegal ({n:,}): {res.illegal_examples.get(reason, reason)}")
     if not res.candidates:
-        click.echo(f"no candidate: {res.reason or 'nothing to rank'}")
+        click.echo(f"no candidate: {res.reason}")
     else:
         cols = names + ["time", "bound", "speedup", "useful", "partial", "block-sparse", "keys/query", "reach"]
         rows = []
@@ -190,6 +206,11 @@ def _print(res, names, spec):
         pts = ", ".join(f"{'/'.join(c['params'][n] for n in names)} ({c['speedup']['time']:.2f}x, "
                         f"{100 * c['reach']['fraction']:.2f}%)" for c in res.pareto[:12])
         click.echo(f"Pareto front (speedup vs reach, {len(res.pareto)}): {pts}" + (" ..." if len(res.pareto) > 12 else ""))
-    if "stride" in names:
+    if res.minimal_strides is not None:
         click.echo("smallest fully block-sparse stride: " + (res.fully_block_sparse_min_stride or
                                                                "none (every stride leaves partial tiles)"))
+        if len(res.minimal_strides) > 1:
+            click.echo(f"  minimal block-sparse strides (none smaller in every dimension): "
+                       f"{', '.join(res.minimal_strides[:16])}" + (" ..." if len(res.minimal_strides) > 16 else ""))
+    elif "stride" in names:
+        click.echo("smallest fully block-sparse stride: not reported (the window varies: kernel_size or dilation)")

@@ -69,11 +69,14 @@ class Result:
     constrained_out: int = 0  # legal candidates the constraints removed
     total: int = 0  # combinations enumerated
     reason: str = ""  # why the table is empty, when it is
+    minimal_strides: list | None = None  # block-sparse strides no other one is <= in every dimension
+    illegal_examples: dict = field(default_factory=dict)  # reason -> one refused combination and its message
 
     def to_json(self) -> dict:
-        return {"evaluated": self.evaluated, "illegal": self.illegal, "constrained_out": self.constrained_out,
-                "candidates": self.candidates, "pareto": self.pareto,
+        return {"evaluated": self.evaluated, "illegal": self.illegal, "illegal_examples": self.illegal_examples,
+                "constrained_out": self.constrained_out, "candidates": self.candidates, "pareto": self.pareto,
                 "fully_block_sparse_min_stride": self.fully_block_sparse_min_stride,
+                "fully_block_sparse_minimal_strides": self.minimal_strides,
                 **({"reason": self.reason} if self.reason else {})}
 
 
@@ -221,6 +224,39 @@ def family_tiles(spec: Spec) -> tuple:
     return tuple(sorted({t.block_m for t in cands})), tuple(sorted({t.block_n for t in cands}))
 
 
+def validate(spec: Spec, hw):
+    """Bad input, said once before any candidate is priced (AttnsimError): a variant without searchable
+    parameters or a name it does not search; a fixed -p value, the workload or the kernel that resolve refuses
+    whatever the varied parameters are (an error that names no varied parameter); a candidate value that is
+    not a value of its parameter (its own check, alone)."""
+    from .problem import resolve
+    from .variants import _check_value, get_variant, parse_param
+    own = SEARCHABLE.get(spec.variant)
+    if own is None:
+        raise AttnsimError(f"attnsim search has no parameters to vary for variant {spec.variant!r}; searchable: "
+                           + ", ".join(f"{v} ({', '.join(p)})" for v, p in SEARCHABLE.items()))
+    for n in spec.vary:
+        if n not in own:
+            raise AttnsimError(f"--vary {n}: variant {spec.variant} searches {', '.join(own)}")
+    if spec.variant != "moa" and spec.budget is not None:
+        raise AttnsimError("--budget and --groups are for --variant moa --vary spans")
+    try:
+        resolve(spec.variant, dict(spec.fixed), kernel=spec.kernel, hw=hw, **spec.workload)
+    except AttnsimError as e:
+        head = str(e).split(";")[0]  # what is wrong (the rest may list what is allowed)
+        if not any(re.search(rf"\b{re.escape(n)}\b", head) for n in spec.vary):
+            raise
+    params = {p.name: p for p in get_variant(spec.variant).params}
+    for n, vals in spec.vary.items():
+        for v in vals or ():
+            try:
+                _check_value(params[n], parse_param(f"{n}={v}")[1])
+            except AttnsimError as e:
+                raise AttnsimError(f"-p {n}: the candidate {v!r} is not a value of {n} ({e})") from None
+    if _shape(spec) is None and {"stride", "kernel_size", "dilation", "q_tile", "kv_tile", "block"} & set(spec.vary):
+        raise AttnsimError(f"--vary {', '.join(spec.vary)}: {spec.variant} needs the token grid (--token-shape AxBxC)")
+
+
 def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Result:
     """Price every combination of the varied parameters (see the module docstring). `fast`: neighborhood
     attention's stride and box searches over arrays (`_fast_gna`, the same numbers) where it applies."""
@@ -233,6 +269,7 @@ def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Re
         raise AttnsimError(f"--objective {spec.objective!r}; allowed: {', '.join(OBJECTIVES)}")
     reach_limit = None if spec.min_reach is None else _reach_limit(spec.min_reach)
     hw = load_hardware(spec.hardware)
+    validate(spec, hw)
     q_tiles, kv_tiles = family_tiles(spec) if spec.variant in ("gna", "na") else ((), ())
     names, values = combinations(spec, tiles=q_tiles)
     if "kv_tile" in names and spec.vary["kv_tile"] is None:  # kv boxes hold the family's kv tile sides
@@ -244,7 +281,7 @@ def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Re
     rows_fast = _try_fast(spec, names, values, hw) if fast else None
     if rows_fast is not None:
         return _finish_fast(spec, rows_fast, total, reach_limit)
-    illegal, rows, dense = {}, [], {}
+    illegal, examples, rows, dense = {}, {}, [], {}
     done = 0
     for combo in itertools.product(*values):
         done += 1
@@ -257,6 +294,7 @@ def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Re
         except AttnsimError as e:
             r = _reason(str(e))
             illegal[r] = illegal.get(r, 0) + 1
+            examples.setdefault(r, f"{', '.join(f'{n}={v}' for n, v in zip(names, combo))}: {e}")
             continue
         w = pred.workload
         key = (pred.family.name, w.seqlen_q, w.seqlen_kv)
@@ -293,22 +331,46 @@ def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Re
         if r["reach"]["fraction"] > best_reach:
             front.append(r)
             best_reach = r["reach"]["fraction"]
-    min_stride = None
-    if "stride" in names:
-        sparse = [r for r in rows if r["fully_block_sparse"]]
-        if sparse:
-            min_stride = min(sparse, key=lambda r: (math.prod(_dims(r["params"]["stride"], 1 if "x" not in
-                                                                     r["params"]["stride"] else
-                                                                     r["params"]["stride"].count("x") + 1, "stride")),
-                                                    r["params"]["stride"]))["params"]["stride"]
-    reason = ""
-    if not ranked:
-        reason = ("no legal combination" if not rows else
-                  f"no candidate meets the constraints (--min-reach {spec.min_reach}, --max-time {spec.max_time})"
-                  if (spec.min_reach or spec.max_time is not None) else "")
-    return Result(evaluated=evaluated, illegal=illegal, candidates=ranked[:max(spec.top, 0)], pareto=front,
-                  fully_block_sparse_min_stride=min_stride, constrained_out=len(rows) - len(legal), total=total,
-                  reason=reason)
+    min_stride, minimal = _min_strides(spec, names, [r["params"]["stride"] for r in rows if r["fully_block_sparse"]]
+                                       if "stride" in names else [])
+    reason = _empty_reason(spec, bool(ranked), bool(rows), [r["reach"] for r in rows])
+    return Result(evaluated=evaluated, illegal=illegal, candidates=ranked[:spec.top] if spec.top else ranked,
+                  pareto=front, fully_block_sparse_min_stride=min_stride, constrained_out=len(rows) - len(legal),
+                  total=total, reason=reason, minimal_strides=minimal, illegal_examples=examples)
+
+
+def _min_strides(spec: Spec, names, sparse: list):
+    """(the smallest block-sparse stride: fewest product, then as written; every block-sparse stride no other
+    one is smaller than or equal to in every dimension), or (None, None) unless the stride varies over a fixed
+    window (kernel size and dilation not varied)."""
+    if "stride" not in names or {"kernel_size", "dilation"} & set(names):
+        return None, None
+    if not sparse:
+        return None, []
+    nd = _dims(sparse[0], 1 if "x" not in sparse[0] else sparse[0].count("x") + 1, "stride")
+    nd = len(nd)
+    uniq = sorted({tuple(_dims(s, nd, "stride")) for s in sparse}, key=lambda t: (math.prod(t), "x".join(map(str, t))))
+    minimal = []
+    for t in uniq:  # a dominating stride has a smaller product: it is kept, or dominated by one kept before it
+        if not any(all(a <= b for a, b in zip(m, t)) for m in minimal):
+            minimal.append(t)
+    fmt = lambda t: "x".join(map(str, t))  # noqa: E731
+    return fmt(uniq[0]), [fmt(t) for t in minimal]
+
+
+def _empty_reason(spec: Spec, ranked: bool, priced: bool, reaches) -> str:
+    """Why the table is empty ('' when it is not): nothing legal, or the constraints given, with the best reach
+    and time there were."""
+    if ranked:
+        return ""
+    if not priced:
+        return "no legal combination (see illegal)"
+    given = ([f"--min-reach {spec.min_reach}"] if spec.min_reach is not None else []) + (
+        [f"--max-time {spec.max_time:g}"] if spec.max_time is not None else [])
+    best = max(reaches, key=lambda r: r["fraction"]) if reaches else None
+    return (f"no candidate meets {' and '.join(given)}" + (
+        f" (the furthest reach was {best['keys_per_query']:,.0f} keys per query, {100 * best['fraction']:.2f}% "
+        f"of the dense non-causal pairs)" if best else ""))
 
 
 # -- the fast path: neighborhood attention over arrays of candidates ------------------------------------
@@ -622,17 +684,15 @@ def _finish_fast(spec: Spec, fast: "_FastRows", total: int, reach_limit) -> Resu
     f = frac[by_speed]
     best_before = np.concatenate(([-1.0], np.maximum.accumulate(f)[:-1])) if len(f) else f
     front = by_speed[f > best_before]
-    min_stride = None
+    sparse = []
     if "stride" in fast.names:
-        sparse = np.flatnonzero(fast.partial == 0)
-        if len(sparse):
-            prods = fast.stride[sparse].prod(1)
-            least = sparse[prods == prods.min()]
-            min_stride = min(fast.params(i)["stride"] for i in least.tolist())
-    reason = ""
-    if not len(order):
-        reason = (f"no candidate meets the constraints (--min-reach {spec.min_reach}, --max-time {spec.max_time})"
-                  if (spec.min_reach or spec.max_time is not None) else "no legal combination")
-    return Result(evaluated=n, illegal={}, candidates=[fast.row(i) for i in order[:max(spec.top, 0)].tolist()],
+        col = fast.names.index("stride")
+        used = np.unique(fast.index[col][fast.partial == 0])  # the stride values with a block-sparse candidate
+        sparse = [str(fast.values[col][j]) for j in used.tolist()]
+    min_stride, minimal = _min_strides(spec, fast.names, sparse)
+    best = int(np.argmax(frac)) if n else None
+    reason = _empty_reason(spec, bool(len(order)), bool(n), [] if best is None else [fast.row(best)["reach"]])
+    top = order[:spec.top] if spec.top else order
+    return Result(evaluated=n, illegal={}, candidates=[fast.row(i) for i in top.tolist()],
                   pareto=[fast.row(i) for i in front.tolist()], fully_block_sparse_min_stride=min_stride,
-                  constrained_out=n - len(idx), total=total, reason=reason)
+                  constrained_out=n - len(idx), total=total, reason=reason, minimal_strides=minimal)

@@ -19,8 +19,9 @@ from attnsim.simulator import search as Q
 
 
 def _brute_min_stride(shape, ks, ds, cs, q_tile, kv_tile, strides):
-    """The smallest stride (fewest product, then as written) whose mask has no partial tile, classifying
-    every (q box, kv box) pair of NATTEN's tiled order by counting live pairs (test_na's brute force)."""
+    """(The smallest stride (fewest product, then as written) whose mask has no partial tile, and every such
+    stride no other one is <= in every dimension), classifying every (q box, kv box) pair of NATTEN's tiled
+    order by counting live pairs (test_na's brute force)."""
     ok = []
     for ss in strides:
         coords, live = dense_reference(shape, ks, ss, ds, cs)
@@ -28,8 +29,10 @@ def _brute_min_stride(shape, ks, ds, cs, q_tile, kv_tile, strides):
         if all(f == n for f, n in zip(full, nonempty)):
             ok.append(ss)
     if not ok:
-        return None
-    return "x".join(map(str, min(ok, key=lambda s: (math.prod(s), "x".join(map(str, s))))))
+        return None, []
+    fmt = lambda s: "x".join(map(str, s))  # noqa: E731
+    minimal = [s for s in ok if not any(o != s and all(a <= b for a, b in zip(o, s)) for o in ok)]
+    return fmt(min(ok, key=lambda s: (math.prod(s), fmt(s)))), sorted(map(fmt, minimal))
 
 
 BRUTE_CASES = [  # (shape, kernel, dilation, causal, q_tile, kv_tile)
@@ -57,7 +60,9 @@ def test_min_block_sparse_stride_matches_brute_force(case):
     res = Q.run(spec)
     strides = [tuple(int(x) for x in s.split("x")) for s in Q.space("gna", "stride", spec.fixed, shape)]
     assert res.evaluated == len(strides) and not res.illegal  # every stride 1..k per dimension is legal
-    assert res.fully_block_sparse_min_stride == _brute_min_stride(shape, ks, ds, cs, qt, kt, strides)
+    smallest, minimal = _brute_min_stride(shape, ks, ds, cs, qt, kt, strides)
+    assert res.fully_block_sparse_min_stride == smallest
+    assert sorted(res.minimal_strides) == minimal
 
 
 @pytest.mark.parametrize("hw", ["h100", "b200"])
@@ -100,7 +105,9 @@ def test_illegal_combinations_are_counted_never_printed():
     assert bad == 3 and sum(res.illegal.values()) == bad and res.evaluated == 9 - bad
     assert all(int(c["params"]["stride"]) <= int(c["params"]["kernel_size"]) for c in res.candidates)
     assert len(res.candidates) == 9 - bad
-    assert any("stride" in reason for reason in res.illegal)
+    (reason,) = res.illegal
+    assert "stride" in reason and "kernel_size=3, stride=4" in res.illegal_examples[reason]
+    assert res.fully_block_sparse_min_stride is None and res.minimal_strides is None  # the window varies
 
 
 def test_pareto_front_and_reach_by_hand():
@@ -130,7 +137,7 @@ def test_constraints_filter_and_an_unmet_constraint_is_an_empty_table():
     res = invoke(*args, "--min-reach", "50%", "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert doc["candidates"] == [] and "constraints" in doc["reason"] and doc["constrained_out"] == 2
+    assert doc["candidates"] == [] and "meets --min-reach 50%" in doc["reason"] and doc["constrained_out"] == 2
     res = invoke(*args, "--min-reach", "500")  # keys per query: only the 1024 window reaches 500 on average
     assert res.exit_code == 0 and "1024,0" in res.stdout and "128,0" not in res.stdout.split("Pareto")[0]
     res = invoke(*args, "--max-time", "1e-9")
@@ -172,6 +179,15 @@ def test_moa_spans_under_a_budget():
     (["--variant", "gna", "--token-shape", "64x64x64", "-p", "kernel_size=64x64x64", "--vary", "stride,q_tile"],
      "--force"),
     (["--variant", "moa", "--vary", "spans"], "--budget"),
+    (["--variant", "gna", "--token-shape", "64", "-p", "kernel_size=15", "--vary", "stride", "-p", "foo=3"],
+     "unknown parameter"),
+    (["--variant", "gna", "--token-shape", "64", "-p", "kernel_size=15", "--vary", "stride", "-p", "stride=0;2"],
+     "not a value of stride"),
+    (["--variant", "gna", "--token-shape", "64", "-p", "kernel_size=15", "--vary", "stride", "--kv-heads", "5"],
+     "not divisible"),
+    (["--variant", "gna", "--seqlen", "4096", "--vary", "dilation"], "token grid"),
+    (["--variant", "swa", "--vary", "window_size", "--budget", "3"], "--budget"),
+    (["--variant", "gna", "--token-shape", "64x64", "--vary", "stride", "-p", "stride=1x1..8x8"], "one number"),
 ])
 def test_refusals(args, needle):
     assert_one_line_error(invoke("search", *args), needle)
