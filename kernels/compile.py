@@ -1,7 +1,14 @@
 """Compile the Triton kernels for a GPU architecture without a GPU (`triton.compile` with a
 target), at the tiles the kernels would choose on that card, and report what the hardware sees:
-shared memory (Triton's metadata) and registers (ptxas -v on the PTX, through kernels/nvrtc.py's
-parser, when triton ships ptxas).
+shared memory (Triton's metadata), registers and spills (ptxas -v on the PTX, through
+kernels/nvrtc.py's parser, when triton ships ptxas), and what the main loop's SASS does
+(`loop_stats`: nvdisasm on the cubin).
+
+`hints=True` compiles as Triton's JIT specializes a launch on contiguous tensors: every pointer and
+every `stride_*` argument divisible by 16 (`tt.divisibility`, the JIT's "D" specialization of 16-byte
+aligned pointers and integers that are multiples of 16) and `group` (query heads per kv head) = 1 as a
+constant (the JIT specializes integer arguments equal to 1), as tools/compile.py of Triton does for
+ahead-of-time builds with `:16` and `:1` hints.
 
 Run it in a process without TRITON_INTERPRET: the interpreter replaces the kernels' language
 functions, and compilation needs the real ones (`python -m attnsim.kernels.compile 80 90`).
@@ -9,6 +16,7 @@ functions, and compilation needs the real ones (`python -m attnsim.kernels.compi
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 # argument name -> Triton type (t: the tensors' dtype); every other runtime argument is an i32
@@ -19,9 +27,10 @@ PROFILE = {80: "a100", 90: "h100"}  # the card each architecture is checked agai
 
 
 def compile_kernel(name: str, cc: int, constexprs: dict, num_warps: int = 4, num_stages: int = 2,
-                   dtype: str = "fp16") -> dict:
-    """One kernel of triton_attention compiled for compute capability `cc`: its shared memory and
-    registers per thread (None without ptxas)."""
+                   dtype: str = "fp16", hints: bool = False, keep: bool = False) -> dict:
+    """One kernel of triton_attention compiled for compute capability `cc`: its shared memory,
+    registers per thread and spilled bytes (None without ptxas). `hints`: the JIT's specialization of a
+    launch on contiguous tensors (the module docstring). `keep`: the compiled kernel too ("compiled")."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -30,26 +39,118 @@ def compile_kernel(name: str, cc: int, constexprs: dict, num_warps: int = 4, num
     from . import triton_attention as ta
     fn = getattr(ta, name)
     fn = fn if isinstance(fn, JITFunction) else JITFunction(getattr(fn, "fn", fn))
+    constexprs = dict(constexprs)
+    if hints and "group" in fn.arg_names:
+        constexprs.setdefault("group", 1)
     sig = {a: ("constexpr" if a in constexprs else _TYPES.get(a, "i32").format(t=dtype)) for a in fn.arg_names}
-    c = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs), target=GPUTarget("cuda", cc, 32),
-                       options={"num_warps": num_warps, "num_stages": num_stages})
-    regs = None
+    attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
+             if hints and a not in constexprs and (sig[a].startswith("*") or a.startswith("stride"))}
+    c = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs),
+                       target=GPUTarget("cuda", cc, 32), options={"num_warps": num_warps, "num_stages": num_stages})
+    regs = spill = None
     try:
         from .nvrtc import resource_usage
         target = next((ln.split()[1] for ln in c.asm["ptx"].splitlines() if ln.startswith(".target")), f"sm_{cc}")
         usage = resource_usage(c.asm["ptx"], target.rstrip(",")) or {}  # Hopper PTX targets sm_90a
-        regs = next(iter(usage.values()))["registers"] if usage else None
+        if usage:
+            u = next(iter(usage.values()))
+            regs, spill = u["registers"], u["spill_store_bytes"]
     except ImportError:
         pass
-    return {"arch": f"sm_{cc}", "kernel": name, "dtype": dtype, "constexprs": constexprs,
-            "num_warps": num_warps, "num_stages": num_stages, "shared_bytes": int(c.metadata.shared),
-            "registers": regs}
+    out = {"arch": f"sm_{cc}", "kernel": name, "dtype": dtype, "constexprs": constexprs,
+           "num_warps": num_warps, "num_stages": num_stages, "shared_bytes": int(c.metadata.shared),
+           "registers": regs, "spill_bytes": spill}
+    if keep:
+        out["compiled"] = c
+    return out
+
+
+_INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
+_LABEL = re.compile(r"^\s*(\.L_x_\d+):")
+_TARGET = re.compile(r"BRA\s+`?\(?(\.L_x_\d+)\)?")
+_WIDTH = re.compile(r"LDGSTS\.[A-Z0-9.]*?(32|64|128)\b")
+
+
+def sass(cubin: bytes) -> str | None:
+    """nvdisasm's listing of a cubin (Triton's bundled nvdisasm), or None when it is not installed."""
+    import os
+    import subprocess
+    import tempfile
+
+    from .nvrtc import ptxas_path
+    ptxas = ptxas_path()
+    tool = ptxas and os.path.join(os.path.dirname(ptxas), "nvdisasm")
+    if not tool or not os.access(tool, os.X_OK):
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        run = subprocess.run([tool, "-c", f.name], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"nvdisasm failed: {run.stderr}")
+    return run.stdout
+
+
+def loop_stats(listing: str, block_m: int, block_n: int, num_warps: int, kv_bytes: int) -> dict:
+    """What the main loop of a kernel's SASS does per score of its BLOCK_M x BLOCK_N tile. The main loop:
+    among the backward branches (a BRA to a label above it), the body holding the most MMA instructions
+    (HGMMA, HMMA); every instruction of the body counts, both sides of a branch inside it included.
+
+        exp_per_score                MUFU.EX2 x 32 lanes x warps / (BLOCK_M x BLOCK_N)
+        loop_instructions_per_score  instructions x warps / (BLOCK_M x BLOCK_N)   (warp issue slots)
+        uses_wgmma                   the kernel issues HGMMA (Hopper's warpgroup MMA)
+        kv_async                     the loop copies at least `kv_bytes` a tile through cp.async (LDGSTS,
+                                     its width x 32 lanes x warps) or loads by TMA (UTMALDG)"""
+    insns, labels = [], {}
+    pending = []
+    for line in listing.splitlines():
+        if m := _LABEL.match(line):
+            pending.append(m.group(1))
+            continue
+        if m := _INSN.search(line):
+            addr = int(m.group(1), 16)
+            for lab in pending:
+                labels[lab] = len(insns)
+            pending = []
+            insns.append((addr, m.group(2)))
+    loops = []
+    for i, (_a, text) in enumerate(insns):
+        t = _TARGET.search(text)
+        if t and labels.get(t.group(1), i + 1) <= i:
+            loops.append((labels[t.group(1)], i))
+    mma = lambda lo, hi: sum(("HGMMA" in x or "HMMA" in x) for _a, x in insns[lo:hi + 1])  # noqa: E731
+    if not loops:
+        lo, hi = 0, len(insns) - 1
+    else:
+        lo, hi = max(loops, key=lambda p: (mma(*p), p[1] - p[0]))
+    body = [x for _a, x in insns[lo:hi + 1]]
+    scores = block_m * block_n
+    exps = sum("MUFU.EX2" in x for x in body)
+    async_bytes = 0
+    for x in body:
+        if "LDGSTS" in x:
+            w = _WIDTH.search(x)
+            async_bytes += (int(w.group(1)) if w else 32) // 8 * 32 * num_warps
+    tma = any("UTMALDG" in x for x in body)
+    return {"uses_wgmma": any("HGMMA" in x for _a, x in insns), "kv_async": tma or async_bytes >= kv_bytes,
+            "exp_per_score": exps * 32 * num_warps / scores,
+            "loop_instructions_per_score": len(body) * num_warps / scores, "loop_instructions": len(body),
+            "loop_mma": mma(lo, hi), "loops": len(loops)}
+
+
+def _workload(d: int, dtype: str = "fp16"):
+    """The problem whose picked tiles the checks compile: a 16k-token, 16-head prefill (training for the
+    backward) at head dim d."""
+    from attnsim.simulator.workload import Workload
+    return Workload(batch=1, seqlen_q=16384, seqlen_kv=16384, heads_q=16, heads_kv=16, head_dim_qk=d, head_dim_v=d,
+                    dtype="fp16" if dtype == "fp32" else dtype)
 
 
 def chosen_launches(cc: int) -> list:
     """(kernel, constexprs, warps, stages, dtype, model_smem) of the launches the kernels choose on the
-    architecture's card: forward and backward at head dims 128 and 256 (fp16; fp32 at 256), decode
-    for GQA (64 packed rows) and for MLA's latent (512 + 64), the preprocess and the combine."""
+    architecture's card: forward and backward at head dims 128 and 256 (fp16; fp32 at 256) at the tiles
+    the simulator's Triton ranking picks for `_workload`, decode for GQA (64 packed rows) and for MLA's
+    latent (512 + 64), the preprocess and the combine."""
     import torch
 
     from attnsim.simulator.families import Tile, get_family, smem_bytes
@@ -61,10 +162,11 @@ def chosen_launches(cc: int) -> list:
     for d, tdt, name in ((128, torch.float16, "fp16"), (256, torch.float16, "fp16"), (256, torch.float32, "fp32")):
         s = 4 if name == "fp32" else 2
         base = {"D": d, "DV": d, "BLOCK_D": d, "BLOCK_DV": d, "IEEE": name == "fp32"}
-        bm, bn, w, st = ta.configs(d, d, tdt, hw=hw)[0]
-        out.append(("_fwd_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name,
-                    smem_bytes(fam, Tile(bm, bn, w, st), d, d, s, s)))
-        bm, bn, w, st = ta.bwd_configs(d, d, tdt, hw=hw)[0]
+        w = _workload(d, name) if name != "fp32" else None  # the simulator prices no fp32 inputs: the first legal
+        bm, bn, wp, st = ta.configs(d, d, tdt, hw=hw, workload=w)[0]
+        out.append(("_fwd_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, name,
+                    smem_bytes(fam, Tile(bm, bn, wp, st), d, d, s, s)))
+        bm, bn, w, st = ta.bwd_configs(d, d, tdt, hw=hw, workload=w)[0]
         model = smem_bytes(fam, Tile(bm, bn, w, st), d, d, s, s, backward=True)
         out.append(("_bwd_dkdv_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name, model))
         out.append(("_bwd_dq_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name, model))
@@ -82,9 +184,56 @@ def chosen_launches(cc: int) -> list:
 def compile_all(cc: int) -> list:
     rows = []
     for name, const, warps, stages, dtype, model in chosen_launches(cc):
-        r = compile_kernel(name, cc, const, warps, stages, dtype)
+        r = compile_kernel(name, cc, const, warps, stages, dtype, hints=True)
         r["model_smem_bytes"] = model
         rows.append(r)
+    return rows
+
+
+STATIC_NAMES = {"_fwd_kernel": "forward", "_bwd_dkdv_kernel": "backward_dkdv", "_bwd_dq_kernel": "backward_dq",
+                "_bwd_preprocess": "backward_preprocess", "_decode_split_kernel": "decode",
+                "_decode_combine_kernel": "decode_combine"}
+
+
+def static_launches(cc: int, d: int) -> list:
+    """(kernel, constexprs, warps, stages, (BLOCK_M, BLOCK_N) of its scores or None, K/V bytes of a tile) of
+    the launches on the architecture's card for `_workload(d)` (forward and backward at the simulator's
+    picked tiles), a GQA decode step (64 packed rows) and the helpers, fp16."""
+    import torch
+
+    from attnsim.simulator.hardware import load_hardware
+    from . import triton_attention as ta
+    hw = load_hardware(PROFILE[cc])
+    w = _workload(d)
+    base = {"D": d, "DV": d, "BLOCK_D": d, "BLOCK_DV": d, "IEEE": False}
+    out = []
+    bm, bn, wp, st = ta.configs(d, d, torch.float16, hw=hw, workload=w)[0]
+    out.append(("_fwd_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bn * 2 * d * 2))
+    bm, bn, wp, st = ta.bwd_configs(d, d, torch.float16, hw=hw, workload=w)[0]
+    out.append(("_bwd_dkdv_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bm * 2 * d * 2))
+    out.append(("_bwd_dq_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bn * 2 * d * 2))
+    out.append(("_bwd_preprocess", {"DV": d, "BLOCK_DV": d, "BLOCK": 64}, 4, 1, None, 0))
+    out.append(("_decode_split_kernel", {"causal_off": 1, "D1": d, "D2": 0, "BLOCK_D1": d, "BLOCK_D2": 16, "DV": d,
+                                         "BLOCK_DV": d, "BLOCK_R": 64, "BLOCK_N": 64, "IEEE": False}, 4, 2, (64, 64),
+                64 * 2 * d * 2))
+    out.append(("_decode_combine_kernel", {"DV": d, "BLOCK_DV": d, "BLOCK_S": 64}, 4, 1, None, 0))
+    return out
+
+
+def static_report(cc: int, d: int) -> list:
+    """benchmarks/bench_kernels_static.py's rows: each launch of `static_launches` compiled with the JIT's
+    hints, its registers, spills, shared memory and its main loop's `loop_stats`."""
+    rows = []
+    for name, const, warps, stages, scores, kv_bytes in static_launches(cc, d):
+        c = compile_kernel(name, cc, const, warps, stages, "fp16", hints=True, keep=True)
+        listing = sass(c["compiled"].asm["cubin"])
+        stats = loop_stats(listing, *scores, warps, kv_bytes) if scores and listing else {}
+        rows.append({"kernel": STATIC_NAMES[name], "arch": f"sm_{cc}", "head_dim": d,
+                     "tile": f"{scores[0]}x{scores[1]}" if scores else None, "warps": warps, "stages": stages,
+                     "regs": c["registers"], "spill_bytes": c["spill_bytes"], "smem_bytes": c["shared_bytes"],
+                     "uses_wgmma": stats.get("uses_wgmma", False) if listing else None,
+                     "kv_async": stats.get("kv_async"), "exp_per_score": stats.get("exp_per_score"),
+                     "loop_instructions_per_score": stats.get("loop_instructions_per_score")})
     return rows
 
 

@@ -80,6 +80,7 @@ def ptxas_path() -> str | None:
 _ENTRY = re.compile(r"Compiling entry function '(\w+)'")
 _USED = re.compile(r"Used (\d+) registers")
 _SMEM = re.compile(r"(\d+) bytes smem")
+_SPILL = re.compile(r"(\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def resource_usage(ptx: str, arch: str) -> dict | None:
@@ -93,7 +94,8 @@ def resource_usage(ptx: str, arch: str) -> dict | None:
         arch: a real architecture, ``"sm_XX"``.
 
     Returns:
-        ``{kernel_name: {"registers": N, "smem_bytes": M}}``, or None when no ptxas is installed.
+        ``{kernel_name: {"registers": N, "smem_bytes": M, "spill_store_bytes": S, "spill_load_bytes": L}}``,
+        or None when no ptxas is installed.
 
     Raises:
         RuntimeError: ptxas rejects the PTX; the message holds its output.
@@ -109,13 +111,17 @@ def resource_usage(ptx: str, arch: str) -> dict | None:
     report = run.stdout + run.stderr
     if run.returncode != 0:
         raise RuntimeError(f"ptxas failed for {arch} (exit {run.returncode}):\n{report}")
-    usage, kernel = {}, None
+    usage, kernel, spills = {}, None, {}
     for line in report.splitlines():
         if m := _ENTRY.search(line):
             kernel = m.group(1)
+        elif kernel is not None and (m := _SPILL.search(line)):  # "N bytes stack frame, S bytes spill stores, ..."
+            spills[kernel] = (int(m.group(1)), int(m.group(2)))
         elif kernel is not None and (m := _USED.search(line)):
             smem = _SMEM.search(line)
-            usage[kernel] = {"registers": int(m.group(1)), "smem_bytes": int(smem.group(1)) if smem else 0}
+            st, ld = spills.get(kernel, (0, 0))
+            usage[kernel] = {"registers": int(m.group(1)), "smem_bytes": int(smem.group(1)) if smem else 0,
+                             "spill_store_bytes": st, "spill_load_bytes": ld}
     return usage
 
 

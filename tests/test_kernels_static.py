@@ -1,0 +1,123 @@
+"""Our Triton kernels judged from compiled code (benchmarks/bench_kernels_static.py, kernels/compile.py): the
+report's fields, the loop statistics against facts of the hardware and of attention (every score needs an exp;
+Ampere has no warpgroup MMA; the JIT's hints never cost registers), a SASS listing parsed by hand, and issue 15's
+static targets as strict expected failures until the kernels are rewritten."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def report():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compiling needs the real language
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_kernels_static.py"), "--arch", "80,90",
+                          "--head-dim", "128"], capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
+    if any(r["regs"] is None for r in rows):
+        pytest.skip("triton ships no ptxas/nvdisasm here")
+    return {(r["arch"], r["kernel"]): r for r in rows}
+
+
+FIELDS = ("kernel", "arch", "head_dim", "tile", "warps", "stages", "regs", "spill_bytes", "smem_bytes", "uses_wgmma",
+          "kv_async", "exp_per_score", "loop_instructions_per_score")
+LOOPS = ("forward", "backward_dkdv", "backward_dq", "decode")
+
+
+def test_every_kernel_is_reported_with_every_field(report):
+    kernels = {"forward", "backward_dkdv", "backward_dq", "backward_preprocess", "decode", "decode_combine"}
+    for arch in ("sm_80", "sm_90"):
+        assert {k for a, k in report if a == arch} == kernels
+    for r in report.values():
+        assert set(r) == set(FIELDS)
+        assert 0 < r["regs"] <= 255 and r["spill_bytes"] >= 0 and r["smem_bytes"] > 0
+        if r["kernel"] in LOOPS:
+            bm, bn = map(int, r["tile"].split("x"))
+            assert bm * bn > 0 and r["loop_instructions_per_score"] > 0
+
+
+def test_loop_statistics_against_facts(report):
+    for (arch, kernel), r in report.items():
+        if kernel in LOOPS:
+            # every score of a tile needs its exp (the loop's MUFU.EX2 cover the tile at least once)
+            assert r["exp_per_score"] >= 1.0, r
+        if arch == "sm_80":
+            assert r["uses_wgmma"] is False  # HGMMA is Hopper's instruction
+    assert report["sm_80", "decode"]["kv_async"] is True  # the decode loop streams K/V with cp.async
+
+
+def test_hints_never_cost_registers():
+    """The JIT's specialization (16-divisible pointers and strides, group = 1) against none, at H100's
+    forward tile: never more registers (issue 15 saw 255 without and 143 with)."""
+    code = ("import json; from attnsim.kernels.compile import compile_kernel, static_launches\n"
+            "name, const, w, st, _s, _b = static_launches(90, 128)[0]\n"
+            "print(json.dumps([compile_kernel(name, 90, const, w, st, 'fp16', hints=h)['registers'] for h in (False, True)]))")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    plain, hinted = json.loads(run.stdout)
+    if plain is None:
+        pytest.skip("no ptxas")
+    assert hinted <= plain
+
+
+def test_loop_stats_on_a_listing_by_hand():
+    """A made-up nvdisasm listing: the loop is the body between .L_x_1 and the branch back to it; 8 warps,
+    a 64 x 64 tile: 2 MUFU.EX2 x 32 lanes x 8 warps / 4096 scores = 0.125 exp per score; 6 instructions x 8 /
+    4096; two LDGSTS.128 = 2 x 16 B x 32 x 8 = 8 KiB a tile, at least the 8 KiB of K/V asked."""
+    from attnsim.kernels.compile import loop_stats
+    listing = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+    .L_x_1:
+        /*0010*/                   LDGSTS.E.BYPASS.128 [R2], desc[UR4][R4.64] ;
+        /*0020*/                   LDGSTS.E.BYPASS.128 [R2+0x10], desc[UR4][R4.64+0x10] ;
+        /*0030*/                   HMMA.16816.F32 R8, R12, R16, R8 ;
+        /*0040*/                   MUFU.EX2 R20, R20 ;
+        /*0050*/                   MUFU.EX2 R21, R21 ;
+        /*0060*/              @P0 BRA `(.L_x_1) ;
+        /*0070*/                   EXIT ;
+    """
+    s = loop_stats(listing, 64, 64, 8, 8192)
+    assert s["exp_per_score"] == 2 * 32 * 8 / 4096 and s["loop_instructions_per_score"] == 6 * 8 / 4096
+    assert s["kv_async"] is True and s["uses_wgmma"] is False and s["loop_mma"] == 1
+    assert loop_stats(listing, 64, 64, 8, 8193)["kv_async"] is False
+
+
+TARGETS = [  # issue 15's static targets, (arch, kernel, field, test, words)
+    ("sm_90", "forward", "spill_bytes", lambda v: v == 0, "no spills"),
+    ("sm_80", "forward", "spill_bytes", lambda v: v == 0, "no spills"),
+    ("sm_90", "forward", "kv_async", lambda v: v is True, "K/V through cp.async or TMA"),
+    ("sm_80", "forward", "kv_async", lambda v: v is True, "K/V through cp.async"),
+    ("sm_90", "forward", "exp_per_score", lambda v: v <= 1.15, "exp per score <= 1.15"),
+    ("sm_80", "forward", "exp_per_score", lambda v: v <= 1.15, "exp per score <= 1.15"),
+    ("sm_90", "forward", "uses_wgmma", lambda v: v is True, "wgmma on Hopper"),
+    ("sm_80", "backward_dkdv", "spill_bytes", lambda v: v == 0, "backward without spills"),
+    ("sm_90", "backward_dq", "spill_bytes", lambda v: v == 0, "backward without spills"),
+    ("sm_90", "backward_dkdv", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
+    ("sm_80", "backward_dkdv", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
+]
+# what the compiled code shows today (Triton 3.6, head dim 128, the picked tiles): the branch on the partial
+# flag keeps K/V loads out of the pipeline and doubles the softmax (2.19 exp per score); A100's 128 x 32 tile
+# spills; the backward runs one stage
+MISSES = {("sm_80", "forward", "spill_bytes"), ("sm_90", "forward", "kv_async"), ("sm_80", "forward", "kv_async"),
+          ("sm_90", "forward", "exp_per_score"), ("sm_80", "forward", "exp_per_score"),
+          ("sm_80", "backward_dkdv", "spill_bytes"), ("sm_90", "backward_dq", "spill_bytes"),
+          ("sm_90", "backward_dkdv", "stages"), ("sm_80", "backward_dkdv", "stages")}
+
+
+@pytest.mark.parametrize("arch, kernel, field, ok, words", [
+    pytest.param(*t, marks=pytest.mark.xfail(strict=True, reason=f"issue 15 (open): {t[4]}")) if t[:3] in MISSES
+    else t for t in TARGETS], ids=lambda x: x if isinstance(x, str) else "")
+def test_static_targets(report, arch, kernel, field, ok, words):
+    r = report[arch, kernel]
+    assert ok(r[field]), f"{arch} {kernel}: {field} = {r[field]} ({words})"
