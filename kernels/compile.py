@@ -22,7 +22,7 @@ import sys
 # argument name -> Triton type (t: the tensors' dtype); every other runtime argument is an i32
 _TYPES = {"Q": "*{t}", "K": "*{t}", "V": "*{t}", "O": "*{t}", "DO": "*{t}", "DQ": "*{t}", "DK": "*fp32",
           "DV_": "*fp32", "LSE": "*fp32", "DELTA": "*fp32", "OP": "*fp32", "LP": "*fp32", "ROWS": "*i64",
-          "KV_START": "*i32", "Q_START": "*i32", "PART": "*i32", "MASKS": "*u8", "ctx_lens": "*i32", "scale": "fp32"}
+          "KV_START": "*i32", "Q_START": "*i32", "PART": "*i32", "MASKS": "*u8", "FIRST_PART": "*i32", "ctx_lens": "*i32", "scale": "fp32"}
 PROFILE = {80: "a100", 90: "h100"}  # the card each architecture is checked against
 
 
@@ -94,7 +94,8 @@ def sass(cubin: bytes) -> str | None:
 def loop_stats(listing: str, block_m: int, block_n: int, num_warps: int, kv_bytes: int) -> dict:
     """What the main loop of a kernel's SASS does per score of its BLOCK_M x BLOCK_N tile. The main loop:
     among the backward branches (a BRA to a label above it), the body holding the most MMA instructions
-    (HGMMA, HMMA); every instruction of the body counts, both sides of a branch inside it included.
+    (HGMMA, HMMA), the first of equals; every instruction of the body counts, both sides of a branch inside
+    it included.
 
         exp_per_score                MUFU.EX2 x 32 lanes x warps / (BLOCK_M x BLOCK_N)
         loop_instructions_per_score  instructions x warps / (BLOCK_M x BLOCK_N)   (warp issue slots)
@@ -121,8 +122,8 @@ def loop_stats(listing: str, block_m: int, block_n: int, num_warps: int, kv_byte
     mma = lambda lo, hi: sum(("HGMMA" in x or "HMMA" in x) for _a, x in insns[lo:hi + 1])  # noqa: E731
     if not loops:
         lo, hi = 0, len(insns) - 1
-    else:
-        lo, hi = max(loops, key=lambda p: (mma(*p), p[1] - p[0]))
+    else:  # the most MMA; among equals the first (the forward's full-tile loop precedes its partial one)
+        lo, hi = max(loops, key=lambda p: (mma(*p), -p[0]))
     body = [x for _a, x in insns[lo:hi + 1]]
     scores = block_m * block_n
     exps = sum("MUFU.EX2" in x for x in body)

@@ -35,6 +35,8 @@ class Plan:
     counts: dict  # {"full", "partial", "empty"} tiles over the sequences' grids
     perm_q: np.ndarray | None = None  # kernel row -> caller's token (per sequence; None = identity)
     perm_k: np.ndarray | None = None
+    first_partial: np.ndarray | None = None  # int32 [n_rows]: a row's list holds its full tiles, then from here
+    # its partial ones (list_lo <= first_partial <= list_hi): the forward runs two loops with no branch inside
 
 
 def box_permutation(shape, box, dilation=None) -> np.ndarray:
@@ -74,7 +76,7 @@ def _mask_block(mask, qi, kj, lq, lk):
 def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpose: bool = False) -> Plan:
     """The plan of `mask` for sequences `seqs` = [(lq, lk), ...] (packed one after the other).
     token_order: (perm_q, perm_k) box-major permutations, or None for row-major."""
-    rows, starts, parts, masks = [], [], [], []
+    rows, starts, parts, masks, mids = [], [], [], [], []
     full_n = part_n = total = 0
     q_off = k_off = 0
     for lq, lk in seqs:  # the caller's lengths; the kernel's are the (padded) permutations' with an order
@@ -92,6 +94,7 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
             n_o = min(bo, lo_len - t * bo)
             o_idx[:n_o] = po[t * bo:t * bo + n_o]
             lo = len(starts)
+            full_s, part_s = [], []  # (start, part) of the row's full and partial tiles, each in key order
             for u in range(inner):
                 i_idx = np.full(bi, -1, dtype=np.int64)
                 n_i = min(bi, li_len - u * bi)
@@ -99,19 +102,22 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
                 blk = _mask_block(mask, i_idx, o_idx, lq, lk).T if transpose else _mask_block(mask, o_idx, i_idx, lq, lk)
                 if not blk.any():
                     continue
-                starts.append(u * bi)
                 # full: in-bounds keys only, and every in-bounds query row sees them all (rows past
                 # the sequence are predicated, not masked: the simulator's rule, masks.py)
                 q_rows = (i_idx if transpose else o_idx) >= 0
                 k_cols = (o_idx if transpose else i_idx) >= 0
                 kb = blk.T if transpose else blk  # [q, k]
                 if k_cols.all() and kb[q_rows].all():
-                    parts.append(-1)
+                    full_s.append((u * bi, -1))
                     full_n += 1
                 else:
-                    parts.append(len(masks))
+                    part_s.append((u * bi, len(masks)))
                     masks.append(blk.astype(np.uint8))
                     part_n += 1
+            for s_, p_ in full_s + part_s:
+                starts.append(s_)
+                parts.append(p_)
+            mids.append(lo + len(full_s))
             start = (k_off if transpose else q_off) + t * bo
             rows.append((start, n_o, q_off if transpose else k_off, li_len, lo, len(starts)))
         q_off += kq
@@ -121,7 +127,8 @@ def build_plan(mask, seqs, block_m: int, block_n: int, token_order=None, transpo
                 np.asarray(starts, dtype=np.int32), np.asarray(parts, dtype=np.int32),
                 np.ascontiguousarray(np.stack(masks)) if masks else np.zeros((1,) + shape, dtype=np.uint8),
                 {"full": full_n, "partial": part_n, "empty": total - full_n - part_n},
-                None if token_order is None else token_order[0], None if token_order is None else token_order[1])
+                None if token_order is None else token_order[0], None if token_order is None else token_order[1],
+                np.asarray(mids, dtype=np.int32))
 
 
 class BlockListMask:

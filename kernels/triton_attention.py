@@ -61,14 +61,20 @@ def _plan_row(ROWS, row):
 
 # -- the forward ------------------------------------------------------------------------------------
 @triton.jit
-def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
+def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, FIRST_PART, scale,
                 stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh,
                 group, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+    """One query tile: its full tiles first, in a loop with no branch and no mask arithmetic (K/V loads
+    unconditional, so Triton pipelines them), then its partial tiles (bounds and the element mask; one
+    stage). Scores
+    in base 2: the softmax scale times log2(e) folded into one multiply, exp2 on the SFU (as FlashAttention);
+    the LSE written in natural log for the backward."""
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
     q_start, q_len, k_start, k_len, lo, hi = _plan_row(ROWS, row)
+    mid = tl.load(FIRST_PART + row)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -76,32 +82,39 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
     m_ok = offs_m < q_len
     q = tl.load(Q + (q_start + offs_m)[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
                 mask=m_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    qk_scale = scale * 1.4426950408889634  # log2(e): exp(x) = exp2(x log2(e))
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)  # running row maxima, base 2
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
-    for e in range(lo, hi):
+    for e in range(lo, mid):  # full tiles: in bounds and live everywhere
+        keys = k_start + tl.load(KV_START + e) + offs_n
+        k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :], mask=offs_d[None, :] < D,
+                    other=0.0)
+        v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :], mask=offs_dv[None, :] < DV,
+                    other=0.0)
+        s = _dot(q, tl.trans(k), IEEE) * qk_scale
+        m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every score of a full tile is live
+        alpha = tl.math.exp2(m_i - m_new)
+        p = tl.math.exp2(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
+        m_i = m_new
+    for e in tl.range(mid, hi, num_stages=1):  # partial tiles (bounds, the element mask): few, not pipelined, so
+        # the loop adds no shared-memory buffers to the full loop's (the simulator's Triton forward figure)
         n0 = tl.load(KV_START + e)
         p_idx = tl.load(PART + e)
         keys = k_start + n0 + offs_n
-        if p_idx < 0:  # a full tile: in bounds and live everywhere, no mask arithmetic
-            k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
-                        mask=offs_d[None, :] < D, other=0.0)
-            v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
-                        mask=offs_dv[None, :] < DV, other=0.0)
-        else:  # a partial tile: bounds and the element mask
-            n_ok = (n0 + offs_n) < k_len
-            k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
-                        mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
-            v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
-                        mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        s = _dot(q, tl.trans(k), IEEE) * scale
-        if p_idx >= 0:
-            live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
-            s = tl.where(live != 0, s, float("-inf"))
+        n_ok = (n0 + offs_n) < k_len
+        k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :],
+                    mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
+                    mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
+        s = tl.where(live != 0, _dot(q, tl.trans(k), IEEE) * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing live yet
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        p = tl.math.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
@@ -109,7 +122,7 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, scale,
     out = acc / l_safe[:, None]
     tl.store(O + (q_start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_dv[None, :],
              out.to(O.dtype.element_ty), mask=m_ok[:, None] & (offs_dv[None, :] < DV))
-    lse = tl.where(l_i == 0.0, float("-inf"), m_i + tl.log(l_safe))
+    lse = tl.where(l_i == 0.0, float("-inf"), m_i * 0.6931471805599453 + tl.log(l_safe))  # ln(2) m + ln(l)
     tl.store(LSE + (q_start + offs_m) * tl.num_programs(1) + h, lse, mask=m_ok)
 
 
@@ -521,6 +534,7 @@ class _Problem:
         self.kv_start = torch.as_tensor(self.plan.kv_start, device=dev)
         self.part = torch.as_tensor(self.plan.part, device=dev)
         self.masks = torch.as_tensor(self.plan.masks, device=dev).contiguous()
+        self.first_partial = torch.as_tensor(self.plan.first_partial, device=dev)
 
 
     def _workload(self, q):
@@ -568,7 +582,7 @@ def _fwd(pb: _Problem, q, k, v):
     o = torch.empty(q.shape[0], pb.hq, pb.dv, device=q.device, dtype=q.dtype)
     lse = torch.empty(q.shape[0], pb.hq, device=q.device, dtype=torch.float32)
     grid = (pb.rows.shape[0], pb.hq)
-    _fwd_kernel[grid](q, k, v, o, lse, pb.rows, pb.kv_start, pb.part, pb.masks, pb.scale,
+    _fwd_kernel[grid](q, k, v, o, lse, pb.rows, pb.kv_start, pb.part, pb.masks, pb.first_partial, pb.scale,
                       q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
                       o.stride(0), o.stride(1), pb.hq // pb.hkv, D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d),
                       BLOCK_DV=_pow2(pb.dv), BLOCK_M=pb.bm, BLOCK_N=pb.bn, IEEE=q.dtype == torch.float32,

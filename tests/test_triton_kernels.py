@@ -341,8 +341,11 @@ def test_every_kernel_compiles_for_sm80_and_sm90_without_a_gpu():
         for r in mine:
             assert r["shared_bytes"] <= hw.smem_per_block_bytes, r
             assert r["registers"] is None or 0 < r["registers"] <= hw.max_registers_per_thread, r
-            if r["kernel"] == "_fwd_kernel":  # the simulator's forward legality is conservative
-                assert 0 < r["shared_bytes"] <= r["model_smem_bytes"], r
+            if r["kernel"] == "_fwd_kernel":  # the simulator's forward figure (the tutorial kernel's Q + stages x
+                # K, V) plus our partial loop's uint8 mask tile bounds Triton's allocation (the mask tile shows
+                # only where the figure is tight: A100, fp32, d = 256, one stage: +64 x 32 B)
+                c = r["constexprs"]
+                assert 0 < r["shared_bytes"] <= r["model_smem_bytes"] + c["BLOCK_M"] * c["BLOCK_N"], r
 
 
 def test_device_names_map_to_their_profiles():
