@@ -48,8 +48,6 @@ import click
 @click.option("--force", is_flag=True, help="search more than 131,072 combinations")
 def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, heads, kv_heads, head_dim, dtype, phase,
            causal, objective, top, min_reach, max_time, budget, groups, uncalibrated, as_json, output, force):
-    if groups is not None and budget is None:
-        raise click.UsageError("--groups sizes the candidate span lists of --budget (moa --vary spans): give --budget")
     """Enumerate every legal combination of the varied mask parameters, price each as 'attnsim predict'
     does, and print the best: predicted time, bound, speedup over dense attention (as predict: dense
     non-causal attention on the same kernel family; by time, useful FLOPs, live tiles and iterated tiles),
@@ -78,6 +76,8 @@ def search(variant, hardware, kernel, vary, params, token_shape, seqlen, batch, 
     from attnsim.simulator import search as Q
     from attnsim.simulator import sweep as S
     from attnsim.simulator.errors import AttnsimError
+    if groups is not None and budget is None:
+        raise click.UsageError("--groups sizes the candidate span lists of --budget (moa --vary spans): give --budget")
 
     names = [n.strip() for n in vary.split(",")]
     if not all(names):

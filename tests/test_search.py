@@ -252,3 +252,19 @@ def test_non_causal_live_pairs_closed_form():
                         lo, hi = dim.window(np.arange(n_g), n_g)
                         total += int((hi - lo + 1).sum())
                     assert dim.live_pairs() == total == n * k
+
+
+def test_help_describes_the_command_and_its_examples_run():
+    res = invoke("search", "--help")
+    assert res.exit_code == 0 and "Enumerate every legal combination" in res.output and "Examples:" in res.output
+    examples = [ln.strip()[len("attnsim "):] for ln in res.output.splitlines() if ln.strip().startswith("attnsim search")]
+    assert len(examples) >= 4
+    import shlex
+    for ex in examples:
+        run = invoke(*shlex.split(ex)[:], "--top", "1")
+        assert run.exit_code == 0, (ex, run.output)
+        assert "candidates priced" in run.stdout
+
+
+def test_groups_needs_a_budget():
+    assert_one_line_error(invoke("search", "--variant", "moa", "--vary", "spans", "--groups", "3"), "--budget")
