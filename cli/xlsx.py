@@ -119,14 +119,13 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
         lines.append((row, [title], bold))
         row += 1
 
-    for key, shw in sym_hw.items():
-        hw_real = next(h for h in _hardware(spec) if h.key == key)
-        section(f"{hw_real.name} ({key}): hardware figures")
+    for key, shw in sym_hw.items():  # a symbolic Hardware keeps the profile's name, path and sources
+        section(f"{shw.name} ({key}): hardware figures")
         for name in HARDWARE_INPUTS:
-            put(getattr(shw, name), *MEANING[name], hw_real.sources.get(name, hw_real.path))
-        for t, tr in zip(shw.tensor, hw_real.tensor):
+            put(getattr(shw, name), *MEANING[name], shw.sources.get(name, shw.path))
+        for t in shw.tensor:
             put(t.flops_per_clk_per_sm, "FLOP/clk/SM",
-                f"dense tensor-core FLOPs per clock per SM, {t.dtype} inputs, {t.accum} accumulate", tr.source)
+                f"dense tensor-core FLOPs per clock per SM, {t.dtype} inputs, {t.accum} accumulate", t.source)
     seen = set()
     for (hw_key, fam, dtype, phase), (cal, scal, info) in sym_cal.items():
         if id(scal) in seen:
@@ -243,17 +242,12 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             inputs.write(r, 5, n_rows if n_rows else "none: editing it changes nothing here")
     inputs.freeze_panes(1, 0)
     _charts(wb, spec, cols, sheets, head)
-    _readme(readme, spec, sym_cal, bold)
+    _readme(readme, spec, bold)
     wb.close()
 
 
 def _plain_formula(formula, expand_future_functions=False):
     return formula[1:] if formula.startswith("=") else formula
-
-
-def _hardware(spec):
-    from attnsim.simulator.hardware import load_hardware
-    return [load_hardware(h) for h in spec.hardware]
 
 
 def _charts(wb, spec, cols, sheets, head):
@@ -262,6 +256,7 @@ def _charts(wb, spec, cols, sheets, head):
     alternative, at the first value of every other list (named in the titles); formulas that read the
     variant sheets' time_s cells. Cells are written row by row (the sheet is streamed)."""
     from attnsim.simulator import sweep as S
+    from attnsim.simulator.hardware import load_hardware
     ws = wb.add_worksheet("Charts")
     _grid, _per, gidx = S._grid(spec)
     groups = spec.groups()
@@ -282,8 +277,8 @@ def _charts(wb, spec, cols, sheets, head):
             if int(cols["_group"][i]) != first:
                 continue
             gi = int(cols["_index"][i])
-            if all(gidx[a][gi] == 0 for a in others):
-                pts[int(cols[column][i])] = f"'{name}'!${_col(c_time)}${j + 2}"
+            if all(gidx[a][gi] == 0 for a in others):  # the time_s cell and its value
+                pts[int(cols[column][i])] = (f"'{name}'!${_col(c_time)}${j + 2}", float(cols["time_s"][i]))
         if pts:
             series[variant] = pts
     if not series:
@@ -291,8 +286,7 @@ def _charts(wb, spec, cols, sheets, head):
         return
     xs = sorted({x for pts in series.values() for x in pts})
     names = list(series)
-    hw_key = next(iter(sheets.values()))  # the key the sheets show (h100 -> h100_sxm5)
-    hw_key = str(cols["hardware"][hw_key[1][0]]) if hw_key else spec.hardware[0]
+    hw_key = load_hardware(spec.hardware[0]).key  # the key the sheets show (h100 -> h100_sxm5)
     fixed = [f"{a}={getattr(spec, a)[0]}" for a in S.GRID_AXES if a not in (axis, "seqlen_kv" if decode else "")
              and getattr(spec, a)[0] is not None]
     fixed += [f"{k}={v[0]}" for k, v in spec.params.items()]
@@ -303,19 +297,18 @@ def _charts(wb, spec, cols, sheets, head):
     for r, x in enumerate(xs):
         ws.write_number(2 + r, 0, x)
         for c, v in enumerate(names):
-            addr = series[v].get(x)
-            if addr is not None:
-                ws.write_formula(2 + r, 1 + c, f"={addr}", None, _value_of(cols, sheets, v, addr))
+            cell = series[v].get(x)
+            if cell is not None:
+                ws.write_formula(2 + r, 1 + c, f"={cell[0]}", None, cell[1])
     ws.write(top2 - 2, 0, f"speedup over {names[0]} ({names[0]}'s time / each variant's): {where}", head)
     ws.write_row(top2 - 1, 0, [column] + names, head)
     for r, x in enumerate(xs):
         ws.write_number(top2 + r, 0, x)
         base = series[names[0]].get(x)
         for c, v in enumerate(names):
-            addr = series[v].get(x)
-            if addr is not None and base is not None:
-                ws.write_formula(top2 + r, 1 + c, f"={base}/{addr}", None,
-                                 _value_of(cols, sheets, names[0], base) / _value_of(cols, sheets, v, addr))
+            cell = series[v].get(x)
+            if cell is not None and base is not None:
+                ws.write_formula(top2 + r, 1 + c, f"={base[0]}/{cell[0]}", None, base[1] / cell[1])
     for title, top, y in ((f"time vs {column}", 2, "time (s)"), (f"speedup over {names[0]}", top2, "speedup")):
         ch = wb.add_chart({"type": "scatter", "subtype": "straight_with_markers"})
         for c, v in enumerate(names):
@@ -327,13 +320,7 @@ def _charts(wb, spec, cols, sheets, head):
         ws.insert_chart(1 if top == 2 else 22, len(names) + 2, ch, {"x_scale": 1.5, "y_scale": 1.3})
 
 
-def _value_of(cols, sheets, variant, addr):
-    name, idx, _c = sheets[variant]
-    j = int(addr.rsplit("$", 1)[1]) - 2
-    return float(cols["time_s"][idx[j]])
-
-
-def _readme(ws, spec, sym_cal, bold):
+def _readme(ws, spec, bold):
     lines = [
         ("attnsim what-if workbook", bold),
         ("One sheet per variant, a row per configuration of the sweep. Edit a figure on Inputs and every formula "

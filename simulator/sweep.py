@@ -342,8 +342,6 @@ class RowFormulas:
     kernels: list  # [(kernel name, Expr)] in launch order; the row's time is their sum
     bound: object
     dense: object = None
-    hardware: object = None  # the symbolic Hardware the row was priced on
-    calibration: object = None  # its symbolic Calibration
 
 
 def symbolic_inputs(spec: Spec, table: dict):
@@ -398,7 +396,7 @@ def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None
         if dense_prob is not None and row not in no_dense:
             dense = predict_problem(dense_prob, shw, compare=False, calibration=scal).time_s
             _check(row, "speedup_vs_dense", float(dense) / float(table["time_s"][row]), table["speedup_vs_dense"][row])
-        out.append(RowFormulas(kernels, pred.bound.time_s, dense, shw, scal))
+        out.append(RowFormulas(kernels, pred.bound.time_s, dense))
     return out
 
 
