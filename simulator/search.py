@@ -152,21 +152,26 @@ def _reason(msg: str) -> str:
 
 
 # -- the search -------------------------------------------------------------------------------------
-def combinations(spec: Spec, tiles=()) -> tuple:
-    """(names, [tuple of values]) of the varied parameters: their product."""
-    names = list(spec.vary)
+def _check_names(spec: Spec):
+    """The varied names: some, each one the variant searches, none also fixed (AttnsimError)."""
     own = SEARCHABLE.get(spec.variant)
     if own is None:
         raise AttnsimError(f"attnsim search has no parameters to vary for variant {spec.variant!r}; searchable: "
                            + ", ".join(f"{v} ({', '.join(p)})" for v, p in SEARCHABLE.items()))
-    for n in names:
+    for n in spec.vary:
         if n not in own:
             raise AttnsimError(f"--vary {n}: variant {spec.variant} searches {', '.join(own)}")
         if n in spec.fixed:
             raise AttnsimError(f"-p {n} is varied: give its candidates as alternatives joined by ';' "
                                f"(e.g. -p {n}=A;B) with --vary {n}, or drop it from --vary")
-    if not names:
+    if not spec.vary:
         raise AttnsimError("--vary names no parameter; e.g. --vary stride,q_tile,kv_tile")
+
+
+def combinations(spec: Spec, tiles=()) -> tuple:
+    """(names, [tuple of values]) of the varied parameters: their product."""
+    _check_names(spec)
+    names = list(spec.vary)
     shape = _shape(spec)
     seqlen = math.prod(shape) if shape else spec.workload.get("seqlen") or 4096
     values = []
@@ -231,13 +236,7 @@ def validate(spec: Spec, hw):
     not a value of its parameter (its own check, alone)."""
     from .problem import resolve
     from .variants import _check_value, get_variant, parse_param
-    own = SEARCHABLE.get(spec.variant)
-    if own is None:
-        raise AttnsimError(f"attnsim search has no parameters to vary for variant {spec.variant!r}; searchable: "
-                           + ", ".join(f"{v} ({', '.join(p)})" for v, p in SEARCHABLE.items()))
-    for n in spec.vary:
-        if n not in own:
-            raise AttnsimError(f"--vary {n}: variant {spec.variant} searches {', '.join(own)}")
+    _check_names(spec)
     if spec.variant != "moa" and spec.budget is not None:
         raise AttnsimError("--budget and --groups are for --variant moa --vary spans")
     try:
@@ -280,7 +279,13 @@ def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Re
                            f"parameter (-p NAME=A;B), or pass --force")
     rows_fast = _try_fast(spec, names, values, hw) if fast else None
     if rows_fast is not None:
-        return _finish_fast(spec, rows_fast, total, reach_limit)
+        f = rows_fast
+        sparse = []
+        if "stride" in names:  # the stride values with a block-sparse candidate
+            col = names.index("stride")
+            sparse = [str(f.values[col][j]) for j in np.unique(f.index[col][f.partial == 0]).tolist()]
+        return _finish(spec, names, total, reach_limit, f.row, f.time_s, f.dense.time_s / f.time_s,
+                       f.keys_per_query, f.fraction, sparse)
     illegal, examples, rows, dense = {}, {}, [], {}
     done = 0
     for combo in itertools.product(*values):
@@ -314,29 +319,42 @@ def run(spec: Spec, force: bool = False, progress=None, fast: bool = True) -> Re
                      "fully_block_sparse": main["partial"] == 0,
                      "reach": {"keys_per_query": live / queries, "fraction": live / dense_pairs},
                      "kernel": pred.family.name})
-    evaluated = len(rows)
-    legal = rows
+    column = lambda f: np.array([f(r) for r in rows], dtype=float)  # noqa: E731
+    return _finish(spec, names, total, reach_limit, rows.__getitem__, column(lambda r: r["time_s"]),
+                   column(lambda r: r["speedup"]["time"]), column(lambda r: r["reach"]["keys_per_query"]),
+                   column(lambda r: r["reach"]["fraction"]),
+                   [r["params"]["stride"] for r in rows if r["fully_block_sparse"]] if "stride" in names else [],
+                   illegal, examples)
+
+
+def _finish(spec: Spec, names, total: int, reach_limit, row, time_s, speedup, keys_per_query, fraction, sparse,
+            illegal=None, examples=None) -> Result:
+    """The result from the priced candidates (`row(i)`: candidate i as reported; the arrays: one entry per
+    candidate, in enumeration order; `sparse`: the strides of the block-sparse ones): the constraints, the
+    ranking, the Pareto front, the smallest block-sparse strides, the empty table's reason. Stable sorts keep
+    enumeration order among ties."""
+    n = len(time_s)
+    keep = np.ones(n, dtype=bool)
     if reach_limit is not None:
         kind, v = reach_limit
-        legal = [r for r in legal if r["reach"][kind] >= v * (1 - 1e-12)]
+        keep &= (keys_per_query if kind == "keys_per_query" else fraction) >= v * (1 - 1e-12)
     if spec.max_time is not None:
-        legal = [r for r in legal if r["time_s"] <= spec.max_time]
-    key = (lambda r: (r["time_s"], -r["reach"]["fraction"])) if spec.objective == "time" else (
-        lambda r: (-r["speedup"]["time"], -r["reach"]["fraction"]))
-    ranked = sorted(legal, key=key)
+        keep &= time_s <= spec.max_time
+    idx = np.flatnonzero(keep)
+    by_speed = idx[np.lexsort((-fraction[idx], -speedup[idx]))]
+    order = idx[np.lexsort((-fraction[idx], time_s[idx]))] if spec.objective == "time" else by_speed
     # the Pareto front: faster (higher time speedup) against further reach; no candidate both at least as fast
     # and reaching at least as far, one of them strictly
-    front, best_reach = [], -1.0
-    for r in sorted(legal, key=lambda r: (-r["speedup"]["time"], -r["reach"]["fraction"])):
-        if r["reach"]["fraction"] > best_reach:
-            front.append(r)
-            best_reach = r["reach"]["fraction"]
-    min_stride, minimal = _min_strides(spec, names, [r["params"]["stride"] for r in rows if r["fully_block_sparse"]]
-                                       if "stride" in names else [])
-    reason = _empty_reason(spec, bool(ranked), bool(rows), [r["reach"] for r in rows])
-    return Result(evaluated=evaluated, illegal=illegal, candidates=ranked[:spec.top] if spec.top else ranked,
-                  pareto=front, fully_block_sparse_min_stride=min_stride, constrained_out=len(rows) - len(legal),
-                  total=total, reason=reason, minimal_strides=minimal, illegal_examples=examples)
+    f = fraction[by_speed]
+    best_before = np.concatenate(([-1.0], np.maximum.accumulate(f)[:-1])) if len(f) else f
+    front = by_speed[f > best_before]
+    min_stride, minimal = _min_strides(spec, names, sparse)
+    reason = _empty_reason(spec, bool(len(order)), bool(n), [row(int(np.argmax(fraction)))["reach"]] if n else [])
+    top = order[:spec.top] if spec.top else order
+    return Result(evaluated=n, illegal=illegal or {}, candidates=[row(i) for i in top.tolist()],
+                  pareto=[row(i) for i in front.tolist()], fully_block_sparse_min_stride=min_stride,
+                  constrained_out=n - len(idx), total=total, reason=reason, minimal_strides=minimal,
+                  illegal_examples=examples or {})
 
 
 def _min_strides(spec: Spec, names, sparse: list):
@@ -661,38 +679,3 @@ def _try_fast(spec: Spec, names, values, hw):
     dense = model_predict(w.with_(causal=False), hw, pred.family.name, DenseMask(), spec.variant, compare=False,
                           calibration=spec.calibration)
     return _fast_gna(spec, names, values, prob, pred, hw, dense)
-
-
-def _finish_fast(spec: Spec, fast: "_FastRows", total: int, reach_limit) -> Result:
-    """`run`'s ranking, constraints, Pareto front and smallest block-sparse stride over `_fast_gna`'s arrays
-    (the same orders and ties as the general path: stable sorts in enumeration order)."""
-    n = len(fast.time_s)
-    keep = np.ones(n, dtype=bool)
-    if reach_limit is not None:
-        kind, v = reach_limit
-        keep &= (fast.keys_per_query if kind == "keys_per_query" else fast.fraction) >= v * (1 - 1e-12)
-    if spec.max_time is not None:
-        keep &= fast.time_s <= spec.max_time
-    idx = np.flatnonzero(keep)
-    speedup = fast.dense.time_s / fast.time_s
-    frac = fast.fraction
-    if spec.objective == "time":
-        order = idx[np.lexsort((-frac[idx], fast.time_s[idx]))]
-    else:
-        order = idx[np.lexsort((-frac[idx], -speedup[idx]))]
-    by_speed = idx[np.lexsort((-frac[idx], -speedup[idx]))]
-    f = frac[by_speed]
-    best_before = np.concatenate(([-1.0], np.maximum.accumulate(f)[:-1])) if len(f) else f
-    front = by_speed[f > best_before]
-    sparse = []
-    if "stride" in fast.names:
-        col = fast.names.index("stride")
-        used = np.unique(fast.index[col][fast.partial == 0])  # the stride values with a block-sparse candidate
-        sparse = [str(fast.values[col][j]) for j in used.tolist()]
-    min_stride, minimal = _min_strides(spec, fast.names, sparse)
-    best = int(np.argmax(frac)) if n else None
-    reason = _empty_reason(spec, bool(len(order)), bool(n), [] if best is None else [fast.row(best)["reach"]])
-    top = order[:spec.top] if spec.top else order
-    return Result(evaluated=n, illegal={}, candidates=[fast.row(i) for i in top.tolist()],
-                  pareto=[fast.row(i) for i in front.tolist()], fully_block_sparse_min_stride=min_stride,
-                  constrained_out=n - len(idx), total=total, reason=reason, minimal_strides=minimal)
