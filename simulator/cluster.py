@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .errors import AttnsimError, suggest
-from .hardware import Hardware, _brief, _fail, _load_yaml, _number, builtin_profiles, load_hardware
+from .hardware import Hardware, _brief, _fail, _load_yaml, _number, builtin_profiles, load_hardware, name_table
 
 TOPOLOGIES = ("switch", "ring", "mesh", "pcie_tree")
 LINK_KINDS = ("nvlink", "pcie", "xgmi", "infiniband", "ethernet")
@@ -204,12 +204,7 @@ def builtin_clusters() -> dict:
 
 
 def cluster_table() -> dict:
-    table = {}
-    for key, c in builtin_clusters().items():
-        table[key] = key
-        for a in c.aliases:
-            table[a] = key
-    return table
+    return name_table(builtin_clusters())
 
 
 def is_cluster_name(name) -> bool:

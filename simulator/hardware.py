@@ -618,10 +618,15 @@ def builtin_profiles() -> dict:
 
 def alias_table() -> dict:
     """Every accepted name (file stem and alias, lower case) -> profile key."""
+    return name_table(builtin_profiles())
+
+
+def name_table(profiles: dict) -> dict:
+    """{key: a profile with `aliases`} -> every accepted name (the key and each alias) -> key."""
     table = {}
-    for key, hw in builtin_profiles().items():
+    for key, p in profiles.items():
         table[key] = key
-        for a in hw.aliases:
+        for a in p.aliases:
             table[a] = key
     return table
 

@@ -1,5 +1,9 @@
 """The CLI checks every test file shares: run `attnsim` through click's runner, and assert the
 one-line refusal (exit code 2, nothing on stdout, exactly one line 'error: ...' on stderr)."""
+import os
+import shutil
+
+import pytest
 from click.testing import CliRunner
 
 from attnsim.cli import cli
@@ -29,3 +33,14 @@ def assert_one_line_error(result, *needles):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+def installed_tool(names, what: str, package: str) -> str:
+    """The first of `names` on PATH (a real engine the tests drive: a browser, a spreadsheet), or skip; under
+    CI, which installs `package` when it is missing (.ci/run), fail instead."""
+    exe = next((p for p in map(shutil.which, names) if p), None)
+    if exe is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} is not on PATH under CI (.ci/run installs {package})")
+        pytest.skip(f"{what} is not on PATH (apt-get install {package})")
+    return exe

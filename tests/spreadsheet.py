@@ -1,12 +1,10 @@
 """A real spreadsheet engine for the tests: LibreOffice Calc, headless, recalculating every formula on load."""
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from cli_checks import installed_tool
 
 # A LibreOffice profile that recalculates OOXML and ODF files on load (Tools > Options > Calc > Formula >
 # "Recalculation on File Load": Always); the default keeps the values a file stores.
@@ -21,12 +19,7 @@ _PROFILE = """<?xml version="1.0" encoding="UTF-8"?>
 
 def soffice() -> str:
     """The LibreOffice binary, or skip (fail under CI, which installs it)."""
-    exe = shutil.which("soffice") or shutil.which("libreoffice")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("LibreOffice (soffice) is not on PATH under CI (.ci/run installs libreoffice-calc-nogui)")
-        pytest.skip("LibreOffice is not on PATH (apt-get install libreoffice-calc-nogui)")
-    return exe
+    return installed_tool(("soffice", "libreoffice"), "LibreOffice (soffice)", "libreoffice-calc-nogui")
 
 
 def recalculate(paths, outdir: Path, profile: Path) -> list:

@@ -1,12 +1,12 @@
 """The HTML report: rendered in a real headless browser (Debian's chromium), escaping, input errors,
 atomic writes."""
 import base64
-import os
-import shutil
 import subprocess
 from html.parser import HTMLParser
 
 import pytest
+
+from cli_checks import installed_tool
 
 from attnsim.validation import report
 from attnsim.validation.report import render_report
@@ -64,12 +64,7 @@ class _Dom(HTMLParser):
 
 def _chromium():
     """The chromium binary, or skip (fail under CI, which installs it)."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not on PATH under CI (.ci/run installs it)")
-        pytest.skip("chromium is not on PATH (apt-get install chromium)")
-    return exe
+    return installed_tool(("chromium", "chromium-browser"), "chromium", "chromium")
 
 
 def test_report_in_headless_browser(tmp_path):
