@@ -444,6 +444,12 @@ def _dim_memo(key, compute):
     return got
 
 
+def dim_fits(dim: NADim, t: int, u: int) -> bool:
+    """Whether a dimension's q boxes of t and kv boxes of u make a classification table within MAX_DIM_CELLS."""
+    n_q, n_k = (sum(-(-int(dim.group_extent(g)) // x) for g in range(dim.d)) for x in (t, u))
+    return n_q * n_k <= MAX_DIM_CELLS
+
+
 def _dim_classes(dim: NADim, t: int, u: int):
     """(full, nonempty) of one dimension's tiled q boxes of t and kv boxes of u (memoized: read-only)."""
     def compute():
@@ -458,8 +464,7 @@ def _dim_cost(dim: NADim, t: int, u: int, live: bool) -> float:
     ones for a causal dimension or live iteration, else the interior count for every q box); inf when the
     boxes are too small for the extent."""
     def compute():
-        n_q, n_k = (sum(-(-int(dim.group_extent(g)) // x) for g in range(dim.d)) for x in (t, u))
-        if n_q * n_k > MAX_DIM_CELLS:  # a box too small for this extent: not a candidate
+        if not dim_fits(dim, t, u):  # a box too small for this extent: not a candidate
             return math.inf
         rows = _dim_classes(dim, t, u)[1].sum(1)
         return float(rows.sum() if dim.causal or live else len(rows) * rows.max())

@@ -417,7 +417,7 @@ def _fast_gna(spec: Spec, names, values, prob, pred, hw, dense):
     from .families import can_implement, fwd_tile_candidates
     from .model import SMRates, _fwd_tile_costs, _kv_cols, _segment_sums, cta_duration, forward_bytes, kernel_time, \
         slot_tile_times, work_flops
-    from .na import MAX_BOX_TOKENS, MAX_DIM_CELLS, NADim, _dim_classes, _dim_cost, _pow2_boxes, auto_box
+    from .na import MAX_BOX_TOKENS, NADim, _dim_classes, _dim_cost, _pow2_boxes, auto_box, dim_fits
     from .rates import rates
     from .calibrations import choose
     from .ops import Tile
@@ -562,9 +562,8 @@ def _fast_gna(spec: Spec, names, values, prob, pred, hw, dense):
         for u_i, kk in enumerate(uniq.tolist()):
             st, t, u = kk >> 40, (kk >> 20) & ((1 << 20) - 1), kk & ((1 << 20) - 1)
             d = dim(j, int(st))
-            n_q, n_k = (sum(-(-int(d.group_extent(g)) // x) for g in range(d.d)) for x in (t, u))
-            if n_q * n_k > MAX_DIM_CELLS:
-                return None
+            if not dim_fits(d, int(t), int(u)):
+                return None  # the general path says why
             full, ne = _dim_classes(d, int(t), int(u))
             f, e = full.sum(1), ne.sum(1)
             tab[u_i] = (full.shape[0], full.shape[1], f.sum(), e.sum(), f.min(), f.max(), e.max(), d.live_pairs())
