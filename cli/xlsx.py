@@ -6,10 +6,12 @@ the sweep's columns, then time_s, bound_s, achieved TFLOP/s and speedup_vs_dense
 each kernel's time as a formula, and the row's intermediate steps), Charts (time against sequence length
 per variant, and speedup over the first variant, as formulas over the variant sheets).
 
-The formulas are the model's own arithmetic (`attnsim.simulator.formulas`): every row is priced again on
-symbolic inputs, so a formula computes what `attnsim predict` computes with the Inputs' figures and the
-discrete choices it made at the written figures (tile, split count, CTAs per SM, waves; the `bound`
-column's unit). Each formula cell stores its value too, so the file reads right before recalculation.
+The formulas are the model's own arithmetic (`attnsim.simulator.formulas`), so a formula computes what
+`attnsim predict` computes with the Inputs' figures and the discrete choices it made at the written figures
+(tile, split count, CTAs per SM, waves; the `bound` column's unit). Rows of dense or causal attention that
+make the same choices share a formula template (`simulator.templates`: the model's kernel-time functions
+evaluated once over columns of the rows' work terms), rendered once and filled in row by row; every other
+row is priced again on symbolic inputs (`sweep.formula_rows`). Each formula cell stores its value too, so the file reads right before recalculation.
 XlsxWriter writes formulas with their cached values (openpyxl cannot); the tests read the file back
 with openpyxl and recalculate it with LibreOffice.
 """
@@ -67,12 +69,28 @@ def _sheet_name(variant: str, used: set) -> str:
     return name
 
 
-def _cell_value(v):
-    if isinstance(v, (np.generic,)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def _column_writers(ws, cols, keys, idx, c0):
+    """put(x, j): writes row j of `idx` of the columns `keys` at sheet row x from column c0, each cell with
+    its type's own XlsxWriter call (write_row would test every string for a number, URL or formula);
+    a missing or non-finite value leaves its cell empty."""
+    plan = []
+    for c, k in enumerate(keys):
+        a = cols[k][idx]
+        kind = a.dtype.kind
+        write = (ws.write_string if kind == "U" else ws.write_boolean if kind == "b" else
+                 ws.write_number if kind in "iuf" else None)
+        plan.append((c0 + c, a.tolist(), write, kind == "f"))
+
+    def put(x, j):
+        for c, vals, write, floats in plan:
+            v = vals[j]
+            if v is None or floats and not math.isfinite(v):
+                continue
+            if write is None:  # an object column (-p values): strings or numbers
+                (ws.write_string if isinstance(v, str) else ws.write_number)(x, c, v)
+            else:
+                write(x, c, v)
+    return put
 
 
 def write_workbook(spec, cols: dict, path: str, progress=None):
@@ -92,7 +110,7 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
     import xlsxwriter
 
     from attnsim.simulator import sweep as S
-    from attnsim.simulator.formulas import CALIBRATION_INPUTS, HARDWARE_INPUTS, Renderer
+    from attnsim.simulator.formulas import CALIBRATION_INPUTS, HARDWARE_INPUTS, Renderer, operand_text, values_on
 
     sym_hw, sym_cal = S.symbolic_inputs(spec, cols)
     wb = xlsxwriter.Workbook(path, {"constant_memory": True, "tmpdir": tmpdir})
@@ -161,14 +179,13 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
     for variant in variants:
         idx = np.flatnonzero(cols["variant"] == variant)
         own = [p for p in pnames if any(cols[p][i] is not None for i in idx)]
-        forms = S.formula_rows(spec, cols, sym_hw, sym_cal, rows=idx.tolist(), no_dense=partners)
+        # rows the closed forms price share formula templates; the others are priced one by one
+        templates, rest = S.formula_templates(spec, cols, sym_hw, sym_cal, idx, no_dense=partners)
+        forms = S.formula_rows(spec, cols, sym_hw, sym_cal, rows=rest.tolist(), no_dense=partners)
         sheet_row = {i: j + 2 for j, i in enumerate(idx.tolist())}
         knames = []
-        for f in forms:  # the kernel columns: every name the rows launch, repeated names numbered
-            count = {}
-            for name, _ in f.kernels:
-                count[name] = count.get(name, 0) + 1
-                label = name if count[name] == 1 else f"{name} #{count[name]}"
+        for kernels in [t.kernels for t in templates] + [f.kernels for f in forms]:
+            for label in _labels(kernels):  # the kernel columns: every name the rows launch, repeated names numbered
                 if label not in knames:
                     knames.append(label)
         inputs_cols = list(S.COLUMNS) + own
@@ -177,25 +194,42 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
         c_kern = c_values + len(VALUE_COLUMNS)
         c_dense = c_kern + len(knames)
         c_step = c_dense + 1
-        rendered, max_steps = [], 0
-        for j, (i, f) in enumerate(zip(idx.tolist(), forms)):
-            r = j + 2  # the sheet's row number (1-based; the header is row 1)
+        rendered, max_steps = {}, 0
+
+        def twin(i):  # the dense baseline of a causal row: its non-causal twin's time_s cell
+            j = partners[i]
+            return f"{_col(c_formula)}{sheet_row[j]}", float(cols["time_s"][j])
+
+        for i, f in zip(rest.tolist(), forms):
+            r = sheet_row[i]  # the sheet's row number (1-based; the header is row 1)
             renderer = Renderer(ref, lambda s, r=r: f"{_col(c_step + s)}{r}")
             roots = [t for _, t in f.kernels] + [f.bound] + ([f.dense] if f.dense is not None else [])
-            steps, cells = renderer.layout(roots)
+            steps, _cells = renderer.layout(roots)
             max_steps = max(max_steps, len(steps))
-            count, kcells = {}, {}
-            for name, t in f.kernels:
-                count[name] = count.get(name, 0) + 1
-                label = name if count[name] == 1 else f"{name} #{count[name]}"
-                kcells[knames.index(label)] = (renderer.formula(t), float(t))
-            if f.dense is not None:
-                dense = (renderer.formula(f.dense), float(f.dense))
-            elif i in partners:  # the twin row's time_s cell
-                dense = (f"{_col(c_formula)}{sheet_row[partners[i]]}", float(cols["time_s"][partners[i]]))
-            else:
-                dense = None
-            rendered.append((i, r, steps, kcells, renderer.formula(f.bound), float(f.bound), dense))
+            kcells = {knames.index(label): (renderer.formula(t), float(t))
+                      for label, (_, t) in zip(_labels(f.kernels), f.kernels)}
+            dense = ((renderer.formula(f.dense), float(f.dense)) if f.dense is not None
+                     else twin(i) if i in partners else None)
+            rendered[i] = (steps, kcells, renderer.formula(f.bound), float(f.bound), dense)
+        for t in templates:  # one layout per template, its text filled in row by row
+            # placeholders: {0} the sheet row, {1}, {2}... the per-row columns in the order met
+            renderer = Renderer(ref, lambda s: f"{_col(c_step + s)}{{0}}", col=lambda name, i: "{%d}" % (i + 1))
+            roots = [e for _, e in t.kernels] + [t.bound] + ([t.dense] if t.dense is not None else [])
+            steps, _cells = renderer.layout(roots)
+            max_steps = max(max_steps, len(steps))
+            texts = [renderer.formula(e) for e in roots]
+            fill = [[operand_text(x) for x in np.asarray(v).tolist()] for v in renderer.columns]
+            values = [values_on(e, len(t.rows)).tolist() for e in roots]
+            step_values = [values_on(v, len(t.rows)).tolist() for _, _, v in steps]
+            kslots = [knames.index(label) for label in _labels(t.kernels)]
+            nk = len(t.kernels)
+            for j, i in enumerate(t.rows.tolist()):
+                args = [sheet_row[i]] + [c[j] for c in fill]
+                kcells = {k: (texts[m].format(*args), values[m][j]) for m, k in enumerate(kslots)}
+                dense = ((texts[nk + 1].format(*args), values[nk + 1][j]) if t.dense is not None
+                         else twin(i) if i in partners else None)
+                rendered[i] = ([(None, text.format(*args), sv[j]) for (_, text, _), sv in zip(steps, step_values)],
+                               kcells, texts[nk].format(*args), values[nk][j], dense)
         name = _sheet_name(variant, used)
         ws = wb.add_worksheet(name)
         # The formulas use + - * / MAX MIN and cell references only: none of the newer Excel functions XlsxWriter
@@ -205,9 +239,13 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
                   + [f"time {k}" for k in knames] + ["dense time_s"] + [f"step {s + 1}" for s in range(max_steps)])
         ws.write_row(0, 0, header, head)
         ws.freeze_panes(1, 0)
-        for i, r, steps, kcells, bound_f, bound_v, dense in rendered:
+        put_inputs = _column_writers(ws, cols, inputs_cols, idx, 0)
+        put_values = _column_writers(ws, cols, VALUE_COLUMNS, idx, c_values)
+        for j, i in enumerate(idx.tolist()):
+            steps, kcells, bound_f, bound_v, dense = rendered[i]
+            r = sheet_row[i]
             x = r - 1
-            ws.write_row(x, 0, [_cell_value(cols[k][i]) for k in inputs_cols])
+            put_inputs(x, j)
             kaddr = [f"{_col(c_kern + k)}{r}" for k in sorted(kcells)]
             t_addr = f"{_col(c_formula)}{r}"
             ws.write_formula(x, c_formula, "=" + "+".join(kaddr), sci, float(cols["time_s"][i]))
@@ -218,13 +256,13 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             if dense is not None:
                 ws.write_formula(x, c_formula + 3, f"={_col(c_dense)}{r}/{t_addr}", None,
                                  dense[1] / float(cols["time_s"][i]))
-            ws.write_row(x, c_values, [_cell_value(cols[k][i]) for k in VALUE_COLUMNS])
+            put_values(x, j)
             for k, (text, v) in sorted(kcells.items()):
                 ws.write_formula(x, c_kern + k, "=" + text, sci, v)
             if dense is not None:
                 ws.write_formula(x, c_dense, "=" + dense[0], sci, dense[1])
             for s, (_addr, text, v) in enumerate(steps):
-                ws.write_formula(x, c_step + s, "=" + text, None, v)
+                ws.write_formula(x, c_step + s, "=" + text, None, float(v))
         sheets[variant] = (name, idx, c_formula)
         done += len(idx)
         if progress:
@@ -244,6 +282,15 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
     _charts(wb, spec, cols, sheets, head)
     _readme(readme, spec, bold)
     wb.close()
+
+
+def _labels(kernels) -> list:
+    """The kernel columns' labels of a row's kernels [(name, time)]: a name, numbered where it repeats."""
+    count, out = {}, []
+    for name, _ in kernels:
+        count[name] = count.get(name, 0) + 1
+        out.append(name if count[name] == 1 else f"{name} #{count[name]}")
+    return out
 
 
 def _plain_formula(formula, expand_future_functions=False):
@@ -336,7 +383,8 @@ def _readme(ws, spec, bold):
         ("time <kernel>: one kernel's time: launch overhead + the larger of its CTAs' makespan on the SMs and its "
          "memory traffic time (docs/design.md; attnsim predict --explain says it in words).", None),
         ("step N: an intermediate formula of the row that several others read (a tile's time, a CTA's duration, a "
-         "unit's rate); what it is differs from row to row: read its formula.", None),
+         "unit's rate); what it is can differ from row to row: read its formula. Dense and causal rows (mha, gqa, "
+         "mqa without -p values) that make the same choices share one formula with their own numbers in it.", None),
         ("", None),
         ("Value columns (attnsim's numbers at the written figures; they do not recompute):", bold),
         ("variant, hardware, kernel, phase, dtype, batch, seqlen_q, seqlen_kv, heads_q, heads_kv, head_dim_qk, "

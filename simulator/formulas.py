@@ -37,28 +37,53 @@ def _val(x) -> float:
 
 def _apply(op, vals):
     a = vals[0]
-    try:
-        if op == "+":
-            return a + vals[1]
-        if op == "-":
-            return a - vals[1]
-        if op == "*":
-            return a * vals[1]
-        if op == "/":
-            return a / vals[1]
-    except ZeroDivisionError:
-        return math.copysign(math.inf, a) if a else math.nan
+    if op in ("+", "-", "*", "/"):
+        b = vals[1]
+        if type(a) is np.ndarray or type(b) is np.ndarray:  # a template's per-row values (`Expr.column`)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return a + b if op == "+" else a - b if op == "-" else a * b if op == "*" else a / b
+        try:
+            if op == "+":
+                return a + b
+            if op == "-":
+                return a - b
+            if op == "*":
+                return a * b
+            return a / b
+        except ZeroDivisionError:
+            return math.copysign(math.inf, a) if a else math.nan
     if op == "neg":
         return -a
-    if op == "max":
-        return max(vals)
-    if op == "min":
-        return min(vals)
+    if op in ("max", "min"):
+        if any(type(v) is np.ndarray for v in vals):
+            return (np.maximum if op == "max" else np.minimum).reduce(np.broadcast_arrays(*vals))
+        return max(vals) if op == "max" else min(vals)
+    if op == "ceil":
+        return np.ceil(a) if type(a) is np.ndarray else float(math.ceil(a))
     raise ValueError(op)
 
 
+def _finite(v) -> bool:
+    return bool(np.isfinite(v).all()) if type(v) is np.ndarray else math.isfinite(v)
+
+
+def _nonzero(v) -> bool:
+    return bool((v != 0).all()) if type(v) is np.ndarray else v != 0
+
+
+def _nonneg(v) -> bool:
+    return bool((v >= 0).all()) if type(v) is np.ndarray else v >= 0
+
+
+def _per_row(e) -> TypeError:
+    return TypeError(f"a formula over per-row columns cannot take a branch on its value ({e.formula(_plain_ref)[:80]}): "
+                     "every row of a template must make the same choices")
+
+
 class Expr:
-    """A number and how it was computed: op "in" (a named input), + - * / neg, max, min."""
+    """A number and how it was computed: op "in" (a named input), "col" (a per-row column of a template: its
+    value an array, one entry per row), + - * / neg, max, min, ceil. An Expr over columns has an array value:
+    the same formula evaluated on every row of a template at once."""
     __slots__ = ("op", "args", "value")
     __array_priority__ = 1000  # ndarray <op> Expr defers to Expr
 
@@ -71,6 +96,11 @@ class Expr:
         return Expr("in", (name,), float(value))
 
     @staticmethod
+    def column(name: str, values) -> "Expr":
+        """A per-row constant of a template (a work term: CTAs, tiles, bytes): `values` one per row."""
+        return Expr("col", (name,), np.asarray(values))
+
+    @staticmethod
     def _bin(op, a, b):
         ea, eb = type(a) is Expr, type(b) is Expr
         if not ea:
@@ -81,7 +111,7 @@ class Expr:
             # exact simplifications only: 0 + x, 1 * x; 0 * x and 0 / x are 0 (x finite, nonzero)
             if (op == "+" and a == 0) or (op == "*" and a == 1):
                 return b
-            if op in ("*", "/") and a == 0 and math.isfinite(b.value) and b.value:
+            if op in ("*", "/") and a == 0 and _finite(b.value) and _nonzero(b.value):
                 return 0.0
             ka = (float(a),)
         else:
@@ -94,7 +124,7 @@ class Expr:
             # x + 0, x - 0, x * 1, x / 1; x * 0 is 0 (x finite)
             if (op in ("+", "-") and b == 0) or (op in ("*", "/") and b == 1):
                 return a
-            if op == "*" and b == 0 and math.isfinite(a.value):
+            if op == "*" and b == 0 and _finite(a.value):
                 return 0.0
             kb = (float(b),)
         else:
@@ -139,25 +169,32 @@ class Expr:
 
     # -- the value, for the model's branches ----------------------------------------------------
     def __float__(self):
+        if type(self.value) is np.ndarray:
+            raise _per_row(self)
+        return self.value
+
+    def _scalar(self):
+        if type(self.value) is np.ndarray:
+            raise _per_row(self)
         return self.value
 
     def __bool__(self):
-        return self.value != 0
+        return self._scalar() != 0
 
     def __lt__(self, o):
-        return self.value < _val(o)
+        return self._scalar() < _val(o)
 
     def __le__(self, o):
-        return self.value <= _val(o)
+        return self._scalar() <= _val(o)
 
     def __gt__(self, o):
-        return self.value > _val(o)
+        return self._scalar() > _val(o)
 
     def __ge__(self, o):
-        return self.value >= _val(o)
+        return self._scalar() >= _val(o)
 
     def __eq__(self, o):
-        return isinstance(o, (Expr, numbers.Real)) and self.value == _val(o)
+        return isinstance(o, (Expr, numbers.Real)) and self._scalar() == _val(o)
 
     def __ne__(self, o):
         return not self.__eq__(o)
@@ -175,7 +212,7 @@ class Expr:
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         ops = {np.maximum: "max", np.minimum: "min", np.add: "+", np.subtract: "-", np.multiply: "*",
-               np.true_divide: "/", np.negative: "neg"}
+               np.true_divide: "/", np.negative: "neg", np.ceil: "ceil"}
         if method != "__call__" or kwargs or ufunc not in ops:
             return NotImplemented
         args = []
@@ -192,6 +229,8 @@ class Expr:
             return smallest(args)
         if op == "neg":
             return -args[0]
+        if op == "ceil":  # waves: ceil(CTAs / slots), of a template's per-row CTA counts
+            return Expr("ceil", (args[0],), _apply("ceil", [args[0].value]))
         return Expr._bin(op, *args)
 
     # -- evaluation and rendering ---------------------------------------------------------------
@@ -217,6 +256,8 @@ class Expr:
             return hit
         if self.op == "in":
             v = float(env.get(self.args[0], self.value))
+        elif self.op == "col":
+            v = self.value
         else:
             v = _apply(self.op, [a.evaluate(env, memo) if isinstance(a, Expr) else a for a in self.args])
         memo[id(self)] = v
@@ -253,8 +294,10 @@ def _render(e, ref, cells, memo) -> str:
     got = memo.get(id(e))
     if got is not None:
         return got
-    if e.op == "in":
+    if e.op in ("in", "col"):
         out = ref(e.args[0])
+    elif e.op == "ceil":
+        out = f"ROUNDUP({_render(e.args[0], ref, cells, memo)},0)"
     elif e.op in ("max", "min"):
         out = ("MAX(" if e.op == "max" else "MIN(") + ",".join(_render(a, ref, cells, memo) for a in e.args) + ")"
     elif e.op == "neg":
@@ -293,11 +336,11 @@ def largest(values):
     if len(values) == 1:
         return values[0]
     args = _flat("max", values)
-    if all(_val(a) >= 0 for a in args):  # times: a 0 among them changes no maximum
+    if all(_nonneg(_val(a)) for a in args):  # times: a 0 among them changes no maximum
         args = [a for a in args if isinstance(a, Expr) or a != 0] or [0.0]
         if len(args) == 1:
             return args[0]
-    return Expr("max", tuple(args), max(_val(a) for a in args))
+    return Expr("max", tuple(args), _apply("max", [_val(a) for a in args]))
 
 
 def smallest(values):
@@ -308,11 +351,16 @@ def smallest(values):
     if len(values) == 1:
         return values[0]
     args = _flat("min", values)
-    return Expr("min", tuple(args), min(_val(a) for a in args))
+    return Expr("min", tuple(args), _apply("min", [_val(a) for a in args]))
 
 
 def is_expr(x) -> bool:
     return isinstance(x, Expr)
+
+
+def values_on(x, n: int) -> np.ndarray:
+    """The values of an Expr over a template's n rows (`Expr.column`), or of a number, as n floats."""
+    return np.broadcast_to(np.asarray(x.value if isinstance(x, Expr) else x, dtype=float), (n,))
 
 
 def num(x):
@@ -369,10 +417,14 @@ def symbolic_calibration(cal, prefix: str):
 class Renderer:
     """Formulas of a set of root expressions, sub-expressions used more than once (or long) in cells of
     their own. `ref(name)` -> the cell of a named input; `cell(i)` -> the address of the i-th step cell.
-    The same text as `Expr.formula`, built in one pass over the nodes (children first)."""
+    The same text as `Expr.formula`, built in one pass over the nodes (children first). `col(name, i)` -> the
+    text of the i-th per-row column met (`Expr.column`; default: its name), e.g. a placeholder each row of a
+    template fills in with `columns[i]`'s value."""
 
-    def __init__(self, ref, cell, max_inline: int = 600):
+    def __init__(self, ref, cell, max_inline: int = 600, col=None):
         self.ref, self.cell, self.max_inline = ref, cell, max_inline
+        self.col = col or (lambda name, i: name)
+        self.columns = []  # the values of the per-row columns, in the order met (each node once)
         self._text = {}  # id -> a node's text: its cell's address, or its formula inline
         self._refs = {}
 
@@ -407,7 +459,14 @@ class Renderer:
                     t = refs[name] = self.ref(name)
                 text[id(e)], prec[id(e)] = t, 9
                 continue
-            if op in ("max", "min"):
+            if op == "col":
+                self.columns.append(e.value)
+                text[id(e)], prec[id(e)] = self.col(e.args[0], len(self.columns) - 1), 9
+                continue
+            if op == "ceil":
+                a = e.args[0]
+                t, p = "ROUNDUP(" + (text[id(a)] if type(a) is Expr else _wrapped_number(a)) + ",0)", 9
+            elif op in ("max", "min"):
                 t = ("MAX(" if op == "max" else "MIN(") + ",".join(
                     text[id(a)] if type(a) is Expr else _wrapped_number(a) for a in e.args) + ")"
                 p = 9
@@ -436,6 +495,11 @@ class Renderer:
 
 
 _NUMBERS: dict = {}
+
+
+def operand_text(x) -> str:
+    """A number as a formula operand: what a formula holds for it (negative numbers in parentheses)."""
+    return _wrapped_number(x)
 
 
 def _wrapped_number(x) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
-from .formulas import largest, num
+from .formulas import is_expr, largest, num
 from .masks import _cdiv, tile_rows
 from .ops import COLLECTIVE_OPS, Gemm, Matmuls, Pointwise, Tile
 from .rates import Rates
@@ -93,8 +93,10 @@ def elementwise_units(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0,
 
 
 def elementwise_time(r: Rates, read_bytes, write_bytes, exps=0.0, fp32_ops=0.0, runs=()):
-    """`elementwise`'s time over arrays of configurations."""
+    """`elementwise`'s time over arrays of configurations (or as a formula: `formulas.Expr`)."""
     units = elementwise_units(r, read_bytes, write_bytes, exps, fp32_ops, runs)
+    if any(is_expr(u) for u in units.values()):
+        return r.launch_overhead_s + largest(units.values())
     return r.launch_overhead_s + np.maximum.reduce(np.broadcast_arrays(*(np.asarray(u, dtype=float)
                                                                          for u in units.values())))
 

@@ -400,6 +400,58 @@ def formula_rows(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows=None
     return out
 
 
+def formula_templates(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows, no_dense=frozenset()):
+    """(templates, rest): the rows of `table` (`run(spec, origin=True)`) among `rows` that the closed forms
+    price (mha/gqa/mqa without -p values on a fused family), as `templates.Template`s whose `rows` index
+    `table` and whose values equal the rows' numbers (checked: a RuntimeError names the row otherwise), and
+    the other rows, for `formula_rows`. Rows in `no_dense` leave their dense baseline out (None)."""
+    from .formulas import values_on
+    from .hardware import load_hardware
+    from .model import resolve_family
+    from .templates import closed_form_templates
+    from .vectorized import FAST_VARIANTS
+
+    groups = spec.groups()
+    rows = np.asarray(rows, dtype=np.int64)
+    out, rest = [], []
+    g_of = table["_group"][rows]
+    skip = np.fromiter(no_dense, dtype=np.int64, count=len(no_dense))
+    for g in dict.fromkeys(g_of.tolist()):
+        sel = rows[g_of == g]
+        variant, hw_name, kernel, phase, dtype, alt = groups[g]
+        hw = load_hardware(hw_name)
+        fam = resolve_family(hw, kernel)
+        if alt or variant not in FAST_VARIANTS or not fam.fused or (table["kernel"][sel] != fam.name).any():
+            rest.append(sel)
+            continue
+        shw = sym_hw[hw.key]
+        scal = sym_cal[(hw.key, fam.name, dtype, phase)][1]
+        dense = np.isfinite(table["speedup_vs_dense"][sel]) & ~np.isin(sel, skip)
+        templates, _, left = closed_form_templates(
+            hw, shw, kernel, scal, spec.calibration, **{k: table[k][sel] for k in (
+                "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal")},
+            dtype=dtype, phase=phase, dense=dense)
+        for t in templates:
+            t.rows = sel[t.rows]
+            n = len(t.rows)
+            time_s = sum(values_on(e, n) for _, e in t.kernels)
+            _check_many(t.rows, "time_s", time_s, table["time_s"][t.rows])
+            _check_many(t.rows, "bound_s", values_on(t.bound, n), table["bound_s"][t.rows])
+            if t.dense is not None:
+                _check_many(t.rows, "speedup_vs_dense", values_on(t.dense, n) / time_s,
+                            table["speedup_vs_dense"][t.rows])
+            out.append(t)
+        rest.append(sel[left])
+    return out, (np.concatenate(rest) if rest else rows[:0])
+
+
+def _check_many(rows, name, got, want):
+    bad = ~(np.abs(got - want) <= 1e-9 * np.abs(want))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        _check(int(rows[j]), name, float(got[j]), float(want[j]))
+
+
 def dense_partners(spec: Spec, table: dict) -> dict:
     """{row: the row that is its dense baseline}: a causal row of mha/gqa/mqa without -p values whose
     non-causal twin (same group, every other axis the same) is in the table with the time predict gives

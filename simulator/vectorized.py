@@ -259,13 +259,16 @@ def _col_boundaries(lq, lk, bm, bn):
     return [cd(off, bn), cd(lq + off, bn), cd(2 + off - bn, bn), cd((n_q - 1) * bm + 2 + off - bn, bn), lk // bn]
 
 
-def _pick(fam, legal, evaluate):
+def _pick(fam, legal, evaluate, terms=False):
     """The family's tile policy over arrays (model._choose's twin): its table's first legal tile, or
     (autotune) per configuration the candidate with the smallest time, then the fewest executed
-    FLOPs, then the earliest in the list."""
+    FLOPs, then the earliest in the list. `terms`: each configuration's tile as "_tile", its index in
+    `legal`."""
     best = None
-    for tile, leg in (legal if fam.autotune else legal[:1]):
+    for i, (tile, leg) in enumerate(legal if fam.autotune else legal[:1]):
         res = evaluate(tile, leg)
+        if terms:
+            res["_tile"] = np.full(np.shape(res["time_s"]), i)
         if best is None:
             best = res
             continue
@@ -734,9 +737,12 @@ def row_of(pred) -> dict:
 
 def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
                   heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
-                  kv_dtype: str | None = None, phase: str = "prefill", calibration="default") -> dict:
+                  kv_dtype: str | None = None, phase: str = "prefill", calibration="default", collect=None) -> dict:
     """Dense and causal attention of a fused family over arrays: closed-form tile totals, the longest
-    and shortest CTA among candidate tiles (`_extremes`), the same kernel-time functions as `model`."""
+    and shortest CTA among candidate tiles (`_extremes`), the same kernel-time functions as `model`.
+    `collect(part)`, when given, receives the work terms (`templates.closed_form_templates`): per kind of
+    configuration {"rows": their flat indices, "kind": (padded head dims, causal), "kernels": each kernel's
+    answers and terms in launch order}, and per chunk {"rows": ..., "works": the bound's work alternatives}."""
     fam = resolve_family(hw, kernel)
     kv_dtype = kv_dtype or dtype
     defaulted = {k for k, v in (("seqlen_kv", seqlen_kv), ("heads_kv", heads_kv), ("head_dim_v", head_dim_v))
@@ -773,16 +779,20 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     memo = {}
     for i in range(0, n, _CHUNK):  # chunks whose temporaries stay in cache; configurations are independent
         part = slice(i, min(i + _CHUNK, n))
+        sink = None if collect is None else (lambda got, at=np.arange(part.start, part.stop): collect(
+            dict(got, rows=at if got["rows"] is None else at[got["rows"]])))
         res = _closed_chunk(r, fam, dtype, kv_dtype, phase, B[part], LQ[part], LK[part], HQ[part], HKV[part],
-                            D[part], DV[part], CAUSAL[part], pairs, inv[part], memo)
+                            D[part], DV[part], CAUSAL[part], pairs, inv[part], memo, sink)
         for k in KEYS:
             out[k][part] = res[k]
     return {k: v.reshape(shape) for k, v in out.items()}
 
 
-def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAUSAL, pairs, INV, memo) -> dict:
-    """The closed forms over flat, validated arrays of configurations (`pairs`, `INV`, `memo`: see
-    `_closed_forms`)."""
+def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAUSAL, pairs, INV, memo,
+                  collect=None) -> dict:
+    """The closed forms over flat, validated arrays of configurations (`pairs`, `INV`, `memo`, `collect`:
+    see `_closed_forms`; here "rows" index the chunk, None for all of it)."""
+    terms = collect is not None
     hw = r.hw
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype]
     sm_rates = SMRates.of(r, dtype, "fp32")
@@ -818,12 +828,18 @@ def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAU
         lengths = (pairs, INV if idx is None else INV[idx], memo) if c else None
         mask = CausalMask() if c else DenseMask()
         if phase == "decode":
-            add(idx, _decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g), main=True)
-            continue
-        add(idx, _forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, lengths, **g), main=True)
-        if phase == "train":
-            for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, lengths, **g):
-                add(idx, kern, main=False)
+            kernels = [_decode(r, fam, mask, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, **g, terms=terms)]
+            add(idx, kernels[0], main=True)
+        else:
+            kernels = [dict(_forward(r, fam, mask, c, dp, dvp, s, skv, sm_rates, dtype, kv_dtype, lengths, **g,
+                                     terms=terms), name="attn_fwd")]
+            add(idx, kernels[0], main=True)
+            if phase == "train":
+                for kern in _backward(r, fam, mask, c, dp, dvp, s, sm_rates, dtype, lengths, **g, terms=terms):
+                    add(idx, kern, main=False)
+                    kernels.append(kern)
+        if terms:
+            collect({"rows": idx, "kind": (dp, dvp, c), "kernels": kernels})
 
     live = np.where(CAUSAL, CausalMask().live_pairs(LQ, LK), LQ * LK)
     w = SimpleNamespace(batch=B, heads_q=HQ, heads_kv=HKV, seqlen_q=LQ, seqlen_kv=LK, head_dim_qk=D,
@@ -832,9 +848,64 @@ def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAU
                         shared_operand_bytes=lambda *a: 0)
     works = attention_work_alternatives(w, live)
     out["bound_s"], out["bound"] = _bounds(works, hw, (n,))
+    if terms:
+        collect({"rows": None, "works": works})
     out["memory_bytes"] = _memory(B, LQ, LK, HQ, HKV, D, DV, s, skv, phase, out["splits"])
     out["useful_flops"] = np.rint(sum(f for f, *_ in works[0].tensor)).astype(np.int64)
     return out
+
+
+TERM_CLASSES = 4  # the most CTA classes a template's longest (or shortest) CTA is the MAX (MIN) over
+
+
+def _terms(k, n_ctas, full, part, hbm, l2, classes) -> dict:
+    """A tiled kernel's work terms over arrays of configurations, what a formula template reads (`templates`):
+    CTAs per SM "_k", CTAs "_ctas", full and partial tiles "_full", "_part", HBM and L2 bytes "_hbm",
+    "_l2"; and of the CTA classes `classes` [(full tiles, partial tiles, whether some CTA has them)], the
+    ones no other class has at least as many of both ("_maxf", "_maxp": (TERM_CLASSES, n), the first
+    "_nmax" of each column in use) and those no class has at most as many of ("_minf", "_minp", "_nmin"):
+    a duration grows with both counts, so the longest CTA is the MAX over the first, the shortest the MIN
+    over the second, at any tile times (`model._class_extremes`). Equal classes count once. A
+    configuration with more than TERM_CLASSES such classes has "_nmax" (or "_nmin") above it."""
+    n = np.shape(n_ctas)[0]
+    out = {"_k": k, "_ctas": n_ctas, "_full": full, "_part": part, "_hbm": hbm, "_l2": l2}
+    for tag, sign in (("max", 1), ("min", -1)):
+        F = P = L = None
+        over = np.zeros(n, dtype=bool)
+        for at in range(0, len(classes), 64):  # the front of (the front so far, the next 64 classes)
+            batch = classes[at:at + 64]
+            f = np.stack([np.broadcast_to(x, (n,)) for x, _, _ in batch]).astype(np.int64)
+            p = np.stack([np.broadcast_to(x, (n,)) for _, x, _ in batch]).astype(np.int64)
+            v = np.stack([np.broadcast_to(x, (n,)) for _, _, x in batch]).astype(bool)
+            if F is not None:
+                f, p, v = np.concatenate([F, f]), np.concatenate([P, p]), np.concatenate([L, v])
+            F, P, L, count = _front(f, p, v, sign, 64)
+            over |= count > 64  # a front cut short: too many classes to tell
+        over |= L.sum(axis=0) > TERM_CLASSES
+        F, P, L = F[:TERM_CLASSES], P[:TERM_CLASSES], L[:TERM_CLASSES]
+        out[f"_{tag}f"], out[f"_{tag}p"] = F, P
+        out[f"_n{tag}"] = np.where(over, TERM_CLASSES + 1, L.sum(axis=0))
+    return out
+
+
+def _front(F, P, L, sign, width=TERM_CLASSES):
+    """The Pareto front of classes (C, n) per configuration (`_terms`): sorted by full tiles then partial
+    ones (descending for sign 1, ascending for -1), a live class is on it when its partial tiles beat
+    every earlier one's. Returns its first `width` classes (F, P, live) and its size."""
+    key = np.where(L, sign * ((F << 32) + P), -(1 << 62))  # dead classes last
+    order = np.argsort(-key, axis=0, kind="stable")
+    F, P, L = (np.take_along_axis(x, order, 0) for x in (F, P, L))
+    sp = np.where(L, sign * P, np.iinfo(np.int64).min)
+    best = np.maximum.accumulate(sp, axis=0)
+    prior = np.concatenate([np.full((1, F.shape[1]), np.iinfo(np.int64).min), best[:-1]])
+    keep = L & (sp > prior)
+    pick = np.argsort(~keep, axis=0, kind="stable")[:width]
+    if pick.shape[0] < width:  # fewer classes than columns: pad with dead ones
+        pad = width - pick.shape[0]
+        F, P, keep = (np.concatenate([x, np.zeros((pad, x.shape[1]), dtype=x.dtype)]) for x in (F, P, keep))
+        pick = np.concatenate([pick, np.arange(pick.shape[0], width)[:, None] + 0 * pick[:1]])
+    return (np.take_along_axis(F, pick, 0), np.take_along_axis(P, pick, 0), np.take_along_axis(keep, pick, 0),
+            keep.sum(axis=0))
 
 
 def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
@@ -846,9 +917,10 @@ def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
     return legal
 
 
-def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, b, lq, lk, hq, hkv, d, dv):
+def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, b, lq, lk, hq, hkv, d, dv,
+             terms=False):
     """`lengths` (causal): the distinct (seqlen_q, seqlen_kv) pairs, each configuration's index into them
-    and the memo of what depends on them only."""
+    and the memo of what depends on them only. `terms`: the work terms too (`_terms`)."""
     sl = b * hq
     legal = _legal_tiles(fam, r, fwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, kv_dtype, "forward")
     if c:
@@ -877,18 +949,25 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, 
         l2 = ne * sl * bn * (d + dv) * skv + l2_q_o
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
         out.update(tiles_full=full * sl, tiles_partial=(ne - full) * sl, tiles_empty=(n_q * n_kv - ne) * sl)
+        if terms:  # the CTA classes: every query tile alike (dense), or the candidates of `_extremes`
+            classes = ([(lk // bn, n_kv - lk // bn, True)] if not c else [(f[inv], p[inv], True) for f, p in _candidate_counts(
+                geo, lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(ulq, ulk, bm),
+                bn // math.gcd(bm, bn))])
+            out.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes))
         return out
 
-    return _pick(fam, legal, evaluate)
+    return _pick(fam, legal, evaluate, terms)
 
 
-def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq, hkv, d, dv):
-    """model.fused_backward's kernels: preprocess, the main kernel over kv tiles, dQ convert, GQA reduce."""
+def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq, hkv, d, dv, terms=False):
+    """model.fused_backward's kernels: preprocess, the main kernel over kv tiles, dQ convert, GQA reduce.
+    `terms`: the work terms too (`_terms`; a helper's read and written bytes, FP32 ops and whether it runs)."""
     sl = b * hq
     rows = sl * lq
     helpers = [{"time_s": np.where(runs, elementwise_time(r, rd, wr, fp32_ops=ops), 0.0), "flops": 0 * rows,
-                "hbm": np.where(runs, rd + wr, 0)}
-               for _, rd, wr, ops, runs in backward_helpers(rows, lk * (d + dv) * s * b, hq, hkv, d, dv, s)]
+                "hbm": np.where(runs, rd + wr, 0), "name": name,
+                **({"_rd": rd, "_wr": wr, "_ops": ops, "_runs": runs & (rows >= 0)} if terms else {})}
+               for name, rd, wr, ops, runs in backward_helpers(rows, lk * (d + dv) * s * b, hq, hkv, d, dv, s)]
     hbm = backward_bytes(rows, b * hkv * lk, sl * lk, d, dv, d + dv, s)
     legal = _legal_tiles(fam, r, bwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype, dtype, "backward")
     if c:
@@ -918,13 +997,24 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
             d_max, d_min = np.maximum(whole, ragged), np.where(lk >= bn, np.minimum(whole, ragged), ragged)
         l2 = ne * sl * (tc.kv_bytes + 2 * bm * d * 4) + hbm
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
-        return {key: out[key] for key in ("time_s", "flops", "hbm")}
+        res = {key: out[key] for key in ("time_s", "flops", "hbm")}
+        if terms:  # the CTA classes: the whole kv tiles and a ragged last one (dense), or `_extremes`' candidates
+            n_q = -(-lq // bm)
+            classes = ([(n_q, 0 * n_q, lk >= bn), (0 * n_q, n_q, lk % bn != 0)] if not c else [
+                (f[inv], p[inv], True) for f, p in _candidate_counts(
+                    geo, lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(ulq, ulk, bm, bn),
+                    bm // math.gcd(bm, bn))])
+            res.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes))
+        return res
 
-    return helpers[:1] + [_pick(fam, legal, evaluate)] + helpers[1:]
+    main = _pick(fam, legal, evaluate, terms)
+    main["name"] = "attn_bwd"
+    return helpers[:1] + [main] + helpers[1:]
 
 
-def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv):
-    """model.fused_decode over arrays: packed GQA rows, split-KV, the combine kernel."""
+def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv, terms=False):
+    """model.fused_decode over arrays: packed GQA rows, split-KV, the combine kernel. `terms`: the work
+    terms too (`_terms`; the combine kernel's bytes and FP32 ops as "_cb_rd", "_cb_wr", "_cb_ops")."""
     pack = packs_gqa_decode(fam, lq)
     grp = np.where(pack, hq // hkv, 1)
     sl = b * np.where(pack, hkv, hq)
@@ -968,7 +1058,17 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
     kern = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, t_max, t_min, hbm, l2)
     combine = np.where(splits > 1, elementwise_time(r, partial_b, q_rows * dv * s, fp32_ops=3.0 * q_rows * dv * splits),
                        0.0)
-    return {"time_s": kern["time_s"] + combine, "flops": kern["flops"],
-            "hbm": hbm + np.where(splits > 1, partial_b + q_rows * dv * s, 0), "tiles_full": full * sl,
-            "tiles_partial": (ne - full) * sl, "tiles_empty": (n_m * n_kv - ne) * sl, "ctas": n_ctas,
-            "waves": kern["waves"], "splits": splits}
+    out = {"time_s": kern["time_s"] + combine, "flops": kern["flops"],
+           "hbm": hbm + np.where(splits > 1, partial_b + q_rows * dv * s, 0), "tiles_full": full * sl,
+           "tiles_partial": (ne - full) * sl, "tiles_empty": (n_m * n_kv - ne) * sl, "ctas": n_ctas,
+           "waves": kern["waves"], "splits": splits, "name": "attn_decode"}
+    if terms:  # each row block's first, second-to-last and last split that holds tiles: the CTA classes
+        classes = []
+        for f_r, ne_r, u_r, live in splits_of:
+            for j in (0 * u_r, np.maximum(u_r - 2, 0), np.maximum(u_r - 1, 0)):
+                length = np.clip(ne_r - j * per, 0, per)
+                nf = np.clip(f_r - j * per, 0, length)
+                classes.append((nf, length - nf, live))
+        out.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes), _tile=0 * k,
+                   _cb_rd=partial_b, _cb_wr=q_rows * dv * s, _cb_ops=3.0 * q_rows * dv * splits)
+    return out
