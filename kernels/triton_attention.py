@@ -139,16 +139,19 @@ def _bwd_preprocess(O, DO, DELTA, n_rows, DV: tl.constexpr, BLOCK_DV: tl.constex
 
 
 @triton.jit
-def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASKS, scale, n_heads,
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASKS, FIRST_PART, scale, n_heads,
                      stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
                      stride_dkt, stride_dkh, stride_dvt, stride_dvh, group, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr,
                      BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
     """One program per (sequence, kv tile) row of the transposed plan and query head: dK and dV of
-    that head (summed over the GQA group by the caller)."""
+    that head (summed over the GQA group by the caller). Its full query tiles first, in a loop with no
+    branch (rows past the sequence load as zeros and add nothing: their dO is 0), then its partial
+    ones (the element mask; one stage). P = exp2(S scale log2(e) - LSE log2(e))."""
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
     k_start_row, k_len_tile, q_base, q_len, lo, hi = _plan_row(ROWS, row)  # transposed plan: kv tile first
+    mid = tl.load(FIRST_PART + row)
     offs_n = tl.arange(0, BLOCK_N)
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
@@ -160,7 +163,21 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
                 mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
     dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], dtype=tl.float32)
-    for e in range(lo, hi):
+    qk_scale = scale * 1.4426950408889634  # log2(e)
+    for e in range(lo, mid):  # full tiles: every in-bounds query row sees every key of the tile
+        rows = q_base + tl.load(Q_START + e) + offs_m
+        m_ok = rows < q_base + q_len
+        q = tl.load(Q + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :],
+                    mask=m_ok[:, None] & (offs_d[None, :] < D), other=0.0)
+        do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + offs_dv[None, :],
+                     mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
+        lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0) * 1.4426950408889634
+        delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
+        p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse[:, None])
+        dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE)
+        ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
+        dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE)
+    for e in tl.range(mid, hi, num_stages=1):  # partial tiles: bounds and the element mask
         m0 = tl.load(Q_START + e)
         p_idx = tl.load(PART + e)
         rows = q_base + m0 + offs_m
@@ -171,15 +188,13 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
                      mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
         lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
-        s = _dot(q, tl.trans(k), IEEE) * scale
-        lse_ok = tl.where(lse == float("-inf"), 0.0, lse)
-        p = tl.exp(s - lse_ok[:, None])
-        if p_idx >= 0:  # transposed plan: masks are [BLOCK_N, BLOCK_M]
-            live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
-            p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
+        lse_ok = tl.where(lse == float("-inf"), 0.0, lse) * 1.4426950408889634  # a row with no live key
+        p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse_ok[:, None])
+        # transposed plan: masks are [BLOCK_N, BLOCK_M]
+        live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
+        p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
         dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE)
-        dp = _dot(do, tl.trans(v), IEEE)
-        ds = p * (dp - delta[:, None]) * scale
+        ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
         dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE)
     tl.store(DK + (k_start_row + offs_n)[:, None] * stride_dkt + h * stride_dkh + offs_d[None, :], dk,
              mask=n_ok[:, None] & (offs_d[None, :] < D))
@@ -188,15 +203,17 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
 
 
 @triton.jit
-def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, scale, n_heads,
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, FIRST_PART, scale, n_heads,
                    stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_dot, stride_doh,
                    group, D: tl.constexpr, DV: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
-    """One program per (sequence, query tile) row of the forward plan and query head: dQ."""
+    """One program per (sequence, query tile) row of the forward plan and query head: dQ. Its full kv
+    tiles first, in a loop with no branch and unmasked K/V loads (pipelined), then its partial ones."""
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
     q_start, q_len, k_start, k_len, lo, hi = _plan_row(ROWS, row)
+    mid = tl.load(FIRST_PART + row)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -208,10 +225,20 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, sca
     do = tl.load(DO + rows[:, None] * stride_dot + h * stride_doh + offs_dv[None, :],
                  mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
     lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0)
-    lse = tl.where(lse == float("-inf"), 0.0, lse)
+    lse = tl.where(lse == float("-inf"), 0.0, lse) * 1.4426950408889634  # base 2
     delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
+    qk_scale = scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
-    for e in range(lo, hi):
+    for e in range(lo, mid):  # full tiles: in bounds and live everywhere
+        keys = k_start + tl.load(KV_START + e) + offs_n
+        k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :], mask=offs_d[None, :] < D,
+                    other=0.0)
+        v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :], mask=offs_dv[None, :] < DV,
+                    other=0.0)
+        p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse[:, None])
+        ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
+        dq += _dot(ds.to(k.dtype), k, IEEE)
+    for e in tl.range(mid, hi, num_stages=1):  # partial tiles: bounds and the element mask
         n0 = tl.load(KV_START + e)
         p_idx = tl.load(PART + e)
         keys = k_start + n0 + offs_n
@@ -220,13 +247,10 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, sca
                     mask=n_ok[:, None] & (offs_d[None, :] < D), other=0.0)
         v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :],
                     mask=n_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-        s = _dot(q, tl.trans(k), IEEE) * scale
-        dp = _dot(do, tl.trans(v), IEEE)
-        p = tl.exp(s - lse[:, None])
-        if p_idx >= 0:
-            live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
-            p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
-        ds = p * (dp - delta[:, None]) * scale
+        p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse[:, None])
+        live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_M * BLOCK_N + offs_m[:, None] * BLOCK_N + offs_n[None, :])
+        p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
+        ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
         dq += _dot(ds.to(k.dtype), k, IEEE)
     tl.store(DQ + rows[:, None] * stride_qt + h * stride_qh + offs_d[None, :], dq.to(DQ.dtype.element_ty),
              mask=m_ok[:, None] & (offs_d[None, :] < D))
@@ -603,9 +627,10 @@ def _bwd(pb: _Problem, q, k, v, o, lse, do):
     fplan = cached_plan(key, False, lambda: build_plan(pb.mask, pb.seqs, bm, bn, pb.order))
     tplan = cached_plan(key, True, lambda: build_plan(pb.mask, pb.seqs, bm, bn, pb.order, transpose=True))
     dev = q.device
-    t_rows, t_start, t_part, t_masks, f_rows, f_start, f_part, f_masks = (
-        torch.as_tensor(x, device=dev).contiguous() for x in (tplan.rows, tplan.kv_start, tplan.part, tplan.masks,
-                                                              fplan.rows, fplan.kv_start, fplan.part, fplan.masks))
+    t_rows, t_start, t_part, t_masks, t_mid, f_rows, f_start, f_part, f_masks, f_mid = (
+        torch.as_tensor(x, device=dev).contiguous() for x in (
+            tplan.rows, tplan.kv_start, tplan.part, tplan.masks, tplan.first_partial,
+            fplan.rows, fplan.kv_start, fplan.part, fplan.masks, fplan.first_partial))
     group = pb.hq // pb.hkv
     dk = torch.zeros(k.shape[0], pb.hq, pb.d, device=dev, dtype=torch.float32)  # per query head
     dv = torch.zeros(k.shape[0], pb.hq, pb.dv, device=dev, dtype=torch.float32)
@@ -613,12 +638,12 @@ def _bwd(pb: _Problem, q, k, v, o, lse, do):
     common = dict(D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d), BLOCK_DV=_pow2(pb.dv), BLOCK_M=bm, BLOCK_N=bn,
                   IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
     _bwd_dkdv_kernel[(t_rows.shape[0], pb.hq)](
-        q, k, v, do, lse, delta, dk, dv, t_rows, t_start, t_part, t_masks, pb.scale, pb.hq,
+        q, k, v, do, lse, delta, dk, dv, t_rows, t_start, t_part, t_masks, t_mid, pb.scale, pb.hq,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), group, **common)
     dq = torch.empty_like(q)
     _bwd_dq_kernel[(f_rows.shape[0], pb.hq)](
-        q, k, v, do, lse, delta, dq, f_rows, f_start, f_part, f_masks, pb.scale, pb.hq,
+        q, k, v, do, lse, delta, dq, f_rows, f_start, f_part, f_masks, f_mid, pb.scale, pb.hq,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
         group, **common)
     dk = dk.view(k.shape[0], pb.hkv, group, pb.d).sum(2).to(k.dtype)

@@ -102,15 +102,17 @@ TARGETS = [  # issue 15's static targets, (arch, kernel, field, test, words)
     ("sm_80", "forward", "exp_per_score", lambda v: v <= 1.15, "exp per score <= 1.15"),
     ("sm_90", "forward", "uses_wgmma", lambda v: v is True, "wgmma on Hopper"),
     ("sm_80", "backward_dkdv", "spill_bytes", lambda v: v == 0, "backward without spills"),
+    ("sm_90", "backward_dkdv", "spill_bytes", lambda v: v == 0, "backward without spills"),
+    ("sm_80", "backward_dq", "spill_bytes", lambda v: v == 0, "backward without spills"),
     ("sm_90", "backward_dq", "spill_bytes", lambda v: v == 0, "backward without spills"),
     ("sm_90", "backward_dkdv", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
     ("sm_80", "backward_dkdv", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
 ]
-# what the compiled code shows today (Triton 3.6, head dim 128, the picked tiles): the forward's two branch-free
-# loops pipeline K/V and take 1.125 exp per score, but A100's 128 x 32 tile still spills (104 B); the backward
-# keeps its branch, runs one stage and spills at d = 128
-MISSES = {("sm_80", "forward", "spill_bytes"),
-          ("sm_80", "backward_dkdv", "spill_bytes"), ("sm_90", "backward_dq", "spill_bytes"),
+# what the compiled code shows today (Triton 3.6, head dim 128, the picked tiles): the forward's and the backward's
+# two branch-free loops pipeline K/V (the backward where its tile has two stages) and take 1.0-1.125 exp per score;
+# A100's 128 x 32 forward tile still spills (256 B), H100's 32 x 64 dK/dV tile 8 B, and the simulator's ranking
+# picks one stage for the backward at d = 128 (every candidate prices the same: a tie, broken by the earliest)
+MISSES = {("sm_80", "forward", "spill_bytes"), ("sm_90", "backward_dkdv", "spill_bytes"),
           ("sm_90", "backward_dkdv", "stages"), ("sm_80", "backward_dkdv", "stages")}
 
 
