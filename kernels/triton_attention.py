@@ -343,6 +343,15 @@ def _decode_combine_kernel(OP, LP, O, n_rows, splits, DV: tl.constexpr, BLOCK_DV
 
 
 # -- configurations ----------------------------------------------------------------------------------
+def default_splits(programs: int, sms: int, kv_blocks: int, warps: int) -> int:
+    """The decode's split count when the caller gives none: FlashAttention-2's heuristic
+    (`model.num_splits_heuristic`, style "fa2": no split when the programs nearly fill the SMs, else the
+    fewest splits whose wave efficiency reaches 85% of the best), with FA2's 2 x SMs for 128-thread
+    programs (two fit an SM) and the SM count for wider ones."""
+    from attnsim.simulator.model import num_splits_heuristic
+    return num_splits_heuristic(programs, sms * (2 if warps <= 4 else 1), kv_blocks, style="fa2")
+
+
 def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
@@ -743,9 +752,9 @@ def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True
     n_rb = triton.cdiv(rows, block_r)
     block_n = 16 if INTERPRET else (32 if wide else 64)
     warps = 8 if wide else 4
-    if splits is None:  # enough programs to fill the device, FlashAttention-style, at least one tile per split
+    if splits is None:  # FlashAttention-2's wave-efficiency search over split counts
         sms = 1 if q.device.type != "cuda" else torch.cuda.get_device_properties(q.device).multi_processor_count
-        splits = max(1, min(triton.cdiv(L, block_n), triton.cdiv(sms, B * Hkv * n_rb)))
+        splits = default_splits(B * Hkv * n_rb, sms, triton.cdiv(L, block_n), warps)
     per = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
     op = torch.empty(B * n_q * Hq * splits, dv, device=q.device, dtype=torch.float32)
     lp = torch.empty(B * n_q * Hq * splits, device=q.device, dtype=torch.float32)
