@@ -172,11 +172,11 @@ def chosen_launches(cc: int) -> list:
         out.append(("_bwd_dkdv_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name, model))
         out.append(("_bwd_dq_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name, model))
     out.append(("_decode_split_kernel", {"causal_off": 1, "D1": 128, "D2": 0, "BLOCK_D1": 128, "BLOCK_D2": 16,
-                                         "DV": 128, "BLOCK_DV": 128, "BLOCK_R": 64, "BLOCK_N": 64, "IEEE": False},
-                4, 2, "fp16", None))
+                                         "DV": 128, "BLOCK_DV": 128, "BLOCK_R": 64, "BLOCK_N": 64, "IEEE": False,
+                                         "V_IS_K1": False}, 4, 2, "fp16", None))
     out.append(("_decode_split_kernel", {"causal_off": 1, "D1": 512, "D2": 64, "BLOCK_D1": 512, "BLOCK_D2": 64,
-                                         "DV": 512, "BLOCK_DV": 512, "BLOCK_R": 16, "BLOCK_N": 32, "IEEE": False},
-                8, 2, "fp16", None))
+                                         "DV": 512, "BLOCK_DV": 512, "BLOCK_R": 16, "BLOCK_N": 32, "IEEE": False,
+                                         "V_IS_K1": True}, 8, 2, "fp16", None))
     out.append(("_bwd_preprocess", {"DV": 256, "BLOCK_DV": 256, "BLOCK": 64}, 4, 1, "fp16", None))
     out.append(("_decode_combine_kernel", {"DV": 512, "BLOCK_DV": 512, "BLOCK_S": 64}, 4, 1, "fp32", None))
     return out
@@ -215,7 +215,8 @@ def static_launches(cc: int, d: int) -> list:
     out.append(("_bwd_dq_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bn * 2 * d * 2))
     out.append(("_bwd_preprocess", {"DV": d, "BLOCK_DV": d, "BLOCK": 64}, 4, 1, None, 0))
     out.append(("_decode_split_kernel", {"causal_off": 1, "D1": d, "D2": 0, "BLOCK_D1": d, "BLOCK_D2": 16, "DV": d,
-                                         "BLOCK_DV": d, "BLOCK_R": 64, "BLOCK_N": 64, "IEEE": False}, 4, 2, (64, 64),
+                                         "BLOCK_DV": d, "BLOCK_R": 64, "BLOCK_N": 64, "IEEE": False, "V_IS_K1": False},
+                4, 2, (64, 64),
                 64 * 2 * d * 2))
     out.append(("_decode_combine_kernel", {"DV": d, "BLOCK_DV": d, "BLOCK_S": 64}, 4, 1, None, 0))
     return out

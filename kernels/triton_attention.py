@@ -262,13 +262,16 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
                          stride_qb, stride_qr, stride_kb, stride_kt, stride_kh, stride_vb, stride_vt, stride_vh,
                          group, causal_off: tl.constexpr, D1: tl.constexpr, D2: tl.constexpr,
                          BLOCK_D1: tl.constexpr, BLOCK_D2: tl.constexpr, DV: tl.constexpr, BLOCK_DV: tl.constexpr,
-                         BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr):
+                         BLOCK_R: tl.constexpr, BLOCK_N: tl.constexpr, IEEE: tl.constexpr,
+                         V_IS_K1: tl.constexpr = False):
     """Program (sequence b, kv head hk and a block of BLOCK_R of its rows, split s): the group's query
     rows (row = token * group + head, packed GQA) against keys [s * per_split, (s + 1) * per_split) of the context. Scores are
     q[:D1] . k[:D1] + q[D1:D1+D2] . k[D1:D1+D2] (D2 = 0: plain heads; MLA: latent + rope). With
-    V_IN_K the V pointer is K itself (MLA: V = the latent, the first DV channels of the cache row).
-    Writes fp32 partial outputs and log-sum-exps; `causal_off` = 1 applies the bottom-right causal
-    mask among the step's n_q query tokens."""
+    V_IN_K the V pointer is K itself (MLA: V = the latent, the first DV channels of the cache row), and
+    `V_IS_K1` (DV = D1) takes V from the K tile already loaded: each latent row is read once for both
+    dots. Scores in base 2 (scale x log2(e) in one multiply, exp2). Writes fp32 partial outputs and
+    natural-log log-sum-exps; `causal_off` = 1 applies the bottom-right causal mask among the step's n_q
+    query tokens."""
     b = tl.program_id(0).to(tl.int64)  # int64: b * stride_kb passes 2^31 for large caches
     n_rb = (n_q * group + BLOCK_R - 1) // BLOCK_R  # row blocks per kv head
     hk = (tl.program_id(1) // n_rb).to(tl.int64)
@@ -292,6 +295,7 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
     m_i = tl.full([BLOCK_R], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_R], dtype=tl.float32)
     acc = tl.zeros([BLOCK_R, BLOCK_DV], dtype=tl.float32)
+    qk_scale = scale * 1.4426950408889634  # log2(e)
     lo = sp * per_split
     hi = tl.minimum(lo + per_split, L)
     for n0 in range(lo, hi, BLOCK_N):
@@ -303,17 +307,20 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
         if D2 > 0:
             k2 = tl.load(kp + D1 + o2[None, :], mask=n_ok[:, None] & (o2[None, :] < D2), other=0.0)
             s += _dot(q2, tl.trans(k2), IEEE)
-        s = s * scale
+        s = s * qk_scale
         live = n_ok[None, :] & r_ok[:, None]
         if causal_off:
             live = live & (keys[None, :] <= (tok + L - n_q)[:, None])
         s = tl.where(live, s, float("-inf"))
-        v = tl.load(V + b * stride_vb + keys[:, None] * stride_vt + hk * stride_vh + odv[None, :],
-                    mask=n_ok[:, None] & (odv[None, :] < DV), other=0.0)
+        if V_IS_K1:
+            v = k1
+        else:
+            v = tl.load(V + b * stride_vb + keys[:, None] * stride_vt + hk * stride_vh + odv[None, :],
+                        mask=n_ok[:, None] & (odv[None, :] < DV), other=0.0)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp(m_i - m_safe)
-        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.math.exp2(m_i - m_safe)
+        p = tl.math.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, 1)
         acc = acc * alpha[:, None] + _dot(p.to(v.dtype), v, IEEE)
         m_i = m_new
@@ -321,7 +328,8 @@ def _decode_split_kernel(Q, K, V, OP, LP, ctx_lens, scale, n_q, splits, per_spli
     out_row = (b * n_q + tok) * heads_q + head  # [B, n_q, Hq] rows, then splits
     tl.store(OP + (out_row * splits + sp)[:, None] * DV + odv[None, :], acc / l_safe[:, None],
              mask=r_ok[:, None] & (odv[None, :] < DV))
-    tl.store(LP + out_row * splits + sp, tl.where(l_i == 0.0, float("-inf"), m_i + tl.log(l_safe)), mask=r_ok)
+    lse = tl.where(l_i == 0.0, float("-inf"), m_i * 0.6931471805599453 + tl.log(l_safe))  # ln(2) m + ln(l)
+    tl.store(LP + out_row * splits + sp, lse, mask=r_ok)
 
 
 @triton.jit
@@ -767,6 +775,7 @@ def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True
             qs.stride(0), qs.stride(1), kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1),
             vc.stride(2), group, causal_off=1 if causal else 0, D1=d1, D2=d2, BLOCK_D1=_pow2(d1),
             BLOCK_D2=_pow2(d2) if d2 else 16, DV=dv, BLOCK_DV=_pow2(dv), BLOCK_R=block_r, BLOCK_N=block_n,
+            V_IS_K1=bool(v_in_k and dv == d1),
             IEEE=dt == torch.float32, num_warps=warps, num_stages=2)
         _decode_combine_kernel[(B * n_q * Hq,)](op, lp, o, B * n_q * Hq, splits, DV=dv, BLOCK_DV=_pow2(dv),
                                                 BLOCK_S=_pow2(splits))
