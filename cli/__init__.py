@@ -27,7 +27,7 @@ class _Group(click.Group):
     _LAZY = {"validate": ("attnsim.validation.validate", "validate",
                           "Measure kernels and ceilings on this GPU: records for calibrate and report"),
              "sweep": ("attnsim.cli.sweep", "sweep",
-                       "Price the cartesian product of lists and ranges: one row per configuration (CSV, Parquet, JSON)"),
+                       "Price the cartesian product of lists and ranges: one row per configuration (CSV, Parquet, JSON, XLSX)"),
              "plot": ("attnsim.cli.plot", "plot",
                       "Charts (matplotlib): a prediction's roofline, or curves from a sweep file"),
              "search": ("attnsim.cli.search", "search",

@@ -164,8 +164,10 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             put(getattr(scal, name), *MEANING[name], origin if name in fitted or cal is not None and not fitted
                 else "not fitted (the default)")
 
-    def ref(name):
-        reads[name] = reads.get(name, 0) + 1
+    rows_per_layout = [1]  # a template's layout stands for each of its rows
+
+    def ref(name):  # (called once per input a layout reads)
+        reads[name] = reads.get(name, 0) + rows_per_layout[0]
         return f"Inputs!$B${where[name] + 1}"
 
     # -- variant sheets -------------------------------------------------------------------------------
@@ -215,7 +217,9 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             # placeholders: {0} the sheet row, {1}, {2}... the per-row columns in the order met
             renderer = Renderer(ref, lambda s: f"{_col(c_step + s)}{{0}}", col=lambda name, i: "{%d}" % (i + 1))
             roots = [e for _, e in t.kernels] + [t.bound] + ([t.dense] if t.dense is not None else [])
+            rows_per_layout[0] = len(t.rows)
             steps, _cells = renderer.layout(roots)
+            rows_per_layout[0] = 1
             max_steps = max(max_steps, len(steps))
             texts = [renderer.formula(e) for e in roots]
             fill = [[operand_text(x) for x in np.asarray(v).tolist()] for v in renderer.columns]

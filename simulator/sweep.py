@@ -300,8 +300,9 @@ def _speedup(hw, kernel, variant, alt, phase, dtype, grid, kw, cols, time_s, ker
     causal = np.asarray(grid["causal"])
     out = np.full(causal.shape, np.nan)
     for c in np.unique(causal).tolist():
-        p = resolve(variant, alt or None, kernel=kernel, hw=hw, phase=phase, dtype=dtype, causal=c,
-                    heads=int(cols["heads_q"][0]) if variant in ("mha", "gqa", "mqa") else int(grid["heads_q"][0]),
+        heads = ({"heads": int(cols["heads_q"][0]), "kv_heads": int(cols["heads_kv"][0])}
+                 if variant in ("mha", "gqa", "mqa") else {"heads": int(grid["heads_q"][0])})
+        p = resolve(variant, alt or None, kernel=kernel, hw=hw, phase=phase, dtype=dtype, causal=c, **heads,
                     **({"seqlen": int(kw["seqlen_q"][0])} if kw["seqlen_q"] is not None else {}),
                     **({"seqlen_kv": int(kw["seqlen_kv"][0])} if kw["seqlen_kv"] is not None else {}))
         layout_mask = p.layout is not None and getattr(p.layout, "mask", None) is not None

@@ -87,10 +87,12 @@ CASES = [
     # eager's speedup is over eager dense attention, as predict prints it (not over the fused default)
     dict(variants=["eager", "swa"], hardware=["h100", "rtx4090"], causal=[True], seqlen_q=[1024, 2048],
          params={"window_size": ["256,0"]}),
+    # kv heads other than gqa's default 8 (its causal rows' dense baseline resolves the row's own heads)
+    dict(variants=["gqa"], hardware=["h100"], heads_q=[8, 12], heads_kv=[4], causal=[False, True], seqlen_q=[2049]),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=["prefill-mixed", "decode", "train", "gna", "eager"])
+@pytest.mark.parametrize("case", CASES, ids=["prefill-mixed", "decode", "train", "gna", "eager", "gqa-kv-heads"])
 def test_every_row_equals_predict(case):
     out = S.run(S.Spec(**case))
     n = len(out["time_s"])
@@ -106,6 +108,8 @@ def test_every_row_equals_predict(case):
             kw["seqlen"] = int(row["seqlen_q"])
         if case.get("head_dim_qk"):
             kw["head_dim"] = int(row["head_dim_qk"])
+        if case.get("heads_kv", [None]) != [None]:
+            kw["kv_heads"] = int(row["heads_kv"])
         p = predict_variant(row["hardware"], row["variant"], params or None, **kw)
         w = p.workload
         assert row["time_s"] == pytest.approx(p.time_s, rel=1e-9), row

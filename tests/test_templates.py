@@ -6,6 +6,7 @@ expressions refuse to branch; a workbook of template rows recalculates in LibreO
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import openpyxl
@@ -181,6 +182,15 @@ def test_a_workbook_of_templates_recalculates_in_libreoffice(tmp_path):
                         c.coordinate, got, want)
                     n += 1
     assert n > 48 * 8
+    # Inputs' "rows reading it": the rows whose own formulas name the input's cell (a template counts each row)
+    named = {}
+    for row in wb["gqa"].iter_rows(min_row=2):
+        cells = {ref for c in row if isinstance(c.value, str) for ref in re.findall(r"Inputs!\$B\$(\d+)", c.value)}
+        for ref in cells:
+            named[int(ref)] = named.get(int(ref), 0) + 1
+    listed = {r[1].row: r[5].value for r in wb["Inputs"].iter_rows(min_row=2) if r[0].value and r[1].value is not None}
+    assert listed and all(named.get(row, "none: editing it changes nothing here") == v for row, v in listed.items())
+    assert max(named.values()) == 24  # a GPU's clock: every one of its 24 rows reads it
     spec = S.Spec(variants=["gqa"], hardware=["a100", "h100"], kernels=["fa2", "triton"],
                   phases=["prefill", "train", "decode"], causal=[True], seqlen_q=[777, 4096], batch=[1, 3],
                   heads_kv=[8])
