@@ -121,7 +121,7 @@ def _fmt_capacity(b):
 _WORKLOAD_OPTIONS = [
     click.option("--hw", "hw_name", default="h100", show_default=True,
                  help="hardware profile name or alias (see 'attnsim hw list') or a path to a YAML profile"),
-    click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|cudnn|ck|triton|eager [default: per hardware]"),
+    click.option("--kernel", default=None, help="kernel family: fa2|fa3|fa4|cudnn|ck|triton|attnsim|eager [default: per hardware]"),
     click.option("--batch", type=int, default=1, show_default=True, help="sequences per batch"),
     click.option("--seqlen", type=int, default=None,
                  help="query tokens per sequence [default: 4096]; decode: the context when --seqlen-kv is not given"),

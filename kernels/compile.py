@@ -158,7 +158,7 @@ def chosen_launches(cc: int) -> list:
     from attnsim.simulator.hardware import load_hardware
     from . import triton_attention as ta
     hw = load_hardware(PROFILE[cc])
-    fam = get_family("triton")
+    fam = get_family(ta.FAMILY)
     out = []
     for d, tdt, name in ((128, torch.float16, "fp16"), (256, torch.float16, "fp16"), (256, torch.float32, "fp32")):
         s = 4 if name == "fp32" else 2

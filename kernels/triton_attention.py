@@ -360,6 +360,9 @@ def default_splits(programs: int, sms: int, kv_blocks: int, warps: int) -> int:
     return num_splits_heuristic(programs, sms * (2 if warps <= 4 else 1), kv_blocks, style="fa2")
 
 
+FAMILY = "attnsim"  # the simulator's family of these kernels: their tiles, ranked as it prices them
+
+
 def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
@@ -391,13 +394,13 @@ def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward):
     hw = hw or hardware_of(device)
     if hw is None:
         return None
-    fam = get_family("triton")
+    fam = get_family(FAMILY)
     ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=backward).ok]
     if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
         from attnsim.simulator.model import predict
         role, w = ("backward", workload.with_(phase="train")) if backward else ("forward", workload)
         try:
-            t = predict(w, hw, "triton", mask).kernels_for(role)[0].tile_obj
+            t = predict(w, hw, FAMILY, mask).kernels_for(role)[0].tile_obj
             best = (t.block_m, t.block_n, t.num_warps, t.stages)
             if best in ok:
                 ok.remove(best)
@@ -425,7 +428,7 @@ def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workl
     from attnsim.simulator.families import bwd_tile_candidates, get_family
     prof = hw or (None if INTERPRET or device is None or device.type != "cuda" else hardware_of(device))
     cands = [] if prof is None else [(t.block_m, t.block_n, t.num_warps, t.stages)
-                                     for t in bwd_tile_candidates(get_family("triton"), prof, d, dv, False, "bf16")]
+                                     for t in bwd_tile_candidates(get_family(FAMILY), prof, d, dv, False, "bf16")]
     ok = _legal_tiles(cands, d, dv, dtype, device, prof, workload, mask, backward=True)
     return [(32, 64, 4, 1)] if ok is None else (ok or _fallback(_BWD_FALLBACKS, d, dv, dtype, device, prof, True))
 

@@ -78,6 +78,10 @@ class Family:
     exp2_emulation: bool = False
     exp2_emulation_masked_dims: tuple = ()
     exp2_emulation_source: str = ""
+    # the kernels' compiled code where it is known (`compiled_tile`: attnsim's own Triton kernels compiled for the
+    # GPU's compute capability, simulator/triton_compiled.json): a tile that spills is illegal, its registers
+    # are ptxas's, and a forward tile computes the compiled code's exps per score
+    compiled: bool = False
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -238,6 +242,12 @@ def _fa3_decode(hw, dp: int, dvp: int):
 
 def _fa4_decode(hw, dp: int, dvp: int):
     return [Tile(64, bn, 8, 2) for bn in (128, 112, 96, 80, 64)]
+
+
+def _attnsim_decode(hw, dp: int, dvp: int):
+    """attnsim's Triton decode (kernels/triton_attention.py prepared_decode): blocks of 64 packed rows and
+    64 keys, 4 warps; MLA's wide latent (a head dim of 256 or more): 16 rows, 32 keys, 8 warps."""
+    return [Tile(16, 32, 8, 2)] if max(dp, dvp) >= 256 else [Tile(64, 64, 4, 2)]
 
 
 def _triton_decode(hw, dp: int, dvp: int):
@@ -438,6 +448,27 @@ FAMILIES = {
         latent_source="two tl.dot per tile, latent and rope parts, as sglang's Triton MLA decode kernel "
                       "(BLOCK_DMODEL = next power of two of kv_lora_rank, BLOCK_DPE = 64, BLOCK_H = 16 heads)",
     ),
+    "attnsim": Family(
+        name="attnsim",
+        description="attnsim's own Triton kernels (kernels/triton_attention.py): the plan's full tiles in a branch-free "
+                    "loop, split-KV decode over packed GQA rows; tiles ranked with their compiled code's facts",
+        source="kernels/triton_attention.py; compiled facts: simulator/triton_compiled.json "
+               "(benchmarks/bench_triton_registers.py)",
+        archs=("ampere", "ada", "hopper", "blackwell", "cdna3"),
+        dtypes=("fp16", "bf16"),
+        head_dims=(16, 32, 64, 128, 256),  # tl.dot needs power-of-two block shapes
+        overlap=0.0,
+        overlap_source="one warp group computes QK^T, softmax and PV in sequence (as tutorial 06)",
+        smem_layout="q_kv",
+        softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
+        reg_overhead_per_thread=32,
+        pack_gqa_decode=True, split_kv=True, split_style="fa2", autotune=True, accum_types=("fp32",),
+        fwd_tiles=_triton_fwd, bwd_tiles=_triton_bwd, decode_tiles=_attnsim_decode,
+        smem_reader_by_arch={"hopper": "warpgroups", "blackwell": "warpgroups"},
+        latent_dims=(16, 32, 64, 128, 256, 512, 1024),
+        latent_source="the decode kernel's two dots, latent and rope parts (V_IS_K1: the latent read once)",
+        compiled=True,
+    ),
     "eager": Family(
         name="eager",
         description="eager attention: QK^T GEMM, an additive-mask add when masked, a softmax kernel, PV GEMM, "
@@ -568,6 +599,13 @@ def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
     smem = smem_bytes(fam, tile, d, dv, s, skv, backward, v_in_k, qk_matmuls)
     regs = regs_per_thread(fam, tile, dv, backward, d)
     threads = fam.warp_lanes * tile.num_warps
+    known = compiled_tile(fam, hw, tile, d, dv, backward, v_in_k, qk_matmuls)
+    if known is not None:
+        regs = known["regs"]
+        if known["spill_bytes"]:
+            return Legality(False, smem, regs, 0, f"tile {tile.block_m}x{tile.block_n} w{tile.num_warps} "
+                                                  f"s{tile.stages} spills {known['spill_bytes']} B per thread in "
+                                                  f"its compiled code (sm_{hw.compute_capability.replace('.', '')})")
     if fam.fused and (tile.block_m % fam.mma_m or tile.block_n % fam.mma_n):
         return Legality(False, smem, regs, 0, f"tile {tile.block_m}x{tile.block_n} is not a multiple of the "
                                               f"{fam.mma_m}x{fam.mma_n} MMA shape of {fam.name}")
@@ -590,6 +628,43 @@ def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
     if k < 1:
         return Legality(False, smem, regs, 0, "not one CTA fits on an SM")
     return Legality(True, smem, regs, int(k))
+
+
+_COMPILED: dict = {}
+
+
+def compiled_facts() -> dict:
+    """{(arch "sm_80", kernel, head dim, BLOCK_M, BLOCK_N, warps, stages): the compiled facts} of
+    simulator/triton_compiled.json: attnsim's Triton kernels compiled without a GPU (fp16, the JIT's hints)
+    at every tile of the Triton tile spaces (registers, spilled bytes, shared memory, the main loop's exps and
+    warp instructions per score; its header names the Triton and ptxas versions and the date)."""
+    if not _COMPILED:
+        import json
+        from importlib.resources import files
+        data = json.loads(files("attnsim.simulator").joinpath("triton_compiled.json").read_text())
+        for r in data["rows"]:
+            _COMPILED[(r["arch"], r["kernel"], r["head_dim"], r["block_m"], r["block_n"], r["warps"],
+                       r["stages"])] = r
+    return _COMPILED
+
+
+def compiled_tile(fam: Family, hw, tile: Tile, d: int, dv: int, backward: bool = False, v_in_k: bool = False,
+                  qk_matmuls: int = 1) -> dict | None:
+    """What the compiled code says of `tile` for a family with `compiled` facts on `hw`'s compute capability,
+    or None where nothing was compiled (another GPU, head dim, latent V or several QK^T): the forward's facts,
+    or the backward's dK/dV and dQ kernels together (the larger registers and spill, both must not spill)."""
+    if not fam.compiled or d != dv or v_in_k or qk_matmuls != 1:
+        return None
+    facts = compiled_facts()
+    arch = "sm_" + str(hw.compute_capability).replace(".", "")
+    key = (d, tile.block_m, tile.block_n, tile.num_warps, tile.stages)
+    if not backward:
+        return facts.get((arch, "_fwd_kernel") + key)
+    rows = [facts.get((arch, k) + key) for k in ("_bwd_dkdv_kernel", "_bwd_dq_kernel")]
+    if None in rows:
+        return None
+    return {"regs": max(r["regs"] for r in rows), "spill_bytes": max(r["spill_bytes"] for r in rows),
+            "exp_per_score": max(r["exp_per_score"] or 1.0 for r in rows)}
 
 
 # Who reads a K/V tile from shared memory, once per use, by reader kind (Family.smem_reader)

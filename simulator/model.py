@@ -27,7 +27,7 @@ from . import schedule
 from .bound import Bound, attention_work_alternatives, min_bound, smallest_bound
 from .errors import AttnsimError, UnsupportedCore
 from .formulas import is_expr, largest, num, smallest
-from .families import (FAMILIES, Family, Legality, bwd_tile_candidates, can_implement, check_family,
+from .families import (FAMILIES, Family, Legality, bwd_tile_candidates, can_implement, check_family, compiled_tile,
                        decode_tile_candidates, fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
 from .hardware import Hardware, load_hardware
 from .layouts import Layout, check_rope, core_saved_bytes, layer_accounting, layer_ops, standard
@@ -229,7 +229,9 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     flops = 2.0 * bm * bn * (w.qk_matmuls * dp + dvp)
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    t_exp = scores * (1 + w.score_sfu_ops) / rates.exp * k
+    known = compiled_tile(fam, r.hw, tile, dp, dvp, False, getattr(w, "v_in_k", False), w.qk_matmuls)
+    exps = known["exp_per_score"] if known and known.get("exp_per_score") else 1.0  # the compiled code's count
+    t_exp = scores * (exps + w.score_sfu_ops) / rates.exp * k
     soft = fam.softmax_fp32_ops_per_score + w.score_fp32_ops
     t_fp32 = scores * soft / rates.fp32_ops * k
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k

@@ -423,8 +423,9 @@ def calibration_file(groups: dict, sources: list, command: str, evidence=None, t
 
 
 # a family without rows of its own borrows the fit of the family its kernels descend from (FA4 and cuDNN's
-# fused attention from FA3's warp-specialized design, CK's FMHA from FA2's), as the transfers do
-FAMILY_LINE = {"fa4": ("fa3",), "cudnn": ("fa3",), "ck": ("fa2",), "fa3": ("fa2",)}
+# fused attention from FA3's warp-specialized design, CK's FMHA from FA2's, attnsim's Triton kernels from Triton's
+# tutorial 06), as the transfers do
+FAMILY_LINE = {"fa4": ("fa3",), "cudnn": ("fa3",), "ck": ("fa2",), "fa3": ("fa2",), "attnsim": ("triton",)}
 SAME_ARCH_FLOOR = 10.0  # percent: a fit carried to another GPU of its architecture, never measured there
 
 

@@ -1,0 +1,109 @@
+"""The "attnsim" kernel family: the simulator's description of attnsim's own Triton kernels, whose tiles are
+ranked with their compiled code's facts (simulator/triton_compiled.json, written by
+benchmarks/bench_triton_registers.py): a tile that spills is illegal, registers are ptxas's, a forward tile
+computes the compiled exps per score; decode splits the cache as FlashAttention-2 does, as the kernel does."""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from attnsim.simulator.families import (FAMILIES, Tile, can_implement, compiled_facts, compiled_tile, get_family)
+from attnsim.simulator.hardware import load_hardware
+from attnsim.simulator.model import SMRates, _fwd_tile_costs, num_splits_heuristic, predict
+from attnsim.simulator.rates import rates
+from attnsim.simulator.workload import Workload
+
+FAM = get_family("attnsim")
+PROFILES = {"sm_80": "a100", "sm_90": "h100"}
+
+
+def test_the_facts_say_where_they_come_from():
+    import json
+    from importlib.resources import files
+    data = json.loads(files("attnsim.simulator").joinpath("triton_compiled.json").read_text())
+    assert data["triton"] and data["ptxas"] and data["date"] and "bench_triton_registers.py" in data["command"]
+    archs = {r["arch"] for r in data["rows"]}
+    assert archs == {"sm_80", "sm_90"}
+    # every forward tile of the space at head dims 64 and 128 on both, and the backward's dK/dV and dQ
+    assert {(r["arch"], r["kernel"], r["head_dim"]) for r in data["rows"]} == {
+        (a, k, d) for a in archs for k in ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel") for d in (64, 128)}
+    assert len(compiled_facts()) == len(data["rows"])
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_legality_follows_the_compiled_code(arch):
+    """Every compiled tile, by brute force over the table: spilled -> illegal (saying so); else ptxas's
+    registers are the legality's, and a tile that fits (shared memory, threads) is legal."""
+    hw = load_hardware(PROFILES[arch])
+    seen = 0
+    for (a, kernel, d, bm, bn, w, st), r in compiled_facts().items():
+        if a != arch or kernel == "_bwd_dq_kernel":
+            continue
+        backward = kernel == "_bwd_dkdv_kernel"
+        tile = Tile(bm, bn, w, st)
+        leg = can_implement(FAM, hw, tile, d, d, "fp16", backward=backward)
+        spill = r["spill_bytes"]
+        regs = r["regs"]
+        if backward:
+            dq = compiled_facts()[(a, "_bwd_dq_kernel", d, bm, bn, w, st)]
+            spill, regs = max(spill, dq["spill_bytes"]), max(regs, dq["regs"])
+        if spill:
+            assert not leg.ok and f"spills {spill} B" in leg.reason
+        else:
+            assert leg.regs_per_thread == regs
+            tutorial = can_implement(get_family("triton"), hw, tile, d, d, "fp16", backward=backward)
+            if tutorial.ok or "registers" in tutorial.reason:  # the estimate's register limit no longer decides
+                assert leg.ok == (leg.smem_bytes <= hw.smem_per_block_bytes), (tile, leg)
+        seen += 1
+    assert seen > 40
+
+
+def test_no_facts_no_change():
+    """Where nothing was compiled (another GPU, head dim 256, a latent V) the family keeps the estimate."""
+    b200, h100 = load_hardware("b200"), load_hardware("h100")
+    t = Tile(128, 64, 8, 2)
+    assert compiled_tile(FAM, b200, t, 128, 128) is None and compiled_tile(FAM, h100, t, 256, 256) is None
+    assert compiled_tile(FAM, h100, t, 576, 512, v_in_k=True) is None
+    assert compiled_tile(get_family("triton"), h100, t, 128, 128) is None  # the tutorial family has none
+    est = can_implement(get_family("triton"), b200, t, 128, 128, "fp16")
+    assert can_implement(FAM, b200, t, 128, 128, "fp16").regs_per_thread == est.regs_per_thread
+
+
+def test_a_forward_tile_pays_its_compiled_exps():
+    """The exp time of a forward tile is the triton family's times the compiled exps per score (by hand:
+    the same rates, the same tile, the count from the table)."""
+    hw = load_hardware("h100")
+    fam_tut = replace(FAMILIES["triton"], exp2_emulation=False)
+    for t in (Tile(64, 64, 8, 2), Tile(128, 128, 8, 2), Tile(64, 32, 4, 2)):
+        e = compiled_facts()[("sm_90", "_fwd_kernel", 128, t.block_m, t.block_n, t.num_warps, t.stages)]["exp_per_score"]
+        got = [_fwd_tile_costs(rates(hw, f, None), f, t, 1, 128, 128, 2, 2, SMRates.of(rates(hw, f, None), "fp16", "fp32"))
+               .parts["exp"] for f in (FAM, fam_tut)]
+        assert math.isclose(got[0], got[1] * e, rel_tol=1e-12) and e >= 1.0
+
+
+@pytest.mark.parametrize("hw_name", ["a100", "h100"])
+def test_the_picked_forward_and_backward_tiles_do_not_spill(hw_name):
+    hw = load_hardware(hw_name)
+    arch = "sm_" + hw.compute_capability.replace(".", "")
+    for d in (64, 128):
+        w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=d, dtype="fp16", phase="train")
+        p = predict(w, hw, "attnsim")
+        for role, kernels in (("forward", ("_fwd_kernel",)), ("backward", ("_bwd_dkdv_kernel", "_bwd_dq_kernel"))):
+            t = p.kernels_for(role)[0].tile_obj
+            for k in kernels:
+                assert compiled_facts()[(arch, k, d, t.block_m, t.block_n, t.num_warps, t.stages)]["spill_bytes"] == 0
+
+
+def test_decode_splits_as_the_kernel_does():
+    """The family's decode splits the cache with FlashAttention-2's heuristic on 2 x SMs over 64-row, 64-key
+    blocks of packed GQA rows: what kernels/triton_attention.py's default_splits does (by hand here)."""
+    hw = load_hardware("h100")
+    for batch, hq, hkv, ctx in ((1, 32, 8, 4096), (1, 8, 1, 65536), (4, 64, 8, 8192), (64, 32, 8, 2048)):
+        w = Workload(batch=batch, seqlen_q=1, seqlen_kv=ctx, heads_q=hq, heads_kv=hkv, head_dim_qk=128,
+                     dtype="bf16", phase="decode")
+        p = predict(w, hw, "attnsim")
+        rows = hq // hkv  # one step token: the group's heads packed into the rows of one 64-row block
+        want = num_splits_heuristic(batch * hkv * -(-rows // 64), 2 * hw.sm_count, -(-ctx // 64), style="fa2")
+        assert p.kernels_for("decode")[0].splits == want
