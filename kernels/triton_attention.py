@@ -59,6 +59,17 @@ def _plan_row(ROWS, row):
             tl.load(base + 5).to(tl.int32))
 
 
+@triton.jit
+def _full_kv(K, V, keys, hk, stride_kt, stride_kh, stride_vt, stride_vh, offs_d, offs_dv, D: tl.constexpr,
+             DV: tl.constexpr):
+    """A full tile's K and V rows `keys` of kv head hk: every key in bounds, so no mask but the padded head
+    dims' (constant): the loads Triton pipelines."""
+    k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :], mask=offs_d[None, :] < D, other=0.0)
+    v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :], mask=offs_dv[None, :] < DV,
+                other=0.0)
+    return k, v
+
+
 # -- the forward ------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, FIRST_PART, scale,
@@ -87,11 +98,8 @@ def _fwd_kernel(Q, K, V, O, LSE, ROWS, KV_START, PART, MASKS, FIRST_PART, scale,
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], dtype=tl.float32)
     for e in range(lo, mid):  # full tiles: in bounds and live everywhere
-        keys = k_start + tl.load(KV_START + e) + offs_n
-        k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :], mask=offs_d[None, :] < D,
-                    other=0.0)
-        v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :], mask=offs_dv[None, :] < DV,
-                    other=0.0)
+        k, v = _full_kv(K, V, k_start + tl.load(KV_START + e) + offs_n, hk, stride_kt, stride_kh, stride_vt, stride_vh,
+                        offs_d, offs_dv, D, DV)
         s = _dot(q, tl.trans(k), IEEE) * qk_scale
         m_new = tl.maximum(m_i, tl.max(s, 1))  # finite: every score of a full tile is live
         alpha = tl.math.exp2(m_i - m_new)
@@ -230,11 +238,8 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, ROWS, KV_START, PART, MASKS, FIR
     qk_scale = scale * 1.4426950408889634
     dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for e in range(lo, mid):  # full tiles: in bounds and live everywhere
-        keys = k_start + tl.load(KV_START + e) + offs_n
-        k = tl.load(K + keys[:, None] * stride_kt + hk * stride_kh + offs_d[None, :], mask=offs_d[None, :] < D,
-                    other=0.0)
-        v = tl.load(V + keys[:, None] * stride_vt + hk * stride_vh + offs_dv[None, :], mask=offs_dv[None, :] < DV,
-                    other=0.0)
+        k, v = _full_kv(K, V, k_start + tl.load(KV_START + e) + offs_n, hk, stride_kt, stride_kh, stride_vt, stride_vh,
+                        offs_d, offs_dv, D, DV)
         p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse[:, None])
         ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
         dq += _dot(ds.to(k.dtype), k, IEEE)

@@ -599,7 +599,7 @@ def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
     smem = smem_bytes(fam, tile, d, dv, s, skv, backward, v_in_k, qk_matmuls)
     regs = regs_per_thread(fam, tile, dv, backward, d)
     threads = fam.warp_lanes * tile.num_warps
-    known = compiled_tile(fam, hw, tile, d, dv, backward, v_in_k, qk_matmuls)
+    known = compiled_tile(fam, hw, tile, d, dv, backward, v_in_k, qk_matmuls, dtype)
     if known is not None:
         regs = known["regs"]
         if known["spill_bytes"]:
@@ -649,11 +649,12 @@ def compiled_facts() -> dict:
 
 
 def compiled_tile(fam: Family, hw, tile: Tile, d: int, dv: int, backward: bool = False, v_in_k: bool = False,
-                  qk_matmuls: int = 1) -> dict | None:
+                  qk_matmuls: int = 1, dtype: str = "fp16") -> dict | None:
     """What the compiled code says of `tile` for a family with `compiled` facts on `hw`'s compute capability,
-    or None where nothing was compiled (another GPU, head dim, latent V or several QK^T): the forward's facts,
-    or the backward's dK/dV and dQ kernels together (the larger registers and spill, both must not spill)."""
-    if not fam.compiled or d != dv or v_in_k or qk_matmuls != 1:
+    or None where nothing was compiled (another GPU, head dim or dtype than 16-bit, latent V or several QK^T):
+    the forward's facts, or the backward's dK/dV and dQ kernels together (the larger registers and spill, both
+    must not spill)."""
+    if not fam.compiled or d != dv or v_in_k or qk_matmuls != 1 or dtype not in ("fp16", "bf16"):
         return None
     facts = compiled_facts()
     arch = "sm_" + str(hw.compute_capability).replace(".", "")

@@ -229,7 +229,7 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     flops = 2.0 * bm * bn * (w.qk_matmuls * dp + dvp)
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    known = compiled_tile(fam, r.hw, tile, dp, dvp, False, getattr(w, "v_in_k", False), w.qk_matmuls)
+    known = compiled_tile(fam, r.hw, tile, dp, dvp, False, getattr(w, "v_in_k", False), w.qk_matmuls, w.dtype)
     exps = known["exp_per_score"] if known and known.get("exp_per_score") else 1.0  # the compiled code's count
     t_exp = scores * (exps + w.score_sfu_ops) / rates.exp * k
     soft = fam.softmax_fp32_ops_per_score + w.score_fp32_ops

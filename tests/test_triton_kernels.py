@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib.resources import files
 
 import numpy as np
 import pytest
@@ -262,11 +263,17 @@ FWD_SPACE = [(bm, bn, w, s) for bm in (64, 128) for bn in (32, 64, 128) for w in
 BWD_SPACE = [(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
 
 
+COMPILED = {(r["arch"], r["kernel"], r["head_dim"], r["block_m"], r["block_n"], r["warps"], r["stages"]): r
+            for r in json.loads(files("attnsim.simulator").joinpath("triton_compiled.json").read_text())["rows"]}
+
+
 def fits(hw, tile, d, dv, nbytes, backward=False):
     """Brute force from the tile sizes, independent of the simulator's code: shared memory (forward: the
     Q tile and `stages` K and V tiles; backward: `stages` Q and dO tiles, the K and V tiles and the dS
     tile), fp32 accumulators spread over the CTA's threads plus 32 registers of overhead (forward: O and
-    S; backward: dK, dV, S and dP), 16-multiple tiles (mma), and one CTA must fit on an SM."""
+    S; backward: dK, dV, S and dP), 16-multiple tiles (mma), and one CTA must fit on an SM. Where the
+    kernels were compiled for the card (simulator/triton_compiled.json: A100, H100; 16-bit, head dims 64
+    and 128) ptxas's registers count instead, and a tile that spills does not fit."""
     bm, bn, warps, stages = tile
     threads = 32 * warps
     if backward:
@@ -275,17 +282,26 @@ def fits(hw, tile, d, dv, nbytes, backward=False):
     else:
         smem = (bm * d + stages * bn * (d + dv)) * nbytes
         regs = -(-bm * (dv + bn) // threads) + 32
+    arch = "sm_" + hw.compute_capability.replace(".", "")
+    kernels = ("_bwd_dkdv_kernel", "_bwd_dq_kernel") if backward else ("_fwd_kernel",)
+    known = [COMPILED.get((arch, k, d, bm, bn, warps, stages)) for k in kernels] if nbytes == 2 and d == dv else [None]
+    if None not in known:
+        if any(r["spill_bytes"] for r in known):
+            return False
+        regs = max(r["regs"] for r in known)
     return (bm % 16 == 0 and bn % 16 == 0 and smem <= hw.smem_per_block_bytes and smem <= hw.smem_per_sm_bytes
             and regs <= hw.max_registers_per_thread and threads <= hw.max_threads_per_sm
             and regs * threads <= hw.registers_per_sm)
 
 
 def test_configs_are_the_tiles_that_fit():
-    # worked by hand: H100 (232,448 B per block, 255 registers) at d = 128, fp16 drops 6 of the 36 tiles:
+    # worked by hand: H100 (232,448 B per block, 255 registers) at d = 128, fp16 drops 12 of the 36 tiles:
     # 64 x 128 at 4 stages: 64*128*2 + 4*128*256*2 = 278,528 B; 128 x 128 at 4 stages: 294,912 B;
-    # 128 x 128 with 4 warps: 128*(128 + 128)/128 + 32 = 288 registers per thread
+    # 128 x 128 with 4 warps: 128*(128 + 128)/128 + 32 = 288 registers per thread; and, by their compiled code
+    # (simulator/triton_compiled.json), 128 x 32 and 128 x 64 with 4 warps spill (12-20 B, 348-424 B)
     h100 = load_hardware("h100")
-    dropped = [(64, 128, 4, 4), (64, 128, 8, 4), (128, 128, 4, 2), (128, 128, 4, 3), (128, 128, 4, 4), (128, 128, 8, 4)]
+    dropped = [(64, 128, 4, 4), (64, 128, 8, 4), (128, 128, 4, 2), (128, 128, 4, 3), (128, 128, 4, 4), (128, 128, 8, 4),
+               (128, 32, 4, 2), (128, 32, 4, 3), (128, 32, 4, 4), (128, 64, 4, 2), (128, 64, 4, 3), (128, 64, 4, 4)]
     assert configs(128, 128, torch.float16, hw=h100) == [c for c in FWD_SPACE if c not in dropped]
     # RTX 4090 (101,376 B) at d = 256, fp16: only 64 x 32 at 2 stages fits: 64*256*2 + 2*32*512*2 = 98,304 B
     # (3 stages: 131,072 B; BLOCK_N 64: 131,072 B; BLOCK_M 128: 131,072 B)
@@ -313,6 +329,7 @@ def test_the_kernel_runs_the_tile_the_model_prices_fastest(hw_name, causal, head
     The model ranks every legal tile by the same closed-form time, so the first one is the fastest
     exactly (ties count). The workload matters: the first tile without it is at least 10% slower on
     these workloads."""
+    from attnsim.kernels.triton_attention import FAMILY
     from attnsim.simulator import families
     from attnsim.simulator.model import predict
     from attnsim.simulator.workload import Workload
@@ -324,7 +341,7 @@ def test_the_kernel_runs_the_tile_the_model_prices_fastest(hw_name, causal, head
     times = {}
     for c in legal:
         monkeypatch.setattr(families, "_TRITON_SPACE", (Tile(*c),))
-        times[c] = predict(w, hw, "triton").kernels_for("forward")[0].time_s
+        times[c] = predict(w, hw, FAMILY).kernels_for("forward")[0].time_s
     fastest = min(times.values())
     assert times[first] == fastest, (first, times[first], min(times, key=times.get), fastest)
     assert times[configs(head_dim, head_dim, torch.bfloat16, hw=hw)[0]] > 1.10 * fastest
