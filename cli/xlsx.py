@@ -32,6 +32,8 @@ MEANING = {
     "fp32_flops_per_clk_per_sm": ("FLOP/clk/SM", "FP32 FLOPs per clock per SM (an FMA is two)"),
     "smem_bytes_per_clk_per_sm": ("B/clk/SM", "shared-memory bandwidth per clock per SM"),
     "exp2_emulation_fp32_ops": ("ops", "FP32 instructions of one emulated exp2 (FA4's polynomial)"),
+    "warp_issue_per_clk_per_sm": ("1/clk/SM", "warp instructions the SM's schedulers issue per clock (the attnsim "
+                                  "family's compiled main loop is priced against it)"),
     "tensor": ("x", "multiplies the tensor-core rate (after the kernel family's own efficiency)"),
     "exp": ("x", "multiplies the exp (SFU) rate"),
     "fp32": ("x", "multiplies the FP32 rate"),

@@ -41,6 +41,7 @@ FIGURES = {
     "exp_ops_per_clk_per_sm": (float, 1, 1024, True),
     "exp2_emulation_fp32_ops": (float, 1, 64, True),
     "smem_bytes_per_clk_per_sm": (float, 16, 4096, True),
+    "warp_issue_per_clk_per_sm": (float, 1, 64, False),
     "hbm_capacity_bytes": (float, 1e9, 1e13, True),
     "hbm_bandwidth_bytes_per_s": (float, 1e10, 1e14, True),
     "dram_latency_s": (float, 5e-8, 1e-5, True),
@@ -123,6 +124,7 @@ class Hardware:
     l2_bandwidth_bytes_per_s: float | None = None
     l2_fetch_granularity_bytes: int | None = None  # bytes the L2 moves from device memory per miss (a sector)
     tmem_per_sm_bytes: int | None = None
+    warp_issue_per_clk_per_sm: float | None = None  # warp instructions the SM's schedulers issue per clock
     nvlink_bandwidth_bytes_per_s_per_direction: float | None = None
     pcie_bandwidth_bytes_per_s_per_direction: float | None = None
     path: str = ""

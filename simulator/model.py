@@ -249,11 +249,18 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     kv_cols = _kv_cols(w, dp, dvp)
     t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
     c = 1.0 + (r.causal if causal else 0.0)
-    t_full = _tile_time(t_tensor, t_soft, t_smem, r.overlap) * c
-    t_part = _tile_time(t_tensor, t_soft_p, t_smem, r.overlap) * c + r.partial_tile * t_full
-    return TileCosts(t_full, t_part, flops, bn * kv_cols * skv,
-                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
-                     _cta_io_time(r, bm * (dp + dvp) * s, k))
+    t_full = _tile_time(t_tensor, t_soft, t_smem, r.overlap)
+    t_part = _tile_time(t_tensor, t_soft_p, t_smem, r.overlap)
+    parts = {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem}
+    issue = known.get("loop_instructions_per_score") if known else None
+    if issue and r.hw.warp_issue_per_clk_per_sm:
+        # the compiled main loop's warp instructions, issued by the SM's schedulers: a ceiling on the tile
+        # (a partial tile issues at least as many: its mask work is priced above)
+        parts["issue"] = t_issue = scores * issue / (r.hw.warp_issue_per_clk_per_sm * r.clock_hz) * k
+        t_full, t_part = np.maximum(t_full, t_issue), np.maximum(t_part, t_issue)
+    t_full = t_full * c
+    t_part = t_part * c + r.partial_tile * t_full
+    return TileCosts(t_full, t_part, flops, bn * kv_cols * skv, parts, _cta_io_time(r, bm * (dp + dvp) * s, k))
 
 
 def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN,

@@ -107,3 +107,34 @@ def test_decode_splits_as_the_kernel_does():
         rows = hq // hkv  # one step token: the group's heads packed into the rows of one 64-row block
         want = num_splits_heuristic(batch * hkv * -(-rows // 64), 2 * hw.sm_count, -(-ctx // 64), style="fa2")
         assert p.kernels_for("decode")[0].splits == want
+
+
+def test_a_forward_tile_is_no_faster_than_its_compiled_loop_issues():
+    """By hand: a tile's warp instructions (the compiled main loop's per score x its scores) issue at the
+    profile's 4 per clock per SM (NVIDIA's A100/H100 whitepapers: four schedulers); the tile takes at least
+    that, else what its units take. Without facts (B200) no issue term."""
+    from attnsim.simulator.model import _tile_time
+    for hw_name, arch in (("h100", "sm_90"), ("a100", "sm_80")):
+        hw = load_hardware(hw_name)
+        r = rates(hw, FAM, None)
+        assert hw.warp_issue_per_clk_per_sm == 4
+        for t in (Tile(64, 32, 4, 2), Tile(64, 128, 8, 2)):
+            ips = compiled_facts()[(arch, "_fwd_kernel", 128, t.block_m, t.block_n, t.num_warps, t.stages)][
+                "loop_instructions_per_score"]
+            tc = _fwd_tile_costs(r, FAM, t, 2, 128, 128, 2, 2, SMRates.of(r, "fp16", "fp32"))
+            want = t.block_m * t.block_n * ips / (4 * r.clock_hz) * 2  # two CTAs share the SM's schedulers
+            assert math.isclose(tc.parts["issue"], want, rel_tol=1e-12)
+            units = _tile_time(tc.parts["tensor"], max(tc.parts["exp"], tc.parts["fp32"]), tc.parts["smem"], r.overlap)
+            assert math.isclose(tc.t_full, max(units, want), rel_tol=1e-12)
+    b200 = load_hardware("b200")
+    r = rates(b200, FAM, None)
+    assert "issue" not in _fwd_tile_costs(r, FAM, Tile(128, 128, 8, 2), 1, 128, 128, 2, 2,
+                                          SMRates.of(r, "fp16", "fp32")).parts
+
+
+def test_the_raw_model_ranks_hopper_sized_tiles_first_on_h100():
+    """Uncalibrated, the compiled facts rank H100's d = 128 forward at 128 x 128 with 8 warps: the fewest
+    instructions and exps per score among the tiles that do not spill."""
+    w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=128, dtype="fp16")
+    t = predict(w, load_hardware("h100"), "attnsim", calibration=None).kernels_for("forward")[0].tile_obj
+    assert (t.block_m, t.block_n, t.num_warps) == (128, 128, 8)
