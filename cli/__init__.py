@@ -243,7 +243,8 @@ legend (docs/legend.md):
   limit          what sets a kernel's time: tensor (tensor-core matmuls), exp (exponentials: SFU, or emulated
                  on the FP32 pipes), fp32 (other FP32 work: a score function, RoPE, norms), smem (shared-memory
                  traffic), hbm (HBM bandwidth), l2 (L2 bandwidth, where the profile sources one), latency (DRAM
-                 latency not hidden: fill and drain, too few stages in flight); schedule is not a limit label
+                 latency not hidden: fill and drain, too few stages in flight), issue (the attnsim family: its
+                 compiled main loop's warp instructions, at the SM's issue rate); schedule is not a limit label
                  but a kernel's makespan of its CTAs on the SMs, among its unit times in --json"""
 
 
