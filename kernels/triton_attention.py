@@ -356,13 +356,13 @@ def _decode_combine_kernel(OP, LP, O, n_rows, splits, DV: tl.constexpr, BLOCK_DV
 
 
 # -- configurations ----------------------------------------------------------------------------------
-def default_splits(programs: int, sms: int, kv_blocks: int, warps: int) -> int:
+def default_splits(programs: int, sms: int, kv_blocks: int) -> int:
     """The decode's split count when the caller gives none: FlashAttention-2's heuristic
     (`model.num_splits_heuristic`, style "fa2": no split when the programs nearly fill the SMs, else the
-    fewest splits whose wave efficiency reaches 85% of the best), with FA2's 2 x SMs for 128-thread
-    programs (two fit an SM) and the SM count for wider ones."""
+    fewest splits whose wave efficiency reaches 85% of the best) on FA2's 2 x SMs, as the simulator's
+    `attnsim` family splits (`model.split_sms`)."""
     from attnsim.simulator.model import num_splits_heuristic
-    return num_splits_heuristic(programs, sms * (2 if warps <= 4 else 1), kv_blocks, style="fa2")
+    return num_splits_heuristic(programs, 2 * sms, kv_blocks, style="fa2")
 
 
 FAMILY = "attnsim"  # the simulator's family of these kernels: their tiles, ranked as it prices them
@@ -763,14 +763,15 @@ def prepared_decode(q, k_cache, v_cache=None, ctx_lens=None, causal: bool = True
     lens = torch.tensor(lens_list, dtype=torch.int32, device=q.device)
     group = Hq // Hkv
     rows = n_q * group
-    wide = max(d, dv) >= 256  # MLA's latent: fewer rows and keys per program, more warps (registers, smem)
+    wide = max(_pow2(d), _pow2(dv)) >= 256  # MLA's latent, head dims over 128 (as padded): fewer rows and keys per
+    # program, more warps (registers, smem); the simulator's `attnsim` decode tiles make the same choice
     block_r = min(_pow2(rows), 16 if (wide or INTERPRET) else 64)
     n_rb = triton.cdiv(rows, block_r)
     block_n = 16 if INTERPRET else (32 if wide else 64)
     warps = 8 if wide else 4
     if splits is None:  # FlashAttention-2's wave-efficiency search over split counts
         sms = 1 if q.device.type != "cuda" else torch.cuda.get_device_properties(q.device).multi_processor_count
-        splits = default_splits(B * Hkv * n_rb, sms, triton.cdiv(L, block_n), warps)
+        splits = default_splits(B * Hkv * n_rb, sms, triton.cdiv(L, block_n))
     per = triton.cdiv(triton.cdiv(L, splits), block_n) * block_n
     op = torch.empty(B * n_q * Hq * splits, dv, device=q.device, dtype=torch.float32)
     lp = torch.empty(B * n_q * Hq * splits, device=q.device, dtype=torch.float32)

@@ -212,7 +212,7 @@ def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
 
 
 def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN,
-                    causal: bool = False) -> TileCosts:
+                    causal: bool = False, decode: bool = False) -> TileCosts:
     """One forward tile: qk_matmuls QK^T-shaped matmuls and PV on the tensor cores, one exp per
     score (plus the score function's own SFU work), the softmax's FP32 work (plus the score
     function's), shared-memory operand traffic. `causal`: the kernel runs the causal mask (its tiles
@@ -229,7 +229,8 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     flops = 2.0 * bm * bn * (w.qk_matmuls * dp + dvp)
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    known = compiled_tile(fam, r.hw, tile, dp, dvp, False, getattr(w, "v_in_k", False), w.qk_matmuls, w.dtype)
+    known = None if decode else compiled_tile(fam, r.hw, tile, dp, dvp, False, getattr(w, "v_in_k", False),
+                                              w.qk_matmuls, w.dtype)  # the forward kernel's facts, not decode's
     exps = known["exp_per_score"] if known and known.get("exp_per_score") else 1.0  # the compiled code's count
     t_exp = scores * (exps + w.score_sfu_ops) / rates.exp * k
     soft = fam.softmax_fp32_ops_per_score + w.score_fp32_ops
@@ -397,10 +398,10 @@ def _choose(fam: Family, cands, evaluate):
     return min(legal, key=lambda r: (r.time_s, r.flops)) if legal else None
 
 
-def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None):
+def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None, decode=False):
     """The legality check, with CTAs per SM capped by how many CTAs the grid puts on one SM: the
     block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself."""
-    leg = can_implement(fam, r.hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams)
+    leg = can_implement(fam, r.hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams, decode)
     if not leg.ok:
         return None
     if n_ctas is not None:
@@ -416,12 +417,13 @@ def _no_tile(fam, hw, w, what, reason: str = ""):
                         f"try another --kernel, a smaller head dim, or other tile shapes")
 
 
-def _why_illegal(fam, hw, w, tiles, backward=False) -> str:
+def _why_illegal(fam, hw, w, tiles, backward=False, decode=False) -> str:
     """The legality check's reason for the first candidate (after the mask's adjustment)."""
     if not tiles:
         return ""
     dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
-    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams).reason
+    return can_implement(fam, hw, tiles[0], dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams,
+                         decode).reason
 
 
 # -- bytes and helper kernels: one configuration or arrays of them (`vectorized` reads these too) -----
@@ -623,10 +625,10 @@ def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     g = w.group if pack else 1
     heads = w.heads_kv if pack else w.heads_q  # CTA row blocks per sequence and query-row block
     rows = w.seqlen_q * g
-    legal = [(t, _legal(fam, r, t, dp, dvp, w)) for t in decode_tile_candidates(fam, r.hw, dp, dvp)]
-    legal = [(t, leg) for t, leg in legal if leg is not None]
+    cands = decode_tile_candidates(fam, r.hw, dp, dvp)
+    legal = [(t, leg) for t in cands if (leg := _legal(fam, r, t, dp, dvp, w, decode=True)) is not None]
     if not legal:
-        raise _no_tile(fam, r.hw, w, "decode")
+        raise _no_tile(fam, r.hw, w, "decode", _why_illegal(fam, r.hw, w, cands, decode=True))
     tile, leg = legal[0]
     rates = SMRates.mixed(r, w, w.qk_matmuls * dp, dvp)
     # query-token range of each row block
@@ -660,8 +662,8 @@ def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
                     parts.append(hi - lo - nf)
                     counts.append(m * heads * h // w.heads_q)
     full, partial, counts = (np.asarray(x, dtype=np.int64) for x in (fulls, parts, counts))
-    leg = _legal(fam, r, tile, dp, dvp, w, n_ctas=int(counts.sum()))
-    tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w)
+    leg = _legal(fam, r, tile, dp, dvp, w, n_ctas=int(counts.sum()), decode=True)
+    tc = _fwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, skv, rates, w, decode=True)
     q_rows = w.batch * w.heads_q * w.seqlen_q
     live_pairs, _ = _segment_sums(w, mask)
     useful = 2 * (w.qk_matmuls * d + dv) * live_pairs

@@ -144,7 +144,7 @@ class _Terms:
             if what == "decode":
                 tile, _leg = _legal_tiles(fam, r, decode_tile_candidates(fam, r.hw, dp, dvp), dp, dvp, dtype,
                                           kv_dtype or dtype, "decode")[kt]
-                tc = _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, sm_rates)
+                tc = _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, sm_rates, decode=True)
             elif what == "forward":
                 tile, _leg = _legal_tiles(fam, r, fwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype,
                                           kv_dtype or dtype, "forward")[kt]

@@ -910,7 +910,8 @@ def _front(F, P, L, sign, width=TERM_CLASSES):
 
 def _legal_tiles(fam, r, cands, dp, dvp, dtype, kv_dtype, what):
     """(tile, legality) of the candidates that `can_implement` accepts, in the family's order."""
-    legal = [(t, can_implement(fam, r.hw, t, dp, dvp, dtype, kv_dtype, backward=what == "backward")) for t in cands]
+    legal = [(t, can_implement(fam, r.hw, t, dp, dvp, dtype, kv_dtype, backward=what == "backward",
+                               decode=what == "decode")) for t in cands]
     legal = [(t, leg) for t, leg in legal if leg.ok]
     if not legal:
         raise AttnsimError(f"no legal {what} tile of kernel family {fam.name!r} on {r.hw.name} for head dims {dp}/{dvp}")
@@ -1038,7 +1039,7 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
         splits_of.append((f_r, ne_r, u_r, on & (ne_r > 0)))
     n_ctas = sl * ctas
     k = np.maximum(1, np.minimum(leg.ctas_per_sm, -(-n_ctas // r.sm_count)))
-    tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates)
+    tc = _fwd_tile_costs(r, fam, tile, k, dp, dvp, s, skv, rates, decode=True)
     a, b_ = slot_tile_times(tc, r, tile.stages)
     # split j of a row block takes kv tiles [j per, (j + 1) per): its partial tiles grow with j (they sit
     # at the row's end), so the longest CTA is the second-to-last or the last split, the shortest the

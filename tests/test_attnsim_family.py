@@ -138,3 +138,14 @@ def test_the_raw_model_ranks_hopper_sized_tiles_first_on_h100():
     w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=128, dtype="fp16")
     t = predict(w, load_hardware("h100"), "attnsim", calibration=None).kernels_for("forward")[0].tile_obj
     assert (t.block_m, t.block_n, t.num_warps) == (128, 128, 8)
+
+
+@pytest.mark.parametrize("hw_name", ["a100", "h100"])
+def test_decode_takes_none_of_the_forwards_compiled_facts(hw_name):
+    """The decode kernel is another kernel: the forward's compiled spills, exps and issue rate are not its own
+    (A100's forward 64 x 64 w4 spills; the decode runs that tile, 64 rows x 64 keys, and is not refused)."""
+    w = Workload(batch=4, seqlen_q=1, seqlen_kv=8192, heads_q=32, heads_kv=8, head_dim_qk=128, dtype="bf16",
+                 phase="decode")
+    k = predict(w, load_hardware(hw_name), "attnsim", calibration=None).kernels_for("decode")[0]
+    assert k.tile_obj == Tile(64, 64, 4, 2) and "issue" not in k.unit_times_s
+    assert can_implement(FAM, load_hardware(hw_name), Tile(64, 64, 4, 2), 128, 128, "bf16", decode=True).ok

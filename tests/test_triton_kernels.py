@@ -224,15 +224,14 @@ def test_split_kv_decode_gqa(splits):
 
 
 def test_default_split_count_is_flashattention2s():
-    """By hand, FA2's heuristic (flash_api.cpp num_splits_heuristic) for 8 programs, an H100's 132 SMs (264 for
-    128-thread programs) and 64 kv blocks: eligible counts change the blocks per split (1..11, 13, 16, 22, 32,
-    64); the best efficiency is 256/264 (32 splits; 64 splits: 512/264 over 2 waves, the same); the fewest
-    splits within 85% of it: 8 n / 264 >= 0.824 -> n >= 27.2 -> 32. Programs that nearly fill the SMs
-    (>= 0.8 x 264) do not split; 8-warp programs count the SMs once: 8 n / 132 >= 0.85 x 128/132 -> 16."""
+    """By hand, FA2's heuristic (flash_api.cpp num_splits_heuristic) for 8 programs, an H100's 132 SMs (FA2's
+    2 x 132 = 264) and 64 kv blocks: eligible counts change the blocks per split (1..11, 13, 16, 22, 32, 64);
+    the best efficiency is 256/264 (32 splits; 64 splits: 512/264 over 2 waves, the same); the fewest splits
+    within 85% of it: 8 n / 264 >= 0.824 -> n >= 27.2 -> 32. Programs that nearly fill the SMs (>= 0.8 x 264)
+    do not split."""
     from attnsim.kernels.triton_attention import default_splits
-    assert default_splits(8, 132, 64, 4) == 32
-    assert default_splits(212, 132, 64, 4) == 1 and default_splits(211, 132, 64, 4) > 1
-    assert default_splits(8, 132, 64, 8) == 16
+    assert default_splits(8, 132, 64) == 32
+    assert default_splits(212, 132, 64) == 1 and default_splits(211, 132, 64) > 1
 
 
 def test_split_kv_decode_mla_many_heads_spans_row_blocks():
