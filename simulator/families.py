@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError, UnsupportedCore, unknown
 from .ops import Tile
@@ -82,6 +84,9 @@ class Family:
     # GPU's compute capability, simulator/triton_compiled.json): a tile that spills is illegal, its registers
     # are ptxas's, and a forward tile computes the compiled code's exps per score
     compiled: bool = False
+    # decode's row block: the packed rows rounded up to a power of two (at least 16), at most the tile's BLOCK_M
+    # (attnsim's decode kernel: BLOCK_R = min(next power of two of the rows, 64)); else always BLOCK_M
+    decode_rows_fit: bool = False
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -467,7 +472,7 @@ FAMILIES = {
         smem_reader_by_arch={"hopper": "warpgroups", "blackwell": "warpgroups"},
         latent_dims=(16, 32, 64, 128, 256, 512, 1024),
         latent_source="the decode kernel's two dots, latent and rope parts (V_IS_K1: the latent read once)",
-        compiled=True,
+        compiled=True, decode_rows_fit=True,
     ),
     "eager": Family(
         name="eager",
@@ -628,6 +633,16 @@ def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
     if k < 1:
         return Legality(False, smem, regs, 0, "not one CTA fits on an SM")
     return Legality(True, smem, regs, int(k))
+
+
+def decode_block_m(fam: Family, tile: Tile, rows):
+    """The decode kernel's row block for `rows` packed query rows (a number or an array): `tile.block_m`, or
+    for a family with `decode_rows_fit` the rows' next power of two, at least 16 and at most `tile.block_m`."""
+    if not fam.decode_rows_fit:
+        return np.full(np.shape(rows), tile.block_m, dtype=np.int64) if np.ndim(rows) else tile.block_m
+    p = np.left_shift(1, np.ceil(np.log2(np.maximum(rows, 1))).astype(np.int64))
+    fit = np.minimum(tile.block_m, np.maximum(16, p))
+    return fit if np.ndim(rows) else int(fit)
 
 
 _COMPILED: dict = {}

@@ -28,7 +28,8 @@ from .bound import Bound, attention_work_alternatives, min_bound, smallest_bound
 from .errors import AttnsimError, UnsupportedCore
 from .formulas import is_expr, largest, num, smallest
 from .families import (FAMILIES, Family, Legality, bwd_tile_candidates, can_implement, check_family, compiled_tile,
-                       decode_tile_candidates, fwd_tile_candidates, get_family, packs_gqa_decode, smem_readers)
+                       decode_block_m, decode_tile_candidates, fwd_tile_candidates, get_family, packs_gqa_decode,
+                       smem_readers)
 from .hardware import Hardware, load_hardware
 from .layouts import Layout, check_rope, core_saved_bytes, layer_accounting, layer_ops, standard
 from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums, tile_cols, tile_rows
@@ -630,6 +631,7 @@ def fused_decode(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     if not legal:
         raise _no_tile(fam, r.hw, w, "decode", _why_illegal(fam, r.hw, w, cands, decode=True))
     tile, leg = legal[0]
+    tile = replace(tile, block_m=decode_block_m(fam, tile, rows))  # a smaller row block: legal too
     rates = SMRates.mixed(r, w, w.qk_matmuls * dp, dvp)
     # query-token range of each row block
     n_m = -(-rows // tile.block_m)

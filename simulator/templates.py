@@ -111,8 +111,8 @@ class _Terms:
                 if "_k" in k:  # a tiled kernel: its tile, CTAs per SM, how many classes bound its CTAs
                     cols += [k["_tile"], k["_k"], k["_nmax"], k["_nmin"]]
                     self.ok[rows] &= (k["_nmax"] <= TERM_CLASSES) & (k["_nmin"] <= TERM_CLASSES)
-                    if "_cb_rd" in k:
-                        cols.append(k["splits"] > 1)
+                    if "_cb_rd" in k:  # decode: split or not, and its row block
+                        cols += [k["splits"] > 1, k["_bm"]]
                 elif "_runs" in k:
                     cols.append(k["_runs"])
             m = np.stack([np.broadcast_to(np.asarray(c, dtype=np.int64), (len(rows),)) for c in cols], axis=1)
@@ -144,6 +144,7 @@ class _Terms:
             if what == "decode":
                 tile, _leg = _legal_tiles(fam, r, decode_tile_candidates(fam, r.hw, dp, dvp), dp, dvp, dtype,
                                           kv_dtype or dtype, "decode")[kt]
+                tile = replace(tile, block_m=int(k["_bm"][loc[0]]))
                 tc = _fwd_tile_costs(r, fam, tile, ks, dp, dvp, s, skv, sm_rates, decode=True)
             elif what == "forward":
                 tile, _leg = _legal_tiles(fam, r, fwd_tile_candidates(fam, r.hw, dp, dvp, c, dtype), dp, dvp, dtype,

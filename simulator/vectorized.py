@@ -20,7 +20,7 @@ import numpy as np
 from .bound import attention_work_alternatives, unit_times
 from .dtypes import DTYPE_BYTES
 from .errors import AttnsimError
-from .families import (bwd_tile_candidates, can_implement, check_family, decode_tile_candidates,
+from .families import (bwd_tile_candidates, can_implement, check_family, decode_block_m, decode_tile_candidates,
                        fwd_tile_candidates, packs_gqa_decode)
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
@@ -1013,14 +1013,27 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
     return helpers[:1] + [main] + helpers[1:]
 
 
-def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv, terms=False):
+def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq, hkv, d, dv, terms=False,
+            tile=None):
     """model.fused_decode over arrays: packed GQA rows, split-KV, the combine kernel. `terms`: the work
-    terms too (`_terms`; the combine kernel's bytes and FP32 ops as "_cb_rd", "_cb_wr", "_cb_ops")."""
+    terms too (`_terms`; the combine kernel's bytes and FP32 ops as "_cb_rd", "_cb_wr", "_cb_ops"; the row
+    block "_bm"). `tile`: the row block fitted already (`families.decode_block_m`)."""
     pack = packs_gqa_decode(fam, lq)
     grp = np.where(pack, hq // hkv, 1)
     sl = b * np.where(pack, hkv, hq)
     rows = lq * grp
-    tile, leg = _legal_tiles(fam, r, decode_tile_candidates(fam, r.hw, dp, dvp), dp, dvp, dtype, kv_dtype, "decode")[0]
+    if tile is None:
+        tile = _legal_tiles(fam, r, decode_tile_candidates(fam, r.hw, dp, dvp), dp, dvp, dtype, kv_dtype, "decode")[0][0]
+        fits = decode_block_m(fam, tile, rows)
+        kinds = np.unique(fits)
+        if len(kinds) > 1:  # row blocks that differ by configuration: each group on its own, then put together
+            args = dict(b=b, lq=lq, lk=lk, hq=hq, hkv=hkv, d=d, dv=dv)
+            return _merged(rows.size, [(sel, _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, terms=terms,
+                                                     tile=replace(tile, block_m=int(bm)),
+                                                     **{k: v[sel] for k, v in args.items()}))
+                                       for bm in kinds.tolist() for sel in [fits == bm]])
+        tile = replace(tile, block_m=int(kinds[0])) if kinds.size else tile
+    tile, leg = _legal_tiles(fam, r, [tile], dp, dvp, dtype, kv_dtype, "decode")[0]
     bm, bn = tile.block_m, tile.block_n
     n_m, n_kv = -(-rows // bm), -(-lk // bn)
     splits = (num_splits_many(sl * n_m, split_sms(fam, r.hw), n_kv, style=fam.split_style) if fam.split_kv
@@ -1070,6 +1083,23 @@ def _decode(r, fam, mask, dp, dvp, s, skv, rates, dtype, kv_dtype, b, lq, lk, hq
                 length = np.clip(ne_r - j * per, 0, per)
                 nf = np.clip(f_r - j * per, 0, length)
                 classes.append((nf, length - nf, live))
-        out.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes), _tile=0 * k,
+        out.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes), _tile=0 * k, _bm=bm + 0 * k,
                    _cb_rd=partial_b, _cb_wr=q_rows * dv * s, _cb_ops=3.0 * q_rows * dv * splits)
+    return out
+
+
+def _merged(n: int, parts) -> dict:
+    """One answer dict over n configurations from [(boolean selection, the answers of those)]: arrays
+    along their last axis (a work term may be (TERM_CLASSES, n)), names as they are."""
+    out = {}
+    for sel, res in parts:
+        for key, v in res.items():
+            if isinstance(v, str):
+                out[key] = v
+                continue
+            v = np.asarray(v)
+            if key not in out:
+                shape = v.shape[:-1] if v.ndim and v.shape[-1] == int(sel.sum()) else v.shape
+                out[key] = np.zeros(shape + (n,), dtype=v.dtype)
+            out[key][..., sel] = v
     return out

@@ -104,7 +104,7 @@ def test_decode_splits_as_the_kernel_does():
         w = Workload(batch=batch, seqlen_q=1, seqlen_kv=ctx, heads_q=hq, heads_kv=hkv, head_dim_qk=128,
                      dtype="bf16", phase="decode")
         p = predict(w, hw, "attnsim")
-        rows = hq // hkv  # one step token: the group's heads packed into the rows of one 64-row block
+        rows = hq // hkv  # one step token: the group's heads packed into the rows of one row block (<= 64 rows)
         want = num_splits_heuristic(batch * hkv * -(-rows // 64), 2 * hw.sm_count, -(-ctx // 64), style="fa2")
         assert p.kernels_for("decode")[0].splits == want
 
@@ -147,5 +147,33 @@ def test_decode_takes_none_of_the_forwards_compiled_facts(hw_name):
     w = Workload(batch=4, seqlen_q=1, seqlen_kv=8192, heads_q=32, heads_kv=8, head_dim_qk=128, dtype="bf16",
                  phase="decode")
     k = predict(w, load_hardware(hw_name), "attnsim", calibration=None).kernels_for("decode")[0]
-    assert k.tile_obj == Tile(64, 64, 4, 2) and "issue" not in k.unit_times_s
+    assert k.tile_obj == Tile(16, 64, 4, 2) and "issue" not in k.unit_times_s  # 4 packed rows: a 16-row block
     assert can_implement(FAM, load_hardware(hw_name), Tile(64, 64, 4, 2), 128, 128, "bf16", decode=True).ok
+
+
+def test_decode_row_blocks_fit_the_packed_rows_as_the_kernel_does():
+    """By hand, the kernel's BLOCK_R = min(next power of two of the packed rows, 64), at least 16: rows 1, 4, 16 ->
+    16; 17 -> 32; 48 -> 64; 128 -> 64 (two blocks); executed FLOPs count the block's padded rows. The
+    vectorized closed forms, which group configurations by their row block, equal predict."""
+    import numpy as np
+
+    from attnsim.simulator.families import decode_block_m
+    from attnsim.simulator.vectorized import predict_many
+    t = Tile(64, 64, 4, 2)
+    assert [decode_block_m(FAM, t, n) for n in (1, 4, 16, 17, 48, 128)] == [16, 16, 16, 32, 64, 64]
+    assert decode_block_m(FAM, t, np.array([1, 17, 128])).tolist() == [16, 32, 64]
+    assert decode_block_m(get_family("fa3"), t, 4) == 64  # FlashAttention's decode keeps its 64 rows
+    hw = load_hardware("h100")
+    hq, hkv, lq = np.array([32, 64, 128, 32, 8]), np.array([8, 4, 1, 32, 8]), np.array([1, 1, 1, 3, 2])
+    out = predict_many(hw, "attnsim", batch=2, seqlen_q=lq, seqlen_kv=4096, heads_q=hq, heads_kv=hkv, head_dim_qk=128,
+                       phase="decode", calibration=None)
+    for i in range(len(hq)):
+        w = Workload(batch=2, seqlen_q=int(lq[i]), seqlen_kv=4096, heads_q=int(hq[i]), heads_kv=int(hkv[i]),
+                     head_dim_qk=128, dtype="bf16", phase="decode")
+        p = predict(w, hw, "attnsim", calibration=None)
+        rows = int(lq[i] * hq[i] // hkv[i])
+        bm = decode_block_m(FAM, t, rows)
+        assert p.kernels_for("decode")[0].tile_obj.block_m == bm
+        # executed FLOPs: every row block's padded rows against the context (QK^T and PV, 2 x 128 each)
+        assert p.kernels_for("decode")[0].flops == 2 * hkv[i] * -(-rows // bm) * bm * 4096 * 2 * 128 * 2
+        assert math.isclose(out["time_s"][i], p.time_s, rel_tol=1e-9) and out["flops"][i] == p.flops
