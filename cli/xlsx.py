@@ -166,11 +166,12 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             put(getattr(scal, name), *MEANING[name], origin if name in fitted or cal is not None and not fitted
                 else "not fitted (the default)")
 
-    rows_per_layout = [1]  # a template's layout stands for each of its rows
-
-    def ref(name):  # (called once per input a layout reads)
-        reads[name] = reads.get(name, 0) + rows_per_layout[0]
+    def ref(name):
         return f"Inputs!$B${where[name] + 1}"
+
+    def count_reads(renderer, rows):  # each of the rows reads every input its layout read
+        for name in renderer.inputs:
+            reads[name] = reads.get(name, 0) + rows
 
     # -- variant sheets -------------------------------------------------------------------------------
     n = len(cols["time_s"])
@@ -209,6 +210,7 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             renderer = Renderer(ref, lambda s, r=r: f"{_col(c_step + s)}{r}")
             roots = [t for _, t in f.kernels] + [f.bound] + ([f.dense] if f.dense is not None else [])
             steps, _cells = renderer.layout(roots)
+            count_reads(renderer, 1)
             max_steps = max(max_steps, len(steps))
             kcells = {knames.index(label): (renderer.formula(t), float(t))
                       for label, (_, t) in zip(_labels(f.kernels), f.kernels)}
@@ -219,9 +221,8 @@ def _write_workbook(spec, cols, path, progress, tmpdir):
             # placeholders: {0} the sheet row, {1}, {2}... the per-row columns in the order met
             renderer = Renderer(ref, lambda s: f"{_col(c_step + s)}{{0}}", col=lambda name, i: "{%d}" % (i + 1))
             roots = [e for _, e in t.kernels] + [t.bound] + ([t.dense] if t.dense is not None else [])
-            rows_per_layout[0] = len(t.rows)
             steps, _cells = renderer.layout(roots)
-            rows_per_layout[0] = 1
+            count_reads(renderer, len(t.rows))
             max_steps = max(max_steps, len(steps))
             texts = [renderer.formula(e) for e in roots]
             fill = [[operand_text(x) for x in np.asarray(v).tolist()] for v in renderer.columns]

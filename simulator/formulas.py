@@ -428,6 +428,11 @@ class Renderer:
         self._text = {}  # id -> a node's text: its cell's address, or its formula inline
         self._refs = {}
 
+    @property
+    def inputs(self):
+        """The names of the inputs the formulas laid out so far read."""
+        return self._refs.keys()
+
     def formula(self, e, cells=None) -> str:
         """The formula of `e` (a root of `layout`, or a number)."""
         return self._text[id(e)] if type(e) is Expr else _wrapped_number(e)

@@ -428,7 +428,7 @@ def formula_templates(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows
         shw = sym_hw[hw.key]
         scal = sym_cal[(hw.key, fam.name, dtype, phase)][1]
         dense = np.isfinite(table["speedup_vs_dense"][sel]) & ~np.isin(sel, skip)
-        templates, _, left = closed_form_templates(
+        templates, left = closed_form_templates(
             hw, shw, kernel, scal, spec.calibration, **{k: table[k][sel] for k in (
                 "batch", "seqlen_q", "seqlen_kv", "heads_q", "heads_kv", "head_dim_qk", "head_dim_v", "causal")},
             dtype=dtype, phase=phase, dense=dense)

@@ -47,8 +47,8 @@ def closed_form_templates(hw, shw, kernel, scal, cal, *, batch, seqlen_q, seqlen
     standard layout and a fused family: `vectorized.FAST_VARIANTS`), on Hardware `hw` and its symbolic twin
     `shw` (`formulas.symbolic_hardware`), family `kernel`, calibration `cal` (what `predict_many` takes)
     whose symbolic twin is `scal`. `dense`: a boolean array, the rows that need dense attention's time too
-    (the same configuration, not causal). Returns (templates, the numeric answers of `predict_many`, the
-    rows no template covers: more than TERM_CLASSES CTA classes bound a longest or shortest CTA)."""
+    (the same configuration, not causal). Returns (templates, the rows no template covers: more than
+    TERM_CLASSES CTA classes bound a longest or shortest CTA)."""
     arrays = dict(batch=batch, seqlen_q=seqlen_q, seqlen_kv=seqlen_kv, heads_q=heads_q, heads_kv=heads_kv,
                   head_dim_qk=head_dim_qk, head_dim_v=head_dim_v)
     arrays = {k: np.asarray(v, dtype=np.int64) for k, v in arrays.items()}
@@ -72,13 +72,13 @@ def closed_form_templates(hw, shw, kernel, scal, cal, *, batch, seqlen_q, seqlen
         for g in range(len(uniq)):
             rows = cols[inv.ravel() == g]
             clear_interned()  # a template's formulas share nodes with each other, not with other templates'
-            kernels, bound = main.build(rows, r_sym, shw, fam, dtype, kv_dtype, phase)
+            kernels, bound = main.build(rows, r_sym, shw, fam, dtype, kv_dtype)
             dense_t = None
             if want[rows[0]]:
-                dense_kernels, _ = base.build(base_of[rows], r_sym, shw, fam, dtype, kv_dtype, phase, bound=False)
+                dense_kernels, _ = base.build(base_of[rows], r_sym, shw, fam, dtype, kv_dtype, bound=False)
                 dense_t = sum((t for _, t in dense_kernels[1:]), dense_kernels[0][1])
             out.append(Template(rows, kernels, bound, dense_t))
-    return out, main.numeric, np.flatnonzero(~ok)
+    return out, np.flatnonzero(~ok)
 
 
 def _column(name, v):
@@ -96,10 +96,11 @@ class _Terms:
 
     def __init__(self, hw, kernel, arrays, causal, kw):
         parts, works = [], []
-        self.numeric = _closed_forms(hw, kernel, **arrays, causal=causal, **kw,
-                                     collect=lambda p: (works if "works" in p else parts).append(p))
+        _closed_forms(hw, kernel, **arrays, causal=causal, **kw,
+                      collect=lambda p: (works if "works" in p else parts).append(p))
         n = causal.size
-        self.n, self.parts, self.works_parts = n, parts, works
+        self.parts = parts
+        self.works = _joined_works(works, n)
         self.part_of, self.at = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         self.key, self.ok = np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool)
         offset = 0
@@ -120,7 +121,7 @@ class _Terms:
             self.key[rows] = offset + inv.ravel()
             offset += int(inv.max()) + 1 if len(rows) else 0
 
-    def build(self, rows, r, shw, fam, dtype, kv_dtype, phase, bound=True):
+    def build(self, rows, r, shw, fam, dtype, kv_dtype, bound=True):
         """([(kernel name, Expr)], the bound's Expr) of `rows` (one key): the model's functions on the
         symbolic rates `r` and columns of the rows' work terms."""
         p = self.parts[int(self.part_of[rows[0]])]
@@ -176,29 +177,43 @@ class _Terms:
 
     def _bound(self, rows, shw):
         """bound.min_bound over the rows' work alternatives: the smallest over them of the largest unit time."""
-        at = np.concatenate([w["rows"] for w in self.works_parts])
-        where = np.empty(self.n, dtype=np.int64)
-        where[at] = np.arange(len(at))
-        loc = where[rows]
-        chunks = [w["works"] for w in self.works_parts]
-
-        def col(name, per_chunk):  # one field of every chunk, gathered for the rows
-            vals = [np.broadcast_to(np.asarray(v, dtype=float), (len(w["rows"]),)) if np.ndim(v) else v
-                    for v, w in zip(per_chunk, self.works_parts)]
-            return _column(name, np.concatenate([np.broadcast_to(v, (len(w["rows"]),))
-                                                 for v, w in zip(vals, self.works_parts)])[loc])
         times = []
-        for a, first in enumerate(chunks[0]):
-            each = [c[a] for c in chunks]
-            work = replace(first,
-                           tensor=[(col(f"bound {a + 1} tensor FLOPs {j + 1}", [w.tensor[j][0] for w in each]), dt, acc)
-                                   for j, (_, dt, acc) in enumerate(first.tensor)],
-                           exp=col(f"bound {a + 1} exps", [w.exp for w in each]),
-                           fp32=col(f"bound {a + 1} fp32 ops", [w.fp32 for w in each]),
-                           smem_bytes=col(f"bound {a + 1} smem bytes", [w.smem_bytes for w in each]),
-                           hbm_bytes=col(f"bound {a + 1} HBM bytes", [w.hbm_bytes for w in each]),
-                           piece_tensor=[(col(f"bound {a + 1} piece FLOPs {j + 1}", [w.piece_tensor[j][0] for w in each]),
-                                          dt, acc) for j, (_, dt, acc) in enumerate(first.piece_tensor)],
-                           piece_exp=col(f"bound {a + 1} piece exps", [w.piece_exp for w in each]))
+        for a, work in enumerate(self.works):
+            def col(name, v, a=a):
+                return _column(f"bound {a + 1} {name}", v[rows] if np.ndim(v) else v)
+            work = replace(work, tensor=[(col(f"tensor FLOPs {j + 1}", f), dt, acc)
+                                         for j, (f, dt, acc) in enumerate(work.tensor)],
+                           exp=col("exps", work.exp), fp32=col("fp32 ops", work.fp32),
+                           smem_bytes=col("smem bytes", work.smem_bytes), hbm_bytes=col("HBM bytes", work.hbm_bytes),
+                           piece_tensor=[(col(f"piece FLOPs {j + 1}", f), dt, acc)
+                                         for j, (f, dt, acc) in enumerate(work.piece_tensor)],
+                           piece_exp=col("piece exps", work.piece_exp))
             times.append(largest(unit_times(work, shw).values()))
         return smallest(times)
+
+
+def _joined_works(chunks, n):
+    """The bound's work alternatives of every configuration: each chunk's (`_closed_forms` collects one per
+    chunk of configurations, {"rows", "works"}) joined into one per alternative, its fields arrays over the n
+    configurations in their order (a field one number in every chunk stays that number)."""
+    at = np.concatenate([c["rows"] for c in chunks])
+
+    def joined(values):
+        if all(not np.ndim(v) for v in values) and len(set(values)) == 1:
+            return values[0]
+        out = np.empty(n)
+        out[at] = np.concatenate([np.broadcast_to(np.asarray(v, dtype=float), (len(c["rows"]),))
+                                  for v, c in zip(values, chunks)])
+        return out
+    works = []
+    for a, first in enumerate(chunks[0]["works"]):
+        each = [c["works"][a] for c in chunks]
+        works.append(replace(first, tensor=[(joined([w.tensor[j][0] for w in each]), dt, acc)
+                                            for j, (_, dt, acc) in enumerate(first.tensor)],
+                             exp=joined([w.exp for w in each]), fp32=joined([w.fp32 for w in each]),
+                             smem_bytes=joined([w.smem_bytes for w in each]),
+                             hbm_bytes=joined([w.hbm_bytes for w in each]),
+                             piece_tensor=[(joined([w.piece_tensor[j][0] for w in each]), dt, acc)
+                                           for j, (_, dt, acc) in enumerate(first.piece_tensor)],
+                             piece_exp=joined([w.piece_exp for w in each])))
+    return works
