@@ -2,6 +2,7 @@
 `families._TRITON_SPACE` (the forward) and of the backward's table (dK/dV and dQ) compiled for sm_80 and sm_90
 with the JIT's hints (`kernels.compile.compile_kernel(hints=True)`): ptxas -v's registers and spilled bytes,
 the main loop's exp and warp instructions per score (`kernels.compile.loop_stats` on nvdisasm's listing),
+the MMA layout of each dot (`kernels.compile.dot_layouts`: mma.sync or wgmma, warps along M and N),
 beside the simulator's own register estimate (`families.regs_per_thread`). One JSON line per kernel and tile;
 `--facts FILE` also writes them as the "attnsim" family's compiled facts (`simulator/triton_compiled.json`,
 with the Triton and ptxas versions and the date). About 1-2 s a compile.
@@ -17,7 +18,7 @@ import time
 
 
 def rows(arch, head_dims):
-    from attnsim.kernels.compile import PROFILE, compile_kernel, loop_stats, sass
+    from attnsim.kernels.compile import PROFILE, compile_kernel, dot_layouts, loop_stats, sass
     from attnsim.simulator.families import _TRITON_SPACE, _triton_bwd, get_family, regs_per_thread
     from attnsim.simulator.hardware import load_hardware
     fam = get_family("triton")
@@ -34,12 +35,15 @@ def rows(arch, head_dims):
                         listing = sass(r["compiled"].asm["cubin"])
                         kv = (t.block_m if name == "_bwd_dkdv_kernel" else t.block_n) * 2 * d * 2
                         st = loop_stats(listing, t.block_m, t.block_n, t.num_warps, kv) if listing else {}
+                        dots = dot_layouts(r["compiled"].asm["ttgir"])
                         yield {"kernel": name, "arch": f"sm_{cc}", "head_dim": d, "block_m": t.block_m,
                                "block_n": t.block_n, "warps": t.num_warps, "stages": t.stages,
                                "regs": r["registers"], "spill_bytes": r["spill_bytes"], "smem_bytes": r["shared_bytes"],
                                "exp_per_score": st.get("exp_per_score"),
                                "loop_instructions_per_score": st.get("loop_instructions_per_score"),
                                "kv_async": st.get("kv_async"), "uses_wgmma": st.get("uses_wgmma"),
+                               "mma_version": dots[0]["version"] if dots else None,
+                               "dot_warps": [x["warps"] for x in dots],
                                "model_regs": regs_per_thread(fam, t, d, backward, d),
                                "compile_s": round(time.perf_counter() - t0, 2)}
 
@@ -59,7 +63,8 @@ def main(argv=None):
         from triton.backends.nvidia.compiler import get_ptxas
         version = f"ptxas {get_ptxas(90).version} (Triton's bundled)"
         keep = ("kernel", "arch", "head_dim", "block_m", "block_n", "warps", "stages", "regs", "spill_bytes",
-                "smem_bytes", "exp_per_score", "loop_instructions_per_score", "kv_async", "uses_wgmma")
+                "smem_bytes", "exp_per_score", "loop_instructions_per_score", "kv_async", "uses_wgmma", "mma_version",
+                "dot_warps")
         head = {"what": "attnsim's Triton kernels (kernels/triton_attention.py) compiled without a GPU, fp16, with the "
                         "JIT's hints, at every tile of the simulator's Triton tile spaces",
                 "command": "python benchmarks/bench_triton_registers.py --facts simulator/triton_compiled.json "

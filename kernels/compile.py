@@ -139,6 +139,21 @@ def loop_stats(listing: str, block_m: int, block_n: int, num_warps: int, kv_byte
             "loop_mma": mma(lo, hi), "loops": len(loops)}
 
 
+_MMA_DEF = re.compile(r"^(#mma\d*) = #ttg\.nvidia_mma<\{versionMajor = (\d+), versionMinor = \d+, "
+                      r"warpsPerCTA = \[(\d+), (\d+)\]", re.M)
+_DOT = re.compile(r"(?:tt\.dot|ttng\.warp_group_dot) .*-> tensor<[0-9x]+f32, (#mma\d*)>")
+
+
+def dot_layouts(ttgir: str) -> list:
+    """The MMA layout of each dot of a kernel's TTGIR, in program order: {"version": 2 (mma.sync, sm_80)
+    or 3 (wgmma, sm_90), "warps": [warps along the rows (M), warps along the columns (N)]} — Triton's
+    `warpsPerCTA` of the dot's accumulator (its AccelerateMatmul pass chooses it: on sm_80 a 64-row
+    attention tile gets every warp along N, a 128-row one every warp along M)."""
+    defs = {m.group(1): {"version": int(m.group(2)), "warps": [int(m.group(3)), int(m.group(4))]}
+            for m in _MMA_DEF.finditer(ttgir)}
+    return [defs[m.group(1)] for m in _DOT.finditer(ttgir) if m.group(1) in defs]
+
+
 def _workload(d: int, dtype: str = "fp16"):
     """The problem whose picked tiles the checks compile: a 16k-token, 16-head prefill (training for the
     backward) at head dim d."""

@@ -219,6 +219,15 @@ def _triton_bwd(hw, dp: int, dvp: int, causal: bool, dtype: str):
     return [Tile(bm, bn, w, s) for bm in (32, 64) for bn in (64, 128) for w in (4, 8) for s in (1, 2)]
 
 
+def _attnsim_bwd(hw, dp: int, dvp: int, causal: bool, dtype: str):
+    """attnsim's backward tiles: Triton's backward space with every tile's pipelined (two-stage) configuration
+    listed before the one-stage ones. Where the model prices the two alike — a second CTA resident on the SM
+    hides the one-stage loop's synchronous loads (its compiled loop loads Q and dO through registers, no
+    cp.async: `kv_async` false) — the tie keeps the pipelined loop, whose speed does not rest on that second
+    CTA (Triton's tutorial 06-fused-attention.py pipelines its backward too: NUM_STAGES = 5)."""
+    return sorted(_triton_bwd(hw, dp, dvp, causal, dtype), key=lambda t: -t.stages)
+
+
 def _fa_bwd_table(st: int, dp: int):
     small = [Tile(32, 64, 4, 1), Tile(32, 32, 4, 1), Tile(16, 32, 4, 1)]  # fallbacks (64 KiB LDS)
     if dp <= 64:
@@ -468,7 +477,7 @@ FAMILIES = {
         softmax_fp32_ops_per_score=4, mask_fp32_ops_per_score=3, bwd_fp32_ops_per_score=4,
         reg_overhead_per_thread=32,
         pack_gqa_decode=True, split_kv=True, split_style="fa2", autotune=True, accum_types=("fp32",),
-        fwd_tiles=_triton_fwd, bwd_tiles=_triton_bwd, decode_tiles=_attnsim_decode,
+        fwd_tiles=_triton_fwd, bwd_tiles=_attnsim_bwd, decode_tiles=_attnsim_decode,
         smem_reader_by_arch={"hopper": "warpgroups", "blackwell": "warpgroups"},
         latent_dims=(16, 32, 64, 128, 256, 512, 1024),
         latent_source="the decode kernel's two dots, latent and rope parts (V_IS_K1: the latent read once)",

@@ -171,12 +171,31 @@ class SMRates:
         return cls(mma=r.mma_per_sm(dtype, accum), exp=r.exp_per_sm, fp32_ops=r.fp32_ops_per_sm, smem=r.smem_per_sm)
 
 
-def _smem_tile_bytes(fam: Family, tile: Tile, kv_cols: int, dp: int, s: int, skv: int, arch: str) -> float:
+def _smem_tile_bytes(fam: Family, tile: Tile, kv_cols: int, dp: int, s: int, skv: int, arch: str,
+                     known: dict | None = None) -> float:
     """Shared-memory traffic of one forward tile: the K and V tiles (`kv_cols` channels per key)
     written once (cp.async; TMA writes of FA3/FA4 go through the async proxy and are taken not to
     contend with MMA operand reads — an assumption), read once per reader (`families.smem_readers`),
-    and the Q tile read as the QK^T operand."""
+    and the Q tile read as the QK^T operand.
+
+    Where the kernel's compiled code is known (`known`: `families.compiled_tile`) and its dots are
+    mma.sync (sm_80), the reads follow the layout Triton gave the two dots (`dot_warps`): warps
+    [wm, wn] along the rows and keys of QK^T, [vm, vn] along the rows and V columns of PV. Every warp
+    reads the Q rows of its row block and the K keys of its key slice, so K is read wm times and Q wn
+    times (the TTGIR reloads Q from shared memory in the loop); V is read vm times; P stays in the
+    registers of the warp that owns its rows only when both dots put every warp along the rows
+    (wn = vn = 1, the same layout), else it is written to shared memory once and read vn times (each
+    warp reads its rows' P whole). [w, 1] layouts give the `warp16` count; Triton gives a 64-row tile
+    on sm_80 [1, w] (every warp along the keys)."""
     writes = 0 if fam.kv_by_tma else 1
+    warps = known.get("dot_warps") if known and known.get("mma_version") == 2 else None
+    if warps and len(warps) >= 2:
+        (wm, wn), (vm, vn) = warps[:2]
+        bm, bn, v_cols = tile.block_m, tile.block_n, kv_cols - dp
+        p_reads = 0 if (wn == 1 and [wm, wn] == [vm, vn]) else 1 + vn
+        q_reads = wn * max(1.0, wm * 16 / bm)  # more warps along the rows than 16-row slices: replicas
+        return (bn * dp * skv * (writes + wm) + bn * v_cols * skv * (writes + vm) + q_reads * bm * dp * s
+                + p_reads * bm * bn * s)
     return tile.block_n * kv_cols * skv * (writes + smem_readers(fam, tile, arch)) + tile.block_m * dp * s
 
 
@@ -249,7 +268,7 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
         if dp in fam.exp2_emulation_masked_dims:
             t_soft_p = shared(scores * (soft + fam.mask_fp32_ops_per_score))
     kv_cols = _kv_cols(w, dp, dvp)
-    t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch) / rates.smem * k
+    t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch, known) / rates.smem * k
     c = 1.0 + (r.causal if causal else 0.0)
     t_full = _tile_time(t_tensor, t_soft, t_smem, r.overlap)
     t_part = _tile_time(t_tensor, t_soft_p, t_smem, r.overlap)
@@ -270,12 +289,16 @@ def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workl
     """One backward tile: S recomputed, dQ and dK (each once per QK^T-shaped matmul), dP, dV; the
     score function's work recomputed (SFU) and differentiated (twice its FP32 work). The recomputed
     exps run on the SFU alone: no family emulates exp2 in its backward (FA4's flash_bwd_sm100.py
-    computes P with cute.math.exp2; its exp2 emulation is forward-only)."""
+    computes P with cute.math.exp2; its exp2 emulation is forward-only); where the kernels' compiled code
+    is known (`families.compiled_tile`) one score costs the larger of its dK/dV and dQ loops' MUFU.EX2
+    counts per score (Triton's layouts may compute an exp twice)."""
     bm, bn = tile.block_m, tile.block_n
     flops = 2.0 * bm * bn * (3 * w.qk_matmuls * dp + 2 * dvp)
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    t_exp = scores * (1 + w.score_sfu_ops) / rates.exp * k
+    known = compiled_tile(fam, r.hw, tile, dp, dvp, True, getattr(w, "v_in_k", False), w.qk_matmuls, w.dtype)
+    exps = known["exp_per_score"] if known and known.get("exp_per_score") else 1.0  # the compiled loops' count
+    t_exp = scores * (exps + w.score_sfu_ops) / rates.exp * k
     soft = fam.bwd_fp32_ops_per_score + 2 * w.score_fp32_ops
     t_fp32 = scores * soft / rates.fp32_ops * k
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k

@@ -177,3 +177,49 @@ def test_decode_row_blocks_fit_the_packed_rows_as_the_kernel_does():
         # executed FLOPs: every row block's padded rows against the context (QK^T and PV, 2 x 128 each)
         assert p.kernels_for("decode")[0].flops == 2 * hkv[i] * -(-rows // bm) * bm * 4096 * 2 * 128 * 2
         assert math.isclose(out["time_s"][i], p.time_s, rel_tol=1e-9) and out["flops"][i] == p.flops
+
+
+def test_shared_memory_follows_the_compiled_dot_layouts_on_sm80():
+    """By hand, per forward tile at d = 128 on A100 (fp16, 2 bytes): Triton lays a 64-row tile's dots with every
+    warp along the keys ([1, w]: each warp reads all of Q and P goes through shared memory) and a 128-row tile's
+    with every warp along the rows ([w, 1]: the warp16 count)."""
+    from attnsim.simulator.model import _smem_tile_bytes
+    hw = load_hardware("a100")
+    facts = compiled_facts()
+    f = facts[("sm_80", "_fwd_kernel", 128, 64, 128, 8, 2)]
+    assert f["mma_version"] == 2 and f["dot_warps"][:2] == [[1, 8], [1, 8]]
+    # K and V (128 keys x 128 channels x 2 B = 32 KiB each): written once, read once (one warp row);
+    # Q (64 x 128 x 2 B = 16 KiB) read by 8 warps; P (64 x 128 x 2 B = 16 KiB) written once, read by 8 warps
+    want = 2 * 32768 * (1 + 1) + 8 * 16384 + (1 + 8) * 16384
+    assert _smem_tile_bytes(FAM, Tile(64, 128, 8, 2), 256, 128, 2, 2, hw.arch, f) == want
+    g = facts[("sm_80", "_fwd_kernel", 128, 128, 32, 8, 3)]
+    assert g["dot_warps"][:2] == [[8, 1], [8, 1]]
+    # K and V (32 keys: 8 KiB each) written once, read by 8 warps; Q (32 KiB) once; P stays in registers
+    want = 2 * 8192 * (1 + 8) + 32768
+    assert _smem_tile_bytes(FAM, Tile(128, 32, 8, 3), 256, 128, 2, 2, hw.arch, g) == want
+    assert _smem_tile_bytes(FAM, Tile(128, 32, 8, 3), 256, 128, 2, 2, hw.arch, None) == want  # warp16 agrees
+    h = facts[("sm_90", "_fwd_kernel", 128, 64, 128, 8, 2)]  # wgmma: the warpgroup count, not the layout's
+    assert h["mma_version"] == 3
+    assert _smem_tile_bytes(FAM, Tile(64, 128, 8, 2), 256, 128, 2, 2, "hopper", h) == \
+        _smem_tile_bytes(FAM, Tile(64, 128, 8, 2), 256, 128, 2, 2, "hopper", None)
+
+
+def test_a100_forward_at_d128_picks_a_tile_that_keeps_p_in_registers():
+    """Priced with its layouts' shared-memory traffic, A100's d = 128 forward is 128 x 32 with 8 warps and 3
+    stages: FA2's layout (every warp along the rows), no spill, 1.125 exps per score."""
+    w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=128, dtype="fp16")
+    t = predict(w, load_hardware("a100"), "attnsim", calibration=None).kernels_for("forward")[0].tile_obj
+    f = compiled_facts()[("sm_80", "_fwd_kernel", 128, t.block_m, t.block_n, t.num_warps, t.stages)]
+    assert f["dot_warps"][0][1] == 1 and f["spill_bytes"] == 0 and f["exp_per_score"] <= 1.15
+
+
+def test_backward_candidates_list_pipelined_loops_first():
+    """Between configurations the model prices alike the tie keeps the earliest: two stages before one."""
+    cands = FAM.bwd_tiles(load_hardware("a100"), 128, 128, False, "fp16")
+    stages = [t.stages for t in cands]
+    assert stages == sorted(stages, reverse=True) and set(stages) == {1, 2}
+    tut = get_family("triton").bwd_tiles(load_hardware("a100"), 128, 128, False, "fp16")
+    key = lambda t: (t.block_m, t.block_n, t.num_warps, t.stages)  # noqa: E731
+    assert sorted(map(key, cands)) == sorted(map(key, tut))  # the same space, another order
+    w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=128, dtype="fp16", phase="train")
+    assert predict(w, load_hardware("a100"), "attnsim", calibration=None).kernels_for("backward")[0].tile_obj.stages == 2
