@@ -76,6 +76,19 @@ def test_eta_and_omega_are_not_separable_on_one_head_dim_of_compute_bound_rows()
     assert f.in_sample_mape < 1.0
 
 
+
+def test_between_equal_fits_a_phase_factor_is_fixed_and_eta_fitted():
+    """Causal rows only: every tile pays (1 + causal), so the causal factor and η move the compute-bound rows
+    alike. Fixing either fits as well (by hand: η 0.8 / 1.1 = 0.727 with the causal factor at 0); the causal
+    factor is fixed and η fitted, the one that carries to non-causal rows."""
+    rows = planted(grid(causal=(True,)), PLANTED, noise=0.002)
+    f = cal.fit(rows, names=["tensor", "overlap", "cta_io", "causal"])
+    assert list(f.fixed) == ["causal"] and "rank-deficient" in f.fixed["causal"] and f.values["causal"] == 0.0
+    assert f.values["tensor"] == pytest.approx(0.8 / 1.1, rel=0.02)
+    other = cal.fit(rows, names=["overlap", "cta_io", "causal"], fixed={"tensor": "by hand"})
+    assert abs(other.in_sample_mape - f.in_sample_mape) <= max(cal.EQUAL_FIT_PP, cal.EQUAL_FIT_REL * f.in_sample_mape)
+    assert cal.PHASE_PARAMS == ("backward", "causal")
+
 def test_too_few_rows_are_refused():
     with pytest.raises(AttnsimError, match="cannot fit"):
         cal.fit(planted(grid(head_dims=(128,), causal=(False,), seqlens=(1024, 2048)), PLANTED))

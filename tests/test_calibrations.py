@@ -163,8 +163,8 @@ KNOWN_MISSES = {
                             "backend (the FlashAttention paper's rows of the same shapes show no such step); not modeled",
     "b200/fa4": "FA4's hd256 2-CTA kernel at short sequences (s=1024: 0.42-0.63 of measured) is not captured: a "
                 "per-CTA cost of the non-persistent hd256 kernel, or the rows' assumed batch ('~32k tokens')",
-    "a100_sxm4_80gb/triton": "Triton's FlashAttention tutorial kernel: autotuned tiles against a backward whose "
-                             "factor sits at its bound (the backward kernel's structure is not priced)",
+    "a100_sxm4_80gb/triton": "Triton's FlashAttention kernel, fwd+bwd rows only: η and the backward factor are "
+                             "not separable (the backward kernel's structure is not priced)",
     "h100_sxm5/triton": "Triton on Hopper: overlap at its bound of 1, the seqlen trend not captured",
     "h100_sxm5/triton/fp8": "as h100_sxm5/triton; fp8 rows are a third party's transcription",
     "h100_sxm5/cudnn": "cuDNN's tiles are not public (FA3's are assumed); its short-sequence costs are not captured",

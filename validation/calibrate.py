@@ -56,6 +56,14 @@ PARAMS = {p.name: p for p in (
     Param("backward", 0.5, 4.0, "multiplier of the backward kernel's tile time"),
     Param("hbm", 0.2, 1.0, "achievable fraction of the HBM bandwidth"),
 )}
+# Parameters that price one phase or one mask only (the backward kernel, a causal kernel), narrowest first. When
+# the rows cannot tell one of them from a parameter of every tile (train rows alone: η and the backward factor
+# both scale the backward) and fixing it fits as well as the best choice (within EQUAL_FIT_PP percentage points
+# or EQUAL_FIT_REL of the best in-sample MAPE), the narrow one is fixed at its uncalibrated value and the broad
+# one fitted: the rows' choice between equal fits is noise, and only the broad one carries to the rows the fit
+# has not seen (a forward-only prediction never uses the backward factor).
+PHASE_PARAMS = ("backward", "causal")
+EQUAL_FIT_PP, EQUAL_FIT_REL = 0.25, 0.10
 MIN_ROWS = 4  # a group with fewer rows than this (or than parameters + 1) is not fitted
 RANK_TOL = 1e-3  # smallest / largest singular value of the scaled Jacobian below this: rank-deficient
 
@@ -278,8 +286,13 @@ def fit(rows, names=None, fixed=None, starts=(0.15, 0.5, 0.85), x0: dict | None 
             for n, why in bad:
                 f = fit(rows, names=[m for m in names if m != n], fixed={**fixed_why, n: why}, starts=starts, x0=x0)
                 f.warnings[:0] = notes + [f"{n} fixed at {default_value(n, fam):g}: {why}"]
-                tries.append(f)
-            return min(tries, key=lambda f: f.in_sample_mape)
+                tries.append((n, f))
+            best = min(f.in_sample_mape for _, f in tries)
+            near = [(PHASE_PARAMS.index(n), f) for n, f in tries if n in PHASE_PARAMS
+                    and f.in_sample_mape <= best + max(EQUAL_FIT_PP, EQUAL_FIT_REL * best)]
+            if near:  # fitting as well with a phase's own factor fixed: fix the narrowest such
+                return min(near, key=lambda p: p[0])[1]
+            return min((f for _, f in tries), key=lambda f: f.in_sample_mape)
         n, why = bad[0]
         fixed_why[n] = why
         names.remove(n)
