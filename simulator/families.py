@@ -87,6 +87,10 @@ class Family:
     # decode's row block: the packed rows rounded up to a power of two (at least 16), at most the tile's BLOCK_M
     # (attnsim's decode kernel: BLOCK_R = min(next power of two of the rows, 64)); else always BLOCK_M
     decode_rows_fit: bool = False
+    # the backward as two kernels with no atomics (attnsim's _bwd_dkdv_kernel over kv tiles: S, dP, dV, dK; then
+    # _bwd_dq_kernel over query tiles: S, dP and dQ recomputed), dK/dV accumulated in fp32 per query head and then
+    # summed over each GQA group and converted; else FlashAttention's one kernel with fp32 dQ atomics
+    bwd_split: bool = False
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -481,7 +485,7 @@ FAMILIES = {
         smem_reader_by_arch={"hopper": "warpgroups", "blackwell": "warpgroups"},
         latent_dims=(16, 32, 64, 128, 256, 512, 1024),
         latent_source="the decode kernel's two dots, latent and rope parts (V_IS_K1: the latent read once)",
-        compiled=True, decode_rows_fit=True,
+        compiled=True, decode_rows_fit=True, bwd_split=True,
     ),
     "eager": Family(
         name="eager",
@@ -673,11 +677,11 @@ def compiled_facts() -> dict:
 
 
 def compiled_tile(fam: Family, hw, tile: Tile, d: int, dv: int, backward: bool = False, v_in_k: bool = False,
-                  qk_matmuls: int = 1, dtype: str = "fp16") -> dict | None:
+                  qk_matmuls: int = 1, dtype: str = "fp16", part: str | None = None) -> dict | None:
     """What the compiled code says of `tile` for a family with `compiled` facts on `hw`'s compute capability,
     or None where nothing was compiled (another GPU, head dim or dtype than 16-bit, latent V or several QK^T):
     the forward's facts, or the backward's dK/dV and dQ kernels together (the larger registers and spill, both
-    must not spill)."""
+    must not spill), or with `part` ("dkdv", "dq") one of them."""
     if not fam.compiled or d != dv or v_in_k or qk_matmuls != 1 or dtype not in ("fp16", "bf16"):
         return None
     facts = compiled_facts()
@@ -688,6 +692,8 @@ def compiled_tile(fam: Family, hw, tile: Tile, d: int, dv: int, backward: bool =
     rows = [facts.get((arch, k) + key) for k in ("_bwd_dkdv_kernel", "_bwd_dq_kernel")]
     if None in rows:
         return None
+    if part is not None:  # one of the two kernels: "dkdv" or "dq"
+        return rows[("dkdv", "dq").index(part)]
     return {"regs": max(r["regs"] for r in rows), "spill_bytes": max(r["spill_bytes"] for r in rows),
             "exp_per_score": max(r["exp_per_score"] or 1.0 for r in rows)}
 

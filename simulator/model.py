@@ -20,6 +20,7 @@ import math
 import numbers
 from dataclasses import dataclass, field, replace
 from functools import reduce
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -231,6 +232,16 @@ def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
     return w.k_streams * dp + (0 if w.v_in_k else dvp)  # Workload.stream_dims at padded dims
 
 
+def _mma_sync_share(r: Rates, known: dict | None) -> float:
+    """The fraction of the family's tensor rate a compiled kernel's dots reach: where the compiled code issues
+    no warpgroup MMA on an architecture that has it (`uses_wgmma` false on sm_90: Triton lowers a dot whose
+    tile is too small for wgmma, as the dQ dot at BLOCK_M = 32, to mma.sync), mma.sync's share of the peak
+    (FlashAttention-2's `mma_efficiency` there: 2/3 on Hopper, FA3 paper section 1); else 1."""
+    if not known or known.get("uses_wgmma") is not False:
+        return 1.0
+    return FAMILIES["fa2"].mma_efficiency.get(r.hw.arch, 1.0)
+
+
 def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN,
                     causal: bool = False, decode: bool = False) -> TileCosts:
     """One forward tile: qk_matmuls QK^T-shaped matmuls and PV on the tensor cores, one exp per
@@ -251,6 +262,7 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     t_tensor = flops / rates.mma * k
     known = None if decode else compiled_tile(fam, r.hw, tile, dp, dvp, False, getattr(w, "v_in_k", False),
                                               w.qk_matmuls, w.dtype)  # the forward kernel's facts, not decode's
+    t_tensor = t_tensor / _mma_sync_share(r, known)
     exps = known["exp_per_score"] if known and known.get("exp_per_score") else 1.0  # the compiled code's count
     t_exp = scores * (exps + w.score_sfu_ops) / rates.exp * k
     soft = fam.softmax_fp32_ops_per_score + w.score_fp32_ops
@@ -285,31 +297,45 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
 
 
 def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workload = _PLAIN,
-                    causal: bool = False) -> TileCosts:
+                    causal: bool = False, kernel: str = "fused") -> TileCosts:
     """One backward tile: S recomputed, dQ and dK (each once per QK^T-shaped matmul), dP, dV; the
     score function's work recomputed (SFU) and differentiated (twice its FP32 work). The recomputed
     exps run on the SFU alone: no family emulates exp2 in its backward (FA4's flash_bwd_sm100.py
     computes P with cute.math.exp2; its exp2 emulation is forward-only); where the kernels' compiled code
     is known (`families.compiled_tile`) one score costs the larger of its dK/dV and dQ loops' MUFU.EX2
-    counts per score (Triton's layouts may compute an exp twice)."""
+    counts per score (Triton's layouts may compute an exp twice).
+
+    `kernel`: "fused" (one kernel: S, dP, dV, dK, dQ per tile, streaming Q and dO), or one of the two kernels
+    of a family that splits its backward (`Family.bwd_split`): "dkdv" (S, dP, dV, dK per tile, streaming Q and dO
+    past the CTA's K and V) and "dq" (S, dP and dQ per tile, streaming K and V past the CTA's Q and dO: S and dP
+    computed a second time), each with its own compiled exps and the softmax gradient's FP32 work."""
     bm, bn = tile.block_m, tile.block_n
-    flops = 2.0 * bm * bn * (3 * w.qk_matmuls * dp + 2 * dvp)
+    m = w.qk_matmuls
+    flops = 2.0 * bm * bn * {"fused": 3 * m * dp + 2 * dvp, "dkdv": 2 * m * dp + 2 * dvp, "dq": 2 * m * dp + dvp}[kernel]
     scores = float(bm * bn)
     t_tensor = flops / rates.mma * k
-    known = compiled_tile(fam, r.hw, tile, dp, dvp, True, getattr(w, "v_in_k", False), w.qk_matmuls, w.dtype)
+    known = compiled_tile(fam, r.hw, tile, dp, dvp, True, getattr(w, "v_in_k", False), w.qk_matmuls, w.dtype,
+                          part=None if kernel == "fused" else kernel)
+    t_tensor = t_tensor / _mma_sync_share(r, known)
     exps = known["exp_per_score"] if known and known.get("exp_per_score") else 1.0  # the compiled loops' count
     t_exp = scores * (exps + w.score_sfu_ops) / rates.exp * k
     soft = fam.bwd_fp32_ops_per_score + 2 * w.score_fp32_ops
     t_fp32 = scores * soft / rates.fp32_ops * k
     t_fp32_p = scores * (soft + fam.mask_fp32_ops_per_score) / rates.fp32_ops * k
-    # Q and dO tiles written once and read by every reader; dS written and read once
-    t_smem = (bm * (dp + dvp) * s * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
+    # the streamed tiles (Q and dO; the dq kernel's K and V) written once and read by every reader; dS written
+    # and read once
+    streamed = bn * (dp + dvp) * s if kernel == "dq" else bm * (dp + dvp) * s
+    t_smem = (streamed * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
     c = r.backward * (1.0 + (r.causal if causal else 0.0))
     t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * c
     t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * c + r.partial_tile * t_full
-    return TileCosts(t_full, t_part, flops, bm * (dp + dvp) * s + 8 * bm,
-                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem},
-                     _cta_io_time(r, 2 * bn * (dp + dvp) * s, k))
+    if kernel == "dq":  # K and V stream past; the CTA reads its Q, dO, LSE and D and writes its dQ
+        return TileCosts(t_full, t_part, flops, streamed, {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32,
+                                                           "smem": t_smem},
+                         _cta_io_time(r, bm * (2 * dp + dvp) * s + 8 * bm, k))
+    own = bn * (dp + dvp) * (s + 4) if kernel == "dkdv" else 2 * bn * (dp + dvp) * s  # dkdv: dK, dV out in fp32
+    return TileCosts(t_full, t_part, flops, streamed + 8 * bm,
+                     {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem}, _cta_io_time(r, own, k))
 
 
 def slot_tile_times(tc: TileCosts, r: Rates, stages):
@@ -559,7 +585,10 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
 def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
     gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
-    GQA the sum of per-query-head dK/dV (FA2's approach: dk_expanded, then a reduction)."""
+    GQA the sum of per-query-head dK/dV (FA2's approach: dk_expanded, then a reduction). A family that
+    splits its backward (`Family.bwd_split`) runs `split_backward` instead."""
+    if fam.bwd_split:
+        return split_backward(w, r, fam, mask)
     dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s = w.dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
@@ -599,6 +628,75 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
         raise _no_tile(fam, r.hw, w, "backward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))
     return helpers[:1] + [main] + helpers[1:]
 
+
+def split_helpers(q_rows, kv_keys, heads_q, heads_kv, d, dv, s):
+    """The memory-streaming kernels around a split backward (kernels/triton_attention.py `_bwd`) as (name,
+    read, write, fp32 ops): the preprocess D = rowsum(dO * O) (fp32 D out; dQ needs no zeroing: the dq
+    kernel writes it once), then for dK and for dV the sum of the per-query-head fp32 gradients over each
+    GQA group (a copy when the group is one head) and the conversion to the inputs' dtype (`kv_keys`: the
+    keys of one head over every sequence)."""
+    out = [("bwd_preprocess", 2 * q_rows * dv * s, q_rows * 4, 2.0 * q_rows * dv)]
+    for name, dd in (("dk", d), ("dv", dv)):
+        out += [(f"bwd_{name}_sum", heads_q * kv_keys * dd * 4, heads_kv * kv_keys * dd * 4, float(heads_q * kv_keys * dd)),
+                (f"bwd_{name}_convert", heads_kv * kv_keys * dd * 4, heads_kv * kv_keys * dd * s, 0.0)]
+    return out
+
+
+def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
+    """A backward of two kernels and no atomics (`Family.bwd_split`: attnsim's own Triton kernels): the
+    preprocess; `attn_bwd_dkdv`, one CTA per (kv tile, query head) streaming Q and dO tiles (S, dP, dV, dK;
+    dK and dV written in fp32 per query head); `attn_bwd_dq`, one CTA per (query tile, query head) streaming
+    K and V tiles (S and dP again, then dQ, written once in the inputs' dtype); then dK and dV summed over each
+    GQA group and converted (`split_helpers`). Both kernels run the same tile (the kernels launch one
+    configuration), chosen by their summed time. Useful FLOPs: 2(2d + 2dv) per live pair in dK/dV and 2d
+    in dQ (the recomputed S and dP are executed, not useful)."""
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
+    s = w.dtype_bytes
+    d, dv = w.head_dim_qk, w.head_dim_v
+    kern = w.aggregate()
+    rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
+    kv_tokens = kern.seqlen_kv
+    qm = w.qk_matmuls
+    live_pairs, _ = _segment_sums(w, mask)
+    kv_read = w.heads_kv * kv_tokens * w.seq_dims * s
+    common = rows * (d + dv) * s + kv_read + rows * 8  # Q, dO, K, V, LSE and D read
+    hbm_dkdv = common + w.heads_q * kv_tokens * w.seq_dims * 4 + 2 * w.shared_operand_bytes()
+    hbm_dq = common + rows * d * s
+    rates_dkdv = SMRates.mixed(r, w, 2 * qm * dp, 2 * dvp)  # S, dK at qk_accum; dP, dV at pv_accum
+    rates_dq = SMRates.mixed(r, w, 2 * qm * dp, dvp)  # S, dQ at qk_accum; dP at pv_accum
+    helpers = [elementwise(name, r, read_bytes=rd, write_bytes=wr, fp32_ops=ops)
+               for name, rd, wr, ops in split_helpers(rows, kv_tokens, w.heads_q, w.heads_kv, d, dv, s)]
+
+    def evaluate(tile):
+        tile = mask.adjust_tile(tile, backward=True)
+        grids = [(n, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, n in w.segments()]
+        total_tiles = sum(n * w.heads_q * nq * nk for n, (nq, nk) in grids)
+        out = []
+        for part, n_ctas, classes, rt, hbm, useful in (
+                ("dkdv", sum(n * w.heads_q * nk for n, (_, nk) in grids),
+                 lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
+                                    tile_cols(sub, q, k, tile.block_m, tile.block_n)),
+                 rates_dkdv, hbm_dkdv, 2 * (2 * qm * d + 2 * dv) * live_pairs),
+                ("dq", sum(n * w.heads_q * nq for n, (nq, _) in grids),
+                 lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
+                                    tile_rows(sub, q, k, tile.block_m, tile.block_n)),
+                 rates_dq, hbm_dq, 2 * qm * d * live_pairs)):
+            leg = _legal(fam, r, tile, dp, dvp, w, backward=True, n_ctas=n_ctas)
+            if leg is None:
+                return None
+            full, partial, live, counts = _rows_over_segments(w, mask, classes, w.heads_q)
+            tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rt, w, causal, kernel=part)
+            l2 = float(np.sum((full + partial) * counts)) * tc.kv_bytes + hbm
+            out.append(_finish(f"attn_bwd_{part}", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
+                               total_tiles, tile.stages, live=live, role="backward"))
+        return SimpleNamespace(time_s=out[0].time_s + out[1].time_s, flops=out[0].flops + out[1].flops, kernels=out)
+
+    causal = _causal(w, mask)
+    cands = bwd_tile_candidates(fam, r.hw, dp, dvp, causal, w.dtype)
+    main = _choose(fam, cands, evaluate)
+    if main is None:
+        raise _no_tile(fam, r.hw, w, "backward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))
+    return helpers[:1] + main.kernels + helpers[1:]
 
 # -- decode ----------------------------------------------------------------------------------
 def num_splits_heuristic(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int = 128,

@@ -410,7 +410,7 @@ def formula_templates(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows
     from .hardware import load_hardware
     from .model import resolve_family
     from .templates import closed_form_templates
-    from .vectorized import FAST_VARIANTS
+    from .vectorized import FAST_VARIANTS, closed_form_family
 
     groups = spec.groups()
     rows = np.asarray(rows, dtype=np.int64)
@@ -422,7 +422,8 @@ def formula_templates(spec: Spec, table: dict, sym_hw: dict, sym_cal: dict, rows
         variant, hw_name, kernel, phase, dtype, alt = groups[g]
         hw = load_hardware(hw_name)
         fam = resolve_family(hw, kernel)
-        if alt or variant not in FAST_VARIANTS or not fam.fused or (table["kernel"][sel] != fam.name).any():
+        if (alt or variant not in FAST_VARIANTS or not closed_form_family(fam, phase)
+                or (table["kernel"][sel] != fam.name).any()):
             rest.append(sel)
             continue
         shw = sym_hw[hw.key]

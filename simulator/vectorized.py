@@ -391,7 +391,7 @@ def predict_many(hw: Hardware, kernel: str | None = None, *, variant: str | None
     seqlen_q, seqlen_kv = default_lengths(phase, params, seqlen_q, seqlen_kv)
     fast = (not params and scope == "attention" and d_model is None and rope_dim is None
             and (variant is None or variant in FAST_VARIANTS) and qk_accum == pv_accum == "fp32"
-            and resolve_family(hw, kernel).fused)
+            and closed_form_family(resolve_family(hw, kernel), phase))
     if fast:
         if variant is not None:
             heads_kv = _variant_heads_kv(variant, heads_q, heads_kv)
@@ -735,6 +735,13 @@ def row_of(pred) -> dict:
             "memory_bytes": pred.memory_bytes}
 
 
+def closed_form_family(fam, phase: str) -> bool:
+    """Whether `_closed_forms` prices the family in this phase: a fused family, except the training step of one
+    that splits its backward into two kernels (`Family.bwd_split`: `model.split_backward`, priced one
+    configuration at a time)."""
+    return fam.fused and not (phase == "train" and fam.bwd_split)
+
+
 def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, seqlen_kv=None, heads_q,
                   heads_kv=None, head_dim_qk, head_dim_v=None, causal=False, dtype: str = "bf16",
                   kv_dtype: str | None = None, phase: str = "prefill", calibration="default", collect=None) -> dict:
@@ -744,6 +751,8 @@ def _closed_forms(hw: Hardware, kernel: str | None = None, *, batch, seqlen_q, s
     configuration {"rows": their flat indices, "kind": (padded head dims, causal), "kernels": each kernel's
     answers and terms in launch order}, and per chunk {"rows": ..., "works": the bound's work alternatives}."""
     fam = resolve_family(hw, kernel)
+    if not closed_form_family(fam, phase):
+        raise ValueError(f"_closed_forms does not price {fam.name}'s {phase} (closed_form_family)")
     kv_dtype = kv_dtype or dtype
     defaulted = {k for k, v in (("seqlen_kv", seqlen_kv), ("heads_kv", heads_kv), ("head_dim_v", head_dim_v))
                  if v is None}  # copies of another argument: not named in a broadcast error

@@ -223,3 +223,77 @@ def test_backward_candidates_list_pipelined_loops_first():
     assert sorted(map(key, cands)) == sorted(map(key, tut))  # the same space, another order
     w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=128, dtype="fp16", phase="train")
     assert predict(w, load_hardware("a100"), "attnsim", calibration=None).kernels_for("backward")[0].tile_obj.stages == 2
+
+
+def test_the_backward_is_priced_as_the_kernels_two_passes():
+    """attnsim's backward (kernels/triton_attention.py `_bwd`): the preprocess, a dK/dV kernel over kv tiles and a
+    dQ kernel over query tiles (S and dP computed twice, no atomics), then dK and dV summed over each GQA group and
+    converted. By hand for H100, d = 128, 16 query heads over 4 kv heads, 16k tokens, fp16, dense."""
+    from attnsim.simulator.vectorized import predict_many
+    hw = load_hardware("h100")
+    w = Workload(batch=1, seqlen_q=16384, heads_q=16, heads_kv=4, head_dim_qk=128, dtype="fp16", phase="train")
+    p = predict(w, hw, "attnsim")
+    names = [k.name for k in p.kernels]
+    assert names == ["attn_fwd", "bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq", "bwd_dk_sum", "bwd_dk_convert",
+                     "bwd_dv_sum", "bwd_dv_convert"]
+    dkdv, dq = p.kernels[2], p.kernels[3]
+    t = dkdv.tile_obj
+    assert dq.tile_obj == t  # one launch configuration for both kernels
+    tiles = 16 * (16384 // t.block_m) * (16384 // t.block_n)  # every (query tile, kv tile) pair of every head
+    assert dkdv.flops == tiles * 2 * t.block_m * t.block_n * (2 * 128 + 2 * 128)  # S, dK; dP, dV
+    assert dq.flops == tiles * 2 * t.block_m * t.block_n * (2 * 128 + 128)  # S, dQ; dP
+    pairs = 16 * 16384 ** 2
+    assert dkdv.useful_flops == 2 * (2 * 128 + 2 * 128) * pairs and dq.useful_flops == 2 * 128 * pairs
+    assert dkdv.ctas == 16 * 16384 // t.block_n and dq.ctas == 16 * 16384 // t.block_m
+    # HBM: both read Q, dO (16 heads x 16k x 256 x 2 B), K, V (4 kv heads x 16k x 256 x 2 B), LSE and D (8 B a row);
+    # dK/dV written in fp32 per query head (16 x 16k x 256 x 4 B); dQ in fp16 (16 x 16k x 128 x 2 B)
+    common = 16 * 16384 * 256 * 2 + 4 * 16384 * 256 * 2 + 16 * 16384 * 8
+    assert dkdv.hbm_bytes == common + 16 * 16384 * 256 * 4 and dq.hbm_bytes == common + 16 * 16384 * 128 * 2
+    k = {x.name: x for x in p.kernels}
+    assert k["bwd_preprocess"].hbm_bytes == 2 * 16 * 16384 * 128 * 2 + 16 * 16384 * 4  # O, dO in; D out
+    assert k["bwd_dk_sum"].hbm_bytes == 16 * 16384 * 128 * 4 + 4 * 16384 * 128 * 4  # 16 heads' fp32 in, 4 out
+    assert k["bwd_dk_convert"].hbm_bytes == 4 * 16384 * 128 * (4 + 2)
+    assert "bwd_dq_convert" not in names and "attn_bwd" not in names  # no fp32 dQ accumulator, no atomics
+    many = predict_many(hw, "attnsim", batch=[1, 2], seqlen_q=16384, heads_q=16, heads_kv=4, head_dim_qk=128,
+                        dtype="fp16", phase="train")
+    assert many["time_s"][0] == pytest.approx(p.time_s, rel=1e-12)
+    assert many["time_s"][1] == pytest.approx(predict(replace(w, batch=2), hw, "attnsim").time_s, rel=1e-12)
+    tut = predict(w, hw, "triton")  # the tutorial family keeps FlashAttention's one kernel with atomics
+    assert [x.name for x in tut.kernels if x.role == "backward"] == ["attn_bwd"]
+
+
+def test_each_backward_kernel_pays_its_own_compiled_exps():
+    """compiled_tile(part=...) is one kernel's row; a dK/dV tile's exp time is the dQ tile's times the ratio of
+    their compiled counts (the same scores, rates and SM share)."""
+    from attnsim.simulator.model import _bwd_tile_costs
+    hw = load_hardware("a100")
+    t = Tile(32, 64, 4, 2)
+    a = compiled_tile(FAM, hw, t, 64, 64, backward=True, part="dkdv")
+    b = compiled_tile(FAM, hw, t, 64, 64, backward=True, part="dq")
+    assert a == compiled_facts()[("sm_80", "_bwd_dkdv_kernel", 64, 32, 64, 4, 2)] and a["exp_per_score"] == 2.0
+    assert b == compiled_facts()[("sm_80", "_bwd_dq_kernel", 64, 32, 64, 4, 2)] and b["exp_per_score"] == 1.0
+    r = rates(hw, FAM, None)
+    sm = SMRates.of(r, "fp16", "fp32")
+    e = {part: _bwd_tile_costs(r, FAM, t, 2, 64, 64, 2, sm, kernel=part).parts["exp"] for part in ("dkdv", "dq")}
+    assert math.isclose(e["dkdv"], 2.0 * e["dq"], rel_tol=1e-12)
+
+
+def test_a_dot_without_wgmma_on_hopper_runs_at_mma_sync_speed():
+    """H100, d = 128, 32 x 64 w4 s2: the compiled dK/dV kernel issues wgmma, the dQ kernel does not (its
+    BLOCK_M = 32 rows are too few for a warpgroup MMA): by hand the dQ tile's tensor time is its FLOPs at the
+    family's rate divided by mma.sync's 2/3 share of the peak (FA2's Hopper efficiency), the dK/dV tile's
+    not. A100 has no wgmma: nothing changes there."""
+    from attnsim.simulator.model import _bwd_tile_costs
+    for hw_name, share in (("h100", 2 / 3), ("a100", 1.0)):
+        hw = load_hardware(hw_name)
+        t = Tile(32, 64, 4, 2)
+        r = rates(hw, FAM, None)
+        sm = SMRates.of(r, "fp16", "fp32")
+        arch = "sm_" + hw.compute_capability.replace(".", "")
+        for part, flops, kernel in (("dkdv", 2 * 32 * 64 * (2 * 128 + 2 * 128), "_bwd_dkdv_kernel"),
+                                    ("dq", 2 * 32 * 64 * (2 * 128 + 128), "_bwd_dq_kernel")):
+            wg = compiled_facts()[(arch, kernel, 128, 32, 64, 4, 2)]["uses_wgmma"]
+            assert wg is (hw_name == "h100" and part == "dkdv")
+            got = _bwd_tile_costs(r, FAM, t, 2, 128, 128, 2, sm, kernel=part).parts["tensor"]
+            want = flops / sm.mma * 2 / (share if hw_name == "h100" and not wg else 1.0)
+            assert math.isclose(got, want, rel_tol=1e-12), (hw_name, part)
