@@ -2,7 +2,7 @@
 `families._TRITON_SPACE` (the forward) and of the backward's table (dK/dV and dQ) compiled for sm_80 and sm_90
 with the JIT's hints (`kernels.compile.compile_kernel(hints=True)`): ptxas -v's registers and spilled bytes,
 the main loop's exp and warp instructions per score (`kernels.compile.loop_stats` on nvdisasm's listing),
-the MMA layout of each dot (`kernels.compile.dot_layouts`: mma.sync or wgmma, warps along M and N),
+the MMA layout of each dot (`kernels.compile.dot_layouts`: mma.sync or wgmma, warps along M and N, FLOPs),
 beside the simulator's own register estimate (`families.regs_per_thread`). One JSON line per kernel and tile;
 `--facts FILE` also writes them as the "attnsim" family's compiled facts (`simulator/triton_compiled.json`,
 with the Triton and ptxas versions and the date). About 1-2 s a compile.
@@ -44,6 +44,7 @@ def rows(arch, head_dims):
                                "kv_async": st.get("kv_async"), "uses_wgmma": st.get("uses_wgmma"),
                                "mma_version": dots[0]["version"] if dots else None,
                                "dot_warps": [x["warps"] for x in dots],
+                               "dot_versions": [x["version"] for x in dots], "dot_flops": [x["flops"] for x in dots],
                                "model_regs": regs_per_thread(fam, t, d, backward, d),
                                "compile_s": round(time.perf_counter() - t0, 2)}
 
@@ -64,7 +65,7 @@ def main(argv=None):
         version = f"ptxas {get_ptxas(90).version} (Triton's bundled)"
         keep = ("kernel", "arch", "head_dim", "block_m", "block_n", "warps", "stages", "regs", "spill_bytes",
                 "smem_bytes", "exp_per_score", "loop_instructions_per_score", "kv_async", "uses_wgmma", "mma_version",
-                "dot_warps")
+                "dot_warps", "dot_versions", "dot_flops")
         head = {"what": "attnsim's Triton kernels (kernels/triton_attention.py) compiled without a GPU, fp16, with the "
                         "JIT's hints, at every tile of the simulator's Triton tile spaces",
                 "command": "python benchmarks/bench_triton_registers.py --facts simulator/triton_compiled.json "

@@ -141,17 +141,20 @@ def loop_stats(listing: str, block_m: int, block_n: int, num_warps: int, kv_byte
 
 _MMA_DEF = re.compile(r"^(#mma\d*) = #ttg\.nvidia_mma<\{versionMajor = (\d+), versionMinor = \d+, "
                       r"warpsPerCTA = \[(\d+), (\d+)\]", re.M)
-_DOT = re.compile(r"(?:tt\.dot|ttng\.warp_group_dot) .*-> tensor<[0-9x]+f32, (#mma\d*)>")
+_DOT = re.compile(r"(?:tt\.dot|ttng\.warp_group_dot) .*?: (?:tensor|!ttg\.memdesc)<(\d+)x(\d+)x[^>]*>.*"
+                  r"-> tensor<(\d+)x(\d+)xf32, (#mma\d*)>")
 
 
 def dot_layouts(ttgir: str) -> list:
-    """The MMA layout of each dot of a kernel's TTGIR, in program order: {"version": 2 (mma.sync, sm_80)
-    or 3 (wgmma, sm_90), "warps": [warps along the rows (M), warps along the columns (N)]} — Triton's
+    """The MMA layout of each dot of a kernel's TTGIR, in program order: {"version": 2 (mma.sync, sm_80;
+    also sm_90's dots too small for a warpgroup MMA) or 3 (wgmma, sm_90), "warps": [warps along the rows (M),
+    warps along the columns (N)], "flops": 2 M N K of the dot (A is M x K, the accumulator M x N)} — Triton's
     `warpsPerCTA` of the dot's accumulator (its AccelerateMatmul pass chooses it: on sm_80 a 64-row
     attention tile gets every warp along N, a 128-row one every warp along M)."""
     defs = {m.group(1): {"version": int(m.group(2)), "warps": [int(m.group(3)), int(m.group(4))]}
             for m in _MMA_DEF.finditer(ttgir)}
-    return [defs[m.group(1)] for m in _DOT.finditer(ttgir) if m.group(1) in defs]
+    return [{**defs[m.group(5)], "flops": 2 * int(m.group(3)) * int(m.group(4)) * int(m.group(2))}
+            for m in _DOT.finditer(ttgir) if m.group(5) in defs]
 
 
 def _workload(d: int, dtype: str = "fp16"):
@@ -182,10 +185,10 @@ def chosen_launches(cc: int) -> list:
         bm, bn, wp, st = ta.configs(d, d, tdt, hw=hw, workload=w)[0]
         out.append(("_fwd_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, name,
                     smem_bytes(fam, Tile(bm, bn, wp, st), d, d, s, s)))
-        bm, bn, w, st = ta.bwd_configs(d, d, tdt, hw=hw, workload=w)[0]
-        model = smem_bytes(fam, Tile(bm, bn, w, st), d, d, s, s, backward=True)
-        out.append(("_bwd_dkdv_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name, model))
-        out.append(("_bwd_dq_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, w, st, name, model))
+        for kernel, part in (("_bwd_dkdv_kernel", "dkdv"), ("_bwd_dq_kernel", "dq")):  # each kernel its own tile
+            bm, bn, wp, st = ta.bwd_configs(d, d, tdt, hw=hw, workload=w, part=part)[0]
+            out.append((kernel, {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, name,
+                        smem_bytes(fam, Tile(bm, bn, wp, st), d, d, s, s, backward=True)))
     out.append(("_decode_split_kernel", {"causal_off": 1, "D1": 128, "D2": 0, "BLOCK_D1": 128, "BLOCK_D2": 16,
                                          "DV": 128, "BLOCK_DV": 128, "BLOCK_R": 64, "BLOCK_N": 64, "IEEE": False,
                                          "V_IS_K1": False}, 4, 2, "fp16", None))
@@ -225,8 +228,9 @@ def static_launches(cc: int, d: int) -> list:
     out = []
     bm, bn, wp, st = ta.configs(d, d, torch.float16, hw=hw, workload=w)[0]
     out.append(("_fwd_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bn * 2 * d * 2))
-    bm, bn, wp, st = ta.bwd_configs(d, d, torch.float16, hw=hw, workload=w)[0]
+    bm, bn, wp, st = ta.bwd_configs(d, d, torch.float16, hw=hw, workload=w, part="dkdv")[0]
     out.append(("_bwd_dkdv_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bm * 2 * d * 2))
+    bm, bn, wp, st = ta.bwd_configs(d, d, torch.float16, hw=hw, workload=w, part="dq")[0]
     out.append(("_bwd_dq_kernel", {**base, "BLOCK_M": bm, "BLOCK_N": bn}, wp, st, (bm, bn), bn * 2 * d * 2))
     out.append(("_bwd_preprocess", {"DV": d, "BLOCK_DV": d, "BLOCK": 64}, 4, 1, None, 0))
     out.append(("_decode_split_kernel", {"causal_off": 1, "D1": d, "D2": 0, "BLOCK_D1": d, "BLOCK_D2": 16, "DV": d,
@@ -245,10 +249,12 @@ def static_report(cc: int, d: int) -> list:
         c = compile_kernel(name, cc, const, warps, stages, "fp16", hints=True, keep=True)
         listing = sass(c["compiled"].asm["cubin"])
         stats = loop_stats(listing, *scores, warps, kv_bytes) if scores and listing else {}
+        dots = dot_layouts(c["compiled"].asm["ttgir"])
         rows.append({"kernel": STATIC_NAMES[name], "arch": f"sm_{cc}", "head_dim": d,
                      "tile": f"{scores[0]}x{scores[1]}" if scores else None, "warps": warps, "stages": stages,
                      "regs": c["registers"], "spill_bytes": c["spill_bytes"], "smem_bytes": c["shared_bytes"],
                      "uses_wgmma": stats.get("uses_wgmma", False) if listing else None,
+                     "every_dot_wgmma": all(x["version"] >= 3 for x in dots) if dots else None,
                      "kv_async": stats.get("kv_async"), "exp_per_score": stats.get("exp_per_score"),
                      "loop_instructions_per_score": stats.get("loop_instructions_per_score")})
     return rows

@@ -154,7 +154,9 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
     """One program per (sequence, kv tile) row of the transposed plan and query head: dK and dV of
     that head (summed over the GQA group by the caller). Its full query tiles first, in a loop with no
     branch (rows past the sequence load as zeros and add nothing: their dO is 0), then its partial
-    ones (the element mask; one stage). P = exp2(S scale log2(e) - LSE log2(e))."""
+    ones (the element mask; one stage). P = exp2(S scale log2(e) - LSE log2(e)), computed transposed (S^T = K Q^T,
+    dP^T = V dO^T): every dot has the tile's BLOCK_N keys as its rows, so on Hopper each one is a warpgroup MMA
+    when BLOCK_N >= 64 (Triton lowers a dot of fewer rows to mma.sync), as Triton's tutorial computes it."""
     row = tl.program_id(0)
     h = tl.program_id(1)
     hk = h // group
@@ -181,10 +183,10 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
                      mask=m_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
         lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0) * 1.4426950408889634
         delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
-        p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse[:, None])
-        dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE)
-        ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
-        dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE)
+        pt = tl.math.exp2(_dot(k, tl.trans(q), IEEE) * qk_scale - lse[None, :])  # P^T: [BLOCK_N, BLOCK_M]
+        dv += _dot(pt.to(do.dtype), do, IEEE)
+        dst = pt * (_dot(v, tl.trans(do), IEEE) - delta[None, :]) * scale  # dS^T
+        dk += _dot(dst.to(q.dtype), q, IEEE)
     for e in tl.range(mid, hi, num_stages=1):  # partial tiles: bounds and the element mask
         m0 = tl.load(Q_START + e)
         p_idx = tl.load(PART + e)
@@ -197,13 +199,13 @@ def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV_, ROWS, Q_START, PART, MASK
         lse = tl.load(LSE + rows * n_heads + h, mask=m_ok, other=0.0)
         delta = tl.load(DELTA + rows * n_heads + h, mask=m_ok, other=0.0)
         lse_ok = tl.where(lse == float("-inf"), 0.0, lse) * 1.4426950408889634  # a row with no live key
-        p = tl.math.exp2(_dot(q, tl.trans(k), IEEE) * qk_scale - lse_ok[:, None])
+        pt = tl.math.exp2(_dot(k, tl.trans(q), IEEE) * qk_scale - lse_ok[None, :])
         # transposed plan: masks are [BLOCK_N, BLOCK_M]
-        live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_N * BLOCK_M + offs_n[None, :] * BLOCK_M + offs_m[:, None])
-        p = tl.where((live != 0) & m_ok[:, None] & n_ok[None, :], p, 0.0)
-        dv += _dot(tl.trans(p.to(do.dtype)), do, IEEE)
-        ds = p * (_dot(do, tl.trans(v), IEEE) - delta[:, None]) * scale
-        dk += _dot(tl.trans(ds.to(q.dtype)), q, IEEE)
+        live = tl.load(MASKS + p_idx.to(tl.int64) * BLOCK_N * BLOCK_M + offs_n[:, None] * BLOCK_M + offs_m[None, :])
+        pt = tl.where((live != 0) & n_ok[:, None] & m_ok[None, :], pt, 0.0)
+        dv += _dot(pt.to(do.dtype), do, IEEE)
+        dst = pt * (_dot(v, tl.trans(do), IEEE) - delta[None, :]) * scale
+        dk += _dot(dst.to(q.dtype), q, IEEE)
     tl.store(DK + (k_start_row + offs_n)[:, None] * stride_dkt + h * stride_dkh + offs_d[None, :], dk,
              mask=n_ok[:, None] & (offs_d[None, :] < D))
     tl.store(DV_ + (k_start_row + offs_n)[:, None] * stride_dvt + h * stride_dvh + offs_dv[None, :], dv,
@@ -386,11 +388,11 @@ def _elem(dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
 
 
-def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward):
+def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward, part=None):
     """`cands` (BLOCK_M, BLOCK_N, warps, stages) that the simulator's `can_implement` (Triton family)
     accepts on `hw` (default: the CUDA device's profile), the tile `predict` chooses for `workload`
-    (train, for the backward) first; under the interpreter one 16 x 16 config (autotune cannot
-    run there); None when no profile matches the device."""
+    (train, for the backward; `part` "dkdv" or "dq": that kernel's own tile and legality) first; under the
+    interpreter one 16 x 16 config (autotune cannot run there); None when no profile matches the device."""
     if hw is None and (INTERPRET or device is None or device.type != "cuda"):
         return [(16, 16, 4, 1)]
     from attnsim.simulator.errors import AttnsimError
@@ -400,17 +402,19 @@ def _legal_tiles(cands, d, dv, dtype, device, hw, workload, mask, backward):
     if hw is None:
         return None
     fam = get_family(FAMILY)
-    ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=backward).ok]
+    ok = [c for c in cands if can_implement(fam, hw, Tile(*c), _pow2(d), _pow2(dv), _elem(dtype), backward=backward,
+                                            part=part).ok]
     if workload is not None and ok and (mask is None or isinstance(mask, Mask)):
         from attnsim.simulator.model import predict
         role, w = ("backward", workload.with_(phase="train")) if backward else ("forward", workload)
         try:
-            t = predict(w, hw, FAMILY, mask).kernels_for(role)[0].tile_obj
+            kernels = predict(w, hw, FAMILY, mask).kernels_for(role)
+            t = next(k for k in kernels if part is None or k.name == f"attn_bwd_{part}").tile_obj
             best = (t.block_m, t.block_n, t.num_warps, t.stages)
             if best in ok:
                 ok.remove(best)
                 ok.insert(0, best)
-        except (AttnsimError, IndexError):
+        except (AttnsimError, IndexError, StopIteration):
             pass  # a mask the simulator prices with other tiles (boxes): the legal order stands
     return ok
 
@@ -427,14 +431,16 @@ def _fallback(tiles, d, dv, dtype, device, hw, backward):
     return (ok or [tiles[-1]])[:1]
 
 
-def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None):
+def bwd_configs(d: int, dv: int, dtype: torch.dtype, device=None, hw=None, workload=None, mask=None,
+                part: str | None = None):
     """Backward tiles: the simulator's Triton backward candidates that `can_implement(backward=True)`
-    accepts, the tile `predict` chooses for the call's training workload first."""
+    accepts, the tile `predict` chooses for the call's training workload first. `part` ("dkdv", "dq"):
+    the tiles of that kernel (its own compiled facts, its own predicted tile); None: tiles both accept."""
     from attnsim.simulator.families import bwd_tile_candidates, get_family
     prof = hw or (None if INTERPRET or device is None or device.type != "cuda" else hardware_of(device))
     cands = [] if prof is None else [(t.block_m, t.block_n, t.num_warps, t.stages)
                                      for t in bwd_tile_candidates(get_family(FAMILY), prof, d, dv, False, "bf16")]
-    ok = _legal_tiles(cands, d, dv, dtype, device, prof, workload, mask, backward=True)
+    ok = _legal_tiles(cands, d, dv, dtype, device, prof, workload, mask, backward=True, part=part)
     return [(32, 64, 4, 1)] if ok is None else (ok or _fallback(_BWD_FALLBACKS, d, dv, dtype, device, prof, True))
 
 
@@ -645,12 +651,13 @@ def _bwd(pb: _Problem, q, k, v, o, lse, do):
     _bwd_preprocess[(triton.cdiv(n_rows, 64),)](o.contiguous(), do.contiguous(), delta, n_rows, DV=pb.dv,
                                                  BLOCK_DV=_pow2(pb.dv), BLOCK=64)
     if pb.order is not None:  # the tokens sit in the forward's box order: keep its tiles
-        bm, bn, warps, stages = pb.bm, pb.bn, pb.warps, pb.stages
-    else:  # the backward's own tiles (it holds more per tile: dK, dV accumulators, Q and dO)
-        bm, bn, warps, stages = bwd_configs(pb.d, pb.dv, q.dtype, q.device, workload=pb.workload, mask=pb.mask)[0]
-    key = pb.key[:-2] + (bm, bn)
-    fplan = cached_plan(key, False, lambda: build_plan(pb.mask, pb.seqs, bm, bn, pb.order))
-    tplan = cached_plan(key, True, lambda: build_plan(pb.mask, pb.seqs, bm, bn, pb.order, transpose=True))
+        tkv = tq = (pb.bm, pb.bn, pb.warps, pb.stages)
+    else:  # each backward kernel's own tile (they hold more per tile: dK, dV accumulators, Q and dO; dQ, K, V)
+        tkv, tq = (bwd_configs(pb.d, pb.dv, q.dtype, q.device, workload=pb.workload, mask=pb.mask, part=part)[0]
+                   for part in ("dkdv", "dq"))
+    fplan = cached_plan(pb.key[:-2] + tq[:2], False, lambda: build_plan(pb.mask, pb.seqs, tq[0], tq[1], pb.order))
+    tplan = cached_plan(pb.key[:-2] + tkv[:2], True,
+                        lambda: build_plan(pb.mask, pb.seqs, tkv[0], tkv[1], pb.order, transpose=True))
     dev = q.device
     t_rows, t_start, t_part, t_masks, t_mid, f_rows, f_start, f_part, f_masks, f_mid = (
         torch.as_tensor(x, device=dev).contiguous() for x in (
@@ -660,17 +667,17 @@ def _bwd(pb: _Problem, q, k, v, o, lse, do):
     dk = torch.zeros(k.shape[0], pb.hq, pb.d, device=dev, dtype=torch.float32)  # per query head
     dv = torch.zeros(k.shape[0], pb.hq, pb.dv, device=dev, dtype=torch.float32)
     do = do.contiguous()
-    common = dict(D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d), BLOCK_DV=_pow2(pb.dv), BLOCK_M=bm, BLOCK_N=bn,
-                  IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
+    dims = dict(D=pb.d, DV=pb.dv, BLOCK_D=_pow2(pb.d), BLOCK_DV=_pow2(pb.dv), IEEE=q.dtype == torch.float32)
     _bwd_dkdv_kernel[(t_rows.shape[0], pb.hq)](
         q, k, v, do, lse, delta, dk, dv, t_rows, t_start, t_part, t_masks, t_mid, pb.scale, pb.hq,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
-        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), group, **common)
+        dk.stride(0), dk.stride(1), dv.stride(0), dv.stride(1), group, **dims, BLOCK_M=tkv[0], BLOCK_N=tkv[1],
+        num_warps=tkv[2], num_stages=tkv[3])
     dq = torch.empty_like(q)
     _bwd_dq_kernel[(f_rows.shape[0], pb.hq)](
         q, k, v, do, lse, delta, dq, f_rows, f_start, f_part, f_masks, f_mid, pb.scale, pb.hq,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), do.stride(0), do.stride(1),
-        group, **common)
+        group, **dims, BLOCK_M=tq[0], BLOCK_N=tq[1], num_warps=tq[2], num_stages=tq[3])
     dk = dk.view(k.shape[0], pb.hkv, group, pb.d).sum(2).to(k.dtype)
     dv = dv.view(k.shape[0], pb.hkv, group, pb.dv).sum(2).to(v.dtype)
     return dq, dk, dv

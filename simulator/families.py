@@ -610,14 +610,16 @@ def regs_per_thread(fam: Family, tile: Tile, dv: int, backward: bool = False, d:
 
 def can_implement(fam: Family, hw, tile: Tile, d: int, dv: int, dtype: str,
                   kv_dtype: str | None = None, backward: bool = False, v_in_k: bool = False,
-                  qk_matmuls: int = 1, decode: bool = False) -> Legality:
+                  qk_matmuls: int = 1, decode: bool = False, part: str | None = None) -> Legality:
     """Whether `tile` fits this hardware: shared memory per block, registers per thread and per SM,
-    threads per SM, tensor memory on Blackwell. Also returns how many CTAs fit on one SM."""
+    threads per SM, tensor memory on Blackwell. Also returns how many CTAs fit on one SM. `part`: one
+    kernel of a split backward ("dkdv", "dq"), judged by its own compiled facts (else both must fit)."""
     s, skv = DTYPE_BYTES[dtype], DTYPE_BYTES[kv_dtype or dtype]
     smem = smem_bytes(fam, tile, d, dv, s, skv, backward, v_in_k, qk_matmuls)
     regs = regs_per_thread(fam, tile, dv, backward, d)
     threads = fam.warp_lanes * tile.num_warps
-    known = None if decode else compiled_tile(fam, hw, tile, d, dv, backward, v_in_k, qk_matmuls, dtype)
+    known = None if decode else compiled_tile(fam, hw, tile, d, dv, backward, v_in_k, qk_matmuls, dtype,
+                                              part if backward else None)
     if known is not None:
         regs = known["regs"]
         if known["spill_bytes"]:

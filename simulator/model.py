@@ -20,7 +20,6 @@ import math
 import numbers
 from dataclasses import dataclass, field, replace
 from functools import reduce
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -233,13 +232,19 @@ def _kv_cols(w: Workload, dp: int, dvp: int) -> int:
 
 
 def _mma_sync_share(r: Rates, known: dict | None) -> float:
-    """The fraction of the family's tensor rate a compiled kernel's dots reach: where the compiled code issues
-    no warpgroup MMA on an architecture that has it (`uses_wgmma` false on sm_90: Triton lowers a dot whose
-    tile is too small for wgmma, as the dQ dot at BLOCK_M = 32, to mma.sync), mma.sync's share of the peak
-    (FlashAttention-2's `mma_efficiency` there: 2/3 on Hopper, FA3 paper section 1); else 1."""
-    if not known or known.get("uses_wgmma") is not False:
+    """The fraction of the family's tensor rate a compiled kernel's dots reach on an architecture with warpgroup
+    MMA (sm_90): Triton lowers a dot too small for wgmma (fewer than 64 rows: the dQ dot at BLOCK_M = 32, S and
+    dP in the dK/dV kernel at BLOCK_M = 32) to mma.sync, which reaches FlashAttention-2's `mma_efficiency` there
+    (2/3 of the Hopper peak, FA3 paper section 1). With the compiled dots' versions and FLOPs (`dot_versions`,
+    `dot_flops`) the share is their FLOP-weighted harmonic mean, sum(F) / sum(F_i / e_i); with only `uses_wgmma`,
+    2/3 when the kernel issues no wgmma at all. 1 without facts or on an architecture without wgmma."""
+    eff = FAMILIES["fa2"].mma_efficiency.get(r.hw.arch, 1.0)
+    if not known or eff == 1.0:
         return 1.0
-    return FAMILIES["fa2"].mma_efficiency.get(r.hw.arch, 1.0)
+    versions, flops = known.get("dot_versions"), known.get("dot_flops")
+    if versions and flops and len(versions) == len(flops):
+        return sum(flops) / sum(f / (1.0 if v >= 3 else eff) for v, f in zip(versions, flops))
+    return eff if known.get("uses_wgmma") is False else 1.0
 
 
 def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN,
@@ -448,10 +453,12 @@ def _choose(fam: Family, cands, evaluate):
     return min(legal, key=lambda r: (r.time_s, r.flops)) if legal else None
 
 
-def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None, decode=False):
+def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None, decode=False, part=None):
     """The legality check, with CTAs per SM capped by how many CTAs the grid puts on one SM: the
-    block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself."""
-    leg = can_implement(fam, r.hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams, decode)
+    block scheduler spreads a small grid over all SMs first, so a lone CTA gets its SM to itself.
+    `part`: one kernel of a split backward (`can_implement`)."""
+    leg = can_implement(fam, r.hw, tile, dp, dvp, w.dtype, w.kv_dtype, backward, w.v_in_k, w.k_streams, decode,
+                        part)
     if not leg.ok:
         return None
     if n_ctas is not None:
@@ -630,26 +637,30 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
 
 
 def split_helpers(q_rows, kv_keys, heads_q, heads_kv, d, dv, s):
-    """The memory-streaming kernels around a split backward (kernels/triton_attention.py `_bwd`) as (name,
-    read, write, fp32 ops): the preprocess D = rowsum(dO * O) (fp32 D out; dQ needs no zeroing: the dq
-    kernel writes it once), then for dK and for dV the sum of the per-query-head fp32 gradients over each
-    GQA group (a copy when the group is one head) and the conversion to the inputs' dtype (`kv_keys`: the
-    keys of one head over every sequence)."""
-    out = [("bwd_preprocess", 2 * q_rows * dv * s, q_rows * 4, 2.0 * q_rows * dv)]
+    """The memory-streaming kernels around a split backward (kernels/triton_attention.py `_bwd`) as (before,
+    after) lists of (name, read, write, fp32 ops): before the two main kernels the preprocess D = rowsum(dO * O)
+    (fp32 D out; dQ needs no zeroing: the dq kernel writes it once) and the zero fills of the per-query-head fp32
+    dK and dV buffers (`torch.zeros`); after them, for dK and for dV, the sum over each GQA group (a copy when
+    the group is one head) and the conversion to the inputs' dtype (`kv_keys`: the keys of one head over every
+    sequence)."""
+    before = [("bwd_preprocess", 2 * q_rows * dv * s, q_rows * 4, 2.0 * q_rows * dv)]
+    after = []
     for name, dd in (("dk", d), ("dv", dv)):
-        out += [(f"bwd_{name}_sum", heads_q * kv_keys * dd * 4, heads_kv * kv_keys * dd * 4, float(heads_q * kv_keys * dd)),
-                (f"bwd_{name}_convert", heads_kv * kv_keys * dd * 4, heads_kv * kv_keys * dd * s, 0.0)]
-    return out
+        before.append((f"bwd_{name}_zero", 0, heads_q * kv_keys * dd * 4, 0.0))
+        after += [(f"bwd_{name}_sum", heads_q * kv_keys * dd * 4, heads_kv * kv_keys * dd * 4, float(heads_q * kv_keys * dd)),
+                  (f"bwd_{name}_convert", heads_kv * kv_keys * dd * 4, heads_kv * kv_keys * dd * s, 0.0)]
+    return before, after
 
 
 def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     """A backward of two kernels and no atomics (`Family.bwd_split`: attnsim's own Triton kernels): the
-    preprocess; `attn_bwd_dkdv`, one CTA per (kv tile, query head) streaming Q and dO tiles (S, dP, dV, dK;
-    dK and dV written in fp32 per query head); `attn_bwd_dq`, one CTA per (query tile, query head) streaming
-    K and V tiles (S and dP again, then dQ, written once in the inputs' dtype); then dK and dV summed over each
-    GQA group and converted (`split_helpers`). Both kernels run the same tile (the kernels launch one
-    configuration), chosen by their summed time. Useful FLOPs: 2(2d + 2dv) per live pair in dK/dV and 2d
-    in dQ (the recomputed S and dP are executed, not useful)."""
+    preprocess and the zero fills of the fp32 dK/dV buffers; `attn_bwd_dkdv`, one CTA per (kv tile, query
+    head) streaming Q and dO tiles (S, dP, dV, dK; dK and dV written in fp32 per query head); `attn_bwd_dq`,
+    one CTA per (query tile, query head) streaming K and V tiles (S and dP again, then dQ, written once in the
+    inputs' dtype); then dK and dV summed over each GQA group and converted (`split_helpers`). Each kernel runs
+    its own tile, the fastest legal one by its own compiled facts (kernels/triton_attention.py
+    `bwd_configs(part=...)`). Useful FLOPs: 2(2d + 2dv) per live pair in dK/dV and 2d in dQ (the recomputed S
+    and dP are executed, not useful)."""
     dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
     s = w.dtype_bytes
     d, dv = w.head_dim_qk, w.head_dim_v
@@ -664,39 +675,43 @@ def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     hbm_dq = common + rows * d * s
     rates_dkdv = SMRates.mixed(r, w, 2 * qm * dp, 2 * dvp)  # S, dK at qk_accum; dP, dV at pv_accum
     rates_dq = SMRates.mixed(r, w, 2 * qm * dp, dvp)  # S, dQ at qk_accum; dP at pv_accum
-    helpers = [elementwise(name, r, read_bytes=rd, write_bytes=wr, fp32_ops=ops)
-               for name, rd, wr, ops in split_helpers(rows, kv_tokens, w.heads_q, w.heads_kv, d, dv, s)]
+    before, after = ([elementwise(name, r, read_bytes=rd, write_bytes=wr, fp32_ops=ops) for name, rd, wr, ops in part]
+                     for part in split_helpers(rows, kv_tokens, w.heads_q, w.heads_kv, d, dv, s))
 
-    def evaluate(tile):
+    def evaluate(part, tile):
         tile = mask.adjust_tile(tile, backward=True)
         grids = [(n, mask.n_tiles(tile.block_m, tile.block_n, q, k)) for q, k, n in w.segments()]
         total_tiles = sum(n * w.heads_q * nq * nk for n, (nq, nk) in grids)
-        out = []
-        for part, n_ctas, classes, rt, hbm, useful in (
-                ("dkdv", sum(n * w.heads_q * nk for n, (_, nk) in grids),
-                 lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),
-                                    tile_cols(sub, q, k, tile.block_m, tile.block_n)),
-                 rates_dkdv, hbm_dkdv, 2 * (2 * qm * d + 2 * dv) * live_pairs),
-                ("dq", sum(n * w.heads_q * nq for n, (nq, _) in grids),
-                 lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),
-                                    tile_rows(sub, q, k, tile.block_m, tile.block_n)),
-                 rates_dq, hbm_dq, 2 * qm * d * live_pairs)):
-            leg = _legal(fam, r, tile, dp, dvp, w, backward=True, n_ctas=n_ctas)
-            if leg is None:
-                return None
-            full, partial, live, counts = _rows_over_segments(w, mask, classes, w.heads_q)
-            tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rt, w, causal, kernel=part)
-            l2 = float(np.sum((full + partial) * counts)) * tc.kv_bytes + hbm
-            out.append(_finish(f"attn_bwd_{part}", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
-                               total_tiles, tile.stages, live=live, role="backward"))
-        return SimpleNamespace(time_s=out[0].time_s + out[1].time_s, flops=out[0].flops + out[1].flops, kernels=out)
+        if part == "dkdv":
+            n_ctas, rt, hbm, useful = (sum(n * w.heads_q * nk for n, (_, nk) in grids), rates_dkdv, hbm_dkdv,
+                                       2 * (2 * qm * d + 2 * dv) * live_pairs)
+            classes = lambda sub, q, k: (sub.iterated_cols(q, k, tile.block_m, tile.block_n),  # noqa: E731
+                                         tile_cols(sub, q, k, tile.block_m, tile.block_n))
+        else:
+            n_ctas, rt, hbm, useful = (sum(n * w.heads_q * nq for n, (nq, _) in grids), rates_dq, hbm_dq,
+                                       2 * qm * d * live_pairs)
+            classes = lambda sub, q, k: (sub.iterated_rows(q, k, tile.block_m, tile.block_n),  # noqa: E731
+                                         tile_rows(sub, q, k, tile.block_m, tile.block_n))
+        leg = _legal(fam, r, tile, dp, dvp, w, backward=True, n_ctas=n_ctas, part=part)
+        if leg is None:
+            return None
+        full, partial, live, counts = _rows_over_segments(w, mask, classes, w.heads_q)
+        tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rt, w, causal, kernel=part)
+        l2 = float(np.sum((full + partial) * counts)) * tc.kv_bytes + hbm
+        return _finish(f"attn_bwd_{part}", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
+                       total_tiles, tile.stages, live=live, role="backward")
 
     causal = _causal(w, mask)
     cands = bwd_tile_candidates(fam, r.hw, dp, dvp, causal, w.dtype)
-    main = _choose(fam, cands, evaluate)
-    if main is None:
-        raise _no_tile(fam, r.hw, w, "backward", _why_illegal(fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))
-    return helpers[:1] + main.kernels + helpers[1:]
+    kernels = []
+    for part in ("dkdv", "dq"):  # each kernel its own tile: they launch apart
+        best = _choose(fam, cands, lambda t: evaluate(part, t))
+        if best is None:
+            raise _no_tile(fam, r.hw, w, "backward", _why_illegal(
+                fam, r.hw, w, [mask.adjust_tile(t, True) for t in cands], True))
+        kernels.append(best)
+    return before + kernels + after
+
 
 # -- decode ----------------------------------------------------------------------------------
 def num_splits_heuristic(batch_nheads_mblocks: int, num_sms: int, num_n_blocks: int, max_splits: int = 128,

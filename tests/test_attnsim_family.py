@@ -90,10 +90,10 @@ def test_the_picked_forward_and_backward_tiles_do_not_spill(hw_name):
     for d in (64, 128):
         w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=d, dtype="fp16", phase="train")
         p = predict(w, hw, "attnsim")
-        for role, kernels in (("forward", ("_fwd_kernel",)), ("backward", ("_bwd_dkdv_kernel", "_bwd_dq_kernel"))):
-            t = p.kernels_for(role)[0].tile_obj
-            for k in kernels:
-                assert compiled_facts()[(arch, k, d, t.block_m, t.block_n, t.num_warps, t.stages)]["spill_bytes"] == 0
+        for kc, k in zip(p.kernels_for("forward") + p.kernels_for("backward"),
+                         ("_fwd_kernel", "_bwd_dkdv_kernel", "_bwd_dq_kernel")):
+            t = kc.tile_obj
+            assert compiled_facts()[(arch, k, d, t.block_m, t.block_n, t.num_warps, t.stages)]["spill_bytes"] == 0
 
 
 def test_decode_splits_as_the_kernel_does():
@@ -234,17 +234,17 @@ def test_the_backward_is_priced_as_the_kernels_two_passes():
     w = Workload(batch=1, seqlen_q=16384, heads_q=16, heads_kv=4, head_dim_qk=128, dtype="fp16", phase="train")
     p = predict(w, hw, "attnsim")
     names = [k.name for k in p.kernels]
-    assert names == ["attn_fwd", "bwd_preprocess", "attn_bwd_dkdv", "attn_bwd_dq", "bwd_dk_sum", "bwd_dk_convert",
-                     "bwd_dv_sum", "bwd_dv_convert"]
-    dkdv, dq = p.kernels[2], p.kernels[3]
-    t = dkdv.tile_obj
-    assert dq.tile_obj == t  # one launch configuration for both kernels
-    tiles = 16 * (16384 // t.block_m) * (16384 // t.block_n)  # every (query tile, kv tile) pair of every head
-    assert dkdv.flops == tiles * 2 * t.block_m * t.block_n * (2 * 128 + 2 * 128)  # S, dK; dP, dV
-    assert dq.flops == tiles * 2 * t.block_m * t.block_n * (2 * 128 + 128)  # S, dQ; dP
+    assert names == ["attn_fwd", "bwd_preprocess", "bwd_dk_zero", "bwd_dv_zero", "attn_bwd_dkdv", "attn_bwd_dq",
+                     "bwd_dk_sum", "bwd_dk_convert", "bwd_dv_sum", "bwd_dv_convert"]
+    dkdv, dq = p.kernels[4], p.kernels[5]
+    t, u = dkdv.tile_obj, dq.tile_obj  # each kernel its own tile (H100: the dQ kernel's 64 rows reach wgmma)
+    assert (u.block_m, u.block_n) == (64, 64) and t.block_m == 32
+    # every (query tile, kv tile) pair of every head, each kernel at its own tile: dK/dV S, dK; dP, dV and dQ S, dQ; dP
+    assert dkdv.flops == 16 * (16384 // t.block_m) * (16384 // t.block_n) * 2 * t.block_m * t.block_n * (2 * 128 + 2 * 128)
+    assert dq.flops == 16 * (16384 // u.block_m) * (16384 // u.block_n) * 2 * u.block_m * u.block_n * (2 * 128 + 128)
     pairs = 16 * 16384 ** 2
     assert dkdv.useful_flops == 2 * (2 * 128 + 2 * 128) * pairs and dq.useful_flops == 2 * 128 * pairs
-    assert dkdv.ctas == 16 * 16384 // t.block_n and dq.ctas == 16 * 16384 // t.block_m
+    assert dkdv.ctas == 16 * 16384 // t.block_n and dq.ctas == 16 * 16384 // u.block_m
     # HBM: both read Q, dO (16 heads x 16k x 256 x 2 B), K, V (4 kv heads x 16k x 256 x 2 B), LSE and D (8 B a row);
     # dK/dV written in fp32 per query head (16 x 16k x 256 x 4 B); dQ in fp16 (16 x 16k x 128 x 2 B)
     common = 16 * 16384 * 256 * 2 + 4 * 16384 * 256 * 2 + 16 * 16384 * 8
@@ -253,6 +253,7 @@ def test_the_backward_is_priced_as_the_kernels_two_passes():
     assert k["bwd_preprocess"].hbm_bytes == 2 * 16 * 16384 * 128 * 2 + 16 * 16384 * 4  # O, dO in; D out
     assert k["bwd_dk_sum"].hbm_bytes == 16 * 16384 * 128 * 4 + 4 * 16384 * 128 * 4  # 16 heads' fp32 in, 4 out
     assert k["bwd_dk_convert"].hbm_bytes == 4 * 16384 * 128 * (4 + 2)
+    assert k["bwd_dk_zero"].hbm_bytes == k["bwd_dv_zero"].hbm_bytes == 16 * 16384 * 128 * 4  # torch.zeros: writes
     assert "bwd_dq_convert" not in names and "attn_bwd" not in names  # no fp32 dQ accumulator, no atomics
     many = predict_many(hw, "attnsim", batch=[1, 2], seqlen_q=16384, heads_q=16, heads_kv=4, head_dim_qk=128,
                         dtype="fp16", phase="train")
@@ -267,24 +268,25 @@ def test_each_backward_kernel_pays_its_own_compiled_exps():
     their compiled counts (the same scores, rates and SM share)."""
     from attnsim.simulator.model import _bwd_tile_costs
     hw = load_hardware("a100")
-    t = Tile(32, 64, 4, 2)
+    t = Tile(32, 64, 8, 2)  # at d = 64 on sm_80 the dK/dV kernel computes each exp twice at this tile, dQ once
     a = compiled_tile(FAM, hw, t, 64, 64, backward=True, part="dkdv")
     b = compiled_tile(FAM, hw, t, 64, 64, backward=True, part="dq")
-    assert a == compiled_facts()[("sm_80", "_bwd_dkdv_kernel", 64, 32, 64, 4, 2)] and a["exp_per_score"] == 2.0
-    assert b == compiled_facts()[("sm_80", "_bwd_dq_kernel", 64, 32, 64, 4, 2)] and b["exp_per_score"] == 1.0
+    assert a == compiled_facts()[("sm_80", "_bwd_dkdv_kernel", 64, 32, 64, 8, 2)] and a["exp_per_score"] == 2.0
+    assert b == compiled_facts()[("sm_80", "_bwd_dq_kernel", 64, 32, 64, 8, 2)] and b["exp_per_score"] == 1.0
     r = rates(hw, FAM, None)
     sm = SMRates.of(r, "fp16", "fp32")
     e = {part: _bwd_tile_costs(r, FAM, t, 2, 64, 64, 2, sm, kernel=part).parts["exp"] for part in ("dkdv", "dq")}
     assert math.isclose(e["dkdv"], 2.0 * e["dq"], rel_tol=1e-12)
 
 
-def test_a_dot_without_wgmma_on_hopper_runs_at_mma_sync_speed():
-    """H100, d = 128, 32 x 64 w4 s2: the compiled dK/dV kernel issues wgmma, the dQ kernel does not (its
-    BLOCK_M = 32 rows are too few for a warpgroup MMA): by hand the dQ tile's tensor time is its FLOPs at the
-    family's rate divided by mma.sync's 2/3 share of the peak (FA2's Hopper efficiency), the dK/dV tile's
-    not. A100 has no wgmma: nothing changes there."""
-    from attnsim.simulator.model import _bwd_tile_costs
-    for hw_name, share in (("h100", 2 / 3), ("a100", 1.0)):
+def test_dots_without_wgmma_on_hopper_run_at_mma_sync_speed():
+    """H100, d = 128, 32 x 64 w4 s2: Triton gives wgmma only to dots of 64 rows or more. Every dK/dV dot has the
+    tile's 64 keys as rows (S and dP computed transposed): all wgmma, no change; every dQ dot has its 32 query rows:
+    all mma.sync at 2/3 of the peak, so by hand its tensor time is the FLOPs at the family's rate x 3/2. A100 has
+    no wgmma: nothing changes there. And a kernel with both kinds pays the FLOP-weighted mean (by hand: half its
+    FLOPs at 2/3 of the peak, x (1/2 + 1/2 x 3/2) = 1.25)."""
+    from attnsim.simulator.model import _bwd_tile_costs, _mma_sync_share
+    for hw_name, factors in (("h100", {"dkdv": 1.0, "dq": 1.5}), ("a100", {"dkdv": 1.0, "dq": 1.0})):
         hw = load_hardware(hw_name)
         t = Tile(32, 64, 4, 2)
         r = rates(hw, FAM, None)
@@ -292,8 +294,12 @@ def test_a_dot_without_wgmma_on_hopper_runs_at_mma_sync_speed():
         arch = "sm_" + hw.compute_capability.replace(".", "")
         for part, flops, kernel in (("dkdv", 2 * 32 * 64 * (2 * 128 + 2 * 128), "_bwd_dkdv_kernel"),
                                     ("dq", 2 * 32 * 64 * (2 * 128 + 128), "_bwd_dq_kernel")):
-            wg = compiled_facts()[(arch, kernel, 128, 32, 64, 4, 2)]["uses_wgmma"]
-            assert wg is (hw_name == "h100" and part == "dkdv")
+            f = compiled_facts()[(arch, kernel, 128, 32, 64, 4, 2)]
+            if hw_name == "h100":  # the compiled dots, by hand: versions of the full-tile loop's dots
+                assert (sum(x for v, x in zip(f["dot_versions"], f["dot_flops"]) if v == 2)
+                        / sum(f["dot_flops"]) == (0.0 if part == "dkdv" else 1.0))
             got = _bwd_tile_costs(r, FAM, t, 2, 128, 128, 2, sm, kernel=part).parts["tensor"]
-            want = flops / sm.mma * 2 / (share if hw_name == "h100" and not wg else 1.0)
-            assert math.isclose(got, want, rel_tol=1e-12), (hw_name, part)
+            assert math.isclose(got, flops / sm.mma * 2 * factors[part], rel_tol=1e-12), (hw_name, part)
+    mixed = {"dot_versions": [2, 3, 3, 2, 3], "dot_flops": [4, 2, 2, 4, 4]}
+    assert math.isclose(1 / _mma_sync_share(rates(load_hardware("h100"), FAM, None), mixed), 1.25, rel_tol=1e-12)
+    assert _mma_sync_share(rates(load_hardware("a100"), FAM, None), mixed) == 1.0

@@ -30,7 +30,7 @@ def report():
 
 
 FIELDS = ("kernel", "arch", "head_dim", "tile", "warps", "stages", "regs", "spill_bytes", "smem_bytes", "uses_wgmma",
-          "kv_async", "exp_per_score", "loop_instructions_per_score")
+          "every_dot_wgmma", "kv_async", "exp_per_score", "loop_instructions_per_score")
 LOOPS = ("forward", "backward_dkdv", "backward_dq", "decode")
 
 
@@ -104,8 +104,10 @@ def test_dot_layouts_on_a_ttgir_by_hand():
       %b = ttng.warp_group_dot %p, %v, %d {isAsync = true} : !ttg.memdesc<64x128xf16> * !ttg.memdesc<128x32xf16> -> tensor<64x32xf32, #mma1>
       %c2 = tt.dot %q, %k, %c : tensor<64x128xf16, #x> * tensor<128x128xf16, #y> -> tensor<64x128xf32, #mma>
 """
-    assert dot_layouts(ir) == [{"version": 2, "warps": [1, 8]}, {"version": 3, "warps": [4, 2]},
-                               {"version": 2, "warps": [1, 8]}]
+    # FLOPs 2 M N K: A is M x K, the accumulator M x N
+    assert dot_layouts(ir) == [{"version": 2, "warps": [1, 8], "flops": 2 * 64 * 128 * 128},
+                               {"version": 3, "warps": [4, 2], "flops": 2 * 64 * 32 * 128},
+                               {"version": 2, "warps": [1, 8], "flops": 2 * 64 * 128 * 128}]
     assert dot_layouts("#blocked = #ttg.blocked<{}>") == []
 
 TARGETS = [  # issue 15's static targets, (arch, kernel, field, test, words)
@@ -122,12 +124,19 @@ TARGETS = [  # issue 15's static targets, (arch, kernel, field, test, words)
     ("sm_90", "backward_dq", "spill_bytes", lambda v: v == 0, "backward without spills"),
     ("sm_90", "backward_dkdv", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
     ("sm_80", "backward_dkdv", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
+    ("sm_90", "backward_dq", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
+    ("sm_80", "backward_dq", "stages", lambda v: v >= 2, "backward pipelined (>= 2 stages)"),
+    ("sm_90", "backward_dkdv", "every_dot_wgmma", lambda v: v is True, "every backward dot wgmma on Hopper"),
+    ("sm_90", "backward_dq", "every_dot_wgmma", lambda v: v is True, "every backward dot wgmma on Hopper"),
 ]
 # every target is met (Triton 3.6, head dim 128, the tiles the "attnsim" family picks with its compiled facts):
 # H100 runs its forward at 128 x 128 w8 uncalibrated (128 x 32 w8 calibrated: both wgmma, no spill, cp.async,
 # <= 1.125 exp per score) and A100 at 128 x 32 w8 s3 (every warp along the rows, as FA2: no spill, cp.async,
 # 1.125 exp per score; the 64-row tiles put every warp along the keys, which reads Q and P from shared memory
-# once per warp and computes each row's rescale exp in every warp); both backwards at 32 x 64 w4 with two stages
+# once per warp and computes each row's rescale exp in every warp); the backward's two kernels each at its own
+# tile with two stages: H100 dK/dV 32 x 64 w4 and dQ 64 x 64 w4 (every dot wgmma: the dK/dV kernel computes S and
+# dP transposed, so its dots have BLOCK_N = 64 rows; a dQ tile of BLOCK_M = 32 rows would lower to mma.sync),
+# A100 dK/dV 64 x 64 w8 and dQ 32 x 64 w4
 MISSES: set = set()
 
 
