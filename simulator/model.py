@@ -36,7 +36,7 @@ from .masks import CausalMask, DenseMask, Mask, WindowMask, mask_for, mask_sums,
 from .ops import Attention, Tile, Work
 from .pricing import KernelCost, elementwise, gemm, op_kernels
 from .calibrations import choose
-from .rates import Calibration, Rates, rates
+from .rates import Rates, rates
 from .workload import MAX_D_MODEL, Workload, check_limit
 
 
@@ -589,6 +589,14 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
 
 
 # -- backward ------------------------------------------------------------------------------
+def _bwd_sizes(w: Workload, fam: Family):
+    """(padded head dims dp, dvp, dtype bytes, head dims d, dv, query rows of every sequence and head, kv tokens
+    the kernels read) of a backward."""
+    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
+    kern = w.aggregate()
+    return dp, dvp, w.dtype_bytes, w.head_dim_qk, w.head_dim_v, w.heads_q * kern.seqlen_q, kern.seqlen_kv
+
+
 def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
     gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
@@ -596,12 +604,7 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     splits its backward (`Family.bwd_split`) runs `split_backward` instead."""
     if fam.bwd_split:
         return split_backward(w, r, fam, mask)
-    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
-    s = w.dtype_bytes
-    d, dv = w.head_dim_qk, w.head_dim_v
-    kern = w.aggregate()
-    rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
-    kv_tokens = kern.seqlen_kv
+    dp, dvp, s, d, dv, rows, kv_tokens = _bwd_sizes(w, fam)
     m = w.qk_matmuls
     rates = SMRates.mixed(r, w, 3 * m * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
     live_pairs, _ = _segment_sums(w, mask)
@@ -661,12 +664,7 @@ def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
     its own tile, the fastest legal one by its own compiled facts (kernels/triton_attention.py
     `bwd_configs(part=...)`). Useful FLOPs: 2(2d + 2dv) per live pair in dK/dV and 2d in dQ (the recomputed S
     and dP are executed, not useful)."""
-    dp, dvp = fam.pad_dims(w.head_dim_qk, w.head_dim_v, w.v_in_k)
-    s = w.dtype_bytes
-    d, dv = w.head_dim_qk, w.head_dim_v
-    kern = w.aggregate()
-    rows = w.heads_q * kern.seqlen_q  # query rows of every (sequence, head)
-    kv_tokens = kern.seqlen_kv
+    dp, dvp, s, d, dv, rows, kv_tokens = _bwd_sizes(w, fam)
     qm = w.qk_matmuls
     live_pairs, _ = _segment_sums(w, mask)
     kv_read = w.heads_kv * kv_tokens * w.seq_dims * s
