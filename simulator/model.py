@@ -597,13 +597,13 @@ def _bwd_sizes(w: Workload, fam: Family):
     return dp, dvp, w.dtype_bytes, w.head_dim_qk, w.head_dim_v, w.heads_q * kern.seqlen_q, kern.seqlen_kv
 
 
-def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
+def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask, fwd_tile=None) -> list:
     """FlashAttention backward (DESIGN section 4): preprocess D = rowsum(dO * O), the main kernel
     gridded over kv tiles (recomputes P, accumulates dQ with fp32 atomics), dQ convert, and for
     GQA the sum of per-query-head dK/dV (FA2's approach: dk_expanded, then a reduction). A family that
-    splits its backward (`Family.bwd_split`) runs `split_backward` instead."""
+    splits its backward (`Family.bwd_split`) runs `split_backward` instead (`fwd_tile`: the forward's tile)."""
     if fam.bwd_split:
-        return split_backward(w, r, fam, mask)
+        return split_backward(w, r, fam, mask, fwd_tile)
     dp, dvp, s, d, dv, rows, kv_tokens = _bwd_sizes(w, fam)
     m = w.qk_matmuls
     rates = SMRates.mixed(r, w, 3 * m * dp, 2 * dvp)  # S, dQ, dK at qk_accum; dP, dV at pv_accum
@@ -655,14 +655,16 @@ def split_helpers(q_rows, kv_keys, heads_q, heads_kv, d, dv, s):
     return before, after
 
 
-def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
+def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask, fwd_tile=None) -> list:
     """A backward of two kernels and no atomics (`Family.bwd_split`: attnsim's own Triton kernels): the
     preprocess and the zero fills of the fp32 dK/dV buffers; `attn_bwd_dkdv`, one CTA per (kv tile, query
     head) streaming Q and dO tiles (S, dP, dV, dK; dK and dV written in fp32 per query head); `attn_bwd_dq`,
     one CTA per (query tile, query head) streaming K and V tiles (S and dP again, then dQ, written once in the
     inputs' dtype); then dK and dV summed over each GQA group and converted (`split_helpers`). Each kernel runs
     its own tile, the fastest legal one by its own compiled facts (kernels/triton_attention.py
-    `bwd_configs(part=...)`). Useful FLOPs: 2(2d + 2dv) per live pair in dK/dV and 2d in dQ (the recomputed S
+    `bwd_configs(part=...)`), except where the tokens sit in a tiled neighborhood order (NATTEN's boxes): there
+    the kernels keep the forward's tile, `fwd_tile`, for both (kernels/triton_attention.py `_bwd`: the plan's
+    boxes are the forward's). Useful FLOPs: 2(2d + 2dv) per live pair in dK/dV and 2d in dQ (the recomputed S
     and dP are executed, not useful)."""
     dp, dvp, s, d, dv, rows, kv_tokens = _bwd_sizes(w, fam)
     qm = w.qk_matmuls
@@ -695,12 +697,15 @@ def split_backward(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
             return None
         full, partial, live, counts = _rows_over_segments(w, mask, classes, w.heads_q)
         tc = _bwd_tile_costs(r, fam, tile, leg.ctas_per_sm, dp, dvp, s, rt, w, causal, kernel=part)
-        l2 = float(np.sum((full + partial) * counts)) * tc.kv_bytes + hbm
+        # L2: the streamed tiles, the HBM traffic, and a dK/dV CTA of every query head loading its kv head's K, V
+        own_kv = kv_read * (w.heads_q - w.heads_kv) // w.heads_kv if part == "dkdv" else 0
+        l2 = float(np.sum((full + partial) * counts)) * tc.kv_bytes + hbm + own_kv
         return _finish(f"attn_bwd_{part}", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
                        total_tiles, tile.stages, live=live, role="backward")
 
     causal = _causal(w, mask)
-    cands = bwd_tile_candidates(fam, r.hw, dp, dvp, causal, w.dtype)
+    boxed = fwd_tile is not None and getattr(mask, "token_order", None) == "tiled"
+    cands = [fwd_tile] if boxed else bwd_tile_candidates(fam, r.hw, dp, dvp, causal, w.dtype)
     kernels = []
     for part in ("dkdv", "dq"):  # each kernel its own tile: they launch apart
         best = _choose(fam, cands, lambda t: evaluate(part, t))
@@ -958,7 +963,7 @@ def attention_kernels(w: Workload, r: Rates, fam: Family, mask: Mask) -> list:
         return fused_decode(w, r, fam, mask)
     fwd = fused_forward(w, r, fam, mask, write_lse=True)
     if w.phase == "train":
-        return [fwd] + fused_backward(w, r, fam, mask)
+        return [fwd] + fused_backward(w, r, fam, mask, fwd.tile_obj)
     return [fwd]
 
 

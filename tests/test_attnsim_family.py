@@ -249,6 +249,12 @@ def test_the_backward_is_priced_as_the_kernels_two_passes():
     # dK/dV written in fp32 per query head (16 x 16k x 256 x 4 B); dQ in fp16 (16 x 16k x 128 x 2 B)
     common = 16 * 16384 * 256 * 2 + 4 * 16384 * 256 * 2 + 16 * 16384 * 8
     assert dkdv.hbm_bytes == common + 16 * 16384 * 256 * 4 and dq.hbm_bytes == common + 16 * 16384 * 128 * 2
+    # L2: each visited tile streams Q and dO (32 rows x 256 x 2 B + LSE, D) into dK/dV, K and V (64 keys x 256 x 2 B)
+    # into dQ; dK/dV's CTAs of 16 query heads load their 4 kv heads' K and V (12 more head loads of 16k x 256 x 2 B)
+    visited_kv = 16 * (16384 // t.block_m) * (16384 // t.block_n)
+    visited_q = 16 * (16384 // u.block_m) * (16384 // u.block_n)
+    assert dkdv.l2_bytes == visited_kv * (t.block_m * 256 * 2 + 8 * t.block_m) + dkdv.hbm_bytes + 12 * 16384 * 256 * 2
+    assert dq.l2_bytes == visited_q * u.block_n * 256 * 2 + dq.hbm_bytes
     k = {x.name: x for x in p.kernels}
     assert k["bwd_preprocess"].hbm_bytes == 2 * 16 * 16384 * 128 * 2 + 16 * 16384 * 4  # O, dO in; D out
     assert k["bwd_dk_sum"].hbm_bytes == 16 * 16384 * 128 * 4 + 4 * 16384 * 128 * 4  # 16 heads' fp32 in, 4 out
@@ -303,3 +309,21 @@ def test_dots_without_wgmma_on_hopper_run_at_mma_sync_speed():
     mixed = {"dot_versions": [2, 3, 3, 2, 3], "dot_flops": [4, 2, 2, 4, 4]}
     assert math.isclose(1 / _mma_sync_share(rates(load_hardware("h100"), FAM, None), mixed), 1.25, rel_tol=1e-12)
     assert _mma_sync_share(rates(load_hardware("a100"), FAM, None), mixed) == 1.0
+
+
+
+def test_a_tiled_neighborhood_order_keeps_the_forwards_tile_in_the_backward():
+    """In NATTEN's tiled token order the plan's boxes are the forward's: the kernels run both backward kernels at
+    the forward's tile (kernels/triton_attention.py `_bwd`), and so does the model; in row-major order each takes
+    its own."""
+    from attnsim import predict_variant
+    tiles = {}
+    for order in ("tiled", "rowmajor"):
+        p = predict_variant("h100", "na", {"token_shape": "32x32", "kernel_size": "7x7", "token_order": order},
+                            kernel="attnsim", phase="train", heads=4, head_dim=64, dtype="fp16")
+        tiles[order] = [k.tile_obj for k in p.kernels if k.role in ("forward", "backward")]
+    fwd, dkdv, dq = tiles["tiled"]
+    assert dkdv == fwd and dq == fwd
+    own = predict_variant("h100", "mha", {}, kernel="attnsim", phase="train", heads=4, head_dim=64, dtype="fp16",
+                          seqlen=1024)
+    assert tiles["rowmajor"][1:] == [k.tile_obj for k in own.kernels if k.role == "backward"]
