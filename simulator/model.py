@@ -235,16 +235,14 @@ def _mma_sync_share(r: Rates, known: dict | None) -> float:
     """The fraction of the family's tensor rate a compiled kernel's dots reach on an architecture with warpgroup
     MMA (sm_90): Triton lowers a dot too small for wgmma (fewer than 64 rows: the dQ dot at BLOCK_M = 32, S and
     dP in the dK/dV kernel at BLOCK_M = 32) to mma.sync, which reaches FlashAttention-2's `mma_efficiency` there
-    (2/3 of the Hopper peak, FA3 paper section 1). With the compiled dots' versions and FLOPs (`dot_versions`,
-    `dot_flops`) the share is their FLOP-weighted harmonic mean, sum(F) / sum(F_i / e_i); with only `uses_wgmma`,
-    2/3 when the kernel issues no wgmma at all. 1 without facts or on an architecture without wgmma."""
+    (2/3 of the Hopper peak, FA3 paper section 1). The share is the compiled dots' (`dot_versions`, `dot_flops`)
+    FLOP-weighted harmonic mean, sum(F) / sum(F_i / e_i); 1 without one kernel's facts (the backward's two
+    kernels taken together have none) or on an architecture without wgmma."""
     eff = FAMILIES["fa2"].mma_efficiency.get(r.hw.arch, 1.0)
-    if not known or eff == 1.0:
+    versions, flops = (known or {}).get("dot_versions"), (known or {}).get("dot_flops")
+    if eff == 1.0 or not versions:
         return 1.0
-    versions, flops = known.get("dot_versions"), known.get("dot_flops")
-    if versions and flops and len(versions) == len(flops):
-        return sum(flops) / sum(f / (1.0 if v >= 3 else eff) for v, f in zip(versions, flops))
-    return eff if known.get("uses_wgmma") is False else 1.0
+    return sum(flops) / sum(f / (1.0 if v >= 3 else eff) for v, f in zip(versions, flops))
 
 
 def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: Workload = _PLAIN,
