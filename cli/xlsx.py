@@ -47,6 +47,7 @@ MEANING = {
     "partial_tile": ("0..10", "extra time of a masked (partial) tile, as a fraction of a full one"),
     "causal": ("0..10", "extra time of every tile of a causal kernel, as a fraction"),
     "backward": ("x", "multiplies the backward kernel's tile time"),
+    "smem_exposed": ("0..1", "fraction of a tile's shared-memory time its MMAs and softmax wait on"),
 }
 FORMULA_COLUMNS = ("time_s", "bound_s", "achieved_tflops", "speedup_vs_dense")
 VALUE_COLUMNS = ("bound", "flops", "useful_flops", "hbm_bytes", "tiles_full", "tiles_partial", "tiles_empty", "ctas",

@@ -25,7 +25,7 @@ ENV_VAR = "ATTNSIM_CALIBRATION"
 SCHEMA = "attnsim.calibration/1"
 DEFAULT = "default"
 FIELDS = ("tensor", "exp", "fp32", "smem", "hbm", "l2", "overlap", "cta_io", "partial_tile", "causal", "backward",
-          "clock_hz", "launch_overhead_s")
+          "smem_exposed", "clock_hz", "launch_overhead_s")
 # a fit used for another dtype or phase of the same GPU and family, never measured: its error doubled,
 # and at least this (percent)
 UNMEASURED_FLOOR = 10.0

@@ -376,7 +376,7 @@ HARDWARE_INPUTS = ("clock_sustained_hz", "clock_max_hz", "hbm_bandwidth_bytes_pe
                    "dram_latency_s", "kernel_launch_overhead_s", "exp_ops_per_clk_per_sm", "fp32_flops_per_clk_per_sm",
                    "smem_bytes_per_clk_per_sm", "exp2_emulation_fp32_ops", "warp_issue_per_clk_per_sm")
 CALIBRATION_INPUTS = ("tensor", "exp", "fp32", "smem", "hbm", "l2", "clock_hz", "launch_overhead_s", "overlap",
-                      "cta_io", "partial_tile", "causal", "backward")
+                      "cta_io", "partial_tile", "causal", "backward", "smem_exposed")
 
 
 def symbolic_hardware(hw, prefix: str | None = None):

@@ -5,8 +5,9 @@ time_s of a kernel = launch overhead + max(makespan of its CTAs on the SM slots,
                                             HBM bytes / HBM bandwidth, L2 bytes / L2 bandwidth if sourced)
 
 A CTA's duration = 2 x DRAM latency (fill and drain) + sum over its tiles of max(t_tile, latency / stages):
-  t_tile = max(t_smem, combine(t_tensor, t_softmax)), combine(a, b) = max(a, b) + (1 - overlap) min(a, b)
-           (overlap: the family's), each unit at the SM's rate (`rates`), shared by the k resident CTAs;
+  t_tile = max(t_smem, combine(t_tensor, t_softmax) + exposed x t_smem),
+           combine(a, b) = max(a, b) + (1 - overlap) min(a, b) (overlap: the family's; exposed: the calibration's
+           `smem_exposed`, 0 uncalibrated), each unit at the SM's rate (`rates`), shared by the k resident CTAs;
   latency / stages: a tile cannot arrive faster than the DRAM latency over the `stages` tiles in flight
            (Little's law: the per-SM ceiling that makes split-KV pay in decode).
 The makespan of n CTAs on `slots` = SMs x k slots is the closed form max(longest CTA, total / slots +
@@ -199,9 +200,12 @@ def _smem_tile_bytes(fam: Family, tile: Tile, kv_cols: int, dp: int, s: int, skv
     return tile.block_n * kv_cols * skv * (writes + smem_readers(fam, tile, arch)) + tile.block_m * dp * s
 
 
-def _tile_time(t_tensor, t_soft, t_smem, overlap):
+def _tile_time(t_tensor, t_soft, t_smem, overlap, exposed=0.0):
+    """One tile on one slot: the MMAs and the softmax combined by the overlap, plus the `exposed` fraction of the
+    shared-memory time they wait on (`Rates.smem_exposed`: a kernel that loads its MMA operands from shared memory
+    into registers stalls on them), never below the shared-memory time itself."""
     hi, lo = np.maximum(t_tensor, t_soft), np.minimum(t_tensor, t_soft)
-    return np.maximum(t_smem, hi + (1.0 - overlap) * lo)
+    return np.maximum(t_smem, hi + (1.0 - overlap) * lo + exposed * t_smem)
 
 
 @dataclass
@@ -285,8 +289,8 @@ def _fwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, skv, rates: SMRates, w: 
     kv_cols = _kv_cols(w, dp, dvp)
     t_smem = _smem_tile_bytes(fam, tile, kv_cols, dp, s, skv, r.hw.arch, known) / rates.smem * k
     c = 1.0 + (r.causal if causal else 0.0)
-    t_full = _tile_time(t_tensor, t_soft, t_smem, r.overlap)
-    t_part = _tile_time(t_tensor, t_soft_p, t_smem, r.overlap)
+    t_full = _tile_time(t_tensor, t_soft, t_smem, r.overlap, r.smem_exposed)
+    t_part = _tile_time(t_tensor, t_soft_p, t_smem, r.overlap, r.smem_exposed)
     parts = {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32, "smem": t_smem}
     issue = known.get("loop_instructions_per_score") if known else None
     if issue and r.hw.warp_issue_per_clk_per_sm:
@@ -330,8 +334,8 @@ def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workl
     streamed = bn * (dp + dvp) * s if kernel == "dq" else bm * (dp + dvp) * s
     t_smem = (streamed * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
     c = r.backward * (1.0 + (r.causal if causal else 0.0))
-    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap) * c
-    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap) * c + r.partial_tile * t_full
+    t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap, r.smem_exposed) * c
+    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap, r.smem_exposed) * c + r.partial_tile * t_full
     if kernel == "dq":  # K and V stream past; the CTA reads its Q, dO, LSE and D and writes its dQ
         return TileCosts(t_full, t_part, flops, streamed, {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32,
                                                            "smem": t_smem},
@@ -365,8 +369,11 @@ def kernel_time(r: Rates, n_ctas, tiles_full, tiles_partial, d_max, d_min, a, b,
 
 
 def cta_duration(r: Rates, a, b, full, partial, t_cta=0.0):
-    """One CTA's duration: fill and drain (2 x DRAM latency), its unhidden own I/O, its tiles."""
-    return 2 * r.dram_latency_s + t_cta + full * a + partial * b
+    """One CTA's duration: fill and drain (2 x DRAM latency), its unhidden own I/O, its tiles. Written as
+    full x (a - b) + (full + partial) x b: among CTAs that visit the same number of tiles the rounded duration is
+    then monotone in `full` (each step rounds monotonically), so the longest and shortest are exactly those with
+    the fewest and most full tiles, as the neighborhood search's fast path takes them (`search._fast_gna`)."""
+    return 2 * r.dram_latency_s + t_cta + full * (a - b) + (full + partial) * b
 
 
 def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,

@@ -37,7 +37,9 @@ class Calibration:
     divergence beyond the mask FP32 ops priced); `causal` — the extra time of every tile of a kernel
     run with a causal mask, as a fraction (its loop bounds and masking steps per iteration, the uneven
     CTAs' effect on the pipeline); `backward` — a multiplier of the backward kernel's tile time (dQ
-    atomics, dS staging). `source` says what it was fitted on (device, dates, rows)."""
+    atomics, dS staging); `smem_exposed` — the fraction of a tile's shared-memory operand time that
+    its MMA and softmax chain waits on rather than hides (operands loaded from shared memory into
+    registers before each mma.sync, ldmatrix sharing the warps' issue slots; `model._tile_time`). `source` says what it was fitted on (device, dates, rows)."""
     tensor: float = 1.0
     exp: float = 1.0
     fp32: float = 1.0
@@ -51,6 +53,7 @@ class Calibration:
     partial_tile: float = 0.0
     causal: float = 0.0
     backward: float = 1.0
+    smem_exposed: float = 0.0
     source: str = ""
 
     def __post_init__(self):
@@ -60,7 +63,8 @@ class Calibration:
             v = getattr(self, k)
             if not (number(v) and 0 < v <= 1e3):
                 raise AttnsimError(f"Calibration.{k}={v!r}: expected a factor in (0, 1000]")
-        for k, lo, hi in (("cta_io", 0.0, 10.0), ("partial_tile", 0.0, 10.0), ("causal", 0.0, 10.0)):
+        for k, lo, hi in (("cta_io", 0.0, 10.0), ("partial_tile", 0.0, 10.0), ("causal", 0.0, 10.0),
+                          ("smem_exposed", 0.0, 1.0)):
             v = getattr(self, k)
             if not (number(v) and lo <= v <= hi):
                 raise AttnsimError(f"Calibration.{k}={v!r}: expected a number in [{lo:g}, {hi:g}]")
@@ -108,6 +112,7 @@ class Rates:
     partial_tile: float = 0.0  # extra time of a partial tile, as a fraction of a full one
     causal: float = 0.0  # extra time of every tile of a causal kernel, as a fraction
     backward: float = 1.0  # multiplier of backward tile time
+    smem_exposed: float = 0.0  # fraction of a tile's shared-memory time not hidden behind its MMAs and softmax
 
     # -- per SM ------------------------------------------------------------------------------
     def mma_per_sm(self, dtype: str, accum: str = "fp32") -> float:
@@ -171,7 +176,8 @@ def _rates(hw: Hardware, family: Family | None, calibration: Calibration | None)
                  else num(cal.launch_overhead_s),
                  overlap=(family.overlap if family is not None else 0.0) if cal.overlap is None else cal.overlap,
                  exp2_emulation_fp32_ops=hw.exp2_emulation_fp32_ops, calibrated=not cal.identity,
-                 cta_io=cal.cta_io, partial_tile=cal.partial_tile, causal=cal.causal, backward=cal.backward)
+                 cta_io=cal.cta_io, partial_tile=cal.partial_tile, causal=cal.causal, backward=cal.backward,
+                 smem_exposed=cal.smem_exposed)
 
 
 def peak_rates(hw: Hardware, clock_hz: float | None = None) -> Rates:

@@ -10,7 +10,8 @@ from attnsim.simulator.errors import AttnsimError
 from attnsim.validation import calibrate as cal
 from cli_checks import invoke
 
-PLANTED = {"tensor": 0.8, "overlap": 0.3, "cta_io": 0.6, "causal": 0.1}
+PLANTED = {"tensor": 0.8, "overlap": 0.3, "cta_io": 0.6, "smem_exposed": 0.3, "causal": 0.1}
+FOUR = {k: v for k, v in PLANTED.items() if k != "smem_exposed"}  # for fits that name the other four
 
 
 def grid(hw="h100_sxm5", family="fa3", head_dims=(64, 128, 256), causal=(False, True),
@@ -38,7 +39,12 @@ def test_planted_parameters_are_recovered_and_held_out_error_is_the_noise():
     assert not f.fixed
     for name, v in PLANTED.items():
         assert f.values[name] == pytest.approx(v, abs=0.03 + 3 * f.stderr[name]), name
-    assert abs(f.values["tensor"] / PLANTED["tensor"] - 1) < 0.02
+    # η and the exposed shared-memory time trade against each other (both slow the tensor-bound tiles; only the
+    # head dim's smem/tensor ratio tells them apart), so with noise each is recovered within its stated error,
+    # and without noise exactly
+    exact = cal.fit(planted(grid(), PLANTED, noise=0.0))
+    for name, v in PLANTED.items():
+        assert exact.values[name] == pytest.approx(v, abs=1e-4), name
     assert f.in_sample_mape < 1.5  # 1% lognormal noise: mean |error| about 0.8%
     h = cal.heldout(rows, x0=f.values)
     assert h["kfold"] < 1.5 and h["seqlen"] < 2.5 and h["head_dim"] < 3.0
@@ -57,7 +63,7 @@ def test_a_model_missing_a_mechanism_shows_a_large_held_out_error():
 
 
 def test_a_parameter_no_row_depends_on_is_fixed_and_named():
-    rows = planted(grid(causal=(False,)), PLANTED)
+    rows = planted(grid(causal=(False,)), FOUR)
     f = cal.fit(rows, names=["tensor", "overlap", "cta_io", "causal"])
     assert "causal" in f.fixed and "no row depends on it" in f.fixed["causal"]
     assert f.values["causal"] == 0.0 and any("causal fixed at 0" in w for w in f.warnings)
@@ -81,7 +87,7 @@ def test_between_equal_fits_a_phase_factor_is_fixed_and_eta_fitted():
     """Causal rows only: every tile pays (1 + causal), so the causal factor and η move the compute-bound rows
     alike. Fixing either fits as well (by hand: η 0.8 / 1.1 = 0.727 with the causal factor at 0); the causal
     factor is fixed and η fitted, the one that carries to non-causal rows."""
-    rows = planted(grid(causal=(True,)), PLANTED, noise=0.002)
+    rows = planted(grid(causal=(True,)), FOUR, noise=0.002)
     f = cal.fit(rows, names=["tensor", "overlap", "cta_io", "causal"])
     assert list(f.fixed) == ["causal"] and "rank-deficient" in f.fixed["causal"] and f.values["causal"] == 0.0
     assert f.values["tensor"] == pytest.approx(0.8 / 1.1, rel=0.02)

@@ -82,7 +82,8 @@ def test_calibration_applies_to_the_ops_around_the_core():
 
 
 @pytest.mark.parametrize("bad", [dict(tensor=0.0), dict(hbm=-1.0), dict(exp=math.nan), dict(overlap=1.5),
-                                 dict(clock_hz=0.0), dict(launch_overhead_s=math.inf), dict(smem=1e9)])
+                                 dict(clock_hz=0.0), dict(launch_overhead_s=math.inf), dict(smem=1e9),
+                                 dict(smem_exposed=1.5), dict(smem_exposed=-0.1)])
 def test_calibration_refuses_nonsense(bad):
     with pytest.raises(ValueError):
         Calibration(**bad)
@@ -140,6 +141,29 @@ def test_cta_io_adds_each_ctas_own_io_at_its_sms_share_of_hbm():
     assert half.time_s - base.time_s == pytest.approx(0.5 * 128 * 256 * 2 / (3.35e12 / 132), rel=1e-9)
 
 
+def test_smem_exposed_adds_a_fraction_of_each_tiles_shared_memory_time():
+    """One wave of 128 CTAs, FA3's 128x176 tile at d = 128: 1024 keys are 6 kv tiles (the last ragged). A tile's
+    shared memory: K and V (176 keys x 256 channels x 2 B) read by its two consumer warpgroups (TMA writes are not
+    priced), Q (128 x 128 x 2 B) read once: 212,992 B at 128 B/clk = 1664 clk, below its tensor time
+    (2 x 128 x 176 x 256 FLOPs at 4096 FLOP/clk = 2816 clk), so smem_exposed = 0.5 adds 832 clk to each of the
+    longest CTA's 6 tiles at 1.83 GHz."""
+    w = Workload(batch=1, seqlen_q=1024, heads_q=16, head_dim_qk=128)
+    _, base = _fwd(w)
+    _, slow = _fwd(w, Calibration(smem_exposed=0.5))
+    assert base.tile.startswith("128x176") and base.ctas == 128 and base.ctas_per_sm == 1
+    smem_clk = (176 * 256 * 2 * 2 + 128 * 128 * 2) / 128
+    assert smem_clk == 1664 < 2 * 128 * 176 * 256 / 4096
+    assert slow.time_s - base.time_s == pytest.approx(6 * 0.5 * smem_clk / 1.83e9, rel=1e-9)
+    # a tile bound by shared memory itself (FA2 at d = 256 on H100: 64x64 tiles, every warp reading K and V)
+    # pays only what the MMA/softmax chain plus the exposed part adds above it
+    w256 = Workload(batch=4, seqlen_q=4096, heads_q=16, head_dim_qk=256)
+    p0 = predict(w256, H100, "fa2", calibration=None).kernels_for("forward")[0]
+    p1 = predict(w256, H100, "fa2", calibration=Calibration(smem_exposed=0.05)).kernels_for("forward")[0]
+    u = p0.unit_times_s
+    assert u["smem"] > u["tensor"] + u["exp"] + 0.05 * u["smem"]  # FA2's overlap 0: the chain is tensor + exp
+    assert p1.time_s == pytest.approx(p0.time_s, rel=1e-12)
+
+
 def test_partial_tile_adds_a_fraction_of_a_full_tile_to_each_masked_one():
     """Causal, one wave, square 128x128 tiles: the longest CTA (the last query tile) holds one
     diagonal (partial) tile, so partial_tile = 0.5 adds half a full tile: at FA3's overlap 1 a full
@@ -174,7 +198,8 @@ def test_backward_factor_scales_only_the_backward_kernels_tiles():
 def test_the_mechanisms_reach_both_paths_alike(phase):
     import numpy as np
     from attnsim.simulator.vectorized import predict_many
-    cal = Calibration(tensor=0.8, overlap=0.3, cta_io=0.7, partial_tile=0.2, causal=0.15, backward=1.3, hbm=0.9)
+    cal = Calibration(tensor=0.8, overlap=0.3, cta_io=0.7, partial_tile=0.2, causal=0.15, backward=1.3, hbm=0.9,
+                      smem_exposed=0.4)
     rng = np.random.default_rng(7)
     n = 24
     cols = dict(batch=rng.integers(1, 5, n), heads_q=rng.choice([8, 16, 32], n), head_dim_qk=rng.choice([64, 128], n),

@@ -8,6 +8,7 @@ The parameters (each a field of `simulator.rates.Calibration`, entering the mode
   partial_tile  a masked (partial) tile's extra time, as a fraction of a full tile
   causal        every tile's extra time in a causal kernel, as a fraction
   backward      a multiplier of the backward kernel's tile time
+  smem_exposed  the fraction of a tile's shared-memory operand time not hidden behind its MMAs and softmax
   hbm           the achievable fraction of the HBM bandwidth (decode, eager's memory-bound kernels)
 
 A group is one (GPU profile, family) with its 16-bit rows; fp8 rows and decode rows form groups of
@@ -55,6 +56,7 @@ PARAMS = {p.name: p for p in (
     Param("causal", 0.0, 1.0, "extra time of every tile of a causal kernel, as a fraction"),
     Param("backward", 0.5, 4.0, "multiplier of the backward kernel's tile time"),
     Param("hbm", 0.2, 1.0, "achievable fraction of the HBM bandwidth"),
+    Param("smem_exposed", 0.0, 1.0, "fraction of a tile's shared-memory time not hidden behind its MMAs and softmax"),
 )}
 # Parameters that price one phase or one mask only (the backward kernel, a causal kernel), narrowest first. When
 # the rows cannot tell one of them from a parameter of every tile (train rows alone: η and the backward factor
@@ -144,8 +146,8 @@ def groups_of(rows) -> dict:
 
 def params_for(rows) -> list:
     """The parameters the rows can speak to: decode rows the HBM fraction; eager's kernels (GEMMs and
-    a memory-bound softmax) the tensor and HBM fractions; fused kernels η, the overlap and the CTA's
-    I/O, plus the causal cost when some rows are causal and the backward factor when some rows run the
+    a memory-bound softmax) the tensor and HBM fractions; fused kernels η, the overlap, the CTA's
+    I/O and the exposed shared-memory time, plus the causal cost when some rows are causal and the backward factor when some rows run the
     backward. (`partial_tile` stays a mechanism a calibration may set: on the published rows it is not
     identifiable beside `causal` — the diagonal's tiles are a few percent of a causal kernel's.)"""
     fam = get_family(rows[0].family)
@@ -153,7 +155,7 @@ def params_for(rows) -> list:
         return ["hbm"]
     if not fam.fused:
         return ["tensor", "hbm"]
-    names = ["tensor", "overlap", "cta_io"]
+    names = ["tensor", "overlap", "cta_io", "smem_exposed"]
     if any(r.causal for r in rows):
         names.append("causal")
     if any(r.phase in ("train", "backward") for r in rows):
@@ -164,7 +166,7 @@ def params_for(rows) -> list:
 def default_value(name: str, family) -> float:
     """The uncalibrated value of a parameter (the model without calibration)."""
     return {"tensor": 1.0, "overlap": family.overlap, "cta_io": 0.0, "partial_tile": 0.0, "causal": 0.0, "backward": 1.0,
-            "hbm": 1.0}[name]
+            "hbm": 1.0, "smem_exposed": 0.0}[name]
 
 
 def calibration_of(values: dict, source: str = "") -> Calibration:
@@ -297,8 +299,11 @@ def fit(rows, names=None, fixed=None, starts=(0.15, 0.5, 0.85), x0: dict | None 
         fixed_why[n] = why
         names.remove(n)
         notes.append(f"{n} fixed at {default_value(n, fam):g}: {why}")
-    values = dict(base, **dict(zip(names, map(float, best.x))))
-    res = best.fun
+    # ten significant digits: a fit knows its values to its standard errors (1e-3 or so), and a value the solver
+    # leaves a rounding error inside a bound (0.9999999999999999) would make 1 - overlap a 1e-16 that a
+    # spreadsheet, reading 15 digits, computes as 0
+    values = dict(base, **{n: float(f"{x:.10g}") for n, x in zip(names, best.x)})
+    res = np.log(model_times(rows, calibration_of(values)) / meas)  # the rows' residuals at the values written
     dof = max(len(rows) - len(names), 1)
     s2 = float(res @ res) / dof
     try:
