@@ -511,8 +511,8 @@ def variants(as_json):
                    "fit each link's bandwidth fraction and latency into the file's 'links'")
 def calibrate(records, source, output, groups, include_approx, folds, cluster):
     """Fit a few physical parameters per (GPU, kernel family) — tensor efficiency, softmax overlap, a CTA's
-    unhidden I/O, the partial-tile and backward costs, HBM efficiency — to measured times, with scipy's
-    least_squares in log space; print the in-sample error and the error held out four ways (random
+    unhidden I/O, exposed shared-memory time, the causal and backward costs, HBM efficiency — to measured times,
+    with scipy's least_squares in log space; print the in-sample error and the error held out four ways (random
     k-fold, one sequence length out, one head dim out, causal out) and write the calibration file.
 
     \b

@@ -443,11 +443,25 @@ def _class_extremes(r: Rates, a, b, full, partial, t_cta):
             smallest([cta_duration(r, a, b, f, p, t_cta) for f, p in low]))
 
 
+TILE_UNITS = ("tensor", "exp", "fp32", "smem", "issue")  # the per-tile units (`TileCosts.parts`)
+
+
+def busy_time(units: dict) -> float:
+    """A kernel's per-tile units' times summed (`KernelCost.unit_times_s`): the work its tiles keep the SM's
+    units busy with, hidden or not."""
+    return sum(units[u] for u in TILE_UNITS if u in units)
+
+
+TIE_REL = 1e-9  # tile times this close (relative) are a tie: the scalar and array paths round differently
+
+
 def _choose(fam: Family, cands, evaluate):
     """The family's tile: the first legal entry of its table (FA2/FA3/FA4 tables list their own
     choice first and smaller fallbacks after it), or for an autotuned family (Triton) the legal
-    candidate with the smallest time, then the fewest executed FLOPs, then the earliest in its list
-    (`vectorized` breaks ties the same way)."""
+    candidate with the smallest time (within TIE_REL), then the fewest executed FLOPs, then the least
+    busy time of its units (`busy_time`: where a calibration hides a unit behind the tensor cores, say
+    overlap 1, tiles can price alike; the one that computes fewer exps per score still does less), then
+    the earliest in its list (`vectorized._pick` breaks ties the same way)."""
     if not fam.autotune:
         for c in cands:
             r = evaluate(c)
@@ -455,7 +469,11 @@ def _choose(fam: Family, cands, evaluate):
                 return r
         return None
     legal = [r for r in (evaluate(c) for c in cands) if r is not None]
-    return min(legal, key=lambda r: (r.time_s, r.flops)) if legal else None
+    if not legal:
+        return None
+    fastest = min(num(r.time_s) for r in legal)
+    tied = [r for r in legal if num(r.time_s) <= fastest * (1 + TIE_REL)]
+    return min(tied, key=lambda r: (r.flops, num(busy_time(r.unit_times_s))))  # min keeps the earliest of equals
 
 
 def _legal(fam, r: Rates, tile, dp, dvp, w, backward=False, n_ctas=None, decode=False, part=None):

@@ -29,7 +29,7 @@ class Calibration:
 
     Each efficiency multiplies the rate of its unit (tensor: the MMA rate after the family's own
     efficiency; hbm, l2: bandwidths); `clock_hz` replaces the sustained clock, `launch_overhead_s`
-    the per-kernel overhead, `overlap` the family's softmax/MMA overlap. Three mechanisms the raw
+    the per-kernel overhead, `overlap` the family's softmax/MMA overlap. Five mechanisms the raw
     model leaves at zero cost: `cta_io` — the fraction of a CTA's own I/O (forward: its Q tile in and
     O tile out; backward: its K, V in and dK, dV out) that it does not hide behind its tiles, each
     SM streaming at its share of the HBM bandwidth; `partial_tile` — the extra time of a masked

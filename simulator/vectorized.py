@@ -26,7 +26,8 @@ from .hardware import Hardware
 from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
 from .ops import Matmuls, Pointwise
 from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes, backward_helpers,
-                    cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times, split_sms)
+                    TIE_REL, TILE_UNITS, cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times,
+                    split_sms)
 from .pricing import elementwise_time, run_waste_bytes
 from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve
@@ -149,8 +150,10 @@ def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
     function) on the totals of full and partial tiles and the longest and shortest CTA."""
     a, b = slot_tile_times(tc, r, tile.stages)
     time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2, tc.t_cta)[0]
+    visited, slots = np.asarray(full + part, dtype=float), r.sm_count * k
+    busy = sum(tc.parts[u] * visited / slots for u in TILE_UNITS if u in tc.parts)  # as model._finish, busy_time
     return {"time_s": time_s, "flops": (full + part) * int(tc.flops), "hbm": hbm, "ctas": n_ctas,
-            "waves": n_ctas / (r.sm_count * k)}
+            "waves": n_ctas / slots, "busy": busy}
 
 
 _GEOMETRY = {}  # (direction, BLOCK_M, BLOCK_N, the distinct lengths) -> each candidate tile's (full, partial)
@@ -209,7 +212,8 @@ def _by_k(k, tile_costs):
     ks = np.arange(1, int(k.max()) + 1 if k.size else 2)
     tab = tile_costs(ks)
     look = lambda v: np.broadcast_to(np.asarray(v, dtype=float), ks.shape)[k - 1]  # noqa: E731  (a scalar: 0)
-    return replace(tab, t_full=look(tab.t_full), t_partial=look(tab.t_partial), t_cta=look(tab.t_cta))
+    return replace(tab, t_full=look(tab.t_full), t_partial=look(tab.t_partial), t_cta=look(tab.t_cta),
+                   parts={u: look(v) for u, v in tab.parts.items()})
 
 
 def _distinct_lengths(lq, lk):
@@ -261,19 +265,31 @@ def _col_boundaries(lq, lk, bm, bn):
 
 def _pick(fam, legal, evaluate, terms=False):
     """The family's tile policy over arrays (model._choose's twin): its table's first legal tile, or
-    (autotune) per configuration the candidate with the smallest time, then the fewest executed
-    FLOPs, then the earliest in the list. `terms`: each configuration's tile as "_tile", its index in
-    `legal`."""
-    best = None
+    (autotune) per configuration the candidate with the smallest time (within `model.TIE_REL`), then the
+    fewest executed FLOPs, then the least busy time of its units (`model.busy_time`), then the earliest in
+    the list. `terms`: each configuration's tile as "_tile", its index in `legal`."""
+    results = []
     for i, (tile, leg) in enumerate(legal if fam.autotune else legal[:1]):
         res = evaluate(tile, leg)
         if terms:
             res["_tile"] = np.full(np.shape(res["time_s"]), i)
-        if best is None:
-            best = res
-            continue
-        better = (res["time_s"] < best["time_s"]) | ((res["time_s"] == best["time_s"]) & (res["flops"] < best["flops"]))
-        best = {key: np.where(better, res[key], best[key]) for key in best}
+        results.append(res)
+    if not results:
+        return None
+    if len(results) == 1:
+        return results[0]
+    time = np.array(np.broadcast_arrays(*[np.asarray(r["time_s"], dtype=float) for r in results]))
+    tied = time <= time.min(axis=0) * (1 + TIE_REL)
+    flops = np.array(np.broadcast_arrays(*[np.asarray(r["flops"]) for r in results]))
+    tied &= flops == np.where(tied, flops, np.iinfo(np.int64).max).min(axis=0)
+    busy = np.array(np.broadcast_arrays(*[np.asarray(r["busy"], dtype=float) for r in results]))
+    tied &= busy == np.where(tied, busy, np.inf).min(axis=0)
+    first = np.argmax(tied, axis=0)  # the earliest of the equals
+    best = results[0]
+    for i, res in enumerate(results[1:], 1):
+        sel = first == i
+        if np.any(sel):
+            best = {key: np.where(sel, res[key], best[key]) for key in best}
     return best
 
 
@@ -1007,7 +1023,7 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
             d_max, d_min = np.maximum(whole, ragged), np.where(lk >= bn, np.minimum(whole, ragged), ragged)
         l2 = ne * sl * (tc.kv_bytes + 2 * bm * d * 4) + hbm
         out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
-        res = {key: out[key] for key in ("time_s", "flops", "hbm")}
+        res = {key: out[key] for key in ("time_s", "flops", "hbm", "busy")}
         if terms:  # the CTA classes: the whole kv tiles and a ragged last one (dense), or `_extremes`' candidates
             n_q = -(-lq // bm)
             classes = ([(n_q, 0 * n_q, lk >= bn), (0 * n_q, n_q, lk % bn != 0)] if not c else [

@@ -327,3 +327,32 @@ def test_a_tiled_neighborhood_order_keeps_the_forwards_tile_in_the_backward():
     own = predict_variant("h100", "mha", {}, kernel="attnsim", phase="train", heads=4, head_dim=64, dtype="fp16",
                           seqlen=1024)
     assert tiles["rowmajor"][1:] == [k.tile_obj for k in own.kernels if k.role == "backward"]
+
+
+def test_tiles_priced_alike_go_to_the_one_whose_units_do_less():
+    """An autotuned family takes the fastest tile, then the fewest FLOPs, then the least busy units. Under a
+    calibration that hides the softmax behind a slowed tensor rate (η 0.32, overlap 1: the A100 Triton fit the
+    attnsim family borrows), 64x32 w4 s2 and 128x32 w8 s3 price exactly alike at d = 128, 16k tokens; the second
+    computes 1.125 exps per score where the first computes 1.5 (its compiled facts), so its exp unit is busy
+    for 1.125 / 1.5 of the time and it is chosen, by predict and predict_many alike."""
+    from attnsim.simulator.model import _choose, busy_time
+    from attnsim.simulator.rates import Calibration
+    from attnsim.simulator.vectorized import predict_many
+    from types import SimpleNamespace as K
+    fam = get_family("attnsim")
+    a = K(time_s=1.0, flops=8, unit_times_s={"tensor": 1.0, "exp": 0.5, "hbm": 9.0, "schedule": 1.0})
+    b = K(time_s=1.0, flops=8, unit_times_s={"tensor": 1.0, "exp": 0.375, "hbm": 9.0, "schedule": 1.0})
+    assert busy_time(a.unit_times_s) == 1.5 and busy_time(b.unit_times_s) == 1.375  # hbm, schedule: not a tile's
+    assert _choose(fam, [a, b], lambda c: c) is b and _choose(fam, [b, a], lambda c: c) is b
+    faster = K(time_s=0.9, flops=9, unit_times_s={"tensor": 2.0})
+    assert _choose(fam, [a, b, faster], lambda c: c) is faster  # time first
+    hw = load_hardware("a100")
+    cal = Calibration(tensor=0.3164, overlap=1.0)
+    w = Workload(batch=1, seqlen_q=16384, heads_q=16, head_dim_qk=128, dtype="fp16")
+    k = predict(w, hw, "attnsim", calibration=cal).kernels_for("forward")[0]
+    assert k.tile == "128x32 w8 s3"
+    exps = {t: compiled_tile(fam, hw, Tile(*t), 128, 128)["exp_per_score"] for t in ((64, 32, 4, 2), (128, 32, 8, 3))}
+    assert exps == {(64, 32, 4, 2): 1.5, (128, 32, 8, 3): 1.125}
+    many = predict_many(hw, "attnsim", batch=[1], seqlen_q=[16384], heads_q=[16], head_dim_qk=[128], dtype="fp16",
+                        calibration=cal)
+    assert many["time_s"][0] == pytest.approx(k.time_s, rel=1e-12) and many["flops"][0] == k.flops

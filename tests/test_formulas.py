@@ -137,7 +137,9 @@ def test_symbolic_prediction_is_the_prediction(variant, kw, hw_name):
 EDITS = [f"{{hw}}.{n}" for n in ("hbm_bandwidth_bytes_per_s", "clock_sustained_hz", "clock_max_hz", "dram_latency_s",
                                   "kernel_launch_overhead_s", "exp_ops_per_clk_per_sm", "fp32_flops_per_clk_per_sm",
                                   "smem_bytes_per_clk_per_sm", "l2_bandwidth_bytes_per_s", "mma.bf16.fp32")] + \
-        [f"cal.{n}" for n in ("tensor", "exp", "fp32", "smem", "hbm", "cta_io", "partial_tile", "causal", "backward")]
+        [f"cal.{n}" for n in ("tensor", "exp", "fp32", "smem", "hbm", "cta_io", "partial_tile", "causal", "backward",
+                              "smem_exposed")]
+FRACTIONS = {"cal.smem_exposed"}  # inputs a Calibration holds to [0, 1]
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -157,6 +159,8 @@ def test_formulas_recompute_predict_with_changed_figures(case, hw_name, edits):
         if name in inputs:
             base = inputs[name]
             env[name] = base * factor if base else factor - 0.25  # a factor at 0 (cta_io...) moves off 0
+            if name in FRACTIONS:
+                env[name] = min(env[name], 1.0)
     assume(env)
     hw2, cal2 = _changed(hw, cal, env)
     num2 = predict_problem(prob, hw2, compare=False, calibration=cal2)

@@ -301,8 +301,11 @@ def fit(rows, names=None, fixed=None, starts=(0.15, 0.5, 0.85), x0: dict | None 
         notes.append(f"{n} fixed at {default_value(n, fam):g}: {why}")
     # ten significant digits: a fit knows its values to its standard errors (1e-3 or so), and a value the solver
     # leaves a rounding error inside a bound (0.9999999999999999) would make 1 - overlap a 1e-16 that a
-    # spreadsheet, reading 15 digits, computes as 0
-    values = dict(base, **{n: float(f"{x:.10g}") for n, x in zip(names, best.x)})
+    # spreadsheet, reading 15 digits, computes as 0 (and 1.7e-11 is a workbook input that means 0)
+    # a value within 1e-9 of its range from a bound is the bound (the solver stops a rounding error inside it)
+    snap = [p.lo if x - p.lo < 1e-9 * (p.hi - p.lo) else p.hi if p.hi - x < 1e-9 * (p.hi - p.lo) else x
+            for p, x in zip((PARAMS[n] for n in names), best.x)]
+    values = dict(base, **{n: float(f"{x:.10g}") for n, x in zip(names, snap)})
     res = np.log(model_times(rows, calibration_of(values)) / meas)  # the rows' residuals at the values written
     dof = max(len(rows) - len(names), 1)
     s2 = float(res @ res) / dof
@@ -311,8 +314,8 @@ def fit(rows, names=None, fixed=None, starts=(0.15, 0.5, 0.85), x0: dict | None 
         stderr = {n: float(math.sqrt(max(cov[i, i], 0.0))) for i, n in enumerate(names)}
     except np.linalg.LinAlgError:
         stderr = {n: float("nan") for n in names}
-    for n, v in zip(names, best.x):
-        p = PARAMS[n]
+    for n in names:
+        p, v = PARAMS[n], values[n]
         if min(v - p.lo, p.hi - v) < 1e-6 * (p.hi - p.lo):
             notes.append(f"{n} = {v:.4g} sits at its bound [{p.lo:g}, {p.hi:g}]")
     return Fit(values, stderr, fixed_why, mape(np.exp(res) * meas, meas), len(rows), notes)
