@@ -335,7 +335,8 @@ def _bwd_tile_costs(r: Rates, fam, tile, k, dp, dvp, s, rates: SMRates, w: Workl
     t_smem = (streamed * (1 + smem_readers(fam, tile, r.hw.arch)) + 2 * bm * bn * s) / rates.smem * k
     c = r.backward * (1.0 + (r.causal if causal else 0.0))
     t_full = _tile_time(t_tensor, np.maximum(t_exp, t_fp32), t_smem, r.overlap, r.smem_exposed) * c
-    t_part = _tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap, r.smem_exposed) * c + r.partial_tile * t_full
+    t_part = (_tile_time(t_tensor, np.maximum(t_exp, t_fp32_p), t_smem, r.overlap, r.smem_exposed) * c
+              + r.partial_tile * t_full)
     if kernel == "dq":  # K and V stream past; the CTA reads its Q, dO, LSE and D and writes its dQ
         return TileCosts(t_full, t_part, flops, streamed, {"tensor": t_tensor, "exp": t_exp, "fp32": t_fp32,
                                                            "smem": t_smem},

@@ -38,8 +38,10 @@ class Calibration:
     run with a causal mask, as a fraction (its loop bounds and masking steps per iteration, the uneven
     CTAs' effect on the pipeline); `backward` — a multiplier of the backward kernel's tile time (dQ
     atomics, dS staging); `smem_exposed` — the fraction of a tile's shared-memory operand time that
-    its MMA and softmax chain waits on rather than hides (operands loaded from shared memory into
-    registers before each mma.sync, ldmatrix sharing the warps' issue slots; `model._tile_time`). `source` says what it was fitted on (device, dates, rows)."""
+    its MMA and softmax chain waits on rather than hides (mma.sync operands loaded from shared memory
+    into registers, ldmatrix sharing the warps' issue slots; for wgmma/tcgen05 kernels, the TMA writes
+    the model takes not to contend with the operand reads; `model._tile_time`). `source` says what it
+    was fitted on (device, dates, rows)."""
     tensor: float = 1.0
     exp: float = 1.0
     fp32: float = 1.0

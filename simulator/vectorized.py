@@ -25,9 +25,9 @@ from .families import (bwd_tile_candidates, can_implement, check_family, decode_
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
 from .ops import Matmuls, Pointwise
-from .model import (SMRates, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes, backward_helpers,
-                    TIE_REL, TILE_UNITS, cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family, slot_tile_times,
-                    split_sms)
+from .model import (SMRates, TIE_REL, TILE_UNITS, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes,
+                    backward_helpers, cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family,
+                    slot_tile_times, split_sms)
 from .pricing import elementwise_time, run_waste_bytes
 from .hardware import load_hardware
 from .problem import DEFAULT_SEQLEN, predict_problem, resolve

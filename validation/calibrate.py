@@ -147,8 +147,8 @@ def groups_of(rows) -> dict:
 def params_for(rows) -> list:
     """The parameters the rows can speak to: decode rows the HBM fraction; eager's kernels (GEMMs and
     a memory-bound softmax) the tensor and HBM fractions; fused kernels η, the overlap, the CTA's
-    I/O and the exposed shared-memory time, plus the causal cost when some rows are causal and the backward factor when some rows run the
-    backward. (`partial_tile` stays a mechanism a calibration may set: on the published rows it is not
+    I/O and the exposed shared-memory time, plus the causal cost when some rows are causal and the
+    backward factor when some rows run the backward. (`partial_tile` stays a mechanism a calibration may set: on the published rows it is not
     identifiable beside `causal` — the diagonal's tiles are a few percent of a causal kernel's.)"""
     fam = get_family(rows[0].family)
     if all(r.phase == "decode" for r in rows):
