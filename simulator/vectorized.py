@@ -25,8 +25,8 @@ from .families import (bwd_tile_candidates, can_implement, check_family, decode_
 from .hardware import Hardware
 from .masks import CausalMask, DenseMask, WindowMask, mask_sums, tile_rows
 from .ops import Matmuls, Pointwise
-from .model import (SMRates, TIE_REL, TILE_UNITS, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes,
-                    backward_helpers, cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family,
+from .model import (SMRates, TIE_REL, _bwd_tile_costs, _fwd_tile_costs, _kv_cols, _legal, backward_bytes,
+                    backward_helpers, busy_time, cta_duration, decode_bytes, forward_bytes, kernel_time, resolve_family,
                     slot_tile_times, split_sms)
 from .pricing import elementwise_time, run_waste_bytes
 from .hardware import load_hardware
@@ -151,7 +151,7 @@ def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
     a, b = slot_tile_times(tc, r, tile.stages)
     time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2, tc.t_cta)[0]
     visited, slots = np.asarray(full + part, dtype=float), r.sm_count * k
-    busy = sum(tc.parts[u] * visited / slots for u in TILE_UNITS if u in tc.parts)  # as model._finish, busy_time
+    busy = busy_time({u: v * visited / slots for u, v in tc.parts.items()})  # the units as model._finish has them
     return {"time_s": time_s, "flops": (full + part) * int(tc.flops), "hbm": hbm, "ctas": n_ctas,
             "waves": n_ctas / slots, "busy": busy}
 
