@@ -91,6 +91,11 @@ class Family:
     # _bwd_dq_kernel over query tiles: S, dP and dQ recomputed), dK/dV accumulated in fp32 per query head and then
     # summed over each GQA group and converted; else FlashAttention's one kernel with fp32 dQ atomics
     bwd_split: bool = False
+    # how the grid hands its CTAs to the SMs under a causal mask, per role ("forward", "backward"): one of
+    # schedule.ORDERS — "ascending" (each (batch, head)'s tiles launched shortest first), "descending" (longest
+    # first), "balanced" (a scheduler that balances the whole grid, or an order not known: the closed form)
+    cta_order: dict = field(default_factory=dict)
+    cta_order_source: str = ""
 
     def pad_head_dim(self, d: int) -> int | None:
         for h in self.head_dims:
@@ -110,6 +115,10 @@ class Family:
         if lat is None or rope is None:
             return None, None
         return lat + rope, lat
+
+    def order(self, role: str) -> str:
+        """The CTA launch order of this role's kernel under a causal mask (`cta_order`; "balanced" if not known)."""
+        return self.cta_order.get(role, "balanced")
 
     def efficiency(self, arch: str) -> float:
         return self.mma_efficiency.get(arch, 1.0)
@@ -350,6 +359,12 @@ FAMILIES = {
         fwd_tiles=_fa2_fwd, bwd_tiles=_fa_bwd(1), decode_tiles=_fa2_decode,
         mma_efficiency_source="FA3 paper (Shah et al. 2024) section 1: mma.sync reaches about 2/3 of the "
                               "Hopper tensor-core peak (wgmma/tcgen05 needed for the rest)",
+        cta_order={"forward": "ascending", "backward": "descending"},
+        cta_order_source="csrc/flash_attn/src/flash_fwd_kernel.h compute_attn: m_block = blockIdx.x on the grid "
+                         "(num_m_block, b, h) of flash_fwd_launch_template.h, so each (batch, head)'s query tiles "
+                         "launch in order, shortest first under a causal mask; flash_bwd_launch_template.h "
+                         "run_flash_bwd_seqk_parallel: grid_n (num_n_block, b, h), n_block = blockIdx.x, the kv "
+                         "tiles that see the most query tiles first",
     ),
     "fa3": Family(
         name="fa3",
@@ -367,6 +382,12 @@ FAMILIES = {
         latent_dims=(512,), latent_exact=True,
         latent_source="hopper/tile_size.h: headdim 64 with headdim_v 512 (DeepSeek MLA through the q_v argument), "
                       "64 x 64 tiles",
+        cta_order={"forward": "descending"},
+        cta_order_source="hopper/tile_scheduler.hpp as released with the FA3 paper (2024): a causal forward runs "
+                         "DynamicPersistentTileScheduler, tiles taken in order from an atomic counter with "
+                         "m_block = num_blocks_m - 1 - m_block, each head's longest query tile first, heads one "
+                         "after another (later releases order longest-first over sections of heads: closer to "
+                         "balanced); the backward's order is not modeled",
     ),
     "fa4": Family(
         name="fa4",
@@ -465,6 +486,13 @@ FAMILIES = {
         latent_dims=(16, 32, 64, 128, 256, 512, 1024),
         latent_source="two tl.dot per tile, latent and rope parts, as sglang's Triton MLA decode kernel "
                       "(BLOCK_DMODEL = next power of two of kv_lora_rank, BLOCK_DPE = 64, BLOCK_H = 16 heads)",
+        cta_order={"forward": "ascending"},
+        cta_order_source="python/tutorials/06-fused-attention.py (and triton.ops.flash_attention before it): the "
+                         "forward's grid is (cdiv(N_CTX, BLOCK_M), Z x H, 1) with start_m = tl.program_id(0), each "
+                         "(batch, head)'s "
+                         "query tiles launched in order, shortest first under a causal mask; the backward's "
+                         "program does one kv tile's dK/dV (longest first) and one query tile's dQ (shortest "
+                         "first), about equal sums: balanced",
     ),
     "attnsim": Family(
         name="attnsim",

@@ -355,15 +355,17 @@ def slot_tile_times(tc: TileCosts, r: Rates, stages):
 
 
 def kernel_time(r: Rates, n_ctas, tiles_full, tiles_partial, d_max, d_min, a, b, slots, hbm_bytes, l2_bytes,
-                t_cta=0.0):
+                t_cta=0.0, groups=1, order="balanced"):
     """Time of a tiled kernel: its CTAs last 2 x DRAM latency (fill and drain) plus a per full and b
     per partial tile; the makespan of n CTAs on `slots` slots is the closed form
-    max(longest, total / slots + shortest x (ceil(n / slots) - n / slots)) (`schedule.closed_makespan`);
+    max(longest, total / slots + shortest x (ceil(n / slots) - n / slots)) (`schedule.closed_makespan`), or,
+    where a causal mask makes the CTAs unequal and the grid launches each of its `groups` ((batch, head)s)
+    in a known order, that order's (`schedule.dispatch_makespan`, `Family.cta_order`);
     the kernel takes the launch overhead plus the larger of the makespan and its HBM (and L2, where
     sourced) traffic time. Scalars or arrays (one configuration or many: the same arithmetic).
     `t_cta`: each CTA's unhidden own I/O (`TileCosts.t_cta`). Returns (time, makespan, t_hbm, t_l2)."""
     total = n_ctas * (2 * r.dram_latency_s + t_cta) + tiles_full * a + tiles_partial * b
-    makespan = schedule.closed_makespan(n_ctas, total, d_max, d_min, slots)
+    makespan = schedule.dispatch_makespan(n_ctas, total, d_max, d_min, slots, groups, order)
     t_hbm = hbm_bytes / r.hbm_bytes_per_s
     t_l2 = l2_bytes / r.l2_bytes_per_s if r.l2_bytes_per_s else 0.0 * t_hbm
     return r.launch_overhead_s + np.maximum(np.maximum(makespan, t_hbm), t_l2), makespan, t_hbm, t_l2
@@ -378,10 +380,11 @@ def cta_duration(r: Rates, a, b, full, partial, t_cta=0.0):
 
 
 def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm_bytes, l2_bytes,
-            useful_flops, total_tiles, stages, splits=1, live=None, role=""):
+            useful_flops, total_tiles, stages, splits=1, live=None, role="", order="balanced", groups=1):
     """Kernel time from per-CTA tile counts (`full`, `partial`: the tiles it visits, one entry per
     CTA class, each class repeated `counts` times). `live`: the (full, partial) live tiles, when the
-    kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`)."""
+    kernel visits more than those (reported as `tiles`; what it visits as `tiles_iterated`). `order`: the
+    grid's launch order over its `groups` (batch, head)s (`schedule.dispatch_makespan`)."""
     lat = r.dram_latency_s
     k = leg.ctas_per_sm
     slots = r.sm_count * k
@@ -395,7 +398,7 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
         dur = cta_duration(r, a, b, full[on], partial[on], tc.t_cta)
         d_max, d_min = (float(dur.max()), float(dur.min())) if dur.size else (0.0, 0.0)
     time_s, makespan, t_hbm, t_l2 = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, a, b, slots,
-                                                hbm_bytes, l2_bytes, tc.t_cta)
+                                                hbm_bytes, l2_bytes, tc.t_cta, groups, order)
     tiles_visited = float(it_full + it_part)
     units = {u: num(v) * tiles_visited / slots for u, v in tc.parts.items()}  # device-level, sustained clock
     units["hbm"] = num(t_hbm)
@@ -419,7 +422,7 @@ def _finish(name, r: Rates, tc: TileCosts, tile, leg, full, partial, counts, hbm
         tile=str(tile), tiles={"full": full_n, "partial": part_n, "empty": int(total_tiles) - full_n - part_n},
         tiles_iterated=it_full + it_part,
         smem_bytes=leg.smem_bytes, regs_per_thread=leg.regs_per_thread, splits=splits,
-        schedule="closed-form", tile_obj=tile, role=role)
+        schedule="closed-form" if order == "balanced" else f"closed-form, launched {order}", tile_obj=tile, role=role)
 
 
 def _class_extremes(r: Rates, a, b, full, partial, t_cta):
@@ -565,6 +568,20 @@ def _causal(w: Workload, mask: Mask) -> bool:
     return w.causal or all(isinstance(sub, CausalMask) for sub, _ in mask.head_groups(w.heads_q))
 
 
+def launch_order(fam: Family, role: str, w: Workload, mask: Mask) -> str:
+    """The launch order `role`'s grid hands its CTAs out in (`Family.order`), where the order makes a
+    difference the model prices: a plain causal mask over one sequence shape, whose CTAs grow with the tile
+    index; "balanced" (the closed form) for every other mask and for varlen batches."""
+    if len(w.segments()) == 1 and all(type(sub) is CausalMask for sub, _ in mask.head_groups(w.heads_q)):
+        return fam.order(role)
+    return "balanced"
+
+
+def _sequences(w: Workload) -> int:
+    """The sequences a kernel's grid runs (each with every query head: the (batch, head) groups of its CTAs)."""
+    return sum(m for _, _, m in w.segments())
+
+
 def _segment_sums(w: Workload, mask: Mask, segments=None):
     """(live pairs over every head and sequence, live keys per kv head over the sequences) of the
     real sequences (or of `segments`)."""
@@ -601,7 +618,8 @@ def fused_forward(w: Workload, r: Rates, fam: Family, mask: Mask, write_lse: boo
         l2 = visited * tile.block_n * kvc * skv + l2_q_o
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_fwd", r, tc, tile, leg, full, partial, counts,
-                       hbm, l2, useful, total_tiles, tile.stages, live=live, role="forward")
+                       hbm, l2, useful, total_tiles, tile.stages, live=live, role="forward",
+                       order=launch_order(fam, "forward", w, mask), groups=_sequences(w) * w.heads_q)
 
     local = any(isinstance(sub, WindowMask) for sub, _ in mask.head_groups(w.heads_q))
     causal = _causal(w, mask)
@@ -653,7 +671,8 @@ def fused_backward(w: Workload, r: Rates, fam: Family, mask: Mask, fwd_tile=None
         l2 = visited * (tc.kv_bytes + 2 * tile.block_m * d * 4) + hbm  # + dQ fp32 atomics (read-modify-write)
         total_tiles = sum(m * w.heads_q * nq * nk for m, (nq, nk) in grids)
         return _finish("attn_bwd", r, tc, tile, leg, full, partial, counts, hbm, l2, useful,
-                       total_tiles, tile.stages, live=live, role="backward")
+                       total_tiles, tile.stages, live=live, role="backward",
+                       order=launch_order(fam, "backward", w, mask), groups=_sequences(w) * w.heads_q)
 
     causal = _causal(w, mask)
     cands = bwd_tile_candidates(fam, r.hw, dp, dvp, causal, w.dtype)

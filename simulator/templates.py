@@ -164,10 +164,11 @@ class _Terms:
                 return pick([cta_duration(r, a, b, col(f"{tag} CTA full tiles {j + 1}", k[f"_{tag}f"][j]),
                                           col(f"{tag} CTA partial tiles {j + 1}", k[f"_{tag}p"][j]), tc.t_cta)
                              for j in range(m)])
+            order = fam.order(what) if c and what != "decode" else "balanced"  # a plain causal mask: `launch_order`
             time_s = kernel_time(r, col("CTAs", k["_ctas"]), col("full tiles", k["_full"]),
                                  col("partial tiles", k["_part"]), extreme("max", largest), extreme("min", smallest),
                                  a, b, r.sm_count * ks, col("HBM bytes", k["_hbm"]), col("L2 bytes", k["_l2"]),
-                                 tc.t_cta)[0]
+                                 tc.t_cta, col("CTA groups", k["_groups"]) if order != "balanced" else 1, order)[0]
             out.append((k["name"], time_s))
             if what == "decode" and k["splits"][loc[0]] > 1:
                 out.append(("decode_combine", elementwise_time(r, col("combine read", k["_cb_rd"]),

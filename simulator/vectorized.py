@@ -145,11 +145,13 @@ def num_splits_many(bnm, num_sms: int, n_blocks, max_splits: int = 128, style: s
     return np.where(bnm >= 0.8 * num_sms, 1, chosen)
 
 
-def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2):
+def _kernel(r, tc, tile, k, n_ctas, full, part, d_max, d_min, hbm, l2, groups=1, order="balanced"):
     """One tiled kernel over arrays of configurations: `model.kernel_time` (the scalar path's own
-    function) on the totals of full and partial tiles and the longest and shortest CTA."""
+    function) on the totals of full and partial tiles and the longest and shortest CTA (`groups`, `order`:
+    the grid's launch order under a causal mask, `model.launch_order`)."""
     a, b = slot_tile_times(tc, r, tile.stages)
-    time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2, tc.t_cta)[0]
+    time_s = kernel_time(r, n_ctas, full, part, d_max, d_min, a, b, r.sm_count * k, hbm, l2, tc.t_cta, groups,
+                         order)[0]
     visited, slots = np.asarray(full + part, dtype=float), r.sm_count * k
     busy = busy_time({u: v * visited / slots for u, v in tc.parts.items()})  # the units as model._finish has them
     return {"time_s": time_s, "flops": (full + part) * int(tc.flops), "hbm": hbm, "ctas": n_ctas,
@@ -670,8 +672,9 @@ def _grouped_rows(hw, prob, B, calibration):
     it_full, it_part = slices * int(f_it.sum()), slices * int(p_it.sum())
     fwd_hbm, l2_q_o = forward_bytes(hq * B * lq, hkv * B * live_keys, d, dv, w1.seq_dims, s, skv, True)
     l2 = (it_full + it_part) * bn * _kv_cols(w1, d, dv) * skv + l2_q_o
+    plain = type(mask) is CausalMask  # the launch order matters under a plain causal mask (`model.launch_order`)
     t_fwd = kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, *slot_tile_times(tc, r, tile.stages),
-                        r.sm_count * k, fwd_hbm, l2, tc.t_cta)[0]
+                        r.sm_count * k, fwd_hbm, l2, tc.t_cta, slices, fam.order("forward") if plain else "balanced")[0]
     out = {"tiles_full": slices * int(f_lv.sum()), "tiles_partial": slices * int(p_lv.sum()), "ctas": n_ctas,
            "waves": n_ctas / (r.sm_count * k), "splits": 0 * B + 1}
     out["tiles_empty"] = slices * nq * nk - out["tiles_full"] - out["tiles_partial"]
@@ -694,7 +697,8 @@ def _grouped_rows(hw, prob, B, calibration):
         bwd_hbm = backward_bytes(q_rows, hkv * B * lk, hq * B * lk, d, dv, w1.seq_dims, s)
         l2 = (it_full + it_part) * (tc.kv_bytes + 2 * bm * d * 4) + bwd_hbm
         time = time + kernel_time(r, n_ctas, it_full, it_part, d_max, d_min, *slot_tile_times(tc, r, btile.stages),
-                                  r.sm_count * k, bwd_hbm, l2, tc.t_cta)[0]
+                                  r.sm_count * k, bwd_hbm, l2, tc.t_cta, slices,
+                                  fam.order("backward") if plain else "balanced")[0]
         hbm = hbm + bwd_hbm
         flops = flops + np.rint((it_full + it_part) * tc.flops).astype(np.int64)
         for _, rd, wr, ops, runs in backward_helpers(q_rows, B * lk * w1.seq_dims * s, hq, hkv, d, dv, s):
@@ -883,7 +887,7 @@ def _closed_chunk(r, fam, dtype, kv_dtype, phase, B, LQ, LK, HQ, HKV, D, DV, CAU
 TERM_CLASSES = 4  # the most CTA classes a template's longest (or shortest) CTA is the MAX (MIN) over
 
 
-def _terms(k, n_ctas, full, part, hbm, l2, classes) -> dict:
+def _terms(k, n_ctas, full, part, hbm, l2, classes, groups=1) -> dict:
     """A tiled kernel's work terms over arrays of configurations, what a formula template reads (`templates`):
     CTAs per SM "_k", CTAs "_ctas", full and partial tiles "_full", "_part", HBM and L2 bytes "_hbm",
     "_l2"; and of the CTA classes `classes` [(full tiles, partial tiles, whether some CTA has them)], the
@@ -893,7 +897,8 @@ def _terms(k, n_ctas, full, part, hbm, l2, classes) -> dict:
     over the second, at any tile times (`model._class_extremes`). Equal classes count once. A
     configuration with more than TERM_CLASSES such classes has "_nmax" (or "_nmin") above it."""
     n = np.shape(n_ctas)[0]
-    out = {"_k": k, "_ctas": n_ctas, "_full": full, "_part": part, "_hbm": hbm, "_l2": l2}
+    out = {"_k": k, "_ctas": n_ctas, "_full": full, "_part": part, "_hbm": hbm, "_l2": l2,
+           "_groups": np.broadcast_to(groups, (n,))}
     for tag, sign in (("max", 1), ("min", -1)):
         F = P = L = None
         over = np.zeros(n, dtype=bool)
@@ -973,13 +978,14 @@ def _forward(r, fam, mask, c, dp, dvp, s, skv, rates, dtype, kv_dtype, lengths, 
             d_max = d_min = cta_duration(r, a, b_, lk // bn, n_kv - lk // bn, tc.t_cta)
         hbm, l2_q_o = forward_bytes(sl * lq, b * hkv * lk, d, dv, d + dv, s, skv, True)
         l2 = ne * sl * bn * (d + dv) * skv + l2_q_o
-        out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
+        out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2, sl,
+                      fam.order("forward") if c else "balanced")
         out.update(tiles_full=full * sl, tiles_partial=(ne - full) * sl, tiles_empty=(n_q * n_kv - ne) * sl)
         if terms:  # the CTA classes: every query tile alike (dense), or the candidates of `_extremes`
             classes = ([(lk // bn, n_kv - lk // bn, True)] if not c else [(f[inv], p[inv], True) for f, p in _candidate_counts(
                 geo, lambda x: _row(mask, x, ulq, ulk, bm, bn), -(-ulq // bm), _row_boundaries(ulq, ulk, bm),
                 bn // math.gcd(bm, bn))])
-            out.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes))
+            out.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes, sl))
         return out
 
     return _pick(fam, legal, evaluate, terms)
@@ -1022,7 +1028,8 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
             ragged = np.where(lk % bn != 0, cta_duration(r, a, b_, 0 * n_q, n_q, tc.t_cta), whole)
             d_max, d_min = np.maximum(whole, ragged), np.where(lk >= bn, np.minimum(whole, ragged), ragged)
         l2 = ne * sl * (tc.kv_bytes + 2 * bm * d * 4) + hbm
-        out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2)
+        out = _kernel(r, tc, tile, k, n_ctas, full * sl, (ne - full) * sl, d_max, d_min, hbm, l2, sl,
+                      fam.order("backward") if c else "balanced")
         res = {key: out[key] for key in ("time_s", "flops", "hbm", "busy")}
         if terms:  # the CTA classes: the whole kv tiles and a ragged last one (dense), or `_extremes`' candidates
             n_q = -(-lq // bm)
@@ -1030,7 +1037,7 @@ def _backward(r, fam, mask, c, dp, dvp, s, rates, dtype, lengths, b, lq, lk, hq,
                 (f[inv], p[inv], True) for f, p in _candidate_counts(
                     geo, lambda x: _col(mask, x, ulq, ulk, bm, bn), -(-ulk // bn), _col_boundaries(ulq, ulk, bm, bn),
                     bm // math.gcd(bm, bn))])
-            res.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes))
+            res.update(_terms(k, n_ctas, full * sl, (ne - full) * sl, hbm, l2, classes, sl))
         return res
 
     main = _pick(fam, legal, evaluate, terms)

@@ -113,6 +113,17 @@ def test_groups_are_per_gpu_family_dtype_and_decode():
     assert cal.params_for([rows[-1]]) == ["hbm"]
 
 
+def test_the_backward_factor_needs_rows_that_tell_it_from_eta():
+    """Rows that all time forward + backward together cannot tell η from the backward factor (both scale every
+    row alike): it is not fitted. A forward-only or a backward-only row beside them makes it fittable."""
+    fwd = grid(hw="a100_sxm4_80gb", family="fa2", seqlens=(1024, 2048), head_dims=(64,))
+    train = [cal.Row(**{**r.__dict__, "phase": "train"}) for r in fwd]
+    bwd = cal.Row(**{**fwd[0].__dict__, "phase": "backward"})
+    assert "backward" not in cal.params_for(train) and "backward" not in cal.params_for(fwd)
+    assert "backward" in cal.params_for(train + fwd[:1]) and "backward" in cal.params_for(train + [bwd])
+    assert "backward" in cal.params_for([bwd])
+
+
 def test_a_stated_clock_prices_its_rows_at_that_clock():
     """A row measured at a locked clock: the same parameters at 1.5 GHz instead of the sustained 1.83 GHz
     give a proportionally longer compute-bound time."""

@@ -148,8 +148,10 @@ def params_for(rows) -> list:
     """The parameters the rows can speak to: decode rows the HBM fraction; eager's kernels (GEMMs and
     a memory-bound softmax) the tensor and HBM fractions; fused kernels η, the overlap, the CTA's
     I/O and the exposed shared-memory time, plus the causal cost when some rows are causal and the
-    backward factor when some rows run the backward. (`partial_tile` stays a mechanism a calibration may set: on the published rows it is not
-    identifiable beside `causal` — the diagonal's tiles are a few percent of a causal kernel's.)"""
+    backward factor when some rows run the backward and some do not run the forward with it (rows that all time
+    forward + backward together scale it with η alike: it stays 1). (`partial_tile` stays a mechanism a
+    calibration may set: on the published rows it is not identifiable beside `causal` — the diagonal's tiles are
+    a few percent of a causal kernel's.)"""
     fam = get_family(rows[0].family)
     if all(r.phase == "decode" for r in rows):
         return ["hbm"]
@@ -158,7 +160,7 @@ def params_for(rows) -> list:
     names = ["tensor", "overlap", "cta_io", "smem_exposed"]
     if any(r.causal for r in rows):
         names.append("causal")
-    if any(r.phase in ("train", "backward") for r in rows):
+    if any(r.phase in ("train", "backward") for r in rows) and not all(r.phase == "train" for r in rows):
         names.append("backward")
     return names
 
